@@ -1,0 +1,448 @@
+//! The stream adapter: a pure translation of one run's OpenCode events into OpenAI deltas.
+//!
+//! It learns each part's type from `message.part.updated` (reasoning and text deltas both say
+//! `field:"text"`), only speaks for parts of this run's assistant messages (never echoing the
+//! user's own part), ends at `session.idle`, and turns retries beyond the budget, `session.error`
+//! and assistant `info.error` into failures. No I/O happens here, so it is unit-tested on recorded
+//! event sequences.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::opencode::{error_message, Event};
+use crate::openai::{CompletionTokensDetails, PromptTokensDetails, Usage};
+
+/// Which stream a piece of text belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartKind {
+    /// The answer.
+    Text,
+    /// The model's reasoning.
+    Reasoning,
+    /// Anything else (tools, step markers, files…): not forwarded.
+    Other,
+}
+
+/// What the adapter makes of an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// New answer text.
+    Content(String),
+    /// New reasoning text.
+    Reasoning(String),
+    /// The run ended normally.
+    Finished {
+        /// OpenAI `finish_reason`.
+        finish_reason: &'static str,
+        /// Tokens of every assistant message of the run.
+        usage: Usage,
+    },
+    /// The run failed.
+    Failed(ApiError),
+}
+
+#[derive(Debug, Default)]
+struct Part {
+    kind: Option<PartKind>,
+    /// Bytes of text already forwarded.
+    sent: String,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Assistant {
+    finish: Option<String>,
+    usage: Usage,
+}
+
+/// Per-run translation state.
+#[derive(Debug)]
+pub struct Adapter {
+    max_retries: u32,
+    user_message: Option<String>,
+    assistants: HashMap<String, Assistant>,
+    last_assistant: Option<String>,
+    parts: HashMap<String, Part>,
+    started: bool,
+    done: bool,
+    last_retry: Option<String>,
+}
+
+impl Adapter {
+    /// A fresh adapter that tolerates `max_retries` model retries before failing.
+    pub fn new(max_retries: u32) -> Adapter {
+        Adapter {
+            max_retries,
+            user_message: None,
+            assistants: HashMap::new(),
+            last_assistant: None,
+            parts: HashMap::new(),
+            started: false,
+            done: false,
+            last_retry: None,
+        }
+    }
+
+    /// The provider's message from the latest retry, if OpenCode is retrying.
+    pub fn last_retry_message(&self) -> Option<&str> {
+        self.last_retry.as_deref()
+    }
+
+    /// The id of the run's latest assistant message.
+    pub fn last_assistant_id(&self) -> Option<&str> {
+        self.last_assistant.as_deref()
+    }
+
+    /// Whether a terminal output ([`Output::Finished`] or [`Output::Failed`]) was produced.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Feeds one event of the run's session; returns what to tell the client.
+    pub fn feed(&mut self, event: &Event) -> Vec<Output> {
+        if self.done {
+            return Vec::new();
+        }
+        let out = self.translate(event);
+        if out
+            .iter()
+            .any(|o| matches!(o, Output::Finished { .. } | Output::Failed(_)))
+        {
+            self.done = true;
+        }
+        out
+    }
+
+    fn translate(&mut self, event: &Event) -> Vec<Output> {
+        let p = &event.properties;
+        match event.kind.as_str() {
+            "message.updated" => self.on_message(p.get("info").unwrap_or(&Value::Null)),
+            "message.part.updated" => self.on_part(p.get("part").unwrap_or(&Value::Null), p.get("delta")),
+            "message.part.delta" => self.on_delta(p),
+            "session.status" => self.on_status(p.get("status").unwrap_or(&Value::Null)),
+            "session.error" => {
+                let err = p.get("error").unwrap_or(&Value::Null);
+                vec![Output::Failed(failure(err))]
+            }
+            "session.idle" => self.on_idle(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn on_message(&mut self, info: &Value) -> Vec<Output> {
+        let Some(id) = info.get("id").and_then(Value::as_str) else {
+            return Vec::new();
+        };
+        match info.get("role").and_then(Value::as_str) {
+            Some("user") => {
+                self.started = true;
+                if self.user_message.is_none() {
+                    self.user_message = Some(id.to_string());
+                }
+                Vec::new()
+            }
+            Some("assistant") => {
+                let parent = info.get("parentID").and_then(Value::as_str);
+                if let (Some(user), Some(parent)) = (&self.user_message, parent) {
+                    if user != parent {
+                        return Vec::new();
+                    }
+                }
+                self.started = true;
+                let entry = self.assistants.entry(id.to_string()).or_default();
+                self.last_assistant = Some(id.to_string());
+                if let Some(f) = info.get("finish").and_then(Value::as_str) {
+                    entry.finish = Some(f.to_string());
+                }
+                if let Some(tokens) = info.get("tokens") {
+                    entry.usage = usage_from_tokens(tokens);
+                }
+                match info.get("error") {
+                    Some(err) if !err.is_null() => vec![Output::Failed(failure(err))],
+                    _ => Vec::new(),
+                }
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn on_part(&mut self, part: &Value, delta: Option<&Value>) -> Vec<Output> {
+        let (Some(id), Some(message)) = (
+            part.get("id").and_then(Value::as_str),
+            part.get("messageID").and_then(Value::as_str),
+        ) else {
+            return Vec::new();
+        };
+        if !self.assistants.contains_key(message) {
+            return Vec::new();
+        }
+        let kind = match part.get("type").and_then(Value::as_str) {
+            Some("text") => PartKind::Text,
+            Some("reasoning") => PartKind::Reasoning,
+            _ => PartKind::Other,
+        };
+        let state = self.parts.entry(id.to_string()).or_default();
+        state.kind = Some(kind);
+        if kind == PartKind::Other {
+            return Vec::new();
+        }
+        // Older servers put the increment on the update itself.
+        if let Some(Value::String(d)) = delta {
+            if !d.is_empty() {
+                state.sent.push_str(d);
+                return vec![emit(kind, d.clone())];
+            }
+        }
+        // The full text so far: forward whatever the deltas have not carried yet.
+        let Some(text) = part.get("text").and_then(Value::as_str) else {
+            return Vec::new();
+        };
+        match text.strip_prefix(state.sent.as_str()) {
+            Some(rest) if !rest.is_empty() => {
+                let rest = rest.to_string();
+                state.sent.push_str(&rest);
+                vec![emit(kind, rest)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn on_delta(&mut self, p: &Value) -> Vec<Output> {
+        let (Some(part), Some(message), Some(delta)) = (
+            p.get("partID").and_then(Value::as_str),
+            p.get("messageID").and_then(Value::as_str),
+            p.get("delta").and_then(Value::as_str),
+        ) else {
+            return Vec::new();
+        };
+        if p.get("field").and_then(Value::as_str).is_some_and(|f| f != "text")
+            || delta.is_empty()
+            || !self.assistants.contains_key(message)
+        {
+            return Vec::new();
+        }
+        let Some(state) = self.parts.get_mut(part) else {
+            return Vec::new();
+        };
+        match state.kind {
+            Some(kind @ (PartKind::Text | PartKind::Reasoning)) => {
+                state.sent.push_str(delta);
+                vec![emit(kind, delta.to_string())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn on_status(&mut self, status: &Value) -> Vec<Output> {
+        match status.get("type").and_then(Value::as_str) {
+            Some("busy") => {
+                self.started = true;
+                Vec::new()
+            }
+            Some("retry") => {
+                self.started = true;
+                let attempt = status.get("attempt").and_then(Value::as_u64).unwrap_or(1);
+                let message = status
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("the model provider failed")
+                    .to_string();
+                self.last_retry = Some(message.clone());
+                if attempt > u64::from(self.max_retries) {
+                    vec![Output::Failed(ApiError::Upstream(format!(
+                        "The model provider failed (gave up after {attempt} attempts): {message}"
+                    )))]
+                } else {
+                    Vec::new()
+                }
+            }
+            Some("idle") => self.on_idle(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn on_idle(&mut self) -> Vec<Output> {
+        if !self.started {
+            return Vec::new();
+        }
+        let Some(last) = self.last_assistant.as_ref().and_then(|id| self.assistants.get(id)) else {
+            return vec![Output::Failed(ApiError::Upstream(
+                "OpenCode finished the run without an answer".into(),
+            ))];
+        };
+        let usage = self.assistants.values().fold(Usage::default(), |a, b| add(a, b.usage));
+        vec![Output::Finished {
+            finish_reason: map_finish(last.finish.as_deref()),
+            usage,
+        }]
+    }
+}
+
+fn emit(kind: PartKind, text: String) -> Output {
+    match kind {
+        PartKind::Reasoning => Output::Reasoning(text),
+        _ => Output::Content(text),
+    }
+}
+
+fn failure(err: &Value) -> ApiError {
+    let name = err.get("name").and_then(Value::as_str).unwrap_or("");
+    let message = error_message(err).unwrap_or_else(|| "unknown error".into());
+    if name == "MessageAbortedError" {
+        ApiError::Upstream(format!("The run was aborted: {message}"))
+    } else {
+        ApiError::Upstream(format!("The model provider failed: {message}"))
+    }
+}
+
+/// Maps OpenCode's `finish` to OpenAI's `finish_reason`.
+pub fn map_finish(finish: Option<&str>) -> &'static str {
+    match finish {
+        Some("length") => "length",
+        Some("content-filter") | Some("content_filter") => "content_filter",
+        Some("tool-calls") | Some("tool_calls") => "tool_calls",
+        _ => "stop",
+    }
+}
+
+/// OpenCode `tokens {input, output, reasoning, cache{read, write}}` → OpenAI usage.
+pub fn usage_from_tokens(t: &Value) -> Usage {
+    let n = |ptr: &str| t.pointer(ptr).and_then(Value::as_u64).unwrap_or(0);
+    let cached = n("/cache/read");
+    let prompt = n("/input") + cached + n("/cache/write");
+    let reasoning = n("/reasoning");
+    let completion = n("/output") + reasoning;
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        prompt_tokens_details: PromptTokensDetails {
+            cached_tokens: cached,
+        },
+        completion_tokens_details: CompletionTokensDetails {
+            reasoning_tokens: reasoning,
+        },
+    }
+}
+
+fn add(a: Usage, b: Usage) -> Usage {
+    Usage {
+        prompt_tokens: a.prompt_tokens + b.prompt_tokens,
+        completion_tokens: a.completion_tokens + b.completion_tokens,
+        total_tokens: a.total_tokens + b.total_tokens,
+        prompt_tokens_details: PromptTokensDetails {
+            cached_tokens: a.prompt_tokens_details.cached_tokens + b.prompt_tokens_details.cached_tokens,
+        },
+        completion_tokens_details: CompletionTokensDetails {
+            reasoning_tokens: a.completion_tokens_details.reasoning_tokens
+                + b.completion_tokens_details.reasoning_tokens,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ev(kind: &str, properties: Value) -> Event {
+        Event {
+            kind: kind.into(),
+            properties,
+        }
+    }
+
+    #[test]
+    fn usage_mapping_matches_opencode_semantics() {
+        let u = usage_from_tokens(&json!({"input": 60, "output": 13, "reasoning": 7, "cache": {"read": 40, "write": 0}}));
+        assert_eq!(u.prompt_tokens, 100);
+        assert_eq!(u.completion_tokens, 20);
+        assert_eq!(u.total_tokens, 120);
+        assert_eq!(u.prompt_tokens_details.cached_tokens, 40);
+        assert_eq!(u.completion_tokens_details.reasoning_tokens, 7);
+    }
+
+    #[test]
+    fn finish_mapping() {
+        assert_eq!(map_finish(Some("stop")), "stop");
+        assert_eq!(map_finish(Some("length")), "length");
+        assert_eq!(map_finish(Some("tool-calls")), "tool_calls");
+        assert_eq!(map_finish(None), "stop");
+    }
+
+    #[test]
+    fn never_echoes_the_user_part_and_routes_by_part_type() {
+        let mut a = Adapter::new(2);
+        let s = "ses_1";
+        let mut out = Vec::new();
+        for e in [
+            ev("message.updated", json!({"info": {"id": "msg_u", "sessionID": s, "role": "user"}})),
+            ev("message.part.updated", json!({"part": {"id": "prt_u", "messageID": "msg_u", "sessionID": s, "type": "text", "text": "hello"}})),
+            ev("message.part.delta", json!({"sessionID": s, "messageID": "msg_u", "partID": "prt_u", "field": "text", "delta": "hello"})),
+            ev("session.status", json!({"sessionID": s, "status": {"type": "busy"}})),
+            ev("message.updated", json!({"info": {"id": "msg_a", "sessionID": s, "role": "assistant", "parentID": "msg_u"}})),
+            ev("message.part.updated", json!({"part": {"id": "prt_r", "messageID": "msg_a", "sessionID": s, "type": "reasoning", "text": ""}})),
+            ev("message.part.delta", json!({"sessionID": s, "messageID": "msg_a", "partID": "prt_r", "field": "text", "delta": "hmm"})),
+            ev("message.part.updated", json!({"part": {"id": "prt_t", "messageID": "msg_a", "sessionID": s, "type": "text", "text": ""}})),
+            ev("message.part.delta", json!({"sessionID": s, "messageID": "msg_a", "partID": "prt_t", "field": "text", "delta": "Hi "})),
+            ev("message.part.delta", json!({"sessionID": s, "messageID": "msg_a", "partID": "prt_t", "field": "text", "delta": "there"})),
+            ev("message.part.updated", json!({"part": {"id": "prt_t", "messageID": "msg_a", "sessionID": s, "type": "text", "text": "Hi there!"}})),
+            ev("message.updated", json!({"info": {"id": "msg_a", "sessionID": s, "role": "assistant", "parentID": "msg_u", "finish": "length",
+                "tokens": {"input": 5, "output": 3, "reasoning": 1, "cache": {"read": 0, "write": 0}}}})),
+            ev("session.status", json!({"sessionID": s, "status": {"type": "idle"}})),
+            ev("session.idle", json!({"sessionID": s})),
+        ] {
+            out.extend(a.feed(&e));
+        }
+        assert_eq!(
+            out,
+            vec![
+                Output::Reasoning("hmm".into()),
+                Output::Content("Hi ".into()),
+                Output::Content("there".into()),
+                Output::Content("!".into()),
+                Output::Finished {
+                    finish_reason: "length",
+                    usage: usage_from_tokens(&json!({"input": 5, "output": 3, "reasoning": 1})),
+                },
+            ]
+        );
+        assert!(a.is_done());
+    }
+
+    #[test]
+    fn retries_beyond_budget_fail_with_the_provider_message() {
+        let mut a = Adapter::new(1);
+        let retry = |n: u64| ev("session.status", json!({"sessionID": "s", "status": {"type": "retry", "attempt": n, "message": "boom 500"}}));
+        assert!(a.feed(&retry(1)).is_empty());
+        assert_eq!(a.last_retry_message(), Some("boom 500"));
+        match a.feed(&retry(2)).as_slice() {
+            [Output::Failed(ApiError::Upstream(m))] => assert!(m.contains("boom 500")),
+            other => panic!("{other:?}"),
+        }
+        assert!(a.feed(&retry(3)).is_empty(), "nothing after the end");
+    }
+
+    #[test]
+    fn session_error_and_assistant_error_fail() {
+        let mut a = Adapter::new(1);
+        let out = a.feed(&ev("session.error", json!({"sessionID": "s", "error": {"name": "UnknownError", "data": {"message": "model nope"}}})));
+        assert!(matches!(&out[..], [Output::Failed(ApiError::Upstream(m))] if m.contains("model nope")));
+
+        let mut a = Adapter::new(1);
+        let out = a.feed(&ev("message.updated", json!({"info": {"id": "m", "role": "assistant", "error": {"name": "APIError", "data": {"message": "quota"}}}})));
+        assert!(matches!(&out[..], [Output::Failed(ApiError::Upstream(m))] if m.contains("quota")));
+    }
+
+    #[test]
+    fn idle_before_start_is_ignored_and_idle_without_answer_fails() {
+        let mut a = Adapter::new(1);
+        assert!(a.feed(&ev("session.idle", json!({"sessionID": "s"}))).is_empty());
+        a.feed(&ev("session.status", json!({"sessionID": "s", "status": {"type": "busy"}})));
+        assert!(matches!(
+            &a.feed(&ev("session.idle", json!({"sessionID": "s"})))[..],
+            [Output::Failed(_)]
+        ));
+    }
+}

@@ -1,0 +1,153 @@
+//! Application wiring: shared state, the router with its layers, and the server lifecycle
+//! (TCP_NODELAY on accepted sockets, graceful shutdown with a bounded grace period).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use axum::middleware;
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{self, Keys};
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::hub::EventHub;
+use crate::opencode::{OpenCodeClient, UpstreamError};
+use crate::pool::SessionPool;
+use crate::routes;
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The loaded configuration.
+    pub config: Arc<Config>,
+    /// The upstream client.
+    pub client: OpenCodeClient,
+    /// The shared upstream event subscription.
+    pub hub: EventHub,
+    /// The model catalog.
+    pub catalog: Catalog,
+    /// Conversation → session pool and pinned sessions.
+    pub pool: SessionPool,
+    /// Client API keys.
+    pub keys: Keys,
+}
+
+impl AppState {
+    /// Builds the state and starts its background tasks (event hub, catalog refresh, pool janitor),
+    /// which stop when `shutdown` is cancelled.
+    pub fn start(config: Config, shutdown: &CancellationToken) -> Result<AppState, UpstreamError> {
+        let client = OpenCodeClient::new(&config.opencode)?;
+        let hub = EventHub::start(client.clone(), shutdown.child_token());
+        let ttl = Duration::from_secs(config.models.cache_ttl_secs);
+        let catalog = Catalog::new(client.clone(), config.models.allowlist.clone(), ttl);
+        catalog.spawn_refresh((ttl / 2).max(Duration::from_secs(1)), shutdown.child_token());
+        let pool = SessionPool::new(
+            client.clone(),
+            config.prompt.session_title.clone(),
+            &config.sessions,
+        );
+        pool.spawn_janitor(shutdown.child_token());
+        Ok(AppState {
+            keys: Keys::new(config.auth.api_keys.clone()),
+            config: Arc::new(config),
+            client,
+            hub,
+            catalog,
+            pool,
+        })
+    }
+}
+
+/// The HTTP API.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let api = Router::new()
+        .route("/v1/models", get(routes::models::list))
+        .route("/v1/models/{*id}", get(routes::models::get))
+        .route("/v1/chat/completions", post(routes::chat::completions))
+        .route(
+            "/v1/sessions",
+            post(routes::sessions::create).get(routes::sessions::list),
+        )
+        .route(
+            "/v1/sessions/{id}",
+            get(routes::sessions::get).delete(routes::sessions::delete),
+        )
+        .route("/v1/sessions/{id}/messages", get(routes::sessions::messages))
+        .route("/v1/sessions/{id}/fork", post(routes::sessions::fork))
+        .route("/v1/sessions/{id}/abort", post(routes::sessions::abort))
+        .route("/status", get(routes::health::status))
+        .route_layer(middleware::from_fn_with_state(
+            state.keys.clone(),
+            auth::require_key,
+        ));
+    Router::new()
+        .route("/health", get(routes::health::ready))
+        .route("/livez", get(routes::health::live))
+        .merge(api)
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.limits.max_body_bytes))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+            }),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains for at most the
+/// configured grace period.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), UpstreamError> {
+    let token = CancellationToken::new();
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let delete_on_shutdown = config.sessions.delete_on_shutdown;
+    let state = AppState::start(config, &token)?;
+    let app = router(state.clone());
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
+    let stop = token.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+    let server = axum::serve(listener, app).with_graceful_shutdown(token.clone().cancelled_owned());
+    tokio::select! {
+        result = server => {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "server error");
+            }
+        }
+        _ = async { token.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(?grace, "grace period over; dropping remaining connections");
+        }
+    }
+    if delete_on_shutdown {
+        state.pool.drain(Duration::from_secs(5)).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! Bearer API-key authentication for clients (constant-time comparison).
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+
+/// Who is calling: a stable, non-secret name for the API key used (or `anonymous`).
+///
+/// Sessions and conversations are scoped to it: one key never sees another's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientId(pub Arc<str>);
+
+/// The configured keys.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    keys: Arc<Vec<String>>,
+}
+
+impl Keys {
+    /// Keys from config; empty means authentication is off.
+    pub fn new(keys: Vec<String>) -> Keys {
+        Keys {
+            keys: Arc::new(keys),
+        }
+    }
+
+    /// Checks a presented key against every configured key without early exit.
+    /// Returns the index of the matching key.
+    pub fn check(&self, presented: &str) -> Option<usize> {
+        let mut found = None;
+        for (i, key) in self.keys.iter().enumerate() {
+            if bool::from(key.as_bytes().ct_eq(presented.as_bytes())) {
+                found = Some(i);
+            }
+        }
+        found
+    }
+
+    /// Whether any key is configured.
+    pub fn enabled(&self) -> bool {
+        !self.keys.is_empty()
+    }
+}
+
+/// Middleware: requires `Authorization: Bearer <key>` when keys are configured and stores the
+/// caller's [`ClientId`] in the request extensions.
+pub async fn require_key(State(keys): State<Keys>, mut req: Request, next: Next) -> Response {
+    let id = if keys.enabled() {
+        let presented = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        let Some(presented) = presented else {
+            return ApiError::Unauthorized(
+                "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.".into(),
+            )
+            .into_response();
+        };
+        match keys.check(presented) {
+            Some(i) => ClientId(format!("key{i}").into()),
+            None => {
+                return ApiError::Unauthorized("Incorrect API key provided.".into())
+                    .into_response()
+            }
+        }
+    } else {
+        ClientId("anonymous".into())
+    };
+    req.extensions_mut().insert(id);
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_keys() {
+        let k = Keys::new(vec!["alpha".into(), "beta".into()]);
+        assert_eq!(k.check("beta"), Some(1));
+        assert_eq!(k.check("alpha"), Some(0));
+        assert_eq!(k.check("alph"), None);
+        assert_eq!(k.check(""), None);
+        assert!(!Keys::default().enabled());
+    }
+}

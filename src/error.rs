@@ -1,0 +1,201 @@
+//! The one error type of the HTTP API and its OpenAI-shaped JSON rendering.
+//!
+//! Every handler returns [`ApiError`]; [`ApiError::into_response`] is the single place where an
+//! error becomes `{"error":{"message","type","param","code"}}` with its distinct status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::opencode::UpstreamError;
+
+/// An error answered to an API client.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed or asks for something unsupported.
+    #[error("{message}")]
+    InvalidRequest {
+        /// Human-readable explanation.
+        message: String,
+        /// The request parameter at fault, e.g. `messages[1].content`.
+        param: Option<String>,
+        /// A machine-readable code.
+        code: Option<&'static str>,
+    },
+    /// 401: missing or wrong API key.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 404: the model does not exist or is not exposed.
+    #[error("The model `{0}` does not exist or you do not have access to it.")]
+    ModelNotFound(String),
+    /// 404: some other resource (route, session) does not exist.
+    #[error("{message}")]
+    NotFound {
+        /// Explanation.
+        message: String,
+        /// Machine-readable code.
+        code: &'static str,
+    },
+    /// 405: the route exists but not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// 409: the resource is busy (e.g. a session already running a prompt).
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the body exceeds the configured limit.
+    #[error("Request body too large: the limit is {0} bytes.")]
+    PayloadTooLarge(usize),
+    /// 502: OpenCode or the model provider answered with an error.
+    #[error("{0}")]
+    Upstream(String),
+    /// 503: OpenCode cannot be reached (or its event stream is down).
+    #[error("{0}")]
+    Unavailable(String),
+    /// 504: OpenCode did not answer within the deadline.
+    #[error("{0}")]
+    Timeout(String),
+    /// 500: a bug in the gateway.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 400 naming the parameter at fault.
+    pub fn invalid(message: impl Into<String>, param: impl Into<Option<String>>) -> Self {
+        ApiError::InvalidRequest {
+            message: message.into(),
+            param: param.into(),
+            code: None,
+        }
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::ModelNotFound(_) | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The OpenAI error `type`.
+    fn kind(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest { .. }
+            | ApiError::ModelNotFound(_)
+            | ApiError::NotFound { .. }
+            | ApiError::MethodNotAllowed(_)
+            | ApiError::Conflict(_)
+            | ApiError::PayloadTooLarge(_)
+            | ApiError::Unauthorized(_) => "invalid_request_error",
+            ApiError::Upstream(_) => "upstream_error",
+            ApiError::Unavailable(_) => "service_unavailable",
+            ApiError::Timeout(_) => "timeout",
+            ApiError::Internal(_) => "server_error",
+        }
+    }
+
+    /// The OpenAI error `code`.
+    fn code(&self) -> Option<&'static str> {
+        match self {
+            ApiError::InvalidRequest { code, .. } => *code,
+            ApiError::Unauthorized(_) => Some("invalid_api_key"),
+            ApiError::ModelNotFound(_) => Some("model_not_found"),
+            ApiError::NotFound { code, .. } => Some(code),
+            ApiError::MethodNotAllowed(_) => Some("method_not_allowed"),
+            ApiError::Conflict(_) => Some("conflict"),
+            ApiError::PayloadTooLarge(_) => Some("request_too_large"),
+            ApiError::Upstream(_) => Some("upstream_error"),
+            ApiError::Unavailable(_) => Some("upstream_unavailable"),
+            ApiError::Timeout(_) => Some("upstream_timeout"),
+            ApiError::Internal(_) => None,
+        }
+    }
+
+    /// The `{"error":{…}}` body (also used for mid-stream SSE error events).
+    pub fn body(&self) -> Value {
+        let param = match self {
+            ApiError::InvalidRequest { param, .. } => param.clone(),
+            ApiError::ModelNotFound(_) => Some("model".to_string()),
+            _ => None,
+        };
+        json!({
+            "error": {
+                "message": self.to_string(),
+                "type": self.kind(),
+                "param": param,
+                "code": self.code(),
+            }
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status().is_server_error() {
+            tracing::warn!(status = self.status().as_u16(), error = %self, "request failed");
+        } else {
+            tracing::debug!(status = self.status().as_u16(), error = %self, "request rejected");
+        }
+        (self.status(), Json(self.body())).into_response()
+    }
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::Unreachable(m) => {
+                ApiError::Unavailable(format!("OpenCode is unreachable: {m}"))
+            }
+            UpstreamError::Timeout(m) => ApiError::Timeout(format!("OpenCode timed out: {m}")),
+            UpstreamError::NotFound(m) => ApiError::NotFound {
+                message: m,
+                code: "not_found",
+            },
+            UpstreamError::Status { status, message } => {
+                ApiError::Upstream(format!("OpenCode answered {status}: {message}"))
+            }
+            UpstreamError::Decode(m) => {
+                ApiError::Upstream(format!("OpenCode sent an unexpected answer: {m}"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_distinct_and_shape_is_openai() {
+        let cases = [
+            (ApiError::invalid("bad", Some("messages".into())), 400),
+            (ApiError::Unauthorized("no".into()), 401),
+            (ApiError::ModelNotFound("x/y".into()), 404),
+            (ApiError::PayloadTooLarge(10), 413),
+            (ApiError::Upstream("boom".into()), 502),
+            (ApiError::Unavailable("down".into()), 503),
+            (ApiError::Timeout("slow".into()), 504),
+        ];
+        for (e, status) in cases {
+            assert_eq!(e.status().as_u16(), status);
+            let b = e.body();
+            let err = &b["error"];
+            assert!(err["message"].is_string());
+            assert!(err["type"].is_string());
+            assert!(err.get("param").is_some() && err.get("code").is_some());
+        }
+        assert_eq!(
+            ApiError::ModelNotFound("x/y".into()).body()["error"]["code"],
+            "model_not_found"
+        );
+    }
+}

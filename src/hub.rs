@@ -1,0 +1,186 @@
+//! The event hub: one long-lived `GET /event` subscription per upstream, demultiplexed by
+//! `sessionID` to the requests waiting on those sessions.
+//!
+//! The number of upstream event connections never grows with the number of clients. When the
+//! connection drops, every waiting subscriber is told at once (its events may be lost) and the hub
+//! reconnects with backoff. A connection silent for longer than [`SILENCE_LIMIT`] (OpenCode sends a
+//! heartbeat every 10 s) is treated as dead.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::opencode::{Event, OpenCodeClient};
+
+/// How long the event connection may stay silent before it is considered dead.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+
+/// What a subscriber receives.
+#[derive(Debug, Clone)]
+pub enum HubMessage {
+    /// An event of the subscribed session.
+    Event(Event),
+    /// The upstream event connection was lost; events may have been missed.
+    Lost(String),
+}
+
+type Subscribers = HashMap<String, (u64, mpsc::UnboundedSender<HubMessage>)>;
+
+struct Inner {
+    subscribers: Mutex<Subscribers>,
+    connected: watch::Sender<bool>,
+    next_id: AtomicU64,
+    connections_opened: AtomicU64,
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Subscribers> {
+        // A panic while holding this lock cannot leave the map inconsistent; keep going.
+        self.subscribers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Handle to the hub; cheap to clone.
+#[derive(Clone)]
+pub struct EventHub {
+    inner: Arc<Inner>,
+}
+
+/// A live subscription to one session's events; unsubscribes on drop.
+pub struct Subscription {
+    session_id: String,
+    id: u64,
+    rx: mpsc::UnboundedReceiver<HubMessage>,
+    inner: Arc<Inner>,
+}
+
+impl Subscription {
+    /// The next message; `None` only if the hub itself stopped.
+    pub async fn recv(&mut self) -> Option<HubMessage> {
+        self.rx.recv().await
+    }
+
+    /// The subscribed session.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut subs = self.inner.lock();
+        if subs.get(&self.session_id).is_some_and(|(id, _)| *id == self.id) {
+            subs.remove(&self.session_id);
+        }
+    }
+}
+
+impl EventHub {
+    /// Starts the hub's connection task; it runs until `shutdown` is cancelled.
+    pub fn start(client: OpenCodeClient, shutdown: CancellationToken) -> EventHub {
+        let (connected, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            subscribers: Mutex::new(HashMap::new()),
+            connected,
+            next_id: AtomicU64::new(1),
+            connections_opened: AtomicU64::new(0),
+        });
+        tokio::spawn(run(client, inner.clone(), shutdown));
+        EventHub { inner }
+    }
+
+    /// Whether the upstream event connection is currently established.
+    pub fn is_connected(&self) -> bool {
+        *self.inner.connected.borrow()
+    }
+
+    /// How many upstream event connections the hub has opened so far.
+    pub fn connections_opened(&self) -> u64 {
+        self.inner.connections_opened.load(Ordering::Relaxed)
+    }
+
+    /// Subscribes to a session's events, first waiting up to `wait` for the upstream connection.
+    ///
+    /// Subscribe *before* starting the run so that no early event is missed.
+    pub async fn subscribe(&self, session_id: &str, wait: Duration) -> Option<Subscription> {
+        let mut rx = self.inner.connected.subscribe();
+        let ready = tokio::time::timeout(wait, rx.wait_for(|c| *c)).await;
+        if !matches!(ready, Ok(Ok(_))) {
+            return None;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        self.inner.lock().insert(session_id.to_string(), (id, tx));
+        Some(Subscription {
+            session_id: session_id.to_string(),
+            id,
+            rx,
+            inner: self.inner.clone(),
+        })
+    }
+}
+
+async fn run(client: OpenCodeClient, inner: Arc<Inner>, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let reason = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            reason = connect_once(&client, &inner) => reason,
+        };
+        let was_connected = inner.connected.send_replace(false);
+        let lost: Vec<_> = inner.lock().drain().collect();
+        for (_, (_, tx)) in lost {
+            let _ = tx.send(HubMessage::Lost(reason.clone()));
+        }
+        if was_connected {
+            tracing::warn!(%reason, "OpenCode event stream lost; reconnecting");
+            backoff = Duration::from_millis(100);
+        } else {
+            tracing::debug!(%reason, ?backoff, "OpenCode event stream unavailable");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Holds one connection until it ends; returns why it ended.
+async fn connect_once(client: &OpenCodeClient, inner: &Inner) -> String {
+    let stream = match client.events().await {
+        Ok(s) => s,
+        Err(e) => return e.to_string(),
+    };
+    inner.connections_opened.fetch_add(1, Ordering::Relaxed);
+    futures::pin_mut!(stream);
+    loop {
+        let next = match tokio::time::timeout(SILENCE_LIMIT, stream.next()).await {
+            Err(_) => return format!("no event or heartbeat for {SILENCE_LIMIT:?}"),
+            Ok(None) => return "connection closed by OpenCode".into(),
+            Ok(Some(Err(e))) => return e.to_string(),
+            Ok(Some(Ok(ev))) => ev,
+        };
+        if next.kind == "server.connected" {
+            tracing::debug!("OpenCode event stream connected");
+            inner.connected.send_replace(true);
+            continue;
+        }
+        let Some(session_id) = next.session_id() else {
+            continue;
+        };
+        let mut subs = inner.lock();
+        if let Some((_, tx)) = subs.get(session_id) {
+            if tx.send(HubMessage::Event(next.clone())).is_err() {
+                subs.remove(session_id);
+            }
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The `portatek-gateway` binary: load config, bind, serve until SIGTERM/SIGINT.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use portatek_gateway::app;
+use portatek_gateway::config::{Cli, Config};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("portatek-gateway: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let addr = match config.listen_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("portatek-gateway: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("portatek-gateway: cannot listen on {addr} (`listen`): {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let local = listener.local_addr().map_or(addr, |a| a);
+    tracing::info!(%local, opencode = %config.opencode.base_url, "starting");
+    println!("portatek-gateway listening on http://{local}");
+    let _ = std::io::stdout().flush();
+
+    match app::serve(config, listener, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portatek-gateway: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

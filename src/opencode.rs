@@ -1,0 +1,578 @@
+//! HTTP client for the OpenCode server's API (`opencode serve`).
+//!
+//! Every call has a timeout; idempotent calls (health, model list, session create/delete/fork)
+//! are retried with bounded backoff, prompts never are.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use reqwest::{Method, RequestBuilder, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::OpenCodeConfig;
+
+/// What went wrong talking to OpenCode.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// Connection refused, reset, DNS, …
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// No answer in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// 404 from OpenCode (e.g. an unknown session).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Any other non-success status, with OpenCode's message.
+    #[error("status {status}: {message}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// OpenCode's error message.
+        message: String,
+    },
+    /// A success status with a body we could not understand.
+    #[error("bad response: {0}")]
+    Decode(String),
+}
+
+impl UpstreamError {
+    fn from_reqwest(what: &str, e: reqwest::Error) -> Self {
+        if e.is_timeout() {
+            UpstreamError::Timeout(format!("{what}: {e}"))
+        } else if e.is_decode() {
+            UpstreamError::Decode(format!("{what}: {e}"))
+        } else {
+            UpstreamError::Unreachable(format!("{what}: {}", error_chain(&e)))
+        }
+    }
+
+    /// Whether retrying an idempotent call could help.
+    fn is_transient(&self) -> bool {
+        match self {
+            UpstreamError::Unreachable(_) | UpstreamError::Timeout(_) => true,
+            UpstreamError::Status { status, .. } => *status >= 500,
+            UpstreamError::NotFound(_) | UpstreamError::Decode(_) => false,
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+/// `GET /global/health`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Health {
+    /// Always true when it answers.
+    pub healthy: bool,
+    /// OpenCode's version.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// `GET /config/providers`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Providers {
+    /// Usable providers.
+    pub providers: Vec<Provider>,
+}
+
+/// One provider of `GET /config/providers`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Provider {
+    /// e.g. `anthropic`.
+    pub id: String,
+    /// Its models by id.
+    #[serde(default)]
+    pub models: BTreeMap<String, ProviderModel>,
+}
+
+/// One model of a provider.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProviderModel {
+    /// Model id within the provider.
+    pub id: String,
+    /// What it can do.
+    #[serde(default)]
+    pub capabilities: Option<Capabilities>,
+    /// `YYYY-MM-DD`, when known.
+    #[serde(default)]
+    pub release_date: Option<String>,
+}
+
+/// `capabilities` of a model.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Capabilities {
+    /// Exposes reasoning.
+    #[serde(default)]
+    pub reasoning: bool,
+    /// Accepted inputs.
+    #[serde(default)]
+    pub input: Option<InputCapabilities>,
+}
+
+/// `capabilities.input`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct InputCapabilities {
+    /// Accepts images.
+    #[serde(default)]
+    pub image: bool,
+}
+
+/// An OpenCode session.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Session {
+    /// `ses_…`.
+    pub id: String,
+    /// Its title.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// The session it was forked from / is a child of.
+    #[serde(default, rename = "parentID", skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    /// `{created, updated}` in epoch milliseconds.
+    #[serde(default)]
+    pub time: Option<Value>,
+}
+
+impl Session {
+    /// Creation time in Unix seconds (0 when unknown).
+    pub fn created_secs(&self) -> u64 {
+        self.time
+            .as_ref()
+            .and_then(|t| t.get("created"))
+            .and_then(Value::as_u64)
+            .map_or(0, |ms| ms / 1000)
+    }
+}
+
+/// `{providerID, modelID}` of a prompt.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ModelRef {
+    /// Provider id.
+    #[serde(rename = "providerID")]
+    pub provider_id: String,
+    /// Model id within the provider.
+    #[serde(rename = "modelID")]
+    pub model_id: String,
+}
+
+/// One input part of a prompt.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum PartInput {
+    /// Text.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// A file (images as `data:` URLs).
+    File {
+        /// MIME type.
+        mime: String,
+        /// `data:` URL.
+        url: String,
+    },
+}
+
+/// Body of `POST /session/:id/prompt_async`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptBody {
+    /// The user message.
+    pub parts: Vec<PartInput>,
+    /// Always sent (it persists on the session).
+    pub model: ModelRef,
+    /// Agent to run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Extra system prompt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// Tool switches (`{"*": false}` turns all off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<BTreeMap<String, bool>>,
+    /// Reasoning effort.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+/// One SSE event of `GET /event`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Event {
+    /// e.g. `message.part.delta`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Event payload.
+    #[serde(default)]
+    pub properties: Value,
+}
+
+impl Event {
+    /// The session the event belongs to, wherever the payload keeps it.
+    pub fn session_id(&self) -> Option<&str> {
+        let p = &self.properties;
+        p.get("sessionID")
+            .or_else(|| p.get("info").and_then(|i| i.get("sessionID")))
+            .or_else(|| p.get("part").and_then(|i| i.get("sessionID")))
+            .and_then(Value::as_str)
+    }
+}
+
+/// A cheap-to-clone client for one OpenCode server.
+#[derive(Clone)]
+pub struct OpenCodeClient {
+    http: reqwest::Client,
+    base: Url,
+    username: String,
+    password: Option<String>,
+    directory: Option<String>,
+    timeout: Duration,
+    retry_attempts: u32,
+}
+
+impl OpenCodeClient {
+    /// Builds a client (TCP_NODELAY on, connect timeout from config).
+    pub fn new(config: &OpenCodeConfig) -> Result<Self, UpstreamError> {
+        let mut base = Url::parse(&config.base_url)
+            .map_err(|e| UpstreamError::Unreachable(format!("bad base URL: {e}")))?;
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| UpstreamError::Unreachable(format!("cannot build HTTP client: {e}")))?;
+        Ok(OpenCodeClient {
+            http,
+            base,
+            username: config.username.clone(),
+            password: config.password.clone(),
+            directory: config.directory.clone(),
+            timeout: Duration::from_millis(config.request_timeout_ms),
+            retry_attempts: config.retry_attempts.max(1),
+        })
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let url = self
+            .base
+            .join(path.trim_start_matches('/'))
+            .unwrap_or_else(|_| self.base.clone());
+        let mut rb = self.http.request(method, url);
+        if let Some(password) = &self.password {
+            rb = rb.basic_auth(&self.username, Some(password));
+        }
+        if let Some(dir) = &self.directory {
+            rb = rb.header("x-opencode-directory", dir);
+        }
+        rb
+    }
+
+    async fn send(&self, what: &str, rb: RequestBuilder) -> Result<reqwest::Response, UpstreamError> {
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| UpstreamError::from_reqwest(what, e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.text().await.unwrap_or_default();
+        let message = upstream_message(&body).unwrap_or_else(|| {
+            if body.is_empty() {
+                status.canonical_reason().unwrap_or("error").to_string()
+            } else {
+                body.chars().take(500).collect()
+            }
+        });
+        Err(match status {
+            StatusCode::NOT_FOUND => UpstreamError::NotFound(message),
+            _ => UpstreamError::Status {
+                status: status.as_u16(),
+                message: format!("{what}: {message}"),
+            },
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        rb: RequestBuilder,
+        timeout: Duration,
+    ) -> Result<T, UpstreamError> {
+        let fut = async {
+            let resp = self.send(what, rb).await?;
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| UpstreamError::from_reqwest(what, e))?;
+            serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Decode(format!("{what}: {e}")))
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| UpstreamError::Timeout(format!("{what} took longer than {timeout:?}")))?
+    }
+
+    /// Runs an idempotent call up to `retry_attempts` times with exponential backoff.
+    async fn retrying<T, F, Fut>(&self, what: &str, f: F) -> Result<T, UpstreamError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            match f().await {
+                Err(e) if e.is_transient() && attempt < self.retry_attempts => {
+                    tracing::debug!(what, attempt, error = %e, "retrying upstream call");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 3).min(Duration::from_secs(2));
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// `GET /global/health` with its own short timeout (retried within that budget).
+    pub async fn health(&self, timeout: Duration) -> Result<Health, UpstreamError> {
+        let call = async {
+            self.retrying("health", || {
+                self.json("health", self.request(Method::GET, "global/health"), timeout)
+            })
+            .await
+        };
+        tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| UpstreamError::Timeout(format!("health check took longer than {timeout:?}")))?
+    }
+
+    /// `GET /config/providers`.
+    pub async fn providers(&self) -> Result<Providers, UpstreamError> {
+        self.retrying("list providers", || {
+            self.json(
+                "list providers",
+                self.request(Method::GET, "config/providers"),
+                self.timeout,
+            )
+        })
+        .await
+    }
+
+    /// `POST /session` with a title (a title spares OpenCode a title-generation model call).
+    pub async fn create_session(&self, title: &str) -> Result<Session, UpstreamError> {
+        let body = serde_json::json!({ "title": title });
+        self.retrying("create session", || {
+            self.json(
+                "create session",
+                self.request(Method::POST, "session").json(&body),
+                self.timeout,
+            )
+        })
+        .await
+    }
+
+    /// `GET /session/:id`.
+    pub async fn session(&self, id: &str) -> Result<Session, UpstreamError> {
+        self.retrying("get session", || {
+            self.json(
+                "get session",
+                self.request(Method::GET, &format!("session/{id}")),
+                self.timeout,
+            )
+        })
+        .await
+    }
+
+    /// `DELETE /session/:id`.
+    pub async fn delete_session(&self, id: &str) -> Result<(), UpstreamError> {
+        self.retrying("delete session", || async {
+            let _: Value = self
+                .json(
+                    "delete session",
+                    self.request(Method::DELETE, &format!("session/{id}")),
+                    self.timeout,
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// `POST /session/:id/fork`, optionally up to (excluding) a message.
+    pub async fn fork(&self, id: &str, message_id: Option<&str>) -> Result<Session, UpstreamError> {
+        let body = match message_id {
+            Some(m) => serde_json::json!({ "messageID": m }),
+            None => serde_json::json!({}),
+        };
+        self.retrying("fork session", || {
+            self.json(
+                "fork session",
+                self.request(Method::POST, &format!("session/{id}/fork")).json(&body),
+                self.timeout,
+            )
+        })
+        .await
+    }
+
+    /// `GET /session/:id/message`: the history as `[{info, parts}]`.
+    pub async fn messages(&self, id: &str) -> Result<Vec<Value>, UpstreamError> {
+        self.retrying("list messages", || {
+            self.json(
+                "list messages",
+                self.request(Method::GET, &format!("session/{id}/message")),
+                self.timeout,
+            )
+        })
+        .await
+    }
+
+    /// `POST /session/:id/prompt_async`: starts a run (never retried).
+    pub async fn prompt_async(&self, id: &str, body: &PromptBody) -> Result<(), UpstreamError> {
+        let rb = self
+            .request(Method::POST, &format!("session/{id}/prompt_async"))
+            .json(body);
+        tokio::time::timeout(self.timeout, self.send("send prompt", rb))
+            .await
+            .map_err(|_| UpstreamError::Timeout("send prompt".into()))??;
+        Ok(())
+    }
+
+    /// `POST /session/:id/abort`.
+    pub async fn abort(&self, id: &str) -> Result<(), UpstreamError> {
+        let _: Value = self
+            .json(
+                "abort session",
+                self.request(Method::POST, &format!("session/{id}/abort")),
+                self.timeout,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `GET /session/status`: `{sessionID: {type: busy|retry|idle}}`.
+    pub async fn session_status(&self) -> Result<BTreeMap<String, Value>, UpstreamError> {
+        self.json(
+            "session status",
+            self.request(Method::GET, "session/status"),
+            self.timeout,
+        )
+        .await
+    }
+
+    /// Opens `GET /event` and yields its events until the connection ends.
+    ///
+    /// Only the connect and the response headers are bounded by a timeout; the body is a
+    /// long-lived stream whose liveness the caller watches (OpenCode sends a heartbeat every 10 s).
+    pub async fn events(
+        &self,
+    ) -> Result<impl Stream<Item = Result<Event, UpstreamError>> + Send + 'static, UpstreamError>
+    {
+        use eventsource_stream::Eventsource;
+        let rb = self
+            .request(Method::GET, "event")
+            .header("accept", "text/event-stream");
+        let resp = tokio::time::timeout(self.timeout, self.send("subscribe to events", rb))
+            .await
+            .map_err(|_| UpstreamError::Timeout("subscribe to events".into()))??;
+        Ok(resp.bytes_stream().eventsource().filter_map(|item| async move {
+            match item {
+                Ok(ev) if ev.data.trim().is_empty() => None,
+                Ok(ev) => Some(
+                    serde_json::from_str::<Event>(&ev.data)
+                        .map_err(|e| UpstreamError::Decode(format!("event: {e}"))),
+                ),
+                Err(e) => Some(Err(UpstreamError::Unreachable(format!("event stream: {e}")))),
+            }
+        }))
+    }
+}
+
+/// Pulls the human message out of an OpenCode error body (`{"data":{"message"}}`, `{"message"}`).
+pub fn upstream_message(body: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(body).ok()?;
+    error_message(&v)
+}
+
+/// The message of an OpenCode error object (`{name, data:{message}}` or `{message}`).
+pub fn error_message(v: &Value) -> Option<String> {
+    v.pointer("/data/message")
+        .or_else(|| v.get("message"))
+        .or_else(|| v.pointer("/error/message"))
+        .and_then(Value::as_str)
+        .map(String::from)
+        .or_else(|| v.get("name").and_then(Value::as_str).map(String::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn session_id_is_found_wherever_it_is() {
+        let e = |p: Value| Event {
+            kind: "x".into(),
+            properties: p,
+        };
+        assert_eq!(e(json!({"sessionID": "ses_1"})).session_id(), Some("ses_1"));
+        assert_eq!(e(json!({"info": {"sessionID": "ses_2"}})).session_id(), Some("ses_2"));
+        assert_eq!(e(json!({"part": {"sessionID": "ses_3"}})).session_id(), Some("ses_3"));
+        assert_eq!(e(json!({})).session_id(), None);
+    }
+
+    #[test]
+    fn error_messages_are_extracted() {
+        assert_eq!(
+            upstream_message(r#"{"name":"NotFoundError","data":{"message":"Session not found"}}"#)
+                .as_deref(),
+            Some("Session not found")
+        );
+        assert_eq!(upstream_message("nope"), None);
+    }
+
+    #[test]
+    fn prompt_body_shape() {
+        let body = PromptBody {
+            parts: vec![
+                PartInput::Text { text: "hi".into() },
+                PartInput::File {
+                    mime: "image/png".into(),
+                    url: "data:image/png;base64,AA==".into(),
+                },
+            ],
+            model: ModelRef {
+                provider_id: "p".into(),
+                model_id: "m".into(),
+            },
+            agent: None,
+            system: Some("s".into()),
+            tools: Some(BTreeMap::from([("*".to_string(), false)])),
+            variant: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&body).unwrap(),
+            json!({
+                "parts": [{"type": "text", "text": "hi"}, {"type": "file", "mime": "image/png", "url": "data:image/png;base64,AA=="}],
+                "model": {"providerID": "p", "modelID": "m"},
+                "system": "s",
+                "tools": {"*": false}
+            })
+        );
+    }
+}

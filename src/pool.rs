@@ -1,0 +1,426 @@
+//! The session pool: maps OpenAI conversations onto OpenCode sessions.
+//!
+//! After a reply, the session is remembered under a fingerprint of the conversation so far
+//! (caller, model, system prompt, every turn including the reply). A request whose history minus
+//! its last user message matches a fingerprint takes that session out of the pool (exclusive
+//! claim) and sends only the new message. A second request with the same history while the first
+//! holds the session gets a fork of it. Idle entries expire by TTL (moka `time_to_idle`) or
+//! capacity; the eviction listener deletes the session upstream off the request path.
+//!
+//! Pinned sessions (created through the session API, used with `x-session-id`) live beside the
+//! cache and are never evicted.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use moka::future::Cache;
+use moka::notification::RemovalCause;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::ClientId;
+use crate::config::SessionsConfig;
+use crate::error::ApiError;
+use crate::opencode::{OpenCodeClient, Session, UpstreamError};
+use crate::openai::{ContentPart, Message, Role};
+
+/// A 128-bit fingerprint of a conversation prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(u64, u64);
+
+impl Fingerprint {
+    /// Fingerprints `(caller, model, system, turns)`.
+    pub fn of(client: &ClientId, model: &str, system: Option<&str>, turns: &[Message]) -> Self {
+        let half = |seed: u8| {
+            let mut h = DefaultHasher::new();
+            seed.hash(&mut h);
+            client.hash(&mut h);
+            model.hash(&mut h);
+            system.hash(&mut h);
+            turns.hash(&mut h);
+            h.finish()
+        };
+        Fingerprint(half(1), half(2))
+    }
+
+    /// The fingerprint after appending the assistant's reply to `turns`.
+    pub fn after_reply(
+        client: &ClientId,
+        model: &str,
+        system: Option<&str>,
+        turns: &[Message],
+        reply: &str,
+    ) -> Self {
+        let mut all = turns.to_vec();
+        all.push(Message {
+            role: Role::Assistant,
+            parts: vec![ContentPart::Text(reply.to_string())],
+        });
+        Self::of(client, model, system, &all)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Remembered {
+    session_id: String,
+    /// The last message of the remembered state (the reply), for forking up to it.
+    last_message_id: Option<String>,
+}
+
+/// An explicit session created through the session API.
+#[derive(Debug, Clone)]
+pub struct Pinned {
+    /// The key that owns it.
+    pub owner: ClientId,
+    /// A request is running on it.
+    pub busy: bool,
+}
+
+/// How the claimed session relates to the request's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seed {
+    /// New session: send every prior turn along with the new message.
+    Full,
+    /// The session already holds the history: send only the last message.
+    LastOnly,
+}
+
+#[derive(Debug)]
+enum LeaseKind {
+    /// From (or for) the conversation pool; `claimed` is the fingerprint it was claimed under.
+    Pooled { claimed: Option<Fingerprint> },
+    /// An explicit session.
+    Pinned,
+}
+
+/// Exclusive use of one OpenCode session for one request. Hand it back with
+/// [`SessionPool::release`]; a lease dropped without release is treated as a failure.
+#[derive(Debug)]
+pub struct Lease {
+    /// The OpenCode session.
+    pub session_id: String,
+    /// What to send.
+    pub seed: Seed,
+    kind: LeaseKind,
+    pool: Option<SessionPool>,
+}
+
+/// How a leased run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The run answered; remember the session under `fingerprint`.
+    Answered {
+        /// The conversation including the reply.
+        fingerprint: Fingerprint,
+        /// The reply's message id upstream.
+        last_message_id: Option<String>,
+    },
+    /// The run failed or was abandoned: the session is discarded.
+    Failed,
+}
+
+struct Inner {
+    client: OpenCodeClient,
+    title: String,
+    cache: Cache<Fingerprint, Remembered>,
+    claimed: Mutex<HashMap<Fingerprint, Remembered>>,
+    pinned: Mutex<HashMap<String, Pinned>>,
+}
+
+/// Handle to the pool; cheap to clone.
+#[derive(Clone)]
+pub struct SessionPool {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SessionPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionPool")
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Deletes a session upstream in the background, logging the outcome.
+fn delete_later(client: OpenCodeClient, session_id: String, why: &'static str) {
+    tokio::spawn(async move {
+        match client.delete_session(&session_id).await {
+            Ok(()) | Err(UpstreamError::NotFound(_)) => {
+                tracing::debug!(session = %session_id, why, "deleted OpenCode session")
+            }
+            Err(e) => {
+                tracing::warn!(session = %session_id, why, error = %e, "could not delete OpenCode session")
+            }
+        }
+    });
+}
+
+impl SessionPool {
+    /// Builds the pool; must be called inside a Tokio runtime.
+    pub fn new(client: OpenCodeClient, title: String, config: &SessionsConfig) -> SessionPool {
+        let evict_client = client.clone();
+        let cache = Cache::builder()
+            .max_capacity(config.max_capacity)
+            .time_to_idle(Duration::from_secs(config.ttl_secs))
+            .eviction_listener(move |_key, value: Remembered, cause| {
+                let why = match cause {
+                    RemovalCause::Expired => "expired",
+                    RemovalCause::Size => "capacity",
+                    // Explicit removal is a claim; replacement keeps the session elsewhere.
+                    RemovalCause::Explicit | RemovalCause::Replaced => return,
+                };
+                delete_later(evict_client.clone(), value.session_id, why);
+            })
+            .build();
+        SessionPool {
+            inner: Arc::new(Inner {
+                client,
+                title,
+                cache,
+                claimed: Mutex::new(HashMap::new()),
+                pinned: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Runs moka's pending maintenance (expiry, eviction) every second until `shutdown`.
+    pub fn spawn_janitor(&self, shutdown: CancellationToken) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                this.inner.cache.run_pending_tasks().await;
+            }
+        });
+    }
+
+    /// Number of remembered (idle) conversations.
+    pub fn len(&self) -> u64 {
+        self.inner.cache.entry_count()
+    }
+
+    /// Number of explicit (pinned) sessions.
+    pub fn pinned_count(&self) -> usize {
+        lock(&self.inner.pinned).len()
+    }
+
+    /// Whether no conversation is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Claims a session for a conversation whose history before the new message is `prior`.
+    pub async fn acquire(&self, prior: Fingerprint) -> Result<Lease, ApiError> {
+        if let Some(r) = self.inner.cache.remove(&prior).await {
+            lock(&self.inner.claimed).insert(prior, r.clone());
+            match self.inner.client.session(&r.session_id).await {
+                Ok(_) => return Ok(self.lease(r.session_id, Seed::LastOnly, Some(prior))),
+                Err(e) => {
+                    // Gone upstream (OpenCode restarted with fresh storage, or deleted): start over.
+                    tracing::info!(session = %r.session_id, error = %e, "remembered session unusable; starting a new one");
+                    lock(&self.inner.claimed).remove(&prior);
+                }
+            }
+        } else {
+            let busy = lock(&self.inner.claimed).get(&prior).cloned();
+            if let Some(r) = busy {
+                // The same history is in use right now (regenerate, retry, parallel branch): fork it
+                // up to the remembered reply. Message ids ascend, so `last + "0"` sorts after the
+                // reply and before anything the running request adds.
+                let upto = r.last_message_id.as_ref().map(|m| format!("{m}0"));
+                match self.inner.client.fork(&r.session_id, upto.as_deref()).await {
+                    Ok(s) => return Ok(self.lease(s.id, Seed::LastOnly, None)),
+                    Err(e) => tracing::info!(error = %e, "fork failed; starting a new session"),
+                }
+            }
+        }
+        let session = self.inner.client.create_session(&self.inner.title).await?;
+        Ok(self.lease(session.id, Seed::Full, None))
+    }
+
+    fn lease(&self, session_id: String, seed: Seed, claimed: Option<Fingerprint>) -> Lease {
+        Lease {
+            session_id,
+            seed,
+            kind: LeaseKind::Pooled { claimed },
+            pool: Some(self.clone()),
+        }
+    }
+
+    /// Hands a lease back: an answered pooled session is remembered for the next turn, a failed
+    /// one is deleted upstream, a pinned one becomes free again.
+    pub async fn release(&self, mut lease: Lease, outcome: Outcome) {
+        lease.pool = None;
+        let session_id = std::mem::take(&mut lease.session_id);
+        let kind = std::mem::replace(&mut lease.kind, LeaseKind::Pinned);
+        match (kind, outcome) {
+            (
+                LeaseKind::Pooled { claimed },
+                Outcome::Answered {
+                    fingerprint,
+                    last_message_id,
+                },
+            ) => {
+                let remembered = Remembered {
+                    session_id,
+                    last_message_id,
+                };
+                self.inner.cache.insert(fingerprint, remembered).await;
+                if let Some(fp) = claimed {
+                    lock(&self.inner.claimed).remove(&fp);
+                }
+            }
+            (kind, _) => self.discard(kind, session_id),
+        }
+    }
+
+    /// The failure path of [`release`](Self::release); synchronous so `Drop` can use it.
+    fn discard(&self, kind: LeaseKind, session_id: String) {
+        match kind {
+            LeaseKind::Pinned => {
+                if let Some(p) = lock(&self.inner.pinned).get_mut(&session_id) {
+                    p.busy = false;
+                }
+            }
+            LeaseKind::Pooled { claimed } => {
+                if let Some(fp) = claimed {
+                    lock(&self.inner.claimed).remove(&fp);
+                }
+                delete_later(self.inner.client.clone(), session_id, "run failed");
+            }
+        }
+    }
+
+    /// Deletes every remembered session upstream (on shutdown), bounded by `within`.
+    pub async fn drain(&self, within: Duration) {
+        let ids: Vec<String> = self
+            .inner
+            .cache
+            .iter()
+            .map(|(_, r)| r.session_id)
+            .collect();
+        self.inner.cache.invalidate_all();
+        let client = &self.inner.client;
+        let all = futures::future::join_all(ids.iter().map(|id| client.delete_session(id)));
+        match tokio::time::timeout(within, all).await {
+            Ok(_) => tracing::info!(count = ids.len(), "deleted pooled sessions"),
+            Err(_) => tracing::warn!("timed out deleting pooled sessions"),
+        }
+    }
+
+    // ----- pinned sessions -----
+
+    /// Creates an explicit session owned by `owner`.
+    pub async fn create_pinned(&self, owner: &ClientId) -> Result<Session, ApiError> {
+        let session = self.inner.client.create_session(&self.inner.title).await?;
+        self.pin(owner, &session.id);
+        Ok(session)
+    }
+
+    /// Records an existing upstream session as owned by `owner`.
+    pub fn pin(&self, owner: &ClientId, session_id: &str) {
+        lock(&self.inner.pinned).insert(
+            session_id.to_string(),
+            Pinned {
+                owner: owner.clone(),
+                busy: false,
+            },
+        );
+    }
+
+    /// The ids of `owner`'s explicit sessions.
+    pub fn pinned_of(&self, owner: &ClientId) -> Vec<String> {
+        let mut ids: Vec<String> = lock(&self.inner.pinned)
+            .iter()
+            .filter(|(_, p)| &p.owner == owner)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Checks that `owner` owns the explicit session `id` (404 otherwise: never reveal others').
+    pub fn check_owner(&self, owner: &ClientId, id: &str) -> Result<(), ApiError> {
+        match lock(&self.inner.pinned).get(id) {
+            Some(p) if &p.owner == owner => Ok(()),
+            _ => Err(session_not_found(id)),
+        }
+    }
+
+    /// Forgets an explicit session (after deleting it upstream).
+    pub fn unpin(&self, id: &str) {
+        lock(&self.inner.pinned).remove(id);
+    }
+
+    /// Claims an explicit session for one request (409 while another runs on it).
+    pub fn acquire_pinned(&self, owner: &ClientId, id: &str) -> Result<Lease, ApiError> {
+        let mut pinned = lock(&self.inner.pinned);
+        match pinned.get_mut(id) {
+            Some(p) if &p.owner == owner => {
+                if p.busy {
+                    return Err(ApiError::Conflict(format!(
+                        "Session {id} is already running a request; OpenCode runs one prompt per session at a time."
+                    )));
+                }
+                p.busy = true;
+                Ok(Lease {
+                    session_id: id.to_string(),
+                    seed: Seed::LastOnly,
+                    kind: LeaseKind::Pinned,
+                    pool: Some(self.clone()),
+                })
+            }
+            _ => Err(session_not_found(id)),
+        }
+    }
+}
+
+/// The 404 for a session the caller does not own or that does not exist.
+pub fn session_not_found(id: &str) -> ApiError {
+    ApiError::NotFound {
+        message: format!("No session found with id '{id}'."),
+        code: "session_not_found",
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let kind = std::mem::replace(&mut self.kind, LeaseKind::Pinned);
+            pool.discard(kind, std::mem::take(&mut self.session_id));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(role: Role, text: &str) -> Message {
+        Message {
+            role,
+            parts: vec![ContentPart::Text(text.into())],
+        }
+    }
+
+    #[test]
+    fn fingerprints_match_the_next_turns_prefix() {
+        let c = ClientId("k".into());
+        let turn1 = vec![msg(Role::User, "hi")];
+        let after = Fingerprint::after_reply(&c, "m", Some("sys"), &turn1, "hello");
+        let turn2 = [msg(Role::User, "hi"), msg(Role::Assistant, "hello")];
+        assert_eq!(after, Fingerprint::of(&c, "m", Some("sys"), &turn2));
+        assert_ne!(after, Fingerprint::of(&ClientId("other".into()), "m", Some("sys"), &turn2));
+        assert_ne!(after, Fingerprint::of(&c, "m2", Some("sys"), &turn2));
+        assert_ne!(after, Fingerprint::of(&c, "m", None, &turn2));
+        let edited = [msg(Role::User, "hi!"), msg(Role::Assistant, "hello")];
+        assert_ne!(after, Fingerprint::of(&c, "m", Some("sys"), &edited));
+    }
+}

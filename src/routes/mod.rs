@@ -1,0 +1,34 @@
+//! HTTP handlers, one module per resource. They translate between HTTP and the services
+//! (catalog, pool, chat pipeline); every error leaves through [`ApiError`].
+
+pub mod chat;
+pub mod health;
+pub mod models;
+pub mod sessions;
+
+use axum::http::{Method, Uri};
+
+use crate::error::ApiError;
+
+/// Unknown route → 404 in OpenAI's error shape.
+pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound {
+        message: format!("Unknown request URL: {method} {}.", uri.path()),
+        code: "unknown_url",
+    }
+}
+
+/// Known route, wrong method → 405 in OpenAI's error shape.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "Method {method} is not allowed for {}.",
+        uri.path()
+    ))
+}
+
+/// Current Unix time in seconds.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,25 @@
+//! `GET /v1/models` and `GET /v1/models/{provider/model}`.
+
+use axum::extract::{Path, State};
+use axum::Json;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::openai::{Model, ModelList};
+
+/// Lists the exposed models.
+pub async fn list(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
+    let models = state.catalog.models().await?;
+    Ok(Json(ModelList {
+        object: "list",
+        data: models.values().map(|m| m.model.clone()).collect(),
+    }))
+}
+
+/// One model by id (ids contain a slash: `provider/model`).
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Model>, ApiError> {
+    Ok(Json(state.catalog.get(&id).await?.model))
+}

@@ -1,0 +1,145 @@
+//! The session API: explicit OpenCode sessions owned by the calling key. A key never sees or
+//! touches another key's sessions (404, exactly as for a session that does not exist).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde_json::{json, Value};
+
+use crate::app::AppState;
+use crate::auth::ClientId;
+use crate::error::ApiError;
+use crate::opencode::{Session, UpstreamError};
+use crate::pool::session_not_found;
+
+fn session_json(s: &Session) -> Value {
+    json!({
+        "id": s.id,
+        "object": "session",
+        "created": s.created_secs(),
+        "title": s.title,
+    })
+}
+
+/// Maps an upstream 404 on an owned session to the session-API 404.
+fn upstream(id: &str) -> impl FnOnce(UpstreamError) -> ApiError + '_ {
+    move |e| match e {
+        UpstreamError::NotFound(_) => session_not_found(id),
+        e => e.into(),
+    }
+}
+
+/// `POST /v1/sessions`.
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(owner): Extension<ClientId>,
+) -> Result<Response, ApiError> {
+    let s = state.pool.create_pinned(&owner).await?;
+    Ok((StatusCode::CREATED, Json(session_json(&s))).into_response())
+}
+
+/// `GET /v1/sessions`.
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(owner): Extension<ClientId>,
+) -> Result<Json<Value>, ApiError> {
+    let mut data = Vec::new();
+    for id in state.pool.pinned_of(&owner) {
+        match state.client.session(&id).await {
+            Ok(s) => data.push(session_json(&s)),
+            Err(UpstreamError::NotFound(_)) => state.pool.unpin(&id),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+/// `GET /v1/sessions/{id}`.
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(owner): Extension<ClientId>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state.pool.check_owner(&owner, &id)?;
+    let s = state.client.session(&id).await.map_err(upstream(&id))?;
+    Ok(Json(session_json(&s)))
+}
+
+/// `DELETE /v1/sessions/{id}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(owner): Extension<ClientId>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state.pool.check_owner(&owner, &id)?;
+    match state.client.delete_session(&id).await {
+        Ok(()) | Err(UpstreamError::NotFound(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    state.pool.unpin(&id);
+    Ok(Json(
+        json!({ "id": id, "object": "session.deleted", "deleted": true }),
+    ))
+}
+
+/// `GET /v1/sessions/{id}/messages`: the history in chat-message form.
+pub async fn messages(
+    State(state): State<AppState>,
+    Extension(owner): Extension<ClientId>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state.pool.check_owner(&owner, &id)?;
+    let raw = state.client.messages(&id).await.map_err(upstream(&id))?;
+    let data: Vec<Value> = raw.iter().filter_map(chat_message).collect();
+    Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+/// One OpenCode `{info, parts}` as `{id, role, content, reasoning_content?, created}`.
+fn chat_message(m: &Value) -> Option<Value> {
+    let info = m.get("info")?;
+    let role = info.get("role")?.as_str()?;
+    let mut content = String::new();
+    let mut reasoning = String::new();
+    for part in m.get("parts").and_then(Value::as_array).into_iter().flatten() {
+        let text = part.get("text").and_then(Value::as_str).unwrap_or("");
+        match part.get("type").and_then(Value::as_str) {
+            Some("text") => content.push_str(text),
+            Some("reasoning") => reasoning.push_str(text),
+            _ => {}
+        }
+    }
+    let mut out = json!({
+        "id": info.get("id"),
+        "role": role,
+        "content": content,
+        "created": info.pointer("/time/created").and_then(Value::as_u64).map(|ms| ms / 1000),
+    });
+    if !reasoning.is_empty() {
+        out["reasoning_content"] = Value::String(reasoning);
+    }
+    Some(out)
+}
+
+/// `POST /v1/sessions/{id}/fork`: a new session owned by the same key with the same history.
+pub async fn fork(
+    State(state): State<AppState>,
+    Extension(owner): Extension<ClientId>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    state.pool.check_owner(&owner, &id)?;
+    let s = state.client.fork(&id, None).await.map_err(upstream(&id))?;
+    state.pool.pin(&owner, &s.id);
+    Ok((StatusCode::CREATED, Json(session_json(&s))).into_response())
+}
+
+/// `POST /v1/sessions/{id}/abort`: stops a running request on the session.
+pub async fn abort(
+    State(state): State<AppState>,
+    Extension(owner): Extension<ClientId>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state.pool.check_owner(&owner, &id)?;
+    state.client.abort(&id).await.map_err(upstream(&id))?;
+    Ok(Json(json!({ "id": id, "object": "session", "aborted": true })))
+}

@@ -1,0 +1,416 @@
+//! Scripted OpenAI-compatible model server (in-process, axum).
+//!
+//! The reply is derived from the request: `echo: <text of the last user message>`.
+//! Markers inside the last user message switch modes (they may be combined):
+//!
+//! * `[fail]`      -> HTTP 500 `{"error":{"message":"scripted model failure","type":"server_error"}}`
+//! * `[reasoning]` -> stream `delta.reasoning_content` = `thinking about <text>` (2+ chunks) first
+//! * `[slow:MS]`   -> sleep MS milliseconds between content chunks
+//! * `[chunks:N]`  -> split the reply into N chunks (default: ~3 chunks by words)
+//! * `[length]`    -> finish_reason `length` instead of `stop`
+//! * `[hang]`      -> send headers, then nothing (connection stays open)
+//! * `[count]`     -> reply `echo: <text> (messages: K)`, K = number of messages in the request
+//!
+//! Usage (`prompt_tokens: 11, completion_tokens: 7, total_tokens: 18`) is always sent: in the
+//! final streaming chunk (`choices: []`) and in the non-streaming response.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+
+/// Model ids advertised by `GET /v1/models` (any `model` in a request is accepted and echoed).
+pub const MOCK_MODEL_IDS: &[&str] = &["echo", "vision", "thinker"];
+
+pub const USAGE_PROMPT_TOKENS: u64 = 11;
+pub const USAGE_COMPLETION_TOKENS: u64 = 7;
+pub const USAGE_TOTAL_TOKENS: u64 = 18;
+pub const FAILURE_MESSAGE: &str = "scripted model failure";
+
+#[derive(Default)]
+struct Shared {
+    requests: Mutex<Vec<Value>>,
+    notify: Notify,
+}
+
+/// A running mock model server. Stops when dropped.
+pub struct MockModel {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for MockModel {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MockModel {
+    pub async fn start() -> MockModel {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind mock model");
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared::default());
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat_completions))
+            .route("/chat/completions", post(chat_completions))
+            .route("/v1/models", get(list_models))
+            .route("/models", get(list_models))
+            .with_state(shared.clone());
+        // Own accept loop (instead of axum::serve) so that dropping the server also drops every
+        // open connection, keep-alive ones included: "model server down" really means down.
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+                conns.spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                        .await;
+                });
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        MockModel { addr, shared, task }
+    }
+
+    /// `http://127.0.0.1:PORT/v1`
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.addr.port())
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every chat-completions request body received, in order.
+    pub fn requests(&self) -> Vec<Value> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// The most recent chat-completions request body, if any.
+    pub fn last_request(&self) -> Option<Value> {
+        self.shared.requests.lock().unwrap().last().cloned()
+    }
+
+    pub fn call_count(&self) -> usize {
+        self.shared.requests.lock().unwrap().len()
+    }
+
+    /// Wait until at least `n` chat-completions requests were received. Returns whether it happened
+    /// before `timeout`.
+    pub async fn wait_for_calls(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.shared.notify.notified();
+            if self.call_count() >= n {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let _ = tokio::time::timeout(deadline - now, notified).await;
+        }
+    }
+}
+
+/// Text of a message's `content` (string, or the concatenated text parts of an array).
+pub fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| {
+                if let Some(t) = p.get("text").and_then(Value::as_str) {
+                    Some(t.to_string())
+                } else {
+                    p.as_str().map(str::to_string)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    }
+}
+
+/// Text of the last `role: user` message of a chat-completions request body.
+pub fn last_user_text(body: &Value) -> String {
+    body.get("messages")
+        .and_then(Value::as_array)
+        .and_then(|msgs| {
+            msgs.iter()
+                .rev()
+                .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        })
+        .map(|m| content_text(m.get("content").unwrap_or(&Value::Null)))
+        .unwrap_or_default()
+}
+
+/// Parsed behaviour markers of one request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Script {
+    pub fail: bool,
+    pub reasoning: bool,
+    pub slow_ms: Option<u64>,
+    pub chunks: Option<usize>,
+    pub length: bool,
+    pub hang: bool,
+    pub count: bool,
+}
+
+fn marker_value<T: std::str::FromStr>(text: &str, name: &str) -> Option<T> {
+    let pat = format!("[{name}:");
+    let start = text.find(&pat)? + pat.len();
+    let end = text[start..].find(']')? + start;
+    text[start..end].trim().parse().ok()
+}
+
+impl Script {
+    pub fn parse(text: &str) -> Script {
+        Script {
+            fail: text.contains("[fail]"),
+            reasoning: text.contains("[reasoning]"),
+            slow_ms: marker_value(text, "slow"),
+            chunks: marker_value::<usize>(text, "chunks").map(|n| n.max(1)),
+            length: text.contains("[length]"),
+            hang: text.contains("[hang]"),
+            count: text.contains("[count]"),
+        }
+    }
+}
+
+/// The reply text the mock produces for a request body.
+pub fn expected_reply(body: &Value) -> String {
+    let text = last_user_text(body);
+    let script = Script::parse(&text);
+    if script.count {
+        let k = body
+            .get("messages")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        format!("echo: {text} (messages: {k})")
+    } else {
+        format!("echo: {text}")
+    }
+}
+
+/// The reasoning text the mock produces for a `[reasoning]` request.
+pub fn expected_reasoning(body: &Value) -> String {
+    format!("thinking about {}", last_user_text(body))
+}
+
+/// Split `text` into `n` chunks on char boundaries (word-aligned when no `n` given: ~3 chunks).
+pub fn split_chunks(text: &str, n: Option<usize>) -> Vec<String> {
+    if text.is_empty() {
+        return vec![String::new()];
+    }
+    match n {
+        Some(n) => {
+            let chars: Vec<char> = text.chars().collect();
+            let n = n.min(chars.len()).max(1);
+            let base = chars.len() / n;
+            let extra = chars.len() % n;
+            let mut out = Vec::with_capacity(n);
+            let mut i = 0;
+            for k in 0..n {
+                let len = base + usize::from(k < extra);
+                out.push(chars[i..i + len].iter().collect());
+                i += len;
+            }
+            out
+        }
+        None => {
+            // Words keep their trailing whitespace so that concatenation is exact.
+            let mut words: Vec<String> = Vec::new();
+            let mut cur = String::new();
+            let mut in_space = false;
+            for c in text.chars() {
+                if c.is_whitespace() {
+                    in_space = true;
+                } else if in_space {
+                    words.push(std::mem::take(&mut cur));
+                    in_space = false;
+                }
+                cur.push(c);
+            }
+            if !cur.is_empty() {
+                words.push(cur);
+            }
+            let n = words.len().clamp(1, 3);
+            let per = words.len().div_ceil(n);
+            words.chunks(per).map(|w| w.concat()).collect()
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn usage() -> Value {
+    json!({
+        "prompt_tokens": USAGE_PROMPT_TOKENS,
+        "completion_tokens": USAGE_COMPLETION_TOKENS,
+        "total_tokens": USAGE_TOTAL_TOKENS
+    })
+}
+
+async fn list_models() -> Json<Value> {
+    let data: Vec<Value> = MOCK_MODEL_IDS
+        .iter()
+        .map(
+            |id| json!({"id": id, "object": "model", "created": 1_700_000_000, "owned_by": "mock"}),
+        )
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": {"message": format!("invalid JSON: {e}"), "type": "invalid_request_error"}})),
+            )
+                .into_response()
+        }
+    };
+    shared.requests.lock().unwrap().push(body.clone());
+    shared.notify.notify_waiters();
+
+    let text = last_user_text(&body);
+    let script = Script::parse(&text);
+    if script.fail {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": {"message": FAILURE_MESSAGE, "type": "server_error"}})),
+        )
+            .into_response();
+    }
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("echo")
+        .to_string();
+    let reply = expected_reply(&body);
+    let reasoning = script.reasoning.then(|| expected_reasoning(&body));
+    let finish = if script.length { "length" } else { "stop" };
+    let id = format!("chatcmpl-mock{}", now_secs());
+    let created = now_secs();
+    let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
+
+    if !stream {
+        if script.hang {
+            std::future::pending::<()>().await;
+        }
+        if let Some(ms) = script.slow_ms {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let mut message = json!({"role": "assistant", "content": reply, "refusal": null});
+        if let Some(r) = reasoning {
+            message["reasoning_content"] = json!(r);
+        }
+        return Json(json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+            "usage": usage(),
+        }))
+        .into_response();
+    }
+
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(16);
+    tokio::spawn(async move {
+        if script.hang {
+            // Headers go out when the response is returned; then nothing until the client leaves.
+            tx.closed().await;
+            return;
+        }
+        let chunk = |delta: Value, finish: Option<&str>| -> Value {
+            json!({
+                "id": id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+            })
+        };
+        let send = |v: Value| {
+            let tx = tx.clone();
+            async move {
+                tx.send(Ok(Bytes::from(format!("data: {v}\n\n"))))
+                    .await
+                    .is_ok()
+            }
+        };
+        if !send(chunk(json!({"role": "assistant", "content": ""}), None)).await {
+            return;
+        }
+        if let Some(r) = reasoning {
+            // "thinking about <text>" always has 2+ words, hence 2+ chunks.
+            for piece in split_chunks(&r, None) {
+                if !send(chunk(json!({"reasoning_content": piece}), None)).await {
+                    return;
+                }
+            }
+        }
+        let pieces = split_chunks(&reply, script.chunks);
+        for (i, piece) in pieces.into_iter().enumerate() {
+            if i > 0 {
+                if let Some(ms) = script.slow_ms {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+            }
+            if !send(chunk(json!({"content": piece}), None)).await {
+                return;
+            }
+        }
+        if !send(chunk(json!({}), Some(finish))).await {
+            return;
+        }
+        let usage_chunk = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": usage(),
+        });
+        if !send(usage_chunk).await {
+            return;
+        }
+        let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .unwrap()
+}
