@@ -89,9 +89,10 @@ impl Adapter {
         self.last_retry.as_deref()
     }
 
-    /// The id of the run's latest assistant message.
-    pub fn last_assistant_id(&self) -> Option<&str> {
-        self.last_assistant.as_deref()
+    /// The id of this run's user message, once the run is under way (so that a late update of
+    /// an earlier run's user message is not mistaken for it).
+    pub fn user_message_id(&self) -> Option<&str> {
+        self.user_message.as_deref().filter(|_| self.started)
     }
 
     /// Whether a terminal output ([`Output::Finished`] or [`Output::Failed`]) was produced.
@@ -116,9 +117,18 @@ impl Adapter {
 
     fn translate(&mut self, event: &Event) -> Vec<Output> {
         let p = &event.properties;
+        if event.kind == "message.updated" {
+            return self.on_message(p.get("info").unwrap_or(&Value::Null));
+        }
+        // Until this run's user message shows up, anything else is a late event of an earlier
+        // run on the same session (OpenCode keeps emitting a few after `session.idle`).
+        if self.user_message.is_none() {
+            return Vec::new();
+        }
         match event.kind.as_str() {
-            "message.updated" => self.on_message(p.get("info").unwrap_or(&Value::Null)),
-            "message.part.updated" => self.on_part(p.get("part").unwrap_or(&Value::Null), p.get("delta")),
+            "message.part.updated" => {
+                self.on_part(p.get("part").unwrap_or(&Value::Null), p.get("delta"))
+            }
             "message.part.delta" => self.on_delta(p),
             "session.status" => self.on_status(p.get("status").unwrap_or(&Value::Null)),
             "session.error" => {
@@ -136,18 +146,17 @@ impl Adapter {
         };
         match info.get("role").and_then(Value::as_str) {
             Some("user") => {
-                self.started = true;
-                if self.user_message.is_none() {
+                // Message ids ascend: the newest user message is this run's (a late update of an
+                // earlier one must not take its place).
+                if self.user_message.as_deref().is_none_or(|u| id > u) {
                     self.user_message = Some(id.to_string());
                 }
                 Vec::new()
             }
             Some("assistant") => {
                 let parent = info.get("parentID").and_then(Value::as_str);
-                if let (Some(user), Some(parent)) = (&self.user_message, parent) {
-                    if user != parent {
-                        return Vec::new();
-                    }
+                if self.user_message.is_none() || parent != self.user_message.as_deref() {
+                    return Vec::new();
                 }
                 self.started = true;
                 let entry = self.assistants.entry(id.to_string()).or_default();
@@ -353,6 +362,26 @@ mod tests {
         }
     }
 
+    fn user(s: &str) -> Event {
+        ev("message.updated", json!({"info": {"id": "msg_u", "sessionID": s, "role": "user"}}))
+    }
+
+    #[test]
+    fn late_events_of_an_earlier_run_are_not_taken_for_this_one() {
+        let mut a = Adapter::new(1);
+        // A late update of the previous run's user message, then its assistant: ignored.
+        a.feed(&ev("message.updated", json!({"info": {"id": "msg_a0", "role": "user"}})));
+        a.feed(&ev("message.updated", json!({"info": {"id": "msg_u", "role": "user"}})));
+        a.feed(&ev("message.updated", json!({"info": {"id": "msg_a0", "role": "user"}})));
+        let out = a.feed(&ev("message.updated", json!({"info": {"id": "msg_b0", "role": "assistant", "parentID": "msg_a0",
+            "error": {"name": "MessageAbortedError"}}})));
+        assert!(out.is_empty());
+        a.feed(&ev("message.updated", json!({"info": {"id": "msg_v", "role": "assistant", "parentID": "msg_u"}})));
+        a.feed(&ev("message.part.updated", json!({"part": {"id": "p", "messageID": "msg_v", "type": "text", "text": "ok"}})));
+        let out = a.feed(&ev("session.idle", json!({"sessionID": "s"})));
+        assert!(matches!(&out[..], [Output::Finished { .. }]), "{out:?}");
+    }
+
     #[test]
     fn usage_mapping_matches_opencode_semantics() {
         let u = usage_from_tokens(&json!({"input": 60, "output": 13, "reasoning": 7, "cache": {"read": 40, "write": 0}}));
@@ -414,6 +443,7 @@ mod tests {
     #[test]
     fn retries_beyond_budget_fail_with_the_provider_message() {
         let mut a = Adapter::new(1);
+        a.feed(&user("s"));
         let retry = |n: u64| ev("session.status", json!({"sessionID": "s", "status": {"type": "retry", "attempt": n, "message": "boom 500"}}));
         assert!(a.feed(&retry(1)).is_empty());
         assert_eq!(a.last_retry_message(), Some("boom 500"));
@@ -427,18 +457,22 @@ mod tests {
     #[test]
     fn session_error_and_assistant_error_fail() {
         let mut a = Adapter::new(1);
+        a.feed(&user("s"));
         let out = a.feed(&ev("session.error", json!({"sessionID": "s", "error": {"name": "UnknownError", "data": {"message": "model nope"}}})));
         assert!(matches!(&out[..], [Output::Failed(ApiError::Upstream(m))] if m.contains("model nope")));
 
         let mut a = Adapter::new(1);
-        let out = a.feed(&ev("message.updated", json!({"info": {"id": "m", "role": "assistant", "error": {"name": "APIError", "data": {"message": "quota"}}}})));
+        a.feed(&user("s"));
+        let out = a.feed(&ev("message.updated", json!({"info": {"id": "m", "role": "assistant", "parentID": "msg_u", "error": {"name": "APIError", "data": {"message": "quota"}}}})));
         assert!(matches!(&out[..], [Output::Failed(ApiError::Upstream(m))] if m.contains("quota")));
     }
 
     #[test]
-    fn idle_before_start_is_ignored_and_idle_without_answer_fails() {
+    fn events_before_the_user_message_are_ignored_and_idle_without_answer_fails() {
         let mut a = Adapter::new(1);
         assert!(a.feed(&ev("session.idle", json!({"sessionID": "s"}))).is_empty());
+        assert!(a.feed(&ev("session.error", json!({"sessionID": "s", "error": {"name": "X"}}))).is_empty());
+        a.feed(&user("s"));
         a.feed(&ev("session.status", json!({"sessionID": "s", "status": {"type": "busy"}})));
         assert!(matches!(
             &a.feed(&ev("session.idle", json!({"sessionID": "s"})))[..],

@@ -206,7 +206,13 @@ impl Run {
             }
             let message = tokio::time::timeout_at(self.deadline, self.subscription.recv()).await;
             let outputs = match message {
-                Ok(Some(HubMessage::Event(event))) => self.adapter.feed(&event),
+                Ok(Some(HubMessage::Event(event))) => {
+                    let outputs = self.adapter.feed(&event);
+                    if let (Some(lease), Some(id)) = (&self.lease, self.adapter.user_message_id()) {
+                        lease.set_fork_point(id);
+                    }
+                    outputs
+                }
                 Ok(Some(HubMessage::Lost(reason))) => vec![Output::Failed(ApiError::Upstream(format!(
                     "Lost OpenCode's event stream during the run: {reason}"
                 )))],
@@ -264,10 +270,7 @@ impl Run {
                 &c.turns,
                 &self.content,
             );
-            let outcome = Outcome::Answered {
-                fingerprint,
-                last_message_id: self.adapter.last_assistant_id().map(String::from),
-            };
+            let outcome = Outcome::Answered { fingerprint };
             self.state.pool.release(lease, outcome).await;
         }
     }

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use moka::future::Cache;
 use moka::notification::RemovalCause;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::ClientId;
@@ -65,9 +66,19 @@ impl Fingerprint {
 #[derive(Debug, Clone)]
 struct Remembered {
     session_id: String,
-    /// The last message of the remembered state (the reply), for forking up to it.
-    last_message_id: Option<String>,
 }
+
+/// A remembered session currently in use, and where a fork of its remembered state must stop:
+/// OpenCode's fork copies the messages *before* a given message id, so the fork point is the
+/// claiming run's own user message, published once that run has learned its id.
+#[derive(Debug, Clone)]
+struct Claimed {
+    session_id: String,
+    fork_point: watch::Receiver<Option<String>>,
+}
+
+/// How long a concurrent request waits for the fork point before seeding a new session instead.
+const FORK_POINT_WAIT: Duration = Duration::from_secs(5);
 
 /// An explicit session created through the session API.
 #[derive(Debug, Clone)]
@@ -105,6 +116,21 @@ pub struct Lease {
     pub seed: Seed,
     kind: LeaseKind,
     pool: Option<SessionPool>,
+    fork_point: Option<watch::Sender<Option<String>>>,
+}
+
+impl Lease {
+    /// Tells concurrent requests with the same history where to fork this session: just before
+    /// `user_message_id`, this run's own user message.
+    pub fn set_fork_point(&self, user_message_id: &str) {
+        if let Some(tx) = &self.fork_point {
+            tx.send_if_modified(|v| {
+                let changed = v.as_deref() != Some(user_message_id);
+                *v = Some(user_message_id.to_string());
+                changed
+            });
+        }
+    }
 }
 
 /// How a leased run ended.
@@ -114,8 +140,6 @@ pub enum Outcome {
     Answered {
         /// The conversation including the reply.
         fingerprint: Fingerprint,
-        /// The reply's message id upstream.
-        last_message_id: Option<String>,
     },
     /// The run failed or was abandoned: the session is discarded.
     Failed,
@@ -125,7 +149,7 @@ struct Inner {
     client: OpenCodeClient,
     title: String,
     cache: Cache<Fingerprint, Remembered>,
-    claimed: Mutex<HashMap<Fingerprint, Remembered>>,
+    claimed: Mutex<HashMap<Fingerprint, Claimed>>,
     pinned: Mutex<HashMap<String, Pinned>>,
 }
 
@@ -219,9 +243,18 @@ impl SessionPool {
     /// Claims a session for a conversation whose history before the new message is `prior`.
     pub async fn acquire(&self, prior: Fingerprint) -> Result<Lease, ApiError> {
         if let Some(r) = self.inner.cache.remove(&prior).await {
-            lock(&self.inner.claimed).insert(prior, r.clone());
+            let (tx, rx) = watch::channel(None);
+            let claim = Claimed {
+                session_id: r.session_id.clone(),
+                fork_point: rx,
+            };
+            lock(&self.inner.claimed).insert(prior, claim);
             match self.inner.client.session(&r.session_id).await {
-                Ok(_) => return Ok(self.lease(r.session_id, Seed::LastOnly, Some(prior))),
+                Ok(_) => {
+                    let mut lease = self.lease(r.session_id, Seed::LastOnly, Some(prior));
+                    lease.fork_point = Some(tx);
+                    return Ok(lease);
+                }
                 Err(e) => {
                     // Gone upstream (OpenCode restarted with fresh storage, or deleted): start over.
                     tracing::info!(session = %r.session_id, error = %e, "remembered session unusable; starting a new one");
@@ -230,19 +263,34 @@ impl SessionPool {
             }
         } else {
             let busy = lock(&self.inner.claimed).get(&prior).cloned();
-            if let Some(r) = busy {
-                // The same history is in use right now (regenerate, retry, parallel branch): fork it
-                // up to the remembered reply. Message ids ascend, so `last + "0"` sorts after the
-                // reply and before anything the running request adds.
-                let upto = r.last_message_id.as_ref().map(|m| format!("{m}0"));
-                match self.inner.client.fork(&r.session_id, upto.as_deref()).await {
-                    Ok(s) => return Ok(self.lease(s.id, Seed::LastOnly, None)),
-                    Err(e) => tracing::info!(error = %e, "fork failed; starting a new session"),
+            if let Some(claim) = busy {
+                // The same history is in use right now (regenerate, retry, parallel branch):
+                // fork the session as it was before the running request's message.
+                if let Some(lease) = self.fork_claimed(claim).await {
+                    return Ok(lease);
                 }
             }
         }
         let session = self.inner.client.create_session(&self.inner.title).await?;
         Ok(self.lease(session.id, Seed::Full, None))
+    }
+
+    async fn fork_claimed(&self, mut claim: Claimed) -> Option<Lease> {
+        let point = tokio::time::timeout(
+            FORK_POINT_WAIT,
+            claim.fork_point.wait_for(Option::is_some),
+        )
+        .await
+        .ok()?
+        .ok()?
+        .clone()?;
+        match self.inner.client.fork(&claim.session_id, Some(&point)).await {
+            Ok(s) => Some(self.lease(s.id, Seed::LastOnly, None)),
+            Err(e) => {
+                tracing::info!(error = %e, "fork failed; starting a new session");
+                None
+            }
+        }
     }
 
     fn lease(&self, session_id: String, seed: Seed, claimed: Option<Fingerprint>) -> Lease {
@@ -251,6 +299,7 @@ impl SessionPool {
             seed,
             kind: LeaseKind::Pooled { claimed },
             pool: Some(self.clone()),
+            fork_point: None,
         }
     }
 
@@ -263,15 +312,9 @@ impl SessionPool {
         match (kind, outcome) {
             (
                 LeaseKind::Pooled { claimed },
-                Outcome::Answered {
-                    fingerprint,
-                    last_message_id,
-                },
+                Outcome::Answered { fingerprint },
             ) => {
-                let remembered = Remembered {
-                    session_id,
-                    last_message_id,
-                };
+                let remembered = Remembered { session_id };
                 self.inner.cache.insert(fingerprint, remembered).await;
                 if let Some(fp) = claimed {
                     lock(&self.inner.claimed).remove(&fp);
@@ -375,6 +418,7 @@ impl SessionPool {
                     seed: Seed::LastOnly,
                     kind: LeaseKind::Pinned,
                     pool: Some(self.clone()),
+                    fork_point: None,
                 })
             }
             _ => Err(session_not_found(id)),

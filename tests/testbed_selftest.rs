@@ -141,6 +141,18 @@ async fn mock_model_non_streaming() {
 }
 
 #[tokio::test]
+async fn mock_model_drop_closes_keepalive_connections() {
+    let mock = MockModel::start().await;
+    let c = client();
+    let url = format!("{}/models", mock.base_url());
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+    drop(mock);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // the pooled keep-alive connection is gone too, and nothing listens any more
+    assert!(c.get(&url).send().await.is_err());
+}
+
+#[tokio::test]
 async fn mock_model_streaming_modes() {
     let mock = MockModel::start().await;
     // plain
@@ -350,6 +362,19 @@ async fn opencode_lists_mock_models_and_answers() {
     let req = mock.last_request().unwrap();
     assert_eq!(req["model"], "echo");
     assert_eq!(mock_model::last_user_text(&req), "hello");
+    // What OpenCode's @ai-sdk/openai-compatible provider sends.
+    assert_eq!(req["stream"], true);
+    assert_eq!(req["stream_options"]["include_usage"], true);
+    assert!(
+        req.get("tools").is_none(),
+        "tools {{\"*\": false}} offers no tools"
+    );
+    eprintln!(
+        "model request (messages elided): {}; last message: {}",
+        json!({"model": req["model"], "max_tokens": req["max_tokens"], "stream": req["stream"],
+               "stream_options": req["stream_options"]}),
+        req["messages"].as_array().unwrap().last().unwrap()
+    );
 
     let sessions = oc.sessions().await;
     assert!(sessions.iter().any(|s| s["id"] == sid.as_str()));
@@ -598,6 +623,21 @@ async fn probe_fail_retry_duration() {
             break;
         }
     }
+    // what follows the idle
+    let tail = events
+        .collect_until(Duration::from_secs(2), |_| false)
+        .await;
+    for ev in tail
+        .iter()
+        .filter(|ev| event_session_id(ev) == Some(sid.as_str()))
+    {
+        eprintln!("[probe] after idle: {} {}", ev["type"], ev["properties"]);
+    }
+    let msgs = oc.messages(&sid).await;
+    eprintln!(
+        "[probe] last message info: {}",
+        msgs.last().map(|m| m["info"].clone()).unwrap_or_default()
+    );
     eprintln!(
         "[probe] end t={:.1}s calls={}",
         started.elapsed().as_secs_f64(),

@@ -98,7 +98,8 @@ fn command(opencode_url: &str, opts: &GatewayOptions) -> (Command, TempDir) {
             cmd.env_remove(&k);
         }
     }
-    cmd.env("RUST_LOG", "portatek_gateway=debug").env("NO_COLOR", "1");
+    cmd.env("RUST_LOG", "portatek_gateway=debug")
+        .env("NO_COLOR", "1");
     for (k, v) in &opts.env {
         cmd.env(k, v);
     }
