@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::opencode::{error_message, Event};
 use crate::openai::{CompletionTokensDetails, PromptTokensDetails, Usage};
+use crate::opencode::{error_message, Event};
 
 /// Which stream a piece of text belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,7 +225,9 @@ impl Adapter {
         ) else {
             return Vec::new();
         };
-        if p.get("field").and_then(Value::as_str).is_some_and(|f| f != "text")
+        if p.get("field")
+            .and_then(Value::as_str)
+            .is_some_and(|f| f != "text")
             || delta.is_empty()
             || !self.assistants.contains_key(message)
         {
@@ -275,12 +277,19 @@ impl Adapter {
         if !self.started {
             return Vec::new();
         }
-        let Some(last) = self.last_assistant.as_ref().and_then(|id| self.assistants.get(id)) else {
+        let Some(last) = self
+            .last_assistant
+            .as_ref()
+            .and_then(|id| self.assistants.get(id))
+        else {
             return vec![Output::Failed(ApiError::Upstream(
                 "OpenCode finished the run without an answer".into(),
             ))];
         };
-        let usage = self.assistants.values().fold(Usage::default(), |a, b| add(a, b.usage));
+        let usage = self
+            .assistants
+            .values()
+            .fold(Usage::default(), |a, b| add(a, b.usage));
         vec![Output::Finished {
             finish_reason: map_finish(last.finish.as_deref()),
             usage,
@@ -341,7 +350,8 @@ fn add(a: Usage, b: Usage) -> Usage {
         completion_tokens: a.completion_tokens + b.completion_tokens,
         total_tokens: a.total_tokens + b.total_tokens,
         prompt_tokens_details: PromptTokensDetails {
-            cached_tokens: a.prompt_tokens_details.cached_tokens + b.prompt_tokens_details.cached_tokens,
+            cached_tokens: a.prompt_tokens_details.cached_tokens
+                + b.prompt_tokens_details.cached_tokens,
         },
         completion_tokens_details: CompletionTokensDetails {
             reasoning_tokens: a.completion_tokens_details.reasoning_tokens
@@ -363,28 +373,51 @@ mod tests {
     }
 
     fn user(s: &str) -> Event {
-        ev("message.updated", json!({"info": {"id": "msg_u", "sessionID": s, "role": "user"}}))
+        ev(
+            "message.updated",
+            json!({"info": {"id": "msg_u", "sessionID": s, "role": "user"}}),
+        )
     }
 
     #[test]
     fn late_events_of_an_earlier_run_are_not_taken_for_this_one() {
         let mut a = Adapter::new(1);
         // A late update of the previous run's user message, then its assistant: ignored.
-        a.feed(&ev("message.updated", json!({"info": {"id": "msg_a0", "role": "user"}})));
-        a.feed(&ev("message.updated", json!({"info": {"id": "msg_u", "role": "user"}})));
-        a.feed(&ev("message.updated", json!({"info": {"id": "msg_a0", "role": "user"}})));
-        let out = a.feed(&ev("message.updated", json!({"info": {"id": "msg_b0", "role": "assistant", "parentID": "msg_a0",
-            "error": {"name": "MessageAbortedError"}}})));
+        a.feed(&ev(
+            "message.updated",
+            json!({"info": {"id": "msg_a0", "role": "user"}}),
+        ));
+        a.feed(&ev(
+            "message.updated",
+            json!({"info": {"id": "msg_u", "role": "user"}}),
+        ));
+        a.feed(&ev(
+            "message.updated",
+            json!({"info": {"id": "msg_a0", "role": "user"}}),
+        ));
+        let out = a.feed(&ev(
+            "message.updated",
+            json!({"info": {"id": "msg_b0", "role": "assistant", "parentID": "msg_a0",
+            "error": {"name": "MessageAbortedError"}}}),
+        ));
         assert!(out.is_empty());
-        a.feed(&ev("message.updated", json!({"info": {"id": "msg_v", "role": "assistant", "parentID": "msg_u"}})));
-        a.feed(&ev("message.part.updated", json!({"part": {"id": "p", "messageID": "msg_v", "type": "text", "text": "ok"}})));
+        a.feed(&ev(
+            "message.updated",
+            json!({"info": {"id": "msg_v", "role": "assistant", "parentID": "msg_u"}}),
+        ));
+        a.feed(&ev(
+            "message.part.updated",
+            json!({"part": {"id": "p", "messageID": "msg_v", "type": "text", "text": "ok"}}),
+        ));
         let out = a.feed(&ev("session.idle", json!({"sessionID": "s"})));
         assert!(matches!(&out[..], [Output::Finished { .. }]), "{out:?}");
     }
 
     #[test]
     fn usage_mapping_matches_opencode_semantics() {
-        let u = usage_from_tokens(&json!({"input": 60, "output": 13, "reasoning": 7, "cache": {"read": 40, "write": 0}}));
+        let u = usage_from_tokens(
+            &json!({"input": 60, "output": 13, "reasoning": 7, "cache": {"read": 40, "write": 0}}),
+        );
         assert_eq!(u.prompt_tokens, 100);
         assert_eq!(u.completion_tokens, 20);
         assert_eq!(u.total_tokens, 120);
@@ -406,20 +439,59 @@ mod tests {
         let s = "ses_1";
         let mut out = Vec::new();
         for e in [
-            ev("message.updated", json!({"info": {"id": "msg_u", "sessionID": s, "role": "user"}})),
-            ev("message.part.updated", json!({"part": {"id": "prt_u", "messageID": "msg_u", "sessionID": s, "type": "text", "text": "hello"}})),
-            ev("message.part.delta", json!({"sessionID": s, "messageID": "msg_u", "partID": "prt_u", "field": "text", "delta": "hello"})),
-            ev("session.status", json!({"sessionID": s, "status": {"type": "busy"}})),
-            ev("message.updated", json!({"info": {"id": "msg_a", "sessionID": s, "role": "assistant", "parentID": "msg_u"}})),
-            ev("message.part.updated", json!({"part": {"id": "prt_r", "messageID": "msg_a", "sessionID": s, "type": "reasoning", "text": ""}})),
-            ev("message.part.delta", json!({"sessionID": s, "messageID": "msg_a", "partID": "prt_r", "field": "text", "delta": "hmm"})),
-            ev("message.part.updated", json!({"part": {"id": "prt_t", "messageID": "msg_a", "sessionID": s, "type": "text", "text": ""}})),
-            ev("message.part.delta", json!({"sessionID": s, "messageID": "msg_a", "partID": "prt_t", "field": "text", "delta": "Hi "})),
-            ev("message.part.delta", json!({"sessionID": s, "messageID": "msg_a", "partID": "prt_t", "field": "text", "delta": "there"})),
-            ev("message.part.updated", json!({"part": {"id": "prt_t", "messageID": "msg_a", "sessionID": s, "type": "text", "text": "Hi there!"}})),
-            ev("message.updated", json!({"info": {"id": "msg_a", "sessionID": s, "role": "assistant", "parentID": "msg_u", "finish": "length",
-                "tokens": {"input": 5, "output": 3, "reasoning": 1, "cache": {"read": 0, "write": 0}}}})),
-            ev("session.status", json!({"sessionID": s, "status": {"type": "idle"}})),
+            ev(
+                "message.updated",
+                json!({"info": {"id": "msg_u", "sessionID": s, "role": "user"}}),
+            ),
+            ev(
+                "message.part.updated",
+                json!({"part": {"id": "prt_u", "messageID": "msg_u", "sessionID": s, "type": "text", "text": "hello"}}),
+            ),
+            ev(
+                "message.part.delta",
+                json!({"sessionID": s, "messageID": "msg_u", "partID": "prt_u", "field": "text", "delta": "hello"}),
+            ),
+            ev(
+                "session.status",
+                json!({"sessionID": s, "status": {"type": "busy"}}),
+            ),
+            ev(
+                "message.updated",
+                json!({"info": {"id": "msg_a", "sessionID": s, "role": "assistant", "parentID": "msg_u"}}),
+            ),
+            ev(
+                "message.part.updated",
+                json!({"part": {"id": "prt_r", "messageID": "msg_a", "sessionID": s, "type": "reasoning", "text": ""}}),
+            ),
+            ev(
+                "message.part.delta",
+                json!({"sessionID": s, "messageID": "msg_a", "partID": "prt_r", "field": "text", "delta": "hmm"}),
+            ),
+            ev(
+                "message.part.updated",
+                json!({"part": {"id": "prt_t", "messageID": "msg_a", "sessionID": s, "type": "text", "text": ""}}),
+            ),
+            ev(
+                "message.part.delta",
+                json!({"sessionID": s, "messageID": "msg_a", "partID": "prt_t", "field": "text", "delta": "Hi "}),
+            ),
+            ev(
+                "message.part.delta",
+                json!({"sessionID": s, "messageID": "msg_a", "partID": "prt_t", "field": "text", "delta": "there"}),
+            ),
+            ev(
+                "message.part.updated",
+                json!({"part": {"id": "prt_t", "messageID": "msg_a", "sessionID": s, "type": "text", "text": "Hi there!"}}),
+            ),
+            ev(
+                "message.updated",
+                json!({"info": {"id": "msg_a", "sessionID": s, "role": "assistant", "parentID": "msg_u", "finish": "length",
+                "tokens": {"input": 5, "output": 3, "reasoning": 1, "cache": {"read": 0, "write": 0}}}}),
+            ),
+            ev(
+                "session.status",
+                json!({"sessionID": s, "status": {"type": "idle"}}),
+            ),
             ev("session.idle", json!({"sessionID": s})),
         ] {
             out.extend(a.feed(&e));
@@ -444,7 +516,12 @@ mod tests {
     fn retries_beyond_budget_fail_with_the_provider_message() {
         let mut a = Adapter::new(1);
         a.feed(&user("s"));
-        let retry = |n: u64| ev("session.status", json!({"sessionID": "s", "status": {"type": "retry", "attempt": n, "message": "boom 500"}}));
+        let retry = |n: u64| {
+            ev(
+                "session.status",
+                json!({"sessionID": "s", "status": {"type": "retry", "attempt": n, "message": "boom 500"}}),
+            )
+        };
         assert!(a.feed(&retry(1)).is_empty());
         assert_eq!(a.last_retry_message(), Some("boom 500"));
         match a.feed(&retry(2)).as_slice() {
@@ -459,7 +536,9 @@ mod tests {
         let mut a = Adapter::new(1);
         a.feed(&user("s"));
         let out = a.feed(&ev("session.error", json!({"sessionID": "s", "error": {"name": "UnknownError", "data": {"message": "model nope"}}})));
-        assert!(matches!(&out[..], [Output::Failed(ApiError::Upstream(m))] if m.contains("model nope")));
+        assert!(
+            matches!(&out[..], [Output::Failed(ApiError::Upstream(m))] if m.contains("model nope"))
+        );
 
         let mut a = Adapter::new(1);
         a.feed(&user("s"));
@@ -470,10 +549,20 @@ mod tests {
     #[test]
     fn events_before_the_user_message_are_ignored_and_idle_without_answer_fails() {
         let mut a = Adapter::new(1);
-        assert!(a.feed(&ev("session.idle", json!({"sessionID": "s"}))).is_empty());
-        assert!(a.feed(&ev("session.error", json!({"sessionID": "s", "error": {"name": "X"}}))).is_empty());
+        assert!(a
+            .feed(&ev("session.idle", json!({"sessionID": "s"})))
+            .is_empty());
+        assert!(a
+            .feed(&ev(
+                "session.error",
+                json!({"sessionID": "s", "error": {"name": "X"}})
+            ))
+            .is_empty());
         a.feed(&user("s"));
-        a.feed(&ev("session.status", json!({"sessionID": "s", "status": {"type": "busy"}})));
+        a.feed(&ev(
+            "session.status",
+            json!({"sessionID": "s", "status": {"type": "busy"}}),
+        ));
         assert!(matches!(
             &a.feed(&ev("session.idle", json!({"sessionID": "s"})))[..],
             [Output::Failed(_)]

@@ -49,7 +49,10 @@ impl AppState {
         let hub = EventHub::start(client.clone(), shutdown.child_token());
         let ttl = Duration::from_secs(config.models.cache_ttl_secs);
         let catalog = Catalog::new(client.clone(), config.models.allowlist.clone(), ttl);
-        catalog.spawn_refresh((ttl / 2).max(Duration::from_secs(1)), shutdown.child_token());
+        catalog.spawn_refresh(
+            (ttl / 2).max(Duration::from_secs(1)),
+            shutdown.child_token(),
+        );
         let pool = SessionPool::new(
             client.clone(),
             config.prompt.session_title.clone(),
@@ -82,7 +85,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/sessions/{id}",
             get(routes::sessions::get).delete(routes::sessions::delete),
         )
-        .route("/v1/sessions/{id}/messages", get(routes::sessions::messages))
+        .route(
+            "/v1/sessions/{id}/messages",
+            get(routes::sessions::messages),
+        )
         .route("/v1/sessions/{id}/fork", post(routes::sessions::fork))
         .route("/v1/sessions/{id}/abort", post(routes::sessions::abort))
         .route("/status", get(routes::health::status))

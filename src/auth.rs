@@ -70,8 +70,7 @@ pub async fn require_key(State(keys): State<Keys>, mut req: Request, next: Next)
         match keys.check(presented) {
             Some(i) => ClientId(format!("key{i}").into()),
             None => {
-                return ApiError::Unauthorized("Incorrect API key provided.".into())
-                    .into_response()
+                return ApiError::Unauthorized("Incorrect API key provided.".into()).into_response()
             }
         }
     } else {

@@ -9,8 +9,8 @@ use moka::future::Cache;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
-use crate::opencode::{OpenCodeClient, Providers};
 use crate::openai::Model;
+use crate::opencode::{OpenCodeClient, Providers};
 
 /// One exposed model and what it can do.
 #[derive(Debug, Clone)]
@@ -88,10 +88,12 @@ impl Catalog {
 
 fn allowed(allowlist: &[String], id: &str) -> bool {
     allowlist.is_empty()
-        || allowlist.iter().any(|pattern| match pattern.strip_suffix('*') {
-            Some(prefix) => id.starts_with(prefix),
-            None => pattern == id,
-        })
+        || allowlist
+            .iter()
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => id.starts_with(prefix),
+                None => pattern == id,
+            })
 }
 
 /// Builds the exposed model map from OpenCode's providers.
@@ -111,7 +113,11 @@ pub fn build(providers: &Providers, allowlist: &[String]) -> Models {
                     model: Model {
                         id,
                         object: "model",
-                        created: m.release_date.as_deref().and_then(date_to_unix).unwrap_or(0),
+                        created: m
+                            .release_date
+                            .as_deref()
+                            .and_then(date_to_unix)
+                            .unwrap_or(0),
                         owned_by: provider.id.clone(),
                     },
                     provider_id: provider.id.clone(),

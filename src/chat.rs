@@ -16,8 +16,8 @@ use crate::app::AppState;
 use crate::auth::ClientId;
 use crate::error::ApiError;
 use crate::hub::{HubMessage, Subscription};
-use crate::opencode::{ModelRef, PartInput, PromptBody};
 use crate::openai::{ChatRequest, ContentPart, Message, Role, Usage};
+use crate::opencode::{ModelRef, PartInput, PromptBody};
 use crate::pool::{Fingerprint, Lease, Outcome, Seed};
 
 /// How long a request waits for the upstream event connection before answering 503.
@@ -112,7 +112,9 @@ pub async fn start(
         .subscribe(&session_id, EVENT_CONNECT_WAIT)
         .await
         .ok_or_else(|| {
-            ApiError::Unavailable("OpenCode's event stream is not connected; try again shortly.".into())
+            ApiError::Unavailable(
+                "OpenCode's event stream is not connected; try again shortly.".into(),
+            )
         })?;
 
     let parts = match lease.seed {
@@ -176,11 +178,19 @@ fn seeded_parts(prior: &[Message], last: &Message) -> Vec<PartInput> {
         text: "The conversation so far, for context:".into(),
     }];
     for m in prior {
-        let tag = if m.role == Role::Assistant { "assistant" } else { "user" };
+        let tag = if m.role == Role::Assistant {
+            "assistant"
+        } else {
+            "user"
+        };
         parts.push(PartInput::Text {
             text: format!("<{tag}>\n{}\n</{tag}>", m.text()),
         });
-        parts.extend(message_parts(m).into_iter().filter(|p| matches!(p, PartInput::File { .. })));
+        parts.extend(
+            message_parts(m)
+                .into_iter()
+                .filter(|p| matches!(p, PartInput::File { .. })),
+        );
     }
     parts.push(PartInput::Text {
         text: "The user's new message:".into(),
@@ -213,9 +223,9 @@ impl Run {
                     }
                     outputs
                 }
-                Ok(Some(HubMessage::Lost(reason))) => vec![Output::Failed(ApiError::Upstream(format!(
-                    "Lost OpenCode's event stream during the run: {reason}"
-                )))],
+                Ok(Some(HubMessage::Lost(reason))) => vec![Output::Failed(ApiError::Upstream(
+                    format!("Lost OpenCode's event stream during the run: {reason}"),
+                ))],
                 Ok(None) => vec![Output::Failed(ApiError::Unavailable(
                     "The gateway's event hub stopped.".into(),
                 ))],

@@ -12,7 +12,11 @@ use serde::Deserialize;
 
 /// Command-line flags. Each one overrides the environment and the config file.
 #[derive(Debug, Default, Parser)]
-#[command(name = "portatek-gateway", version, about = "OpenAI-compatible gateway in front of an OpenCode server")]
+#[command(
+    name = "portatek-gateway",
+    version,
+    about = "OpenAI-compatible gateway in front of an OpenCode server"
+)]
 pub struct Cli {
     /// TOML configuration file (also `PORTATEK_CONFIG`).
     #[arg(long, value_name = "FILE")]
@@ -244,10 +248,11 @@ impl Config {
         cli: &Cli,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let file = cli
-            .config
-            .clone()
-            .or_else(|| env("PORTATEK_CONFIG").filter(|s| !s.is_empty()).map(PathBuf::from));
+        let file = cli.config.clone().or_else(|| {
+            env("PORTATEK_CONFIG")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+        });
         let mut config = match file {
             Some(path) => Self::from_file(&path)?,
             None => Config::default(),
@@ -297,8 +302,12 @@ impl Config {
     /// Checks every value; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let addr = self.listen_addr()?;
-        let url = reqwest::Url::parse(&self.opencode.base_url)
-            .map_err(|e| invalid("opencode.base_url", format!("{:?}: {e}", self.opencode.base_url)))?;
+        let url = reqwest::Url::parse(&self.opencode.base_url).map_err(|e| {
+            invalid(
+                "opencode.base_url",
+                format!("{:?}: {e}", self.opencode.base_url),
+            )
+        })?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
             return Err(invalid(
                 "opencode.base_url",
@@ -318,10 +327,22 @@ impl Config {
             ));
         }
         for (key, value) in [
-            ("opencode.connect_timeout_ms", self.opencode.connect_timeout_ms),
-            ("opencode.request_timeout_ms", self.opencode.request_timeout_ms),
-            ("opencode.health_timeout_ms", self.opencode.health_timeout_ms),
-            ("opencode.retry_attempts", self.opencode.retry_attempts.into()),
+            (
+                "opencode.connect_timeout_ms",
+                self.opencode.connect_timeout_ms,
+            ),
+            (
+                "opencode.request_timeout_ms",
+                self.opencode.request_timeout_ms,
+            ),
+            (
+                "opencode.health_timeout_ms",
+                self.opencode.health_timeout_ms,
+            ),
+            (
+                "opencode.retry_attempts",
+                self.opencode.retry_attempts.into(),
+            ),
             ("models.cache_ttl_secs", self.models.cache_ttl_secs),
             ("prompt.deadline_secs", self.prompt.deadline_secs),
             ("prompt.keepalive_secs", self.prompt.keepalive_secs),
@@ -344,9 +365,12 @@ impl Config {
 
     /// The parsed listen address.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen
-            .parse()
-            .map_err(|_| invalid("listen", format!("{:?} is not an address like 0.0.0.0:8080", self.listen)))
+        self.listen.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("{:?} is not an address like 0.0.0.0:8080", self.listen),
+            )
+        })
     }
 
     /// Timeout of ordinary upstream calls.
@@ -366,8 +390,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(cli: Cli, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: HashMap<String, String> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::load_from(&cli, |k| env.get(k).cloned())
     }
 
@@ -432,7 +458,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[prompt]\ndeadline_secs = 7\n").unwrap();
-        let c = load(Cli::default(), &[("PORTATEK_CONFIG", path.to_str().unwrap())]).unwrap();
+        let c = load(
+            Cli::default(),
+            &[("PORTATEK_CONFIG", path.to_str().unwrap())],
+        )
+        .unwrap();
         assert_eq!(c.prompt.deadline_secs, 7);
     }
 
@@ -443,7 +473,9 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         assert!(err(Cli::default(), &[("PORTATEK_LISTEN", "nonsense")]).contains("`listen`"));
-        assert!(err(Cli::default(), &[("OPENCODE_BASE_URL", "ftp://x")]).contains("opencode.base_url"));
+        assert!(
+            err(Cli::default(), &[("OPENCODE_BASE_URL", "ftp://x")]).contains("opencode.base_url")
+        );
         let e = err(Cli::default(), &[("PORTATEK_LISTEN", "0.0.0.0:8080")]);
         assert!(e.contains("auth.api_keys"), "{e}");
         let dir = tempfile::tempdir().unwrap();
@@ -481,12 +513,19 @@ mod tests {
     fn non_loopback_ok_with_keys_or_explicitly_disabled_auth() {
         load(
             Cli::default(),
-            &[("PORTATEK_LISTEN", "0.0.0.0:8080"), ("PORTATEK_API_KEYS", "k")],
+            &[
+                ("PORTATEK_LISTEN", "0.0.0.0:8080"),
+                ("PORTATEK_API_KEYS", "k"),
+            ],
         )
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "listen = \"0.0.0.0:8080\"\n[auth]\ndisabled = true\n").unwrap();
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:8080\"\n[auth]\ndisabled = true\n",
+        )
+        .unwrap();
         load(
             Cli {
                 config: Some(path),
@@ -505,6 +544,9 @@ mod example_tests {
     fn example_file_matches_defaults() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
         let parsed = super::Config::from_file(&path).unwrap();
-        assert_eq!(format!("{parsed:?}"), format!("{:?}", super::Config::default()));
+        assert_eq!(
+            format!("{parsed:?}"),
+            format!("{:?}", super::Config::default())
+        );
     }
 }

@@ -76,7 +76,10 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         let mut subs = self.inner.lock();
-        if subs.get(&self.session_id).is_some_and(|(id, _)| *id == self.id) {
+        if subs
+            .get(&self.session_id)
+            .is_some_and(|(id, _)| *id == self.id)
+        {
             subs.remove(&self.session_id);
         }
     }

@@ -135,7 +135,10 @@ impl ChatRequest {
         let messages = match obj.get("messages") {
             Some(Value::Array(a)) if !a.is_empty() => a,
             Some(Value::Array(_)) => {
-                return Err(bad("`messages` must contain at least one message.", "messages"))
+                return Err(bad(
+                    "`messages` must contain at least one message.",
+                    "messages",
+                ))
             }
             None | Some(Value::Null) => {
                 return Err(bad("Missing required parameter: 'messages'.", "messages"))
@@ -218,7 +221,12 @@ impl ChatRequest {
                 ))
             }
         }
-        for key in ["temperature", "top_p", "presence_penalty", "frequency_penalty"] {
+        for key in [
+            "temperature",
+            "top_p",
+            "presence_penalty",
+            "frequency_penalty",
+        ] {
             match obj.get(key) {
                 None | Some(Value::Null) | Some(Value::Number(_)) => {}
                 Some(v) => {
@@ -364,7 +372,10 @@ fn parse_part(role: Role, value: &Value, at: &str) -> Result<Option<ContentPart>
     match obj.get("type").and_then(Value::as_str) {
         Some("text") => match obj.get("text") {
             Some(Value::String(s)) => Ok(Some(ContentPart::Text(s.clone()))),
-            _ => Err(bad("A text part needs a string `text`.", format!("{at}.text"))),
+            _ => Err(bad(
+                "A text part needs a string `text`.",
+                format!("{at}.text"),
+            )),
         },
         Some("refusal") if role == Role::Assistant => Ok(None),
         Some("image_url") if role == Role::User => {
@@ -389,7 +400,10 @@ fn parse_part(role: Role, value: &Value, at: &str) -> Result<Option<ContentPart>
             format!("Content parts of type `{t}` are not supported in {role:?} messages."),
             format!("{at}.type"),
         )),
-        None => Err(bad("Each content part needs a string `type`.", format!("{at}.type"))),
+        None => Err(bad(
+            "Each content part needs a string `type`.",
+            format!("{at}.type"),
+        )),
     }
 }
 
@@ -602,16 +616,22 @@ mod tests {
             "messages[0].content"
         );
         assert_eq!(
-            param_of(json!({"model": "m", "messages": [{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}}]}]})),
+            param_of(
+                json!({"model": "m", "messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}}]}]})
+            ),
             "messages[0].content[0].image_url.url"
         );
         assert_eq!(
-            param_of(json!({"model": "m", "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]})),
+            param_of(
+                json!({"model": "m", "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]})
+            ),
             "messages[1].role"
         );
         assert_eq!(
-            param_of(json!({"model": "m", "stream": "yes", "messages": [{"role": "user", "content": "x"}]})),
+            param_of(
+                json!({"model": "m", "stream": "yes", "messages": [{"role": "user", "content": "x"}]})
+            ),
             "stream"
         );
         assert_eq!(
@@ -619,11 +639,15 @@ mod tests {
             "n"
         );
         assert_eq!(
-            param_of(json!({"model": "m", "tools": [{"type": "function"}], "messages": [{"role": "user", "content": "x"}]})),
+            param_of(
+                json!({"model": "m", "tools": [{"type": "function"}], "messages": [{"role": "user", "content": "x"}]})
+            ),
             "tools"
         );
         assert_eq!(
-            param_of(json!({"model": "m", "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "x"}]})),
+            param_of(
+                json!({"model": "m", "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "x"}]})
+            ),
             "stream_options"
         );
         assert!(matches!(

@@ -283,7 +283,11 @@ impl OpenCodeClient {
         rb
     }
 
-    async fn send(&self, what: &str, rb: RequestBuilder) -> Result<reqwest::Response, UpstreamError> {
+    async fn send(
+        &self,
+        what: &str,
+        rb: RequestBuilder,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let resp = rb
             .send()
             .await
@@ -321,7 +325,8 @@ impl OpenCodeClient {
                 .bytes()
                 .await
                 .map_err(|e| UpstreamError::from_reqwest(what, e))?;
-            serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Decode(format!("{what}: {e}")))
+            serde_json::from_slice(&bytes)
+                .map_err(|e| UpstreamError::Decode(format!("{what}: {e}")))
         };
         tokio::time::timeout(timeout, fut)
             .await
@@ -353,13 +358,17 @@ impl OpenCodeClient {
     pub async fn health(&self, timeout: Duration) -> Result<Health, UpstreamError> {
         let call = async {
             self.retrying("health", || {
-                self.json("health", self.request(Method::GET, "global/health"), timeout)
+                self.json(
+                    "health",
+                    self.request(Method::GET, "global/health"),
+                    timeout,
+                )
             })
             .await
         };
-        tokio::time::timeout(timeout, call)
-            .await
-            .map_err(|_| UpstreamError::Timeout(format!("health check took longer than {timeout:?}")))?
+        tokio::time::timeout(timeout, call).await.map_err(|_| {
+            UpstreamError::Timeout(format!("health check took longer than {timeout:?}"))
+        })?
     }
 
     /// `GET /config/providers`.
@@ -423,7 +432,8 @@ impl OpenCodeClient {
         self.retrying("fork session", || {
             self.json(
                 "fork session",
-                self.request(Method::POST, &format!("session/{id}/fork")).json(&body),
+                self.request(Method::POST, &format!("session/{id}/fork"))
+                    .json(&body),
                 self.timeout,
             )
         })
@@ -490,16 +500,21 @@ impl OpenCodeClient {
         let resp = tokio::time::timeout(self.timeout, self.send("subscribe to events", rb))
             .await
             .map_err(|_| UpstreamError::Timeout("subscribe to events".into()))??;
-        Ok(resp.bytes_stream().eventsource().filter_map(|item| async move {
-            match item {
-                Ok(ev) if ev.data.trim().is_empty() => None,
-                Ok(ev) => Some(
-                    serde_json::from_str::<Event>(&ev.data)
-                        .map_err(|e| UpstreamError::Decode(format!("event: {e}"))),
-                ),
-                Err(e) => Some(Err(UpstreamError::Unreachable(format!("event stream: {e}")))),
-            }
-        }))
+        Ok(resp
+            .bytes_stream()
+            .eventsource()
+            .filter_map(|item| async move {
+                match item {
+                    Ok(ev) if ev.data.trim().is_empty() => None,
+                    Ok(ev) => Some(
+                        serde_json::from_str::<Event>(&ev.data)
+                            .map_err(|e| UpstreamError::Decode(format!("event: {e}"))),
+                    ),
+                    Err(e) => Some(Err(UpstreamError::Unreachable(format!(
+                        "event stream: {e}"
+                    )))),
+                }
+            }))
     }
 }
 
@@ -531,8 +546,14 @@ mod tests {
             properties: p,
         };
         assert_eq!(e(json!({"sessionID": "ses_1"})).session_id(), Some("ses_1"));
-        assert_eq!(e(json!({"info": {"sessionID": "ses_2"}})).session_id(), Some("ses_2"));
-        assert_eq!(e(json!({"part": {"sessionID": "ses_3"}})).session_id(), Some("ses_3"));
+        assert_eq!(
+            e(json!({"info": {"sessionID": "ses_2"}})).session_id(),
+            Some("ses_2")
+        );
+        assert_eq!(
+            e(json!({"part": {"sessionID": "ses_3"}})).session_id(),
+            Some("ses_3")
+        );
         assert_eq!(e(json!({})).session_id(), None);
     }
 

@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::ClientId;
 use crate::config::SessionsConfig;
 use crate::error::ApiError;
-use crate::opencode::{OpenCodeClient, Session, UpstreamError};
 use crate::openai::{ContentPart, Message, Role};
+use crate::opencode::{OpenCodeClient, Session, UpstreamError};
 
 /// A 128-bit fingerprint of a conversation prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -276,15 +276,18 @@ impl SessionPool {
     }
 
     async fn fork_claimed(&self, mut claim: Claimed) -> Option<Lease> {
-        let point = tokio::time::timeout(
-            FORK_POINT_WAIT,
-            claim.fork_point.wait_for(Option::is_some),
-        )
-        .await
-        .ok()?
-        .ok()?
-        .clone()?;
-        match self.inner.client.fork(&claim.session_id, Some(&point)).await {
+        let point =
+            tokio::time::timeout(FORK_POINT_WAIT, claim.fork_point.wait_for(Option::is_some))
+                .await
+                .ok()?
+                .ok()?
+                .clone()?;
+        match self
+            .inner
+            .client
+            .fork(&claim.session_id, Some(&point))
+            .await
+        {
             Ok(s) => Some(self.lease(s.id, Seed::LastOnly, None)),
             Err(e) => {
                 tracing::info!(error = %e, "fork failed; starting a new session");
@@ -310,10 +313,7 @@ impl SessionPool {
         let session_id = std::mem::take(&mut lease.session_id);
         let kind = std::mem::replace(&mut lease.kind, LeaseKind::Pinned);
         match (kind, outcome) {
-            (
-                LeaseKind::Pooled { claimed },
-                Outcome::Answered { fingerprint },
-            ) => {
+            (LeaseKind::Pooled { claimed }, Outcome::Answered { fingerprint }) => {
                 let remembered = Remembered { session_id };
                 self.inner.cache.insert(fingerprint, remembered).await;
                 if let Some(fp) = claimed {
@@ -343,12 +343,7 @@ impl SessionPool {
 
     /// Deletes every remembered session upstream (on shutdown), bounded by `within`.
     pub async fn drain(&self, within: Duration) {
-        let ids: Vec<String> = self
-            .inner
-            .cache
-            .iter()
-            .map(|(_, r)| r.session_id)
-            .collect();
+        let ids: Vec<String> = self.inner.cache.iter().map(|(_, r)| r.session_id).collect();
         self.inner.cache.invalidate_all();
         let client = &self.inner.client;
         let all = futures::future::join_all(ids.iter().map(|id| client.delete_session(id)));
@@ -461,7 +456,10 @@ mod tests {
         let after = Fingerprint::after_reply(&c, "m", Some("sys"), &turn1, "hello");
         let turn2 = [msg(Role::User, "hi"), msg(Role::Assistant, "hello")];
         assert_eq!(after, Fingerprint::of(&c, "m", Some("sys"), &turn2));
-        assert_ne!(after, Fingerprint::of(&ClientId("other".into()), "m", Some("sys"), &turn2));
+        assert_ne!(
+            after,
+            Fingerprint::of(&ClientId("other".into()), "m", Some("sys"), &turn2)
+        );
         assert_ne!(after, Fingerprint::of(&c, "m2", Some("sys"), &turn2));
         assert_ne!(after, Fingerprint::of(&c, "m", None, &turn2));
         let edited = [msg(Role::User, "hi!"), msg(Role::Assistant, "hello")];

@@ -530,7 +530,7 @@ async fn streaming_end_to_end() {
 
     // Basic OpenAI stream shape; finish_reason stop; no usage unless asked for.
     let b = bed.clone();
-    s.run("basic stream shape (stop)", || async move {
+    s.run("basic stream shape (stop)", move || async move {
         let text = "hello stream";
         let st = read_ok_stream(&b, body(ECHO, text, true)).await;
         assert_eq!(st.finish_reason, "stop");
@@ -545,7 +545,7 @@ async fn streaming_end_to_end() {
     .await;
 
     let b = bed.clone();
-    s.run("finish_reason length", || async move {
+    s.run("finish_reason length", move || async move {
         let text = "cut short [length]";
         let st = read_ok_stream(&b, body(ECHO, text, true)).await;
         assert_eq!(st.finish_reason, "length");
@@ -556,7 +556,7 @@ async fn streaming_end_to_end() {
     // Streamed content == non-streamed content, both == the mock's reply exactly (no echo of
     // the user's own text as a delta).
     let b = bed.clone();
-    s.run("stream equals non-stream; no user echo", || async move {
+    s.run("stream equals non-stream; no user echo", move || async move {
         let text = "same answer both ways [chunks:4]";
         let st = read_ok_stream(&b, body(ECHO, text, true)).await;
         let (status, v) = b.chat(body(ECHO, text, false)).await;
@@ -575,7 +575,7 @@ async fn streaming_end_to_end() {
 
     // Several chunks, not one blob; with [slow] the first chunk arrives well before the last.
     let b = bed.clone();
-    s.run("real streaming: several chunks, incremental arrival", || async move {
+    s.run("real streaming: several chunks, incremental arrival", move || async move {
         let text = "one two three four five six seven [chunks:5]";
         let st = read_ok_stream(&b, body(ECHO, text, true)).await;
         assert_eq!(st.content, echo(text));
@@ -605,7 +605,7 @@ async fn streaming_end_to_end() {
 
     // Reasoning deltas (streaming) and reasoning_content (non-streaming).
     let b = bed.clone();
-    s.run("reasoning_content", || async move {
+    s.run("reasoning_content", move || async move {
         let text = "ponder deeply [reasoning]";
         let st = read_ok_stream(&b, body(THINKER, text, true)).await;
         assert_eq!(st.reasoning, reasoning_of(text), "streamed reasoning");
@@ -647,7 +647,7 @@ async fn streaming_end_to_end() {
 
     // stream_options.include_usage.
     let b = bed.clone();
-    s.run("include_usage", || async move {
+    s.run("include_usage", move || async move {
         let text = "count my tokens";
         let mut req = body(ECHO, text, true);
         req["stream_options"] = json!({"include_usage": true});
@@ -669,7 +669,7 @@ async fn streaming_end_to_end() {
 
     // Keep-alive comments between slow chunks.
     let b = bed.clone();
-    s.run("keep-alive comments", || async move {
+    s.run("keep-alive comments", move || async move {
         let text = "wait for it [slow:2500] [chunks:2]";
         let st = read_ok_stream(&b, body(ECHO, text, true)).await;
         assert_eq!(st.content, echo(text));
@@ -696,7 +696,7 @@ async fn streaming_end_to_end() {
 
     // Client disconnect aborts the run upstream.
     let b = bed.clone();
-    s.run("client disconnect aborts upstream", || async move {
+    s.run("client disconnect aborts upstream", move || async move {
         let text = "a long answer nobody waits for [slow:500] [chunks:20]";
         let mut reader = open_stream(&b, body(ECHO, text, true)).await;
         let mut contents = 0;
@@ -724,7 +724,7 @@ async fn streaming_end_to_end() {
 
     // Model failure mid-stream → error event, no [DONE], well within the deadline, no busy session.
     let b = bed.clone();
-    s.run("model failure → error event", || async move {
+    s.run("model failure → error event", move || async move {
         let started = Instant::now();
         let mut reader = open_stream(&b, body(ECHO, "this breaks [fail]", true)).await;
         let frames = reader.rest(FRAME_WAIT).await;
@@ -758,7 +758,7 @@ async fn streaming_end_to_end() {
     // 50 concurrent streams, one upstream event connection.
     let b = bed.clone();
     let p = proxy.clone();
-    s.run("50 concurrent streams, one event connection", || async move {
+    s.run("50 concurrent streams, one event connection", move || async move {
         let (connected, opened) = hub_status(&b).await;
         assert!(connected, "hub not connected before the burst");
         assert_eq!(opened, 1, "connections_opened before the burst");
@@ -807,7 +807,6 @@ async fn streaming_end_to_end() {
     .await;
 
     // Event-stream loss: kill OpenCode mid-stream → prompt error event, no [DONE].
-    let logs = bed.gateway.logs();
     let mut bed = match Arc::try_unwrap(bed) {
         Ok(b) => b,
         Err(_) => panic!("bed still shared"),
@@ -858,8 +857,7 @@ async fn streaming_end_to_end() {
         s.failures
             .push(format!("OpenCode killed mid-stream: {}", s_kill.join("; ")));
     }
-    let logs = format!("{logs}{}", &bed.gateway.logs()[logs.len().min(bed.gateway.logs().len())..]);
-    s.finish(&logs);
+    s.finish(&bed.gateway.logs());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -32,7 +32,10 @@ pub fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge(limit)
     } else {
-        ApiError::invalid(format!("Could not read the request body: {rejection}"), None)
+        ApiError::invalid(
+            format!("Could not read the request body: {rejection}"),
+            None,
+        )
     }
 }
 
@@ -126,7 +129,9 @@ impl ChunkStream {
     }
 
     fn event<T: serde::Serialize>(&self, value: &T) -> Event {
-        Event::default().json_data(value).unwrap_or_else(|_| Event::default().data("{}"))
+        Event::default()
+            .json_data(value)
+            .unwrap_or_else(|_| Event::default().data("{}"))
     }
 
     /// The events for the next run item (empty when the run is over).

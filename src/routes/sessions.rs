@@ -101,7 +101,12 @@ fn chat_message(m: &Value) -> Option<Value> {
     let role = info.get("role")?.as_str()?;
     let mut content = String::new();
     let mut reasoning = String::new();
-    for part in m.get("parts").and_then(Value::as_array).into_iter().flatten() {
+    for part in m
+        .get("parts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let text = part.get("text").and_then(Value::as_str).unwrap_or("");
         match part.get("type").and_then(Value::as_str) {
             Some("text") => content.push_str(text),
@@ -141,5 +146,7 @@ pub async fn abort(
 ) -> Result<Json<Value>, ApiError> {
     state.pool.check_owner(&owner, &id)?;
     state.client.abort(&id).await.map_err(upstream(&id))?;
-    Ok(Json(json!({ "id": id, "object": "session", "aborted": true })))
+    Ok(Json(
+        json!({ "id": id, "object": "session", "aborted": true }),
+    ))
 }
