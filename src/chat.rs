@@ -77,12 +77,31 @@ struct Conversation {
     turns: Vec<Message>,
 }
 
-/// Validates the request against the catalog, claims a session and starts the run.
+/// Validates the request against the catalog, claims a session and starts the run. The
+/// configured deadline covers everything from here to the end of the run.
 pub async fn start(
     state: &AppState,
     client: &ClientId,
     pinned_session: Option<&str>,
     req: &ChatRequest,
+) -> Result<Run, ApiError> {
+    let deadline = Instant::now() + state.config.deadline();
+    let secs = state.config.prompt.deadline_secs;
+    tokio::time::timeout_at(deadline, begin(state, client, pinned_session, req, deadline))
+        .await
+        .map_err(|_| {
+            ApiError::Timeout(format!(
+                "OpenCode did not accept the prompt within the {secs}s deadline."
+            ))
+        })?
+}
+
+async fn begin(
+    state: &AppState,
+    client: &ClientId,
+    pinned_session: Option<&str>,
+    req: &ChatRequest,
+    deadline: Instant,
 ) -> Result<Run, ApiError> {
     let model = state.catalog.get(&req.model).await?;
     if !model.image_input {
@@ -143,7 +162,7 @@ pub async fn start(
         lease: Some(lease),
         subscription,
         adapter: Adapter::new(prompt.max_model_retries),
-        deadline: Instant::now() + state.config.deadline(),
+        deadline,
         queue: VecDeque::new(),
         content: String::new(),
         conversation: Conversation {
