@@ -82,7 +82,21 @@ async fn main() {
     let (gm, gp) = stats(g);
     let (sm, sp) = stats(s);
     println!("completions, N = {n} each (median / p90, ms)");
-    println!("  direct OpenCode (create session + sync message): {:8.1} / {:8.1}", ms(dm), ms(dp));
-    println!("  gateway, non-streaming:                          {:8.1} / {:8.1}   ratio {:.2}", ms(gm), ms(gp), ms(gm) / ms(dm));
-    println!("  gateway, streaming to [DONE]:                    {:8.1} / {:8.1}   ratio {:.2}", ms(sm), ms(sp), ms(sm) / ms(dm));
+    println!(
+        "  direct OpenCode (create session + sync message): {:8.1} / {:8.1}",
+        ms(dm),
+        ms(dp)
+    );
+    println!(
+        "  gateway, non-streaming:                          {:8.1} / {:8.1}   ratio {:.2}",
+        ms(gm),
+        ms(gp),
+        ms(gm) / ms(dm)
+    );
+    println!(
+        "  gateway, streaming to [DONE]:                    {:8.1} / {:8.1}   ratio {:.2}",
+        ms(sm),
+        ms(sp),
+        ms(sm) / ms(dm)
+    );
 }

@@ -60,6 +60,7 @@ struct Assistant {
 #[derive(Debug)]
 pub struct Adapter {
     max_retries: u32,
+    floor: Option<String>,
     user_message: Option<String>,
     assistants: HashMap<String, Assistant>,
     last_assistant: Option<String>,
@@ -70,10 +71,12 @@ pub struct Adapter {
 }
 
 impl Adapter {
-    /// A fresh adapter that tolerates `max_retries` model retries before failing.
-    pub fn new(max_retries: u32) -> Adapter {
+    /// A fresh adapter that tolerates `max_retries` model retries before failing. Messages with
+    /// ids up to `floor` predate the run (message ids ascend): their events are ignored.
+    pub fn new(max_retries: u32, floor: Option<String>) -> Adapter {
         Adapter {
             max_retries,
+            floor,
             user_message: None,
             assistants: HashMap::new(),
             last_assistant: None,
@@ -87,6 +90,11 @@ impl Adapter {
     /// The provider's message from the latest retry, if OpenCode is retrying.
     pub fn last_retry_message(&self) -> Option<&str> {
         self.last_retry.as_deref()
+    }
+
+    /// The id of this run's newest assistant message.
+    pub fn last_assistant_id(&self) -> Option<&str> {
+        self.last_assistant.as_deref()
     }
 
     /// The id of this run's user message, once the run is under way (so that a late update of
@@ -145,6 +153,7 @@ impl Adapter {
             return Vec::new();
         };
         match info.get("role").and_then(Value::as_str) {
+            Some("user") if self.floor.as_deref().is_some_and(|f| id <= f) => Vec::new(),
             Some("user") => {
                 // Message ids ascend: the newest user message is this run's (a late update of an
                 // earlier one must not take its place).
@@ -381,7 +390,7 @@ mod tests {
 
     #[test]
     fn late_events_of_an_earlier_run_are_not_taken_for_this_one() {
-        let mut a = Adapter::new(1);
+        let mut a = Adapter::new(1, None);
         // A late update of the previous run's user message, then its assistant: ignored.
         a.feed(&ev(
             "message.updated",
@@ -414,6 +423,39 @@ mod tests {
     }
 
     #[test]
+    fn messages_up_to_the_floor_are_not_this_runs() {
+        // A fork's copied pair arrives after the subscription: ids at or below the floor.
+        let mut a = Adapter::new(1, Some("msg_b".into()));
+        a.feed(&ev(
+            "message.updated",
+            json!({"info": {"id": "msg_a", "role": "user"}}),
+        ));
+        a.feed(&ev(
+            "message.updated",
+            json!({"info": {"id": "msg_b", "role": "assistant", "parentID": "msg_a"}}),
+        ));
+        let out = a.feed(&ev(
+            "message.part.updated",
+            json!({"part": {"id": "p0", "messageID": "msg_b", "type": "text", "text": "old"}}),
+        ));
+        assert!(out.is_empty());
+        assert_eq!(a.user_message_id(), None);
+        a.feed(&ev(
+            "message.updated",
+            json!({"info": {"id": "msg_c", "role": "user"}}),
+        ));
+        a.feed(&ev(
+            "message.updated",
+            json!({"info": {"id": "msg_d", "role": "assistant", "parentID": "msg_c"}}),
+        ));
+        let out = a.feed(&ev(
+            "message.part.updated",
+            json!({"part": {"id": "p1", "messageID": "msg_d", "type": "text", "text": "new"}}),
+        ));
+        assert_eq!(out, vec![Output::Content("new".into())]);
+    }
+
+    #[test]
     fn usage_mapping_matches_opencode_semantics() {
         let u = usage_from_tokens(
             &json!({"input": 60, "output": 13, "reasoning": 7, "cache": {"read": 40, "write": 0}}),
@@ -435,7 +477,7 @@ mod tests {
 
     #[test]
     fn never_echoes_the_user_part_and_routes_by_part_type() {
-        let mut a = Adapter::new(2);
+        let mut a = Adapter::new(2, None);
         let s = "ses_1";
         let mut out = Vec::new();
         for e in [
@@ -514,7 +556,7 @@ mod tests {
 
     #[test]
     fn retries_beyond_budget_fail_with_the_provider_message() {
-        let mut a = Adapter::new(1);
+        let mut a = Adapter::new(1, None);
         a.feed(&user("s"));
         let retry = |n: u64| {
             ev(
@@ -533,14 +575,14 @@ mod tests {
 
     #[test]
     fn session_error_and_assistant_error_fail() {
-        let mut a = Adapter::new(1);
+        let mut a = Adapter::new(1, None);
         a.feed(&user("s"));
         let out = a.feed(&ev("session.error", json!({"sessionID": "s", "error": {"name": "UnknownError", "data": {"message": "model nope"}}})));
         assert!(
             matches!(&out[..], [Output::Failed(ApiError::Upstream(m))] if m.contains("model nope"))
         );
 
-        let mut a = Adapter::new(1);
+        let mut a = Adapter::new(1, None);
         a.feed(&user("s"));
         let out = a.feed(&ev("message.updated", json!({"info": {"id": "m", "role": "assistant", "parentID": "msg_u", "error": {"name": "APIError", "data": {"message": "quota"}}}})));
         assert!(matches!(&out[..], [Output::Failed(ApiError::Upstream(m))] if m.contains("quota")));
@@ -548,7 +590,7 @@ mod tests {
 
     #[test]
     fn events_before_the_user_message_are_ignored_and_idle_without_answer_fails() {
-        let mut a = Adapter::new(1);
+        let mut a = Adapter::new(1, None);
         assert!(a
             .feed(&ev("session.idle", json!({"sessionID": "s"})))
             .is_empty());

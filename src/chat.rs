@@ -87,13 +87,16 @@ pub async fn start(
 ) -> Result<Run, ApiError> {
     let deadline = Instant::now() + state.config.deadline();
     let secs = state.config.prompt.deadline_secs;
-    tokio::time::timeout_at(deadline, begin(state, client, pinned_session, req, deadline))
-        .await
-        .map_err(|_| {
-            ApiError::Timeout(format!(
-                "OpenCode did not accept the prompt within the {secs}s deadline."
-            ))
-        })?
+    tokio::time::timeout_at(
+        deadline,
+        begin(state, client, pinned_session, req, deadline),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::Timeout(format!(
+            "OpenCode did not accept the prompt within the {secs}s deadline."
+        ))
+    })?
 }
 
 async fn begin(
@@ -157,11 +160,12 @@ async fn begin(
     state.client.prompt_async(&session_id, &body).await?;
     tracing::debug!(session = %session_id, seed = ?lease.seed, "prompt sent");
 
+    let floor = lease.floor.clone();
     Ok(Run {
         state: state.clone(),
         lease: Some(lease),
         subscription,
-        adapter: Adapter::new(prompt.max_model_retries),
+        adapter: Adapter::new(prompt.max_model_retries, floor),
         deadline,
         queue: VecDeque::new(),
         content: String::new(),
@@ -237,8 +241,9 @@ impl Run {
             let outputs = match message {
                 Ok(Some(HubMessage::Event(event))) => {
                     let outputs = self.adapter.feed(&event);
-                    if let (Some(lease), Some(id)) = (&self.lease, self.adapter.user_message_id()) {
-                        lease.set_fork_point(id);
+                    if let Some(lease) = &mut self.lease {
+                        let user = self.adapter.user_message_id();
+                        lease.observe(user, self.adapter.last_assistant_id().or(user));
                     }
                     outputs
                 }

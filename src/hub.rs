@@ -12,13 +12,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::opencode::{Event, OpenCodeClient};
 
 /// How long the event connection may stay silent before it is considered dead.
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Longest pause between reconnect attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// What a subscriber receives.
 #[derive(Debug, Clone)]
@@ -36,6 +39,8 @@ struct Inner {
     connected: watch::Sender<bool>,
     next_id: AtomicU64,
     connections_opened: AtomicU64,
+    /// Cuts a reconnect backoff short when a request is waiting for the connection.
+    wake: Notify,
 }
 
 impl Inner {
@@ -94,6 +99,7 @@ impl EventHub {
             connected,
             next_id: AtomicU64::new(1),
             connections_opened: AtomicU64::new(0),
+            wake: Notify::new(),
         });
         tokio::spawn(run(client, inner.clone(), shutdown));
         EventHub { inner }
@@ -114,6 +120,10 @@ impl EventHub {
     /// Subscribe *before* starting the run so that no early event is missed.
     pub async fn subscribe(&self, session_id: &str, wait: Duration) -> Option<Subscription> {
         let mut rx = self.inner.connected.subscribe();
+        if !*rx.borrow() {
+            // Someone is waiting: retry now rather than at the end of the backoff.
+            self.inner.wake.notify_one();
+        }
         let ready = tokio::time::timeout(wait, rx.wait_for(|c| *c)).await;
         if !matches!(ready, Ok(Ok(_))) {
             return None;
@@ -151,8 +161,9 @@ async fn run(client: OpenCodeClient, inner: Arc<Inner>, shutdown: CancellationTo
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
+            _ = inner.wake.notified() => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

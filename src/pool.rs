@@ -66,6 +66,8 @@ impl Fingerprint {
 #[derive(Debug, Clone)]
 struct Remembered {
     session_id: String,
+    /// The newest message id of the remembered state (see [`Lease::floor`]).
+    floor: Option<String>,
 }
 
 /// A remembered session currently in use, and where a fork of its remembered state must stop:
@@ -87,6 +89,8 @@ pub struct Pinned {
     pub owner: ClientId,
     /// A request is running on it.
     pub busy: bool,
+    /// The newest message id known to predate the next request (see [`Lease::floor`]).
+    pub floor: Option<String>,
 }
 
 /// How the claimed session relates to the request's history.
@@ -114,21 +118,31 @@ pub struct Lease {
     pub session_id: String,
     /// What to send.
     pub seed: Seed,
+    /// Messages with ids up to this one predate the request: their (late) events must not be
+    /// taken for the run's own (OpenCode message ids ascend).
+    pub floor: Option<String>,
     kind: LeaseKind,
     pool: Option<SessionPool>,
     fork_point: Option<watch::Sender<Option<String>>>,
+    last_seen: Option<String>,
 }
 
 impl Lease {
-    /// Tells concurrent requests with the same history where to fork this session: just before
-    /// `user_message_id`, this run's own user message.
-    pub fn set_fork_point(&self, user_message_id: &str) {
-        if let Some(tx) = &self.fork_point {
+    /// Records what the run has learned: its own user message id (where a concurrent request
+    /// with the same history must fork this session: just before it) and the newest message id
+    /// of the run (the next request's floor).
+    pub fn observe(&mut self, user_message_id: Option<&str>, newest: Option<&str>) {
+        if let (Some(tx), Some(id)) = (&self.fork_point, user_message_id) {
             tx.send_if_modified(|v| {
-                let changed = v.as_deref() != Some(user_message_id);
-                *v = Some(user_message_id.to_string());
+                let changed = v.as_deref() != Some(id);
+                *v = Some(id.to_string());
                 changed
             });
+        }
+        if let Some(id) = newest {
+            if self.last_seen.as_deref().is_none_or(|seen| id > seen) {
+                self.last_seen = Some(id.to_string());
+            }
         }
     }
 }
@@ -150,6 +164,9 @@ struct Inner {
     title: String,
     cache: Cache<Fingerprint, Remembered>,
     claimed: Mutex<HashMap<Fingerprint, Claimed>>,
+    /// Serializes "take from the cache, mark claimed" so that a concurrent identical request
+    /// always finds one or the other.
+    claim_lock: tokio::sync::Mutex<()>,
     pinned: Mutex<HashMap<String, Pinned>>,
 }
 
@@ -194,8 +211,10 @@ impl SessionPool {
                 let why = match cause {
                     RemovalCause::Expired => "expired",
                     RemovalCause::Size => "capacity",
-                    // Explicit removal is a claim; replacement keeps the session elsewhere.
-                    RemovalCause::Explicit | RemovalCause::Replaced => return,
+                    // Two branches answered alike: the newer session takes the entry.
+                    RemovalCause::Replaced => "replaced",
+                    // Explicit removal is a claim: the session is in use.
+                    RemovalCause::Explicit => return,
                 };
                 delete_later(evict_client.clone(), value.session_id, why);
             })
@@ -206,6 +225,7 @@ impl SessionPool {
                 title,
                 cache,
                 claimed: Mutex::new(HashMap::new()),
+                claim_lock: tokio::sync::Mutex::new(()),
                 pinned: Mutex::new(HashMap::new()),
             }),
         }
@@ -242,17 +262,28 @@ impl SessionPool {
 
     /// Claims a session for a conversation whose history before the new message is `prior`.
     pub async fn acquire(&self, prior: Fingerprint) -> Result<Lease, ApiError> {
-        if let Some(r) = self.inner.cache.remove(&prior).await {
-            let (tx, rx) = watch::channel(None);
-            let claim = Claimed {
-                session_id: r.session_id.clone(),
-                fork_point: rx,
-            };
-            lock(&self.inner.claimed).insert(prior, claim);
+        let guard = self.inner.claim_lock.lock().await;
+        let remembered = self.inner.cache.remove(&prior).await;
+        let mut fork_point = None;
+        let busy = match &remembered {
+            Some(r) => {
+                let (tx, rx) = watch::channel(None);
+                fork_point = Some(tx);
+                let claim = Claimed {
+                    session_id: r.session_id.clone(),
+                    fork_point: rx,
+                };
+                lock(&self.inner.claimed).insert(prior, claim);
+                None
+            }
+            None => lock(&self.inner.claimed).get(&prior).cloned(),
+        };
+        drop(guard);
+        if let Some(r) = remembered {
             match self.inner.client.session(&r.session_id).await {
                 Ok(_) => {
-                    let mut lease = self.lease(r.session_id, Seed::LastOnly, Some(prior));
-                    lease.fork_point = Some(tx);
+                    let mut lease = self.lease(r.session_id, Seed::LastOnly, Some(prior), r.floor);
+                    lease.fork_point = fork_point;
                     return Ok(lease);
                 }
                 Err(e) => {
@@ -261,18 +292,15 @@ impl SessionPool {
                     lock(&self.inner.claimed).remove(&prior);
                 }
             }
-        } else {
-            let busy = lock(&self.inner.claimed).get(&prior).cloned();
-            if let Some(claim) = busy {
-                // The same history is in use right now (regenerate, retry, parallel branch):
-                // fork the session as it was before the running request's message.
-                if let Some(lease) = self.fork_claimed(claim).await {
-                    return Ok(lease);
-                }
+        } else if let Some(claim) = busy {
+            // The same history is in use right now (regenerate, retry, parallel branch):
+            // fork the session as it was before the running request's message.
+            if let Some(lease) = self.fork_claimed(claim).await {
+                return Ok(lease);
             }
         }
         let session = self.inner.client.create_session(&self.inner.title).await?;
-        Ok(self.lease(session.id, Seed::Full, None))
+        Ok(self.lease(session.id, Seed::Full, None, None))
     }
 
     async fn fork_claimed(&self, mut claim: Claimed) -> Option<Lease> {
@@ -282,27 +310,40 @@ impl SessionPool {
                 .ok()?
                 .ok()?
                 .clone()?;
-        match self
-            .inner
-            .client
-            .fork(&claim.session_id, Some(&point))
-            .await
-        {
-            Ok(s) => Some(self.lease(s.id, Seed::LastOnly, None)),
+        let client = &self.inner.client;
+        let fork = match client.fork(&claim.session_id, Some(&point)).await {
+            Ok(s) => s,
             Err(e) => {
                 tracing::info!(error = %e, "fork failed; starting a new session");
+                return None;
+            }
+        };
+        // The fork's copies get fresh ids (and events that may still be in flight).
+        match newest_message_id(client, &fork.id).await {
+            Ok(floor) => Some(self.lease(fork.id, Seed::LastOnly, None, floor)),
+            Err(e) => {
+                tracing::info!(error = %e, "cannot read the fork; starting a new session");
+                delete_later(client.clone(), fork.id, "unusable fork");
                 None
             }
         }
     }
 
-    fn lease(&self, session_id: String, seed: Seed, claimed: Option<Fingerprint>) -> Lease {
+    fn lease(
+        &self,
+        session_id: String,
+        seed: Seed,
+        claimed: Option<Fingerprint>,
+        floor: Option<String>,
+    ) -> Lease {
         Lease {
             session_id,
             seed,
+            floor,
             kind: LeaseKind::Pooled { claimed },
             pool: Some(self.clone()),
             fork_point: None,
+            last_seen: None,
         }
     }
 
@@ -312,24 +353,31 @@ impl SessionPool {
         lease.pool = None;
         let session_id = std::mem::take(&mut lease.session_id);
         let kind = std::mem::replace(&mut lease.kind, LeaseKind::Pinned);
+        let last_seen = lease.last_seen.take();
         match (kind, outcome) {
             (LeaseKind::Pooled { claimed }, Outcome::Answered { fingerprint }) => {
-                let remembered = Remembered { session_id };
+                let remembered = Remembered {
+                    session_id,
+                    floor: last_seen,
+                };
                 self.inner.cache.insert(fingerprint, remembered).await;
                 if let Some(fp) = claimed {
                     lock(&self.inner.claimed).remove(&fp);
                 }
             }
-            (kind, _) => self.discard(kind, session_id),
+            (kind, _) => self.discard(kind, session_id, last_seen),
         }
     }
 
     /// The failure path of [`release`](Self::release); synchronous so `Drop` can use it.
-    fn discard(&self, kind: LeaseKind, session_id: String) {
+    fn discard(&self, kind: LeaseKind, session_id: String, last_seen: Option<String>) {
         match kind {
             LeaseKind::Pinned => {
                 if let Some(p) = lock(&self.inner.pinned).get_mut(&session_id) {
                     p.busy = false;
+                    if last_seen.is_some() {
+                        p.floor = last_seen;
+                    }
                 }
             }
             LeaseKind::Pooled { claimed } => {
@@ -358,17 +406,18 @@ impl SessionPool {
     /// Creates an explicit session owned by `owner`.
     pub async fn create_pinned(&self, owner: &ClientId) -> Result<Session, ApiError> {
         let session = self.inner.client.create_session(&self.inner.title).await?;
-        self.pin(owner, &session.id);
+        self.pin(owner, &session.id, None);
         Ok(session)
     }
 
-    /// Records an existing upstream session as owned by `owner`.
-    pub fn pin(&self, owner: &ClientId, session_id: &str) {
+    /// Records an existing upstream session as owned by `owner`; `floor` is its newest message id.
+    pub fn pin(&self, owner: &ClientId, session_id: &str, floor: Option<String>) {
         lock(&self.inner.pinned).insert(
             session_id.to_string(),
             Pinned {
                 owner: owner.clone(),
                 busy: false,
+                floor,
             },
         );
     }
@@ -411,14 +460,29 @@ impl SessionPool {
                 Ok(Lease {
                     session_id: id.to_string(),
                     seed: Seed::LastOnly,
+                    floor: p.floor.clone(),
                     kind: LeaseKind::Pinned,
                     pool: Some(self.clone()),
                     fork_point: None,
+                    last_seen: None,
                 })
             }
             _ => Err(session_not_found(id)),
         }
     }
+}
+
+/// The id of a session's newest message (None for an empty session).
+pub async fn newest_message_id(
+    client: &OpenCodeClient,
+    session_id: &str,
+) -> Result<Option<String>, UpstreamError> {
+    let messages = client.messages(session_id).await?;
+    Ok(messages
+        .iter()
+        .filter_map(|m| m.pointer("/info/id").and_then(serde_json::Value::as_str))
+        .max()
+        .map(String::from))
 }
 
 /// The 404 for a session the caller does not own or that does not exist.
@@ -433,7 +497,8 @@ impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(pool) = self.pool.take() {
             let kind = std::mem::replace(&mut self.kind, LeaseKind::Pinned);
-            pool.discard(kind, std::mem::take(&mut self.session_id));
+            let last_seen = self.last_seen.take();
+            pool.discard(kind, std::mem::take(&mut self.session_id), last_seen);
         }
     }
 }

@@ -406,10 +406,19 @@ async fn pool_forks_concurrent_branches() {
             ));
         }
     }
-    let ids = upstream_ids(&bed).await;
-    if ids.len() != 2 || !ids.contains(&s1) {
+    // Both branches answered alike, so they end under one fingerprint: the pool keeps one and
+    // deletes the replaced one upstream (off the request path) rather than orphaning it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let ids = loop {
+        let ids = upstream_ids(&bed).await;
+        if ids.len() <= 1 || std::time::Instant::now() > deadline {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if ids.len() != 1 {
         problems.push(format!(
-            "expected the remembered session {s1} plus one fork upstream, got {ids:?}"
+            "expected the replaced branch's session deleted, leaving one of {s1} or its fork upstream, got {ids:?}"
         ));
     }
     for id in &ids {

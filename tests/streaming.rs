@@ -1010,7 +1010,7 @@ fn user_texts(events: &[Event]) -> Vec<String> {
 }
 
 fn run_adapter(events: &[Event], max_retries: u32) -> Vec<Output> {
-    let mut a = Adapter::new(max_retries);
+    let mut a = Adapter::new(max_retries, None);
     let mut out = Vec::new();
     for e in events {
         out.extend(a.feed(e));
@@ -1061,7 +1061,7 @@ fn assert_no_user_echo(events: &[Event], out: &[Output]) {
         .iter()
         .position(|e| e.kind == "message.updated" && e.properties["info"]["role"] == "assistant");
     if let Some(i) = first_assistant {
-        let mut a = Adapter::new(5);
+        let mut a = Adapter::new(5, None);
         let early: Vec<Output> = events[..i].iter().flat_map(|e| a.feed(e)).collect();
         assert!(
             early.is_empty(),
@@ -1172,7 +1172,7 @@ fn adapter_on_recorded_fixtures() {
                 other => panic!("budget {budget}: expected Failed, got {other:?}"),
             }
             // It fails exactly when attempt budget+1 is reported, not earlier.
-            let mut a = Adapter::new(budget);
+            let mut a = Adapter::new(budget, None);
             let mut retries_seen = 0;
             for e in &ev {
                 let out = a.feed(e);

@@ -11,7 +11,7 @@ use crate::app::AppState;
 use crate::auth::ClientId;
 use crate::error::ApiError;
 use crate::opencode::{Session, UpstreamError};
-use crate::pool::session_not_found;
+use crate::pool::{newest_message_id, session_not_found};
 
 fn session_json(s: &Session) -> Value {
     json!({
@@ -134,7 +134,11 @@ pub async fn fork(
 ) -> Result<Response, ApiError> {
     state.pool.check_owner(&owner, &id)?;
     let s = state.client.fork(&id, None).await.map_err(upstream(&id))?;
-    state.pool.pin(&owner, &s.id);
+    // The copies get fresh ids: remember the newest so their late events are not taken for a run's.
+    let floor = newest_message_id(&state.client, &s.id)
+        .await
+        .unwrap_or(None);
+    state.pool.pin(&owner, &s.id, floor);
     Ok((StatusCode::CREATED, Json(session_json(&s))).into_response())
 }
 
