@@ -121,6 +121,10 @@ async fn begin(
         .split_last()
         .ok_or_else(|| ApiError::invalid("No user message to answer.", Some("messages".into())))?;
 
+    // Without the event stream a run cannot be followed: fail before creating anything upstream.
+    if !state.hub.wait_connected(EVENT_CONNECT_WAIT).await {
+        return Err(event_stream_down());
+    }
     let lease = match pinned_session {
         Some(id) => state.pool.acquire_pinned(client, id)?,
         None => {
@@ -133,11 +137,7 @@ async fn begin(
         .hub
         .subscribe(&session_id, EVENT_CONNECT_WAIT)
         .await
-        .ok_or_else(|| {
-            ApiError::Unavailable(
-                "OpenCode's event stream is not connected; try again shortly.".into(),
-            )
-        })?;
+        .ok_or_else(event_stream_down)?;
 
     let parts = match lease.seed {
         Seed::LastOnly => message_parts(last),
@@ -177,6 +177,10 @@ async fn begin(
         },
         ended: false,
     })
+}
+
+fn event_stream_down() -> ApiError {
+    ApiError::Unavailable("OpenCode's event stream is not connected; try again shortly.".into())
 }
 
 fn message_parts(m: &Message) -> Vec<PartInput> {

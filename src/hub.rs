@@ -115,17 +115,22 @@ impl EventHub {
         self.inner.connections_opened.load(Ordering::Relaxed)
     }
 
-    /// Subscribes to a session's events, first waiting up to `wait` for the upstream connection.
-    ///
-    /// Subscribe *before* starting the run so that no early event is missed.
-    pub async fn subscribe(&self, session_id: &str, wait: Duration) -> Option<Subscription> {
+    /// Waits up to `wait` for the upstream event connection; returns whether it is up.
+    pub async fn wait_connected(&self, wait: Duration) -> bool {
         let mut rx = self.inner.connected.subscribe();
         if !*rx.borrow() {
             // Someone is waiting: retry now rather than at the end of the backoff.
             self.inner.wake.notify_one();
         }
         let ready = tokio::time::timeout(wait, rx.wait_for(|c| *c)).await;
-        if !matches!(ready, Ok(Ok(_))) {
+        matches!(ready, Ok(Ok(_)))
+    }
+
+    /// Subscribes to a session's events, first waiting up to `wait` for the upstream connection.
+    ///
+    /// Subscribe *before* starting the run so that no early event is missed.
+    pub async fn subscribe(&self, session_id: &str, wait: Duration) -> Option<Subscription> {
+        if !self.wait_connected(wait).await {
             return None;
         }
         let (tx, rx) = mpsc::unbounded_channel();

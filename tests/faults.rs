@@ -697,6 +697,11 @@ async fn event_stream_unavailable_is_503() {
         fake.prompts().is_empty(),
         "no prompt may be sent without an event subscription"
     );
+    assert_eq!(
+        fake.seen().session_creates.load(SeqCst),
+        0,
+        "no session may be created while the event stream is down"
+    );
 }
 
 /// 7. The prompt is accepted but nothing ever comes back: 504 at the deadline, run aborted.

@@ -933,7 +933,7 @@ async fn streaming_deadline_on_silent_model() {
     assert!(status.is_success(), "warm-up prompt: {status} {v}");
     let started = Instant::now();
     let mut reader = open_stream(&bed, body(ECHO, "say nothing [hang]", true)).await;
-    // Headers go out when the run has started upstream: that is when the deadline clock starts.
+    // Headers go out when the run has started upstream.
     let run_started = started.elapsed();
     let frames = reader.rest(Duration::from_secs(20)).await;
     let took = started.elapsed();
@@ -956,13 +956,10 @@ async fn streaming_deadline_on_silent_model() {
         kind.contains("timeout"),
         "expected a timeout-typed error (504-style), got {v}"
     );
+    // The deadline covers the whole request, from its arrival to the end of the stream.
     assert!(
-        after_start >= Duration::from_millis(3500) && after_start < Duration::from_secs(6),
-        "deadline 4 s: error {after_start:?} after the run started (request took {took:?})"
-    );
-    assert!(
-        took < Duration::from_secs(15),
-        "deadline 4 s: the request took {took:?} in all"
+        took >= Duration::from_millis(3500) && took < Duration::from_secs(6),
+        "deadline 4 s: the request took {took:?} in all ({after_start:?} after the headers)"
     );
     if let Err(busy) = wait_not_busy(&bed.opencode, Duration::from_secs(2)).await {
         panic!("after the deadline, sessions still busy upstream: {busy:?}");
