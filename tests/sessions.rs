@@ -898,3 +898,74 @@ async fn capacity_eviction_deletes_sessions_upstream() {
         "with max_capacity = 1, at most one pooled session may remain upstream: {left:?}"
     );
 }
+
+/// A remembered session that vanished upstream (deleted behind the gateway's back, or OpenCode
+/// restarted with fresh storage) is dropped transparently: the next turn runs in a new session
+/// seeded with the history, in one model call, and the conversation carries on from there.
+#[tokio::test(flavor = "multi_thread")]
+async fn vanished_session_falls_back_to_a_seeded_one() {
+    let bed = TestBed::start().await;
+    let (s, v) = bed.chat(chat_body(vec![user("gone one")])).await;
+    let r1 = reply_of(s, &v);
+    let ids = upstream_ids(&bed).await;
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let old = ids.iter().next().unwrap().clone();
+    let resp = bed
+        .opencode
+        .client()
+        .delete(format!("{}/session/{old}", bed.opencode.url()))
+        .send()
+        .await
+        .expect("delete upstream");
+    assert!(resp.status().is_success(), "{}", resp.status());
+
+    let before = bed.mock.call_count();
+    let (s, v) = bed
+        .chat(chat_body(vec![
+            user("gone one"),
+            assistant(&r1),
+            user("gone two"),
+        ]))
+        .await;
+    let r2 = reply_of(s, &v);
+    assert!(r2.ends_with("gone two"), "{r2}");
+    let calls = new_calls(&bed, before, 1, "turn after the session vanished");
+    let seen = calls[0].to_string();
+    assert!(
+        seen.contains(TRANSCRIPT_MARK) && seen.contains("gone one") && seen.contains(&r1),
+        "the new session must be seeded with the earlier turns: {seen}"
+    );
+    let ids = upstream_ids(&bed).await;
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert!(!ids.contains(&old));
+
+    // Turn 3 continues the new session without a transcript.
+    let before = bed.mock.call_count();
+    let (s, v) = bed
+        .chat(chat_body(vec![
+            user("gone one"),
+            assistant(&r1),
+            user("gone two"),
+            assistant(&r2),
+            user("gone three"),
+        ]))
+        .await;
+    assert!(reply_of(s, &v).ends_with("gone three"));
+    let calls = new_calls(&bed, before, 1, "turn 3");
+    let turns = turns_of(&calls[0]);
+    assert_eq!(
+        turns.last(),
+        Some(&rt("user", "gone three")),
+        "turn 3 sends only the new message: {turns:?}"
+    );
+    let seeded_user_turns = turns
+        .iter()
+        .filter(|(role, text)| role == "user" && text.contains(TRANSCRIPT_MARK))
+        .count();
+    assert_eq!(
+        (seeded_user_turns, turns.len()),
+        (1, 3),
+        "turn 3 continues the seeded session (seeded turn 2, its reply, the new message): {turns:?}"
+    );
+    assert_eq!(upstream_ids(&bed).await, ids, "turn 3 reuses the new session");
+}
