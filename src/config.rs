@@ -73,6 +73,8 @@ pub struct Config {
     pub listen: String,
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     pub shutdown_grace_secs: u64,
+    /// Log line format on stderr: `text` or `json` (env `PORTATEK_LOG_FORMAT`).
+    pub log_format: LogFormat,
     /// Upstream OpenCode server.
     pub opencode: OpenCodeConfig,
     /// Client authentication.
@@ -85,6 +87,17 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Conversation → session pool.
     pub sessions: SessionsConfig,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
 }
 
 /// `[opencode]`: where the upstream is and how to talk to it.
@@ -172,6 +185,7 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:8080".into(),
             shutdown_grace_secs: 10,
+            log_format: LogFormat::Text,
             opencode: OpenCodeConfig::default(),
             auth: AuthConfig::default(),
             models: ModelsConfig::default(),
@@ -276,6 +290,18 @@ impl Config {
         }
         if let Some(v) = env("OPENCODE_SERVER_USERNAME").filter(|s| !s.is_empty()) {
             config.opencode.username = v;
+        }
+        if let Some(v) = env("PORTATEK_LOG_FORMAT").filter(|s| !s.is_empty()) {
+            config.log_format = match v.to_ascii_lowercase().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(invalid(
+                        "log_format",
+                        format!("PORTATEK_LOG_FORMAT={v:?}: expected `text` or `json`"),
+                    ))
+                }
+            };
         }
         if let Some(v) = &cli.listen {
             config.listen = v.clone();
@@ -473,6 +499,13 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         assert!(err(Cli::default(), &[("PORTATEK_LISTEN", "nonsense")]).contains("`listen`"));
+        assert!(err(Cli::default(), &[("PORTATEK_LOG_FORMAT", "xml")]).contains("log_format"));
+        assert_eq!(
+            load(Cli::default(), &[("PORTATEK_LOG_FORMAT", "JSON")])
+                .unwrap()
+                .log_format,
+            LogFormat::Json
+        );
         assert!(
             err(Cli::default(), &[("OPENCODE_BASE_URL", "ftp://x")]).contains("opencode.base_url")
         );

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use portatek_gateway::app;
-use portatek_gateway::config::{Cli, Config};
+use portatek_gateway::config::{Cli, Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -18,12 +18,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
 
     let addr = match config.listen_addr() {
         Ok(a) => a,

@@ -902,3 +902,39 @@ async fn model_failure_retry_budget_and_deadline() {
         "OpenCode still running the failed prompt after the deadline: {status:?}"
     );
 }
+
+/// `PORTATEK_LOG_FORMAT=json` writes one JSON object per line, and a request's lines carry its
+/// request id (the one the client sent in `x-request-id`).
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_carry_the_request_id() {
+    let gw = Gateway::start_with(
+        support::gateway::UNUSED_OPENCODE_URL,
+        GatewayOptions::default().env("PORTATEK_LOG_FORMAT", "json"),
+    )
+    .await;
+    let client = support::gateway::test_client();
+    let resp = client
+        .get(format!("{}/no/such/route", gw.url()))
+        .header("x-request-id", "req-json-42")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let logs = gw.logs();
+        let lines: Vec<Value> = logs
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        if lines.iter().any(|l| l.to_string().contains("req-json-42")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line carries the request id:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -967,5 +967,9 @@ async fn vanished_session_falls_back_to_a_seeded_one() {
         (1, 3),
         "turn 3 continues the seeded session (seeded turn 2, its reply, the new message): {turns:?}"
     );
-    assert_eq!(upstream_ids(&bed).await, ids, "turn 3 reuses the new session");
+    assert_eq!(
+        upstream_ids(&bed).await,
+        ids,
+        "turn 3 reuses the new session"
+    );
 }
