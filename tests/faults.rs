@@ -702,6 +702,16 @@ async fn event_stream_unavailable_is_503() {
         0,
         "no session may be created while the event stream is down"
     );
+    // Readiness reflects it: OpenCode answers its health check, but chats cannot be served.
+    let resp = test_client()
+        .get(format!("{}/health", gw.url()))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let v: Value = resp.json().await.expect("health JSON");
+    assert_eq!(v["opencode"]["healthy"], true, "{v}");
+    assert_eq!(v["events"]["connected"], false, "{v}");
 }
 
 /// 7. The prompt is accepted but nothing ever comes back: 504 at the deadline, run aborted.

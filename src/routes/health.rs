@@ -9,35 +9,36 @@ use std::time::Duration;
 
 use crate::app::AppState;
 
-/// Readiness: 200 when OpenCode's `/global/health` answers within the health timeout, else 503.
+/// Readiness: 200 when OpenCode's `/global/health` answers and the shared event stream is
+/// connected (both within the health timeout), else 503 with the reason.
 pub async fn ready(State(state): State<AppState>) -> Response {
     let timeout = Duration::from_millis(state.config.opencode.health_timeout_ms);
-    let events = json!({ "connected": state.hub.is_connected() });
-    match state.client.health(timeout).await {
+    let (health, events_up) = tokio::join!(
+        state.client.health(timeout),
+        state.hub.wait_connected(timeout)
+    );
+    let events = json!({ "connected": events_up });
+    let (status, opencode) = match health {
         Ok(h) if h.healthy => (
-            StatusCode::OK,
-            Json(json!({
-                "status": "ok",
-                "opencode": { "healthy": true, "version": h.version },
-                "events": events,
-            })),
-        )
-            .into_response(),
-        Ok(_) => unavailable("OpenCode reports itself unhealthy".into(), events),
-        Err(e) => unavailable(e.to_string(), events),
-    }
-}
-
-fn unavailable(reason: String, events: serde_json::Value) -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({
-            "status": "unavailable",
-            "opencode": { "healthy": false, "error": reason },
-            "events": events,
-        })),
-    )
-        .into_response()
+            if events_up { "ok" } else { "unavailable" },
+            json!({ "healthy": true, "version": h.version }),
+        ),
+        Ok(_) => (
+            "unavailable",
+            json!({ "healthy": false, "error": "OpenCode reports itself unhealthy" }),
+        ),
+        Err(e) => (
+            "unavailable",
+            json!({ "healthy": false, "error": e.to_string() }),
+        ),
+    };
+    let code = if status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({ "status": status, "opencode": opencode, "events": events });
+    (code, Json(body)).into_response()
 }
 
 /// Liveness: the process answers; never depends on OpenCode.
