@@ -125,35 +125,41 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), UpstreamError> {
-    let token = CancellationToken::new();
+    // Two stages: `stop` ends accepting and starts the drain; `background` (event hub, catalog
+    // refresh, pool janitor) keeps running until in-flight requests are done, so they can finish.
+    let stop = CancellationToken::new();
+    let background = CancellationToken::new();
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let delete_on_shutdown = config.sessions.delete_on_shutdown;
-    let state = AppState::start(config, &token)?;
+    let state = AppState::start(config, &background)?;
     let app = router(state.clone());
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    let stop = token.clone();
+    let signalled = stop.clone();
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down");
-        stop.cancel();
+        signalled.cancel();
     });
-    let server = axum::serve(listener, app).with_graceful_shutdown(token.clone().cancelled_owned());
+    let server = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
     tokio::select! {
         result = server => {
             if let Err(e) = result {
                 tracing::error!(error = %e, "server error");
             }
         }
-        _ = async { token.cancelled().await; tokio::time::sleep(grace).await } => {
+        _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
             tracing::warn!(?grace, "grace period over; dropping remaining connections");
         }
     }
-    if delete_on_shutdown {
-        state.pool.drain(Duration::from_secs(5)).await;
-    }
+    // Requests cut off above abort their runs through the pool's clean-up tasks: wait for those.
+    state
+        .pool
+        .shutdown(delete_on_shutdown, Duration::from_secs(5))
+        .await;
+    background.cancel();
     Ok(())
 }

@@ -363,7 +363,7 @@ impl Drop for Run {
         let id = self.session_id().to_string();
         let lease = self.lease.take();
         tracing::info!(session = %id, "client disconnected; aborting the run");
-        tokio::spawn(async move {
+        self.state.pool.spawn_cleanup(async move {
             if let Err(e) = client.abort(&id).await {
                 tracing::warn!(session = %id, error = %e, "abort after disconnect failed");
             }

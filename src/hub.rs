@@ -130,18 +130,28 @@ impl EventHub {
     ///
     /// Subscribe *before* starting the run so that no early event is missed.
     pub async fn subscribe(&self, session_id: &str, wait: Duration) -> Option<Subscription> {
-        if !self.wait_connected(wait).await {
-            return None;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !self.wait_connected(left).await {
+                return None;
+            }
+            // Check and insert under the lock the hub holds while it marks a connection lost,
+            // so a subscriber is either told about the loss or joins the live connection.
+            let mut subs = self.inner.lock();
+            if !*self.inner.connected.borrow() {
+                continue;
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+            subs.insert(session_id.to_string(), (id, tx));
+            return Some(Subscription {
+                session_id: session_id.to_string(),
+                id,
+                rx,
+                inner: self.inner.clone(),
+            });
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        self.inner.lock().insert(session_id.to_string(), (id, tx));
-        Some(Subscription {
-            session_id: session_id.to_string(),
-            id,
-            rx,
-            inner: self.inner.clone(),
-        })
     }
 }
 
@@ -149,14 +159,13 @@ async fn run(client: OpenCodeClient, inner: Arc<Inner>, shutdown: CancellationTo
     let mut backoff = Duration::from_millis(100);
     loop {
         let reason = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => {
+                lose_all(&inner, "the gateway is shutting down");
+                return;
+            }
             reason = connect_once(&client, &inner) => reason,
         };
-        let was_connected = inner.connected.send_replace(false);
-        let lost: Vec<_> = inner.lock().drain().collect();
-        for (_, (_, tx)) in lost {
-            let _ = tx.send(HubMessage::Lost(reason.clone()));
-        }
+        let was_connected = lose_all(&inner, &reason);
         if was_connected {
             tracing::warn!(%reason, "OpenCode event stream lost; reconnecting");
             backoff = Duration::from_millis(100);
@@ -170,6 +179,19 @@ async fn run(client: OpenCodeClient, inner: Arc<Inner>, shutdown: CancellationTo
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Marks the connection down and tells every subscriber; returns whether it was up.
+fn lose_all(inner: &Inner, reason: &str) -> bool {
+    let (was_connected, lost) = {
+        let mut subs = inner.lock();
+        let was = inner.connected.send_replace(false);
+        (was, subs.drain().map(|(_, (_, tx))| tx).collect::<Vec<_>>())
+    };
+    for tx in lost {
+        let _ = tx.send(HubMessage::Lost(reason.to_string()));
+    }
+    was_connected
 }
 
 /// Holds one connection until it ends; returns why it ended.

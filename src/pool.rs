@@ -20,6 +20,7 @@ use moka::future::Cache;
 use moka::notification::RemovalCause;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::ClientId;
 use crate::config::SessionsConfig;
@@ -161,6 +162,7 @@ pub enum Outcome {
 
 struct Inner {
     client: OpenCodeClient,
+    cleanup: Cleanup,
     title: String,
     cache: Cache<Fingerprint, Remembered>,
     claimed: Mutex<HashMap<Fingerprint, Claimed>>,
@@ -186,24 +188,38 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Deletes a session upstream in the background, logging the outcome.
-fn delete_later(client: OpenCodeClient, session_id: String, why: &'static str) {
-    tokio::spawn(async move {
-        match client.delete_session(&session_id).await {
-            Ok(()) | Err(UpstreamError::NotFound(_)) => {
-                tracing::debug!(session = %session_id, why, "deleted OpenCode session")
+/// Background clean-up upstream (deletes, aborts), tracked so shutdown can wait for it.
+#[derive(Clone)]
+struct Cleanup {
+    client: OpenCodeClient,
+    tasks: TaskTracker,
+}
+
+impl Cleanup {
+    /// Deletes a session upstream off the request path, logging the outcome.
+    fn delete_later(&self, session_id: String, why: &'static str) {
+        let client = self.client.clone();
+        self.tasks.spawn(async move {
+            match client.delete_session(&session_id).await {
+                Ok(()) | Err(UpstreamError::NotFound(_)) => {
+                    tracing::debug!(session = %session_id, why, "deleted OpenCode session")
+                }
+                Err(e) => {
+                    tracing::warn!(session = %session_id, why, error = %e, "could not delete OpenCode session")
+                }
             }
-            Err(e) => {
-                tracing::warn!(session = %session_id, why, error = %e, "could not delete OpenCode session")
-            }
-        }
-    });
+        });
+    }
 }
 
 impl SessionPool {
     /// Builds the pool; must be called inside a Tokio runtime.
     pub fn new(client: OpenCodeClient, title: String, config: &SessionsConfig) -> SessionPool {
-        let evict_client = client.clone();
+        let cleanup = Cleanup {
+            client: client.clone(),
+            tasks: TaskTracker::new(),
+        };
+        let evict = cleanup.clone();
         let cache = Cache::builder()
             .max_capacity(config.max_capacity)
             .time_to_idle(Duration::from_secs(config.ttl_secs))
@@ -216,12 +232,13 @@ impl SessionPool {
                     // Explicit removal is a claim: the session is in use.
                     RemovalCause::Explicit => return,
                 };
-                delete_later(evict_client.clone(), value.session_id, why);
+                evict.delete_later(value.session_id, why);
             })
             .build();
         SessionPool {
             inner: Arc::new(Inner {
                 client,
+                cleanup,
                 title,
                 cache,
                 claimed: Mutex::new(HashMap::new()),
@@ -323,7 +340,7 @@ impl SessionPool {
             Ok(floor) => Some(self.lease(fork.id, Seed::LastOnly, None, floor)),
             Err(e) => {
                 tracing::info!(error = %e, "cannot read the fork; starting a new session");
-                delete_later(client.clone(), fork.id, "unusable fork");
+                self.inner.cleanup.delete_later(fork.id, "unusable fork");
                 None
             }
         }
@@ -384,20 +401,37 @@ impl SessionPool {
                 if let Some(fp) = claimed {
                     lock(&self.inner.claimed).remove(&fp);
                 }
-                delete_later(self.inner.client.clone(), session_id, "run failed");
+                self.inner.cleanup.delete_later(session_id, "run failed");
             }
         }
     }
 
     /// Deletes every remembered session upstream (on shutdown), bounded by `within`.
-    pub async fn drain(&self, within: Duration) {
-        let ids: Vec<String> = self.inner.cache.iter().map(|(_, r)| r.session_id).collect();
-        self.inner.cache.invalidate_all();
-        let client = &self.inner.client;
-        let all = futures::future::join_all(ids.iter().map(|id| client.delete_session(id)));
-        match tokio::time::timeout(within, all).await {
-            Ok(_) => tracing::info!(count = ids.len(), "deleted pooled sessions"),
-            Err(_) => tracing::warn!("timed out deleting pooled sessions"),
+    /// Runs clean-up work (an abort after a client left, say) that shutdown waits for.
+    pub fn spawn_cleanup<F>(&self, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.cleanup.tasks.spawn(work);
+    }
+
+    /// On shutdown: waits for pending clean-up (aborts, deletes) and, with `delete_remembered`,
+    /// deletes every remembered session upstream; all bounded by `within`.
+    pub async fn shutdown(&self, delete_remembered: bool, within: Duration) {
+        let work = async {
+            if delete_remembered {
+                let ids: Vec<String> = self.inner.cache.iter().map(|(_, r)| r.session_id).collect();
+                self.inner.cache.invalidate_all();
+                for id in &ids {
+                    self.inner.cleanup.delete_later(id.clone(), "shutdown");
+                }
+                tracing::info!(count = ids.len(), "deleting pooled sessions");
+            }
+            self.inner.cleanup.tasks.close();
+            self.inner.cleanup.tasks.wait().await;
+        };
+        if tokio::time::timeout(within, work).await.is_err() {
+            tracing::warn!("shutdown clean-up did not finish in time");
         }
     }
 

@@ -1221,3 +1221,60 @@ fn adapter_on_recorded_fixtures() {
         assert_no_user_echo(&ev, &out);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Graceful shutdown: a stream in flight at SIGTERM finishes
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_in_flight_at_sigterm_completes() {
+    let mut bed = TestBed::start().await;
+    let text = "drain me [slow:300] [chunks:6]";
+    let resp = bed
+        .chat_raw(json!({"model": "mock/echo", "stream": true,
+                         "messages": [{"role": "user", "content": text}]}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut raw = String::new();
+    // Wait for the first content chunk, so the run is under way upstream.
+    while !raw.contains("\"content\":\"echo") {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), body.next())
+            .await
+            .expect("first chunk in time")
+            .expect("stream ended early")
+            .expect("read");
+        raw.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let reader = tokio::spawn(async move {
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(c) => raw.push_str(&String::from_utf8_lossy(&c)),
+                Err(_) => break,
+            }
+        }
+        raw
+    });
+    let status = bed.gateway.terminate(Duration::from_secs(20)).await;
+    let raw = reader.await.expect("reader");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the gateway must exit cleanly after draining: {status:?}"
+    );
+    let datas = support::parse_sse_data(&raw);
+    assert_eq!(
+        datas.last().map(String::as_str),
+        Some("[DONE]"),
+        "the in-flight stream must finish: {datas:?}"
+    );
+    let content: String = datas
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(content, format!("echo: {text}"));
+}
