@@ -144,8 +144,8 @@ async fn begin(
         Seed::Full => seeded_parts(prior, last),
     };
     let prompt = &state.config.prompt;
-    let tools = (!prompt.tools_enabled && prompt.agent.is_none())
-        .then(|| BTreeMap::from([("*".to_string(), false)]));
+    // Tools stay off unless the operator turned them on, whatever agent runs the prompt.
+    let tools = (!prompt.tools_enabled).then(|| BTreeMap::from([("*".to_string(), false)]));
     let body = PromptBody {
         parts,
         model: ModelRef {

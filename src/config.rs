@@ -146,9 +146,11 @@ pub struct ModelsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PromptConfig {
-    /// OpenCode agent to run prompts with; unset uses OpenCode's default agent with tools off.
+    /// OpenCode agent to run prompts with; unset uses OpenCode's default agent.
     pub agent: Option<String>,
-    /// Let the model use OpenCode's tools (bash, edit, …). Dangerous: gives API callers the OpenCode host.
+    /// Let the model use OpenCode's tools (bash, edit, …), as the agent allows them. Off: every
+    /// prompt carries `tools: {"*": false}`, whatever the agent. Dangerous: gives API callers
+    /// the OpenCode host.
     pub tools_enabled: bool,
     /// Model retries OpenCode may make before the gateway gives up (0 = fail at the first retry).
     pub max_model_retries: u32,

@@ -938,3 +938,59 @@ async fn json_logs_carry_the_request_id() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `prompt.agent` picks the OpenCode agent (its prompt reaches the model), and tools stay off
+/// whatever the agent allows unless `prompt.tools_enabled = true`.
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_is_used_and_tools_stay_off_unless_enabled() {
+    let opencode_opts = OpenCodeOptions {
+        extra_config: json!({"agent": {"chatty": {
+            "mode": "primary",
+            "prompt": "You are the chatty test agent.",
+            "tools": {"bash": true}
+        }}}),
+        ..OpenCodeOptions::default()
+    };
+    let bed = TestBed::start_with(
+        opencode_opts,
+        GatewayOptions::default().config("[prompt]\nagent = \"chatty\"\n"),
+    )
+    .await;
+    let (s, v) = bed
+        .chat(json!({"model": "mock/echo", "messages": [{"role": "user", "content": "agent one"}]}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let req = bed.mock.last_request().expect("model call");
+    assert!(
+        req.to_string().contains("You are the chatty test agent."),
+        "the agent's prompt must reach the model: {req}"
+    );
+    assert!(
+        req.get("tools")
+            .is_none_or(|t| t.as_array().is_some_and(|a| a.is_empty())),
+        "an agent with tools must not get them while tools are disabled: {}",
+        req["tools"]
+    );
+
+    // With tools enabled, the same agent's tools reach the model.
+    let gw = Gateway::start_with(
+        &bed.opencode.url(),
+        GatewayOptions::default().config("[prompt]\nagent = \"chatty\"\ntools_enabled = true\n"),
+    )
+    .await;
+    let resp = support::gateway::test_client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .json(
+            &json!({"model": "mock/echo", "messages": [{"role": "user", "content": "agent two"}]}),
+        )
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let req = bed.mock.last_request().expect("model call");
+    let tools = req["tools"].to_string();
+    assert!(
+        tools.contains("bash"),
+        "with tools enabled the agent's bash tool is offered: {tools}"
+    );
+}
