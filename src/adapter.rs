@@ -129,8 +129,15 @@ impl Adapter {
             return self.on_message(p.get("info").unwrap_or(&Value::Null));
         }
         // Until this run's user message shows up, anything else is a late event of an earlier
-        // run on the same session (OpenCode keeps emitting a few after `session.idle`).
+        // run on the same session (OpenCode keeps emitting a few after `session.idle`) — except
+        // a failure that is not a late abort: a prompt OpenCode rejects (unknown agent, say)
+        // may fail before any message exists, and must not wait for the deadline.
         if self.user_message.is_none() {
+            let err = p.get("error").unwrap_or(&Value::Null);
+            let late_abort = err.get("name").and_then(Value::as_str) == Some("MessageAbortedError");
+            if event.kind == "session.error" && !late_abort {
+                return vec![Output::Failed(failure(err))];
+            }
             return Vec::new();
         }
         match event.kind.as_str() {
@@ -456,6 +463,19 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_before_any_message_fails_the_run() {
+        let mut a = Adapter::new(1, None);
+        let out = a.feed(&ev(
+            "session.error",
+            json!({"sessionID": "s",
+            "error": {"name": "UnknownError", "data": {"message": "Agent not found: nope"}}}),
+        ));
+        assert!(
+            matches!(&out[..], [Output::Failed(ApiError::Upstream(m))] if m.contains("Agent not found"))
+        );
+    }
+
+    #[test]
     fn usage_mapping_matches_opencode_semantics() {
         let u = usage_from_tokens(
             &json!({"input": 60, "output": 13, "reasoning": 7, "cache": {"read": 40, "write": 0}}),
@@ -597,7 +617,7 @@ mod tests {
         assert!(a
             .feed(&ev(
                 "session.error",
-                json!({"sessionID": "s", "error": {"name": "X"}})
+                json!({"sessionID": "s", "error": {"name": "MessageAbortedError"}})
             ))
             .is_empty());
         a.feed(&user("s"));

@@ -56,11 +56,9 @@ pub async fn require_key(State(keys): State<Keys>, mut req: Request, next: Next)
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim());
         let Some(presented) = presented else {
             return ApiError::Unauthorized(
                 "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.".into(),

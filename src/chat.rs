@@ -17,7 +17,7 @@ use crate::auth::ClientId;
 use crate::error::ApiError;
 use crate::hub::{HubMessage, Subscription};
 use crate::openai::{ChatRequest, ContentPart, Message, Role, Usage};
-use crate::opencode::{ModelRef, PartInput, PromptBody};
+use crate::opencode::{ModelRef, PartInput, PromptBody, UpstreamError};
 use crate::pool::{Fingerprint, Lease, Outcome, Seed};
 
 /// How long a request waits for the upstream event connection before answering 503.
@@ -123,7 +123,7 @@ async fn begin(
 
     // Without the event stream a run cannot be followed: fail before creating anything upstream.
     if !state.hub.wait_connected(EVENT_CONNECT_WAIT).await {
-        return Err(event_stream_down());
+        return Err(ApiError::event_stream_down());
     }
     let lease = match pinned_session {
         Some(id) => state.pool.acquire_pinned(client, id)?,
@@ -137,7 +137,7 @@ async fn begin(
         .hub
         .subscribe(&session_id, EVENT_CONNECT_WAIT)
         .await
-        .ok_or_else(event_stream_down)?;
+        .ok_or_else(ApiError::event_stream_down)?;
 
     let parts = match lease.seed {
         Seed::LastOnly => message_parts(last),
@@ -157,7 +157,15 @@ async fn begin(
         tools,
         variant: req.reasoning_effort.clone(),
     };
-    state.client.prompt_async(&session_id, &body).await?;
+    state
+        .client
+        .prompt_async(&session_id, &body)
+        .await
+        .map_err(|e| match (e, pinned_session) {
+            // An explicit session deleted upstream behind the gateway's back.
+            (UpstreamError::NotFound(_), Some(id)) => ApiError::session_not_found(id),
+            (e, _) => e.into(),
+        })?;
     tracing::debug!(session = %session_id, seed = ?lease.seed, "prompt sent");
 
     let floor = lease.floor.clone();
@@ -177,10 +185,6 @@ async fn begin(
         },
         ended: false,
     })
-}
-
-fn event_stream_down() -> ApiError {
-    ApiError::Unavailable("OpenCode's event stream is not connected; try again shortly.".into())
 }
 
 fn message_parts(m: &Message) -> Vec<PartInput> {

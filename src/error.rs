@@ -70,6 +70,19 @@ impl ApiError {
         }
     }
 
+    /// 404 for a session that does not exist or belongs to another key (never tell which).
+    pub fn session_not_found(id: &str) -> Self {
+        ApiError::NotFound {
+            message: format!("No session found with id '{id}'."),
+            code: "session_not_found",
+        }
+    }
+
+    /// 503 while OpenCode's event stream is down (a run could not be followed).
+    pub fn event_stream_down() -> Self {
+        ApiError::Unavailable("OpenCode's event stream is not connected; try again shortly.".into())
+    }
+
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -156,10 +169,9 @@ impl From<UpstreamError> for ApiError {
                 ApiError::Unavailable(format!("OpenCode is unreachable: {m}"))
             }
             UpstreamError::Timeout(m) => ApiError::Timeout(format!("OpenCode timed out: {m}")),
-            UpstreamError::NotFound(m) => ApiError::NotFound {
-                message: m,
-                code: "not_found",
-            },
+            // A 404 the caller could not have caused (routes that map it to their own 404 do so
+            // themselves): the upstream lost something it should have.
+            UpstreamError::NotFound(m) => ApiError::Upstream(format!("OpenCode answered 404: {m}")),
             UpstreamError::Status { status, message } => {
                 ApiError::Upstream(format!("OpenCode answered {status}: {message}"))
             }

@@ -42,6 +42,8 @@ pub enum UpstreamError {
 
 impl UpstreamError {
     fn from_reqwest(what: &str, e: reqwest::Error) -> Self {
+        // Never tell clients the upstream's internal address.
+        let e = e.without_url();
         if e.is_timeout() {
             UpstreamError::Timeout(format!("{what}: {e}"))
         } else if e.is_decode() {
@@ -298,11 +300,11 @@ impl OpenCodeClient {
         }
         let body = resp.text().await.unwrap_or_default();
         let message = upstream_message(&body).unwrap_or_else(|| {
-            if body.is_empty() {
-                status.canonical_reason().unwrap_or("error").to_string()
-            } else {
-                body.chars().take(500).collect()
+            // Not OpenCode's JSON error (a proxy page, a stack trace): log it, don't forward it.
+            if !body.is_empty() {
+                tracing::debug!(what, %status, body = %body.chars().take(2000).collect::<String>(), "non-JSON upstream error body");
             }
+            status.canonical_reason().unwrap_or("error").to_string()
         });
         Err(match status {
             StatusCode::NOT_FOUND => UpstreamError::NotFound(message),
@@ -450,6 +452,16 @@ impl OpenCodeClient {
             )
         })
         .await
+    }
+
+    /// The id of a session's newest message (None for an empty session).
+    pub async fn newest_message_id(&self, id: &str) -> Result<Option<String>, UpstreamError> {
+        let messages = self.messages(id).await?;
+        Ok(messages
+            .iter()
+            .filter_map(|m| m.pointer("/info/id").and_then(Value::as_str))
+            .max()
+            .map(String::from))
     }
 
     /// `POST /session/:id/prompt_async`: starts a run (never retried).

@@ -297,16 +297,17 @@ impl SessionPool {
         };
         drop(guard);
         if let Some(r) = remembered {
-            match self.inner.client.session(&r.session_id).await {
-                Ok(_) => {
-                    let mut lease = self.lease(r.session_id, Seed::LastOnly, Some(prior), r.floor);
-                    lease.fork_point = fork_point;
-                    return Ok(lease);
-                }
+            // Lease it at once: if this request is cancelled from here on, the lease's drop
+            // deletes the session and releases the claim instead of leaking both.
+            let mut lease = self.lease(r.session_id, Seed::LastOnly, Some(prior), r.floor);
+            lease.fork_point = fork_point;
+            match self.inner.client.session(&lease.session_id).await {
+                Ok(_) => return Ok(lease),
                 Err(e) => {
-                    // Gone upstream (OpenCode restarted with fresh storage, or deleted): start over.
-                    tracing::info!(session = %r.session_id, error = %e, "remembered session unusable; starting a new one");
-                    lock(&self.inner.claimed).remove(&prior);
+                    // Gone upstream (OpenCode restarted with fresh storage, or deleted) or not
+                    // answering: discard it (the drop deletes it) and start over.
+                    tracing::info!(session = %lease.session_id, error = %e, "remembered session unusable; starting a new one");
+                    drop(lease);
                 }
             }
         } else if let Some(claim) = busy {
@@ -336,7 +337,7 @@ impl SessionPool {
             }
         };
         // The fork's copies get fresh ids (and events that may still be in flight).
-        match newest_message_id(client, &fork.id).await {
+        match client.newest_message_id(&fork.id).await {
             Ok(floor) => Some(self.lease(fork.id, Seed::LastOnly, None, floor)),
             Err(e) => {
                 tracing::info!(error = %e, "cannot read the fork; starting a new session");
@@ -471,7 +472,7 @@ impl SessionPool {
     pub fn check_owner(&self, owner: &ClientId, id: &str) -> Result<(), ApiError> {
         match lock(&self.inner.pinned).get(id) {
             Some(p) if &p.owner == owner => Ok(()),
-            _ => Err(session_not_found(id)),
+            _ => Err(ApiError::session_not_found(id)),
         }
     }
 
@@ -501,29 +502,8 @@ impl SessionPool {
                     last_seen: None,
                 })
             }
-            _ => Err(session_not_found(id)),
+            _ => Err(ApiError::session_not_found(id)),
         }
-    }
-}
-
-/// The id of a session's newest message (None for an empty session).
-pub async fn newest_message_id(
-    client: &OpenCodeClient,
-    session_id: &str,
-) -> Result<Option<String>, UpstreamError> {
-    let messages = client.messages(session_id).await?;
-    Ok(messages
-        .iter()
-        .filter_map(|m| m.pointer("/info/id").and_then(serde_json::Value::as_str))
-        .max()
-        .map(String::from))
-}
-
-/// The 404 for a session the caller does not own or that does not exist.
-pub fn session_not_found(id: &str) -> ApiError {
-    ApiError::NotFound {
-        message: format!("No session found with id '{id}'."),
-        code: "session_not_found",
     }
 }
 

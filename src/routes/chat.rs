@@ -21,7 +21,6 @@ use crate::openai::{
     ChatCompletion, ChatCompletionChunk, ChatRequest, Choice, ChunkChoice, Delta, ResponseMessage,
     Role, Usage,
 };
-use crate::pool::session_not_found;
 use crate::routes::now_secs;
 
 /// Header pinning a request to an explicit session created through `/v1/sessions`.
@@ -54,7 +53,7 @@ pub async fn completions(
             v.to_str()
                 .ok()
                 .filter(|s| !s.is_empty())
-                .ok_or_else(|| session_not_found("?"))?
+                .ok_or_else(|| ApiError::session_not_found(""))?
                 .to_string(),
         ),
     };

@@ -11,7 +11,6 @@ use crate::app::AppState;
 use crate::auth::ClientId;
 use crate::error::ApiError;
 use crate::opencode::{Session, UpstreamError};
-use crate::pool::{newest_message_id, session_not_found};
 
 fn session_json(s: &Session) -> Value {
     json!({
@@ -25,7 +24,7 @@ fn session_json(s: &Session) -> Value {
 /// Maps an upstream 404 on an owned session to the session-API 404.
 fn upstream(id: &str) -> impl FnOnce(UpstreamError) -> ApiError + '_ {
     move |e| match e {
-        UpstreamError::NotFound(_) => session_not_found(id),
+        UpstreamError::NotFound(_) => ApiError::session_not_found(id),
         e => e.into(),
     }
 }
@@ -135,9 +134,7 @@ pub async fn fork(
     state.pool.check_owner(&owner, &id)?;
     let s = state.client.fork(&id, None).await.map_err(upstream(&id))?;
     // The copies get fresh ids: remember the newest so their late events are not taken for a run's.
-    let floor = newest_message_id(&state.client, &s.id)
-        .await
-        .unwrap_or(None);
+    let floor = state.client.newest_message_id(&s.id).await.unwrap_or(None);
     state.pool.pin(&owner, &s.id, floor);
     Ok((StatusCode::CREATED, Json(session_json(&s))).into_response())
 }
