@@ -180,6 +180,8 @@ pub struct SessionsConfig {
     pub max_capacity: u64,
     /// Delete pooled sessions upstream when the gateway shuts down.
     pub delete_on_shutdown: bool,
+    /// Most explicit sessions (`POST /v1/sessions`) one API key may hold at once.
+    pub max_explicit_per_key: usize,
 }
 
 impl Default for Config {
@@ -249,6 +251,7 @@ impl Default for SessionsConfig {
             ttl_secs: 900,
             max_capacity: 1_000,
             delete_on_shutdown: true,
+            max_explicit_per_key: 100,
         }
     }
 }
@@ -377,6 +380,10 @@ impl Config {
             ("limits.max_body_bytes", self.limits.max_body_bytes as u64),
             ("sessions.ttl_secs", self.sessions.ttl_secs),
             ("sessions.max_capacity", self.sessions.max_capacity),
+            (
+                "sessions.max_explicit_per_key",
+                self.sessions.max_explicit_per_key as u64,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
@@ -399,11 +406,6 @@ impl Config {
                 format!("{:?} is not an address like 0.0.0.0:8080", self.listen),
             )
         })
-    }
-
-    /// Timeout of ordinary upstream calls.
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.opencode.request_timeout_ms)
     }
 
     /// Overall deadline of one chat completion.

@@ -43,6 +43,9 @@ pub enum ApiError {
     /// 409: the resource is busy (e.g. a session already running a prompt).
     #[error("{0}")]
     Conflict(String),
+    /// 429: a per-key quota is used up.
+    #[error("{0}")]
+    TooMany(String),
     /// 413: the body exceeds the configured limit.
     #[error("Request body too large: the limit is {0} bytes.")]
     PayloadTooLarge(usize),
@@ -92,6 +95,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -108,6 +112,7 @@ impl ApiError {
             | ApiError::MethodNotAllowed(_)
             | ApiError::Conflict(_)
             | ApiError::PayloadTooLarge(_)
+            | ApiError::TooMany(_)
             | ApiError::Unauthorized(_) => "invalid_request_error",
             ApiError::Upstream(_) => "upstream_error",
             ApiError::Unavailable(_) => "service_unavailable",
@@ -126,6 +131,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => Some("method_not_allowed"),
             ApiError::Conflict(_) => Some("conflict"),
             ApiError::PayloadTooLarge(_) => Some("request_too_large"),
+            ApiError::TooMany(_) => Some("too_many_sessions"),
             ApiError::Upstream(_) => Some("upstream_error"),
             ApiError::Unavailable(_) => Some("upstream_unavailable"),
             ApiError::Timeout(_) => Some("upstream_timeout"),

@@ -487,16 +487,6 @@ impl OpenCodeClient {
         Ok(())
     }
 
-    /// `GET /session/status`: `{sessionID: {type: busy|retry|idle}}`.
-    pub async fn session_status(&self) -> Result<BTreeMap<String, Value>, UpstreamError> {
-        self.json(
-            "session status",
-            self.request(Method::GET, "session/status"),
-            self.timeout,
-        )
-        .await
-    }
-
     /// Opens `GET /event` and yields its events until the connection ends.
     ///
     /// Only the connect and the response headers are bounded by a timeout; the body is a

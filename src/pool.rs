@@ -10,7 +10,6 @@
 //! Pinned sessions (created through the session API, used with `x-session-id`) live beside the
 //! cache and are never evicted.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -18,6 +17,7 @@ use std::time::Duration;
 
 use moka::future::Cache;
 use moka::notification::RemovalCause;
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,23 +28,33 @@ use crate::error::ApiError;
 use crate::openai::{ContentPart, Message, Role};
 use crate::opencode::{OpenCodeClient, Session, UpstreamError};
 
-/// A 128-bit fingerprint of a conversation prefix.
+/// A SHA-256 fingerprint of a conversation prefix (collision-resistant: pooled sessions must
+/// never be shared between different conversations, let alone different keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Fingerprint(u64, u64);
+pub struct Fingerprint([u8; 32]);
+
+/// Feeds `Hash` implementations into SHA-256 (`finish` is never used).
+struct Sha(Sha256);
+
+impl Hasher for Sha {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        0
+    }
+}
 
 impl Fingerprint {
     /// Fingerprints `(caller, model, system, turns)`.
     pub fn of(client: &ClientId, model: &str, system: Option<&str>, turns: &[Message]) -> Self {
-        let half = |seed: u8| {
-            let mut h = DefaultHasher::new();
-            seed.hash(&mut h);
-            client.hash(&mut h);
-            model.hash(&mut h);
-            system.hash(&mut h);
-            turns.hash(&mut h);
-            h.finish()
-        };
-        Fingerprint(half(1), half(2))
+        let mut h = Sha(Sha256::new());
+        client.hash(&mut h);
+        model.hash(&mut h);
+        system.hash(&mut h);
+        turns.hash(&mut h);
+        Fingerprint(h.0.finalize().into())
     }
 
     /// The fingerprint after appending the assistant's reply to `turns`.
@@ -170,6 +180,7 @@ struct Inner {
     /// always finds one or the other.
     claim_lock: tokio::sync::Mutex<()>,
     pinned: Mutex<HashMap<String, Pinned>>,
+    max_explicit_per_key: usize,
 }
 
 /// Handle to the pool; cheap to clone.
@@ -244,6 +255,7 @@ impl SessionPool {
                 claimed: Mutex::new(HashMap::new()),
                 claim_lock: tokio::sync::Mutex::new(()),
                 pinned: Mutex::new(HashMap::new()),
+                max_explicit_per_key: config.max_explicit_per_key,
             }),
         }
     }
@@ -263,18 +275,13 @@ impl SessionPool {
     }
 
     /// Number of remembered (idle) conversations.
-    pub fn len(&self) -> u64 {
+    pub fn remembered(&self) -> u64 {
         self.inner.cache.entry_count()
     }
 
     /// Number of explicit (pinned) sessions.
     pub fn pinned_count(&self) -> usize {
         lock(&self.inner.pinned).len()
-    }
-
-    /// Whether no conversation is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Claims a session for a conversation whose history before the new message is `prior`.
@@ -438,8 +445,20 @@ impl SessionPool {
 
     // ----- pinned sessions -----
 
-    /// Creates an explicit session owned by `owner`.
+    /// 429 when `owner` already holds as many explicit sessions as allowed.
+    pub fn check_quota(&self, owner: &ClientId) -> Result<(), ApiError> {
+        let held = self.pinned_of(owner).len();
+        if held >= self.inner.max_explicit_per_key {
+            return Err(ApiError::TooMany(format!(
+                "This API key already holds {held} sessions, the limit; delete some first."
+            )));
+        }
+        Ok(())
+    }
+
+    /// Creates an explicit session owned by `owner` (429 beyond the per-key limit).
     pub async fn create_pinned(&self, owner: &ClientId) -> Result<Session, ApiError> {
+        self.check_quota(owner)?;
         let session = self.inner.client.create_session(&self.inner.title).await?;
         self.pin(owner, &session.id, None);
         Ok(session)

@@ -823,7 +823,7 @@ async fn keys_isolate_sessions_and_session_api_works() {
 async fn ttl_evicts_pooled_sessions_but_not_pinned_ones() {
     let bed = TestBed::start_with(
         OpenCodeOptions::default(),
-        GatewayOptions::default().config("[sessions]\nttl_secs = 2\n"),
+        GatewayOptions::default().config("[sessions]\nttl_secs = 2\nmax_explicit_per_key = 2\n"),
     )
     .await;
 
@@ -872,6 +872,34 @@ async fn ttl_evicts_pooled_sessions_but_not_pinned_ones() {
             rt("assistant", "echo: pin ttl"),
             rt("user", "still here")
         ]
+    );
+
+    // Explicit sessions are capped per key (here 2): create and fork both count.
+    let (s, second) = bed.post("/v1/sessions", &json!({})).await;
+    assert_eq!(s, StatusCode::CREATED, "{second}");
+    let (s, v) = bed.post("/v1/sessions", &json!({})).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(v["error"]["code"], "too_many_sessions", "{v}");
+    let (s, v) = bed
+        .post(&format!("/v1/sessions/{p}/fork"), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    let second = second["id"].as_str().unwrap().to_string();
+    let (s, v) = send(
+        &bed,
+        None,
+        Method::DELETE,
+        &format!("/v1/sessions/{second}"),
+        None,
+        None,
+    )
+    .await;
+    assert!(s.is_success(), "{v}");
+    let (s, v) = bed.post("/v1/sessions", &json!({})).await;
+    assert_eq!(
+        s,
+        StatusCode::CREATED,
+        "after a delete there is room again: {v}"
     );
 }
 

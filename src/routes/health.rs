@@ -54,7 +54,7 @@ pub async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
             "connections_opened": state.hub.connections_opened(),
         },
         "pool": {
-            "remembered": state.pool.len(),
+            "remembered": state.pool.remembered(),
             "pinned": state.pool.pinned_count(),
         },
     }))

@@ -132,6 +132,7 @@ pub async fn fork(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     state.pool.check_owner(&owner, &id)?;
+    state.pool.check_quota(&owner)?;
     let s = state.client.fork(&id, None).await.map_err(upstream(&id))?;
     // The copies get fresh ids: remember the newest so their late events are not taken for a run's.
     let floor = state.client.newest_message_id(&s.id).await.unwrap_or(None);
