@@ -259,7 +259,8 @@ impl Run {
                     format!("Lost OpenCode's event stream during the run: {reason}"),
                 ))],
                 Ok(None) => vec![Output::Failed(ApiError::Unavailable(
-                    "The gateway's event hub stopped.".into(),
+                    "The run's events stopped: the client read too slowly or the gateway is stopping."
+                        .into(),
                 ))],
                 Err(_) => {
                     let secs = self.state.config.prompt.deadline_secs;

@@ -168,6 +168,8 @@ pub struct PromptConfig {
 pub struct LimitsConfig {
     /// Largest accepted request body, bytes (larger → 413).
     pub max_body_bytes: usize,
+    /// Seconds a client may take to send its request body (slower → 408).
+    pub body_timeout_secs: u64,
 }
 
 /// `[sessions]`: the conversation → OpenCode session pool.
@@ -241,6 +243,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_body_bytes: 10 * 1024 * 1024,
+            body_timeout_secs: 30,
         }
     }
 }
@@ -378,6 +381,7 @@ impl Config {
             ("prompt.deadline_secs", self.prompt.deadline_secs),
             ("prompt.keepalive_secs", self.prompt.keepalive_secs),
             ("limits.max_body_bytes", self.limits.max_body_bytes as u64),
+            ("limits.body_timeout_secs", self.limits.body_timeout_secs),
             ("sessions.ttl_secs", self.sessions.ttl_secs),
             ("sessions.max_capacity", self.sessions.max_capacity),
             (

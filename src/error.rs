@@ -43,6 +43,9 @@ pub enum ApiError {
     /// 409: the resource is busy (e.g. a session already running a prompt).
     #[error("{0}")]
     Conflict(String),
+    /// 408: the client was too slow sending its request.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 429: a per-key quota is used up.
     #[error("{0}")]
     TooMany(String),
@@ -96,6 +99,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -113,6 +117,7 @@ impl ApiError {
             | ApiError::Conflict(_)
             | ApiError::PayloadTooLarge(_)
             | ApiError::TooMany(_)
+            | ApiError::RequestTimeout(_)
             | ApiError::Unauthorized(_) => "invalid_request_error",
             ApiError::Upstream(_) => "upstream_error",
             ApiError::Unavailable(_) => "service_unavailable",
@@ -132,6 +137,7 @@ impl ApiError {
             ApiError::Conflict(_) => Some("conflict"),
             ApiError::PayloadTooLarge(_) => Some("request_too_large"),
             ApiError::TooMany(_) => Some("too_many_sessions"),
+            ApiError::RequestTimeout(_) => Some("request_timeout"),
             ApiError::Upstream(_) => Some("upstream_error"),
             ApiError::Unavailable(_) => Some("upstream_unavailable"),
             ApiError::Timeout(_) => Some("upstream_timeout"),

@@ -32,7 +32,11 @@ pub enum HubMessage {
     Lost(String),
 }
 
-type Subscribers = HashMap<String, (u64, mpsc::UnboundedSender<HubMessage>)>;
+/// Events buffered per subscriber; a subscriber this far behind (its client reads too slowly)
+/// is dropped rather than let memory grow or hold up every other session's events.
+pub const SUBSCRIBER_BUFFER: usize = 16_384;
+
+type Subscribers = HashMap<String, (u64, mpsc::Sender<HubMessage>)>;
 
 struct Inner {
     subscribers: Mutex<Subscribers>,
@@ -62,12 +66,13 @@ pub struct EventHub {
 pub struct Subscription {
     session_id: String,
     id: u64,
-    rx: mpsc::UnboundedReceiver<HubMessage>,
+    rx: mpsc::Receiver<HubMessage>,
     inner: Arc<Inner>,
 }
 
 impl Subscription {
-    /// The next message; `None` only if the hub itself stopped.
+    /// The next message; `None` once the hub dropped this subscriber (it fell
+    /// [`SUBSCRIBER_BUFFER`] events behind) or stopped.
     pub async fn recv(&mut self) -> Option<HubMessage> {
         self.rx.recv().await
     }
@@ -142,7 +147,7 @@ impl EventHub {
             if !*self.inner.connected.borrow() {
                 continue;
             }
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
             let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
             subs.insert(session_id.to_string(), (id, tx));
             return Some(Subscription {
@@ -189,7 +194,8 @@ fn lose_all(inner: &Inner, reason: &str) -> bool {
         (was, subs.drain().map(|(_, (_, tx))| tx).collect::<Vec<_>>())
     };
     for tx in lost {
-        let _ = tx.send(HubMessage::Lost(reason.to_string()));
+        // A full buffer drops the sender instead, which the subscriber also sees as the end.
+        let _ = tx.try_send(HubMessage::Lost(reason.to_string()));
     }
     was_connected
 }
@@ -219,9 +225,84 @@ async fn connect_once(client: &OpenCodeClient, inner: &Inner) -> String {
         };
         let mut subs = inner.lock();
         if let Some((_, tx)) = subs.get(session_id) {
-            if tx.send(HubMessage::Event(next.clone())).is_err() {
-                subs.remove(session_id);
+            match tx.try_send(HubMessage::Event(next.clone())) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(session = %session_id, "subscriber fell too far behind; dropping it");
+                    subs.remove(session_id);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    subs.remove(session_id);
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OpenCodeConfig;
+    use axum::response::sse::{Event as SseEvent, Sse};
+    use axum::routing::get;
+    use std::convert::Infallible;
+
+    /// A fake `/event` that announces itself, waits for `go`, then floods one session.
+    async fn flooding_upstream(go: Arc<Notify>, events: usize) -> String {
+        let app = axum::Router::new().route(
+            "/event",
+            get(move || {
+                let go = go.clone();
+                async move {
+                    let connected = futures::stream::once(async {
+                        Ok::<_, Infallible>(SseEvent::default().data(r#"{"type":"server.connected","properties":{}}"#))
+                    });
+                    let flood = futures::stream::once(async move { go.notified().await })
+                        .flat_map(move |_| {
+                            futures::stream::iter((0..events).map(|i| {
+                                Ok(SseEvent::default().data(format!(
+                                    r#"{{"type":"message.part.delta","properties":{{"sessionID":"ses_x","delta":"{i}"}}}}"#
+                                )))
+                            }))
+                        });
+                    Sse::new(connected.chain(flood))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_is_dropped_not_buffered_forever() {
+        let go = Arc::new(Notify::new());
+        let url = flooding_upstream(go.clone(), SUBSCRIBER_BUFFER + 1_000).await;
+        let client = OpenCodeClient::new(&OpenCodeConfig {
+            base_url: url,
+            ..OpenCodeConfig::default()
+        })
+        .unwrap();
+        let shutdown = CancellationToken::new();
+        let hub = EventHub::start(client, shutdown.clone());
+        let mut sub = hub
+            .subscribe("ses_x", Duration::from_secs(5))
+            .await
+            .expect("connected");
+        go.notify_one();
+        // Do not read until the flood is over.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut received = 0;
+        while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(5), sub.recv()).await {
+            assert!(matches!(msg, HubMessage::Event(_)));
+            received += 1;
+        }
+        assert_eq!(
+            received, SUBSCRIBER_BUFFER,
+            "buffered up to the limit, then dropped"
+        );
+        assert!(hub.is_connected(), "other sessions keep their connection");
+        shutdown.cancel();
     }
 }

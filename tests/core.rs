@@ -994,3 +994,49 @@ async fn agent_is_used_and_tools_stay_off_unless_enabled() {
         "with tools enabled the agent's bash tool is offered: {tools}"
     );
 }
+
+/// A client that stalls while sending its body gets 408 in OpenAI's error shape after
+/// `limits.body_timeout_secs`, instead of holding the connection and its buffer forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_request_body_is_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gateway::start_with(
+        support::gateway::UNUSED_OPENCODE_URL,
+        GatewayOptions::default().config("[limits]\nbody_timeout_secs = 1\n"),
+    )
+    .await;
+    let addr = gw.url().trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: 100\r\n\r\n{{\"model\":"
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut chunk))
+            .await
+            .expect("the gateway must answer a stalled body, not wait forever")
+            .expect("read");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if n == 0 || text.contains("\r\n\r\n") && text.contains('}') {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).to_string();
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    let body = &text[text.find("\r\n\r\n").expect("head end") + 4..];
+    let v: Value = serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_valid("ErrorResponse", &v);
+    assert_eq!(v["error"]["code"], "request_timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -30,12 +30,25 @@ pub const SESSION_HEADER: &str = "x-session-id";
 pub fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge(limit)
+    } else if is_timeout(&rejection) {
+        ApiError::RequestTimeout("The request body was not received in time.".into())
     } else {
         ApiError::invalid(
             format!("Could not read the request body: {rejection}"),
             None,
         )
     }
+}
+
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// The handler.

@@ -1,5 +1,6 @@
 //! `GET /v1/models` and `GET /v1/models/{provider/model}`.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::Json;
 
@@ -19,7 +20,8 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<ModelList>, ApiE
 /// One model by id (ids contain a slash: `provider/model`).
 pub async fn get(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Model>, ApiError> {
+    let Path(id) = id.map_err(|_| ApiError::ModelNotFound(String::new()))?;
     Ok(Json(state.catalog.get(&id).await?.model))
 }

@@ -1,16 +1,33 @@
 //! The session API: explicit OpenCode sessions owned by the calling key. A key never sees or
 //! touches another key's sessions (404, exactly as for a session that does not exist).
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
+use std::time::Duration;
 
 use crate::app::AppState;
 use crate::auth::ClientId;
 use crate::error::ApiError;
 use crate::opencode::{Session, UpstreamError};
+
+/// The `{id}` of a session route; a malformed one is the same 404 as an unknown one, in
+/// OpenAI's error shape.
+pub struct SessionId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for SessionId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(SessionId(id)),
+            Err(_) => Err(ApiError::session_not_found("")),
+        }
+    }
+}
 
 fn session_json(s: &Session) -> Value {
     json!({
@@ -43,11 +60,19 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(owner): Extension<ClientId>,
 ) -> Result<Json<Value>, ApiError> {
+    let ids = state.pool.pinned_of(&owner);
+    let lookups = ids.iter().map(|id| state.client.session(id));
+    let found = tokio::time::timeout(
+        Duration::from_millis(state.config.opencode.request_timeout_ms),
+        futures::future::join_all(lookups),
+    )
+    .await
+    .map_err(|_| ApiError::Timeout("Listing sessions took too long.".into()))?;
     let mut data = Vec::new();
-    for id in state.pool.pinned_of(&owner) {
-        match state.client.session(&id).await {
+    for (id, result) in ids.iter().zip(found) {
+        match result {
             Ok(s) => data.push(session_json(&s)),
-            Err(UpstreamError::NotFound(_)) => state.pool.unpin(&id),
+            Err(UpstreamError::NotFound(_)) => state.pool.unpin(id),
             Err(e) => return Err(e.into()),
         }
     }
@@ -58,7 +83,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     Extension(owner): Extension<ClientId>,
-    Path(id): Path<String>,
+    SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
     state.pool.check_owner(&owner, &id)?;
     let s = state.client.session(&id).await.map_err(upstream(&id))?;
@@ -69,7 +94,7 @@ pub async fn get(
 pub async fn delete(
     State(state): State<AppState>,
     Extension(owner): Extension<ClientId>,
-    Path(id): Path<String>,
+    SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
     state.pool.check_owner(&owner, &id)?;
     match state.client.delete_session(&id).await {
@@ -86,7 +111,7 @@ pub async fn delete(
 pub async fn messages(
     State(state): State<AppState>,
     Extension(owner): Extension<ClientId>,
-    Path(id): Path<String>,
+    SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
     state.pool.check_owner(&owner, &id)?;
     let raw = state.client.messages(&id).await.map_err(upstream(&id))?;
@@ -129,7 +154,7 @@ fn chat_message(m: &Value) -> Option<Value> {
 pub async fn fork(
     State(state): State<AppState>,
     Extension(owner): Extension<ClientId>,
-    Path(id): Path<String>,
+    SessionId(id): SessionId,
 ) -> Result<Response, ApiError> {
     state.pool.check_owner(&owner, &id)?;
     state.pool.check_quota(&owner)?;
@@ -144,7 +169,7 @@ pub async fn fork(
 pub async fn abort(
     State(state): State<AppState>,
     Extension(owner): Extension<ClientId>,
-    Path(id): Path<String>,
+    SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
     state.pool.check_owner(&owner, &id)?;
     state.client.abort(&id).await.map_err(upstream(&id))?;
