@@ -114,29 +114,28 @@ struct ChunkStream {
 
 impl ChunkStream {
     fn chunk(&self, delta: Delta, finish_reason: Option<&'static str>) -> Event {
-        self.event(&ChatCompletionChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: self.model.clone(),
-            choices: vec![ChunkChoice {
-                index: 0,
-                delta,
-                finish_reason,
-                logprobs: None,
-            }],
-            usage: None,
-        })
+        let choice = ChunkChoice {
+            index: 0,
+            delta,
+            finish_reason,
+            logprobs: None,
+        };
+        self.envelope(vec![choice], None)
     }
 
     fn usage_chunk(&self, usage: Usage) -> Event {
+        self.envelope(Vec::new(), Some(usage))
+    }
+
+    /// Every chunk of the stream shares `id`, `created` and `model`.
+    fn envelope(&self, choices: Vec<ChunkChoice>, usage: Option<Usage>) -> Event {
         self.event(&ChatCompletionChunk {
             id: self.id.clone(),
             object: "chat.completion.chunk",
             created: self.created,
             model: self.model.clone(),
-            choices: Vec::new(),
-            usage: Some(usage),
+            choices,
+            usage,
         })
     }
 
