@@ -20,6 +20,11 @@ use crate::opencode::{Event, OpenCodeClient};
 /// How long the event connection may stay silent before it is considered dead.
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(30);
 
+/// How long OpenCode may take to answer `GET /event` with headers. An SSE endpoint answers at
+/// once when the server is up; one that accepted the connection while still starting may never
+/// answer that request, so give up quickly and try again.
+const HEADERS_WITHIN: Duration = Duration::from_secs(3);
+
 /// Longest pause between reconnect attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -202,7 +207,7 @@ fn lose_all(inner: &Inner, reason: &str) -> bool {
 
 /// Holds one connection until it ends; returns why it ended.
 async fn connect_once(client: &OpenCodeClient, inner: &Inner) -> String {
-    let stream = match client.events().await {
+    let stream = match client.events(HEADERS_WITHIN).await {
         Ok(s) => s,
         Err(e) => return e.to_string(),
     };

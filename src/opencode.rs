@@ -489,17 +489,18 @@ impl OpenCodeClient {
 
     /// Opens `GET /event` and yields its events until the connection ends.
     ///
-    /// Only the connect and the response headers are bounded by a timeout; the body is a
+    /// Only the connect and the response headers are bounded (by `headers_within`); the body is a
     /// long-lived stream whose liveness the caller watches (OpenCode sends a heartbeat every 10 s).
     pub async fn events(
         &self,
+        headers_within: Duration,
     ) -> Result<impl Stream<Item = Result<Event, UpstreamError>> + Send + 'static, UpstreamError>
     {
         use eventsource_stream::Eventsource;
         let rb = self
             .request(Method::GET, "event")
             .header("accept", "text/event-stream");
-        let resp = tokio::time::timeout(self.timeout, self.send("subscribe to events", rb))
+        let resp = tokio::time::timeout(headers_within, self.send("subscribe to events", rb))
             .await
             .map_err(|_| UpstreamError::Timeout("subscribe to events".into()))??;
         Ok(resp
