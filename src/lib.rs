@@ -7,6 +7,8 @@
 //! with the [`adapter`]. [`config`] layers defaults, file, environment and flags; [`error`] is the
 //! one place errors become OpenAI-shaped JSON; [`openai`] holds the wire types.
 
+#![warn(missing_docs)]
+
 pub mod adapter;
 pub mod app;
 pub mod auth;
