@@ -115,14 +115,7 @@ async fn send(
         .send()
         .await
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    let v = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    (status, v)
+    support::gateway::read_json(resp).await
 }
 
 /// Non-streaming chat with a key (and optional pinned session).

@@ -374,7 +374,8 @@ pub fn test_client() -> reqwest::Client {
         .unwrap()
 }
 
-async fn read_json(resp: reqwest::Response) -> (StatusCode, Value) {
+/// Status and body of a response: JSON, a JSON string for a non-JSON body, `null` when empty.
+pub async fn read_json(resp: reqwest::Response) -> (StatusCode, Value) {
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     let v = if text.is_empty() {
