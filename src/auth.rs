@@ -10,11 +10,23 @@ use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 
-/// Who is calling: a stable, non-secret name for the API key used (or `anonymous`).
+/// Who is calling: a stable, non-secret name for the API key used (`k` + the first 16 hex
+/// digits of its SHA-256), or `anonymous` when keys are off.
 ///
-/// Sessions and conversations are scoped to it: one key never sees another's.
+/// Sessions and conversations are scoped to it: one key never sees another's. It is derived
+/// from the key itself, so it stays the same across restarts and reordered key lists.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientId(pub Arc<str>);
+
+impl ClientId {
+    /// The identity of an API key.
+    pub fn of_key(key: &str) -> ClientId {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(key.as_bytes());
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        ClientId(format!("k{hex}").into())
+    }
+}
 
 /// The configured keys.
 #[derive(Debug, Clone, Default)]
@@ -66,7 +78,7 @@ pub async fn require_key(State(keys): State<Keys>, mut req: Request, next: Next)
             .into_response();
         };
         match keys.check(presented) {
-            Some(i) => ClientId(format!("key{i}").into()),
+            Some(_) => ClientId::of_key(presented),
             None => {
                 return ApiError::Unauthorized("Incorrect API key provided.".into()).into_response()
             }
@@ -90,5 +102,8 @@ mod tests {
         assert_eq!(k.check("alph"), None);
         assert_eq!(k.check(""), None);
         assert!(!Keys::default().enabled());
+        assert_eq!(ClientId::of_key("alpha"), ClientId::of_key("alpha"));
+        assert_ne!(ClientId::of_key("alpha"), ClientId::of_key("beta"));
+        assert!(!ClientId::of_key("alpha").0.contains("alpha"));
     }
 }

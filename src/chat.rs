@@ -126,7 +126,7 @@ async fn begin(
         return Err(ApiError::event_stream_down());
     }
     let lease = match pinned_session {
-        Some(id) => state.pool.acquire_pinned(client, id)?,
+        Some(id) => state.pool.acquire_pinned(client, id).await?,
         None => {
             let prior_fp = Fingerprint::of(client, &req.model, system.as_deref(), prior);
             state.pool.acquire(prior_fp).await?

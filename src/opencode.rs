@@ -398,6 +398,18 @@ impl OpenCodeClient {
         .await
     }
 
+    /// `GET /session`: every session of the project.
+    pub async fn list_sessions(&self) -> Result<Vec<Session>, UpstreamError> {
+        self.retrying("list sessions", || {
+            self.json(
+                "list sessions",
+                self.request(Method::GET, "session"),
+                self.timeout,
+            )
+        })
+        .await
+    }
+
     /// `GET /session/:id`.
     pub async fn session(&self, id: &str) -> Result<Session, UpstreamError> {
         self.retrying("get session", || {

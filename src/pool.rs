@@ -8,7 +8,8 @@
 //! capacity; the eviction listener deletes the session upstream off the request path.
 //!
 //! Pinned sessions (created through the session API, used with `x-session-id`) live beside the
-//! cache and are never evicted.
+//! cache and are never evicted; their owner is recorded upstream in their title, so they survive
+//! a gateway restart.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -93,15 +94,13 @@ struct Claimed {
 /// How long a concurrent request waits for the fork point before seeding a new session instead.
 const FORK_POINT_WAIT: Duration = Duration::from_secs(5);
 
-/// An explicit session created through the session API.
-#[derive(Debug, Clone)]
-pub struct Pinned {
-    /// The key that owns it.
-    pub owner: ClientId,
+/// Local state of an explicit session (its ownership lives upstream, in its title).
+#[derive(Debug, Default)]
+struct Pinned {
     /// A request is running on it.
-    pub busy: bool,
+    busy: bool,
     /// The newest message id known to predate the next request (see [`Lease::floor`]).
-    pub floor: Option<String>,
+    floor: Option<String>,
 }
 
 /// How the claimed session relates to the request's history.
@@ -279,11 +278,6 @@ impl SessionPool {
         self.inner.cache.entry_count()
     }
 
-    /// Number of explicit (pinned) sessions.
-    pub fn pinned_count(&self) -> usize {
-        lock(&self.inner.pinned).len()
-    }
-
     /// Claims a session for a conversation whose history before the new message is `prior`.
     pub async fn acquire(&self, prior: Fingerprint) -> Result<Lease, ApiError> {
         let guard = self.inner.claim_lock.lock().await;
@@ -443,11 +437,65 @@ impl SessionPool {
         }
     }
 
-    // ----- pinned sessions -----
+    // ----- explicit (pinned) sessions -----
+    //
+    // Ownership lives upstream, in the session's title (`… [owner:<client id>]`, kept by
+    // OpenCode's forks too), so explicit sessions survive a gateway restart and are shared by
+    // gateway replicas; only the busy flag and the floor are local.
+
+    fn owner_tag(owner: &ClientId) -> String {
+        format!("[owner:{}]", owner.0)
+    }
+
+    /// A session title as shown to clients: without the owner tag.
+    pub fn display_title(title: &str) -> String {
+        let Some(start) = title.find(" [owner:") else {
+            return title.to_string();
+        };
+        match title[start..].find(']') {
+            Some(len) => format!("{}{}", &title[..start], &title[start + len + 1..]),
+            None => title.to_string(),
+        }
+    }
+
+    fn owns(owner: &ClientId, session: &Session) -> bool {
+        session
+            .title
+            .as_deref()
+            .is_some_and(|t| t.contains(&Self::owner_tag(owner)))
+    }
+
+    /// `owner`'s explicit session `id`; 404 when it does not exist or is another key's (never
+    /// tell which).
+    pub async fn owned(&self, owner: &ClientId, id: &str) -> Result<Session, ApiError> {
+        // OpenCode answers 500 for ids that do not look like its own: never forward them.
+        if !id.starts_with("ses") {
+            return Err(ApiError::session_not_found(id));
+        }
+        match self.inner.client.session(id).await {
+            Ok(s) if Self::owns(owner, &s) => Ok(s),
+            Ok(_) | Err(UpstreamError::NotFound(_)) => Err(ApiError::session_not_found(id)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `owner`'s explicit sessions, oldest first.
+    pub async fn list_owned(&self, owner: &ClientId) -> Result<Vec<Session>, ApiError> {
+        let mut mine: Vec<Session> = self
+            .inner
+            .client
+            .list_sessions()
+            .await?
+            .into_iter()
+            .filter(|s| Self::owns(owner, s))
+            .collect();
+        mine.sort_by_key(|s| (s.created_secs(), s.id.clone()));
+        Ok(mine)
+    }
 
     /// 429 when `owner` already holds as many explicit sessions as allowed.
-    pub fn check_quota(&self, owner: &ClientId) -> Result<(), ApiError> {
-        let held = self.pinned_of(owner).len();
+    pub async fn check_quota(&self, owner: &ClientId) -> Result<(), ApiError> {
+        let held = self.list_owned(owner).await?.len();
         if held >= self.inner.max_explicit_per_key {
             return Err(ApiError::TooMany(format!(
                 "This API key already holds {held} sessions, the limit; delete some first."
@@ -458,71 +506,50 @@ impl SessionPool {
 
     /// Creates an explicit session owned by `owner` (429 beyond the per-key limit).
     pub async fn create_pinned(&self, owner: &ClientId) -> Result<Session, ApiError> {
-        self.check_quota(owner)?;
-        let session = self.inner.client.create_session(&self.inner.title).await?;
-        self.pin(owner, &session.id, None);
-        Ok(session)
+        self.check_quota(owner).await?;
+        let title = format!("{} {}", self.inner.title, Self::owner_tag(owner));
+        Ok(self.inner.client.create_session(&title).await?)
     }
 
-    /// Records an existing upstream session as owned by `owner`; `floor` is its newest message id.
-    pub fn pin(&self, owner: &ClientId, session_id: &str, floor: Option<String>) {
-        lock(&self.inner.pinned).insert(
-            session_id.to_string(),
-            Pinned {
-                owner: owner.clone(),
-                busy: false,
-                floor,
-            },
-        );
+    /// Records the newest message id of an explicit session that was just forked (its copies'
+    /// late events must not be taken for the next run's).
+    pub fn set_floor(&self, id: &str, floor: Option<String>) {
+        lock(&self.inner.pinned)
+            .entry(id.to_string())
+            .or_default()
+            .floor = floor;
     }
 
-    /// The ids of `owner`'s explicit sessions.
-    pub fn pinned_of(&self, owner: &ClientId) -> Vec<String> {
-        let mut ids: Vec<String> = lock(&self.inner.pinned)
-            .iter()
-            .filter(|(_, p)| &p.owner == owner)
-            .map(|(id, _)| id.clone())
-            .collect();
-        ids.sort();
-        ids
-    }
-
-    /// Checks that `owner` owns the explicit session `id` (404 otherwise: never reveal others').
-    pub fn check_owner(&self, owner: &ClientId, id: &str) -> Result<(), ApiError> {
-        match lock(&self.inner.pinned).get(id) {
-            Some(p) if &p.owner == owner => Ok(()),
-            _ => Err(ApiError::session_not_found(id)),
-        }
-    }
-
-    /// Forgets an explicit session (after deleting it upstream).
-    pub fn unpin(&self, id: &str) {
+    /// Forgets an explicit session's local state (after deleting it upstream).
+    pub fn forget(&self, id: &str) {
         lock(&self.inner.pinned).remove(id);
     }
 
-    /// Claims an explicit session for one request (409 while another runs on it).
-    pub fn acquire_pinned(&self, owner: &ClientId, id: &str) -> Result<Lease, ApiError> {
+    /// Number of explicit sessions this gateway has local state for.
+    pub fn pinned_count(&self) -> usize {
+        lock(&self.inner.pinned).len()
+    }
+
+    /// Claims `owner`'s explicit session `id` for one request (409 while another runs on it).
+    pub async fn acquire_pinned(&self, owner: &ClientId, id: &str) -> Result<Lease, ApiError> {
+        self.owned(owner, id).await?;
         let mut pinned = lock(&self.inner.pinned);
-        match pinned.get_mut(id) {
-            Some(p) if &p.owner == owner => {
-                if p.busy {
-                    return Err(ApiError::Conflict(format!(
-                        "Session {id} is already running a request; OpenCode runs one prompt per session at a time."
-                    )));
-                }
-                p.busy = true;
-                Ok(Lease {
-                    session_id: id.to_string(),
-                    seed: Seed::LastOnly,
-                    floor: p.floor.clone(),
-                    kind: LeaseKind::Pinned,
-                    pool: Some(self.clone()),
-                    fork_point: None,
-                    last_seen: None,
-                })
-            }
-            _ => Err(ApiError::session_not_found(id)),
+        let p = pinned.entry(id.to_string()).or_default();
+        if p.busy {
+            return Err(ApiError::Conflict(format!(
+                "Session {id} is already running a request; OpenCode runs one prompt per session at a time."
+            )));
         }
+        p.busy = true;
+        Ok(Lease {
+            session_id: id.to_string(),
+            seed: Seed::LastOnly,
+            floor: p.floor.clone(),
+            kind: LeaseKind::Pinned,
+            pool: Some(self.clone()),
+            fork_point: None,
+            last_seen: None,
+        })
     }
 }
 
@@ -545,6 +572,15 @@ mod tests {
             role,
             parts: vec![ContentPart::Text(text.into())],
         }
+    }
+
+    #[test]
+    fn owner_tags_are_hidden_from_titles() {
+        assert_eq!(
+            SessionPool::display_title("Chat [owner:k12] (fork #1)"),
+            "Chat (fork #1)"
+        );
+        assert_eq!(SessionPool::display_title("Plain [x]"), "Plain [x]");
     }
 
     #[test]

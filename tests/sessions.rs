@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use support::mock_model::content_text;
-use support::{GatewayOptions, OpenCodeOptions, TestBed};
+use support::{Gateway, GatewayOptions, OpenCodeOptions, TestBed};
 
 const MODEL: &str = "mock/echo";
 /// The text the gateway uses to introduce a replayed transcript (a seeded new session).
@@ -992,5 +992,99 @@ async fn vanished_session_falls_back_to_a_seeded_one() {
         upstream_ids(&bed).await,
         ids,
         "turn 3 reuses the new session"
+    );
+}
+
+/// Explicit sessions survive a gateway restart (ownership is recorded upstream, keyed by the
+/// API key itself, not its position in the key list): the owner still lists and uses them,
+/// another key still gets 404, while pooled sessions are deleted on shutdown as configured.
+#[tokio::test(flavor = "multi_thread")]
+async fn explicit_sessions_survive_a_gateway_restart() {
+    let mut bed = TestBed::start_with(
+        OpenCodeOptions::default(),
+        GatewayOptions::default().env("PORTATEK_API_KEYS", "k1,k2"),
+    )
+    .await;
+    let (s, created) = send(
+        &bed,
+        Some("k1"),
+        Method::POST,
+        "/v1/sessions",
+        Some(&json!({})),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        created["title"], "PorTaTek Gateway",
+        "the owner tag is not shown: {created}"
+    );
+    let (s, v) = chat_as(
+        &bed,
+        Some("k1"),
+        Some(&id),
+        &chat_body(vec![user("before restart")]),
+    )
+    .await;
+    assert_eq!(reply_of(s, &v), "echo: before restart");
+    // A pooled conversation too, which shutdown deletes.
+    let (s, v) = chat_as(&bed, Some("k1"), None, &chat_body(vec![user("pooled")])).await;
+    assert_eq!(reply_of(s, &v), "echo: pooled");
+    assert_eq!(upstream_ids(&bed).await.len(), 2);
+
+    let status = bed.gateway.terminate(Duration::from_secs(20)).await;
+    assert!(status.is_some(), "gateway did not exit on SIGTERM");
+    assert_eq!(
+        upstream_ids(&bed).await,
+        BTreeSet::from([id.clone()]),
+        "shutdown deletes pooled sessions, keeps explicit ones"
+    );
+    bed.gateway = Gateway::start_with(
+        &bed.opencode.url(),
+        GatewayOptions::default().env("PORTATEK_API_KEYS", "k2,k1"),
+    )
+    .await;
+
+    let (s, list) = send(&bed, Some("k1"), Method::GET, "/v1/sessions", None, None).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![id.as_str()], "{list}");
+    let (s, v) = send(&bed, Some("k2"), Method::GET, "/v1/sessions", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["data"], json!([]), "{v}");
+    let (s, v) = send(
+        &bed,
+        Some("k2"),
+        Method::GET,
+        &format!("/v1/sessions/{id}"),
+        None,
+        None,
+    )
+    .await;
+    assert_not_found("other key after restart", s, &v);
+
+    let before = bed.mock.call_count();
+    let (s, v) = chat_as(
+        &bed,
+        Some("k1"),
+        Some(&id),
+        &chat_body(vec![user("after restart")]),
+    )
+    .await;
+    assert_eq!(reply_of(s, &v), "echo: after restart");
+    let call = &new_calls(&bed, before, 1, "explicit session after restart")[0];
+    assert_eq!(
+        turns_of(call),
+        vec![
+            rt("user", "before restart"),
+            rt("assistant", "echo: before restart"),
+            rt("user", "after restart")
+        ]
     );
 }

@@ -7,12 +7,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
-use std::time::Duration;
 
 use crate::app::AppState;
 use crate::auth::ClientId;
 use crate::error::ApiError;
 use crate::opencode::{Session, UpstreamError};
+use crate::pool::SessionPool;
 
 /// The `{id}` of a session route; a malformed one is the same 404 as an unknown one, in
 /// OpenAI's error shape.
@@ -34,7 +34,7 @@ fn session_json(s: &Session) -> Value {
         "id": s.id,
         "object": "session",
         "created": s.created_secs(),
-        "title": s.title,
+        "title": s.title.as_deref().map(SessionPool::display_title),
     })
 }
 
@@ -60,22 +60,13 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(owner): Extension<ClientId>,
 ) -> Result<Json<Value>, ApiError> {
-    let ids = state.pool.pinned_of(&owner);
-    let lookups = ids.iter().map(|id| state.client.session(id));
-    let found = tokio::time::timeout(
-        Duration::from_millis(state.config.opencode.request_timeout_ms),
-        futures::future::join_all(lookups),
-    )
-    .await
-    .map_err(|_| ApiError::Timeout("Listing sessions took too long.".into()))?;
-    let mut data = Vec::new();
-    for (id, result) in ids.iter().zip(found) {
-        match result {
-            Ok(s) => data.push(session_json(&s)),
-            Err(UpstreamError::NotFound(_)) => state.pool.unpin(id),
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let data: Vec<Value> = state
+        .pool
+        .list_owned(&owner)
+        .await?
+        .iter()
+        .map(session_json)
+        .collect();
     Ok(Json(json!({ "object": "list", "data": data })))
 }
 
@@ -85,9 +76,7 @@ pub async fn get(
     Extension(owner): Extension<ClientId>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
-    state.pool.check_owner(&owner, &id)?;
-    let s = state.client.session(&id).await.map_err(upstream(&id))?;
-    Ok(Json(session_json(&s)))
+    Ok(Json(session_json(&state.pool.owned(&owner, &id).await?)))
 }
 
 /// `DELETE /v1/sessions/{id}`.
@@ -96,12 +85,12 @@ pub async fn delete(
     Extension(owner): Extension<ClientId>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
-    state.pool.check_owner(&owner, &id)?;
+    state.pool.owned(&owner, &id).await?;
     match state.client.delete_session(&id).await {
         Ok(()) | Err(UpstreamError::NotFound(_)) => {}
         Err(e) => return Err(e.into()),
     }
-    state.pool.unpin(&id);
+    state.pool.forget(&id);
     Ok(Json(
         json!({ "id": id, "object": "session.deleted", "deleted": true }),
     ))
@@ -113,7 +102,7 @@ pub async fn messages(
     Extension(owner): Extension<ClientId>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
-    state.pool.check_owner(&owner, &id)?;
+    state.pool.owned(&owner, &id).await?;
     let raw = state.client.messages(&id).await.map_err(upstream(&id))?;
     let data: Vec<Value> = raw.iter().filter_map(chat_message).collect();
     Ok(Json(json!({ "object": "list", "data": data })))
@@ -156,12 +145,13 @@ pub async fn fork(
     Extension(owner): Extension<ClientId>,
     SessionId(id): SessionId,
 ) -> Result<Response, ApiError> {
-    state.pool.check_owner(&owner, &id)?;
-    state.pool.check_quota(&owner)?;
+    state.pool.owned(&owner, &id).await?;
+    state.pool.check_quota(&owner).await?;
+    // OpenCode titles a fork after its source ("… (fork #1)"), owner tag included.
     let s = state.client.fork(&id, None).await.map_err(upstream(&id))?;
     // The copies get fresh ids: remember the newest so their late events are not taken for a run's.
     let floor = state.client.newest_message_id(&s.id).await.unwrap_or(None);
-    state.pool.pin(&owner, &s.id, floor);
+    state.pool.set_floor(&s.id, floor);
     Ok((StatusCode::CREATED, Json(session_json(&s))).into_response())
 }
 
@@ -171,7 +161,7 @@ pub async fn abort(
     Extension(owner): Extension<ClientId>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
-    state.pool.check_owner(&owner, &id)?;
+    state.pool.owned(&owner, &id).await?;
     state.client.abort(&id).await.map_err(upstream(&id))?;
     Ok(Json(
         json!({ "id": id, "object": "session", "aborted": true }),
