@@ -23,6 +23,8 @@ pub struct ModelInfo {
     pub model_id: String,
     /// Accepts image input.
     pub image_input: bool,
+    /// Accepted `reasoning_effort` values (OpenCode's variants); empty when none.
+    pub variants: Vec<String>,
 }
 
 /// The exposed models by id.
@@ -123,6 +125,7 @@ pub fn build(providers: &Providers, allowlist: &[String]) -> Models {
                     provider_id: provider.id.clone(),
                     model_id: model_id.clone(),
                     image_input: caps.input.is_some_and(|i| i.image),
+                    variants: m.variants.keys().cloned().collect(),
                 },
             );
         }
@@ -176,7 +179,8 @@ mod tests {
         let providers: Providers = serde_json::from_value(serde_json::json!({
             "providers": [{"id": "mock", "models": {
                 "echo": {"id": "echo", "release_date": "2024-03-01"},
-                "vision": {"id": "vision", "capabilities": {"input": {"image": true}}}
+                "vision": {"id": "vision", "capabilities": {"input": {"image": true}},
+                           "variants": {"low": {}, "high": {}}}
             }}, {"id": "other", "models": {"x": {"id": "x"}}}]
         }))
         .unwrap();
@@ -186,5 +190,7 @@ mod tests {
         assert_eq!(m["mock/echo"].model.owned_by, "mock");
         assert!(m["mock/vision"].image_input);
         assert!(!m["mock/echo"].image_input);
+        assert_eq!(m["mock/vision"].variants, ["high", "low"]);
+        assert!(m["mock/echo"].variants.is_empty());
     }
 }

@@ -115,6 +115,23 @@ async fn begin(
             ));
         }
     }
+    if let Some(effort) = &req.reasoning_effort {
+        if !model.variants.contains(effort) {
+            let message = if model.variants.is_empty() {
+                format!(
+                    "The model `{}` does not support `reasoning_effort`.",
+                    req.model
+                )
+            } else {
+                format!(
+                    "Unsupported `reasoning_effort` {effort:?} for `{}`: expected one of {}.",
+                    req.model,
+                    model.variants.join(", ")
+                )
+            };
+            return Err(ApiError::invalid(message, Some("reasoning_effort".into())));
+        }
+    }
     let system = req.system_prompt();
     let turns: Vec<Message> = req.turns().cloned().collect();
     let (last, prior) = turns

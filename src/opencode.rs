@@ -112,6 +112,9 @@ pub struct ProviderModel {
     /// `YYYY-MM-DD`, when known.
     #[serde(default)]
     pub release_date: Option<String>,
+    /// Reasoning-effort variants by name (`low`, `high`, …); empty when the model has none.
+    #[serde(default)]
+    pub variants: BTreeMap<String, Value>,
 }
 
 /// `capabilities` of a model.

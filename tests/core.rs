@@ -1040,3 +1040,43 @@ async fn stalled_request_body_is_408() {
         started.elapsed()
     );
 }
+
+/// `reasoning_effort` must be one of the model's OpenCode variants (forwarded as `variant`);
+/// anything else is a 400 naming the parameter, before anything is sent upstream.
+#[tokio::test(flavor = "multi_thread")]
+async fn reasoning_effort_is_checked_against_the_models_variants() {
+    let opencode_opts = OpenCodeOptions {
+        extra_config: json!({"provider": {"mock": {"models": {"thinker": {
+            "variants": {"high": {"reasoningEffort": "high"}, "low": {"reasoningEffort": "low"}}
+        }}}}}),
+        ..OpenCodeOptions::default()
+    };
+    let bed = TestBed::start_with(opencode_opts, GatewayOptions::default()).await;
+    let chat = |model: &str, effort: &str| {
+        json!({"model": model, "reasoning_effort": effort,
+               "messages": [{"role": "user", "content": "effort"}]})
+    };
+    let (s, v) = bed.chat(chat("mock/thinker", "high")).await;
+    assert_eq!(s, StatusCode::OK, "a declared variant is accepted: {v}");
+    let sent = bed.mock.last_request().expect("model call");
+    assert_eq!(
+        sent["reasoning_effort"], "high",
+        "the variant reaches the model: {sent}"
+    );
+    let calls = bed.mock.call_count();
+    let (s, v) = bed.chat(chat("mock/thinker", "extreme")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["param"], "reasoning_effort", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("high"),
+        "{v}"
+    );
+    let (s, v) = bed.chat(chat("mock/echo", "high")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "a model without variants: {v}");
+    assert_eq!(v["error"]["param"], "reasoning_effort", "{v}");
+    assert_eq!(
+        bed.mock.call_count(),
+        calls,
+        "rejected before any model call"
+    );
+}
