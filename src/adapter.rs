@@ -61,6 +61,7 @@ struct Assistant {
 pub struct Adapter {
     max_retries: u32,
     floor: Option<String>,
+    fresh: bool,
     user_message: Option<String>,
     assistants: HashMap<String, Assistant>,
     last_assistant: Option<String>,
@@ -71,12 +72,15 @@ pub struct Adapter {
 }
 
 impl Adapter {
-    /// A fresh adapter that tolerates `max_retries` model retries before failing. Messages with
-    /// ids up to `floor` predate the run (message ids ascend): their events are ignored.
+    /// An adapter that tolerates `max_retries` model retries before failing. Messages with ids
+    /// up to `floor` predate the run (message ids ascend): their events are ignored. A
+    /// `session.error` before the run's user message fails the run only on a session created
+    /// for it: on a reused one it may be a late error of the previous run.
     pub fn new(max_retries: u32, floor: Option<String>) -> Adapter {
         Adapter {
             max_retries,
             floor,
+            fresh: false,
             user_message: None,
             assistants: HashMap::new(),
             last_assistant: None,
@@ -90,6 +94,12 @@ impl Adapter {
     /// The provider's message from the latest retry, if OpenCode is retrying.
     pub fn last_retry_message(&self) -> Option<&str> {
         self.last_retry.as_deref()
+    }
+
+    /// Marks the session as created for this run (see [`Adapter::new`]).
+    pub fn fresh_session(mut self) -> Adapter {
+        self.fresh = true;
+        self
     }
 
     /// The id of this run's newest assistant message.
@@ -135,7 +145,7 @@ impl Adapter {
         if self.user_message.is_none() {
             let err = p.get("error").unwrap_or(&Value::Null);
             let late_abort = err.get("name").and_then(Value::as_str) == Some("MessageAbortedError");
-            if event.kind == "session.error" && !late_abort {
+            if event.kind == "session.error" && self.fresh && !late_abort {
                 return vec![Output::Failed(failure(err))];
             }
             return Vec::new();
@@ -463,8 +473,14 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_before_any_message_fails_the_run() {
-        let mut a = Adapter::new(1, None);
+    fn a_failure_before_any_message_fails_a_fresh_run_only() {
+        let mut reused = Adapter::new(1, None);
+        let late = ev(
+            "session.error",
+            json!({"sessionID": "s", "error": {"name": "APIError"}}),
+        );
+        assert!(reused.feed(&late).is_empty());
+        let mut a = Adapter::new(1, None).fresh_session();
         let out = a.feed(&ev(
             "session.error",
             json!({"sessionID": "s",

@@ -28,26 +28,33 @@ impl ClientId {
     }
 }
 
-/// The configured keys.
+/// The configured keys, kept as SHA-256 digests so that comparing them takes the same time
+/// whatever the presented key's length or content.
 #[derive(Debug, Clone, Default)]
 pub struct Keys {
-    keys: Arc<Vec<String>>,
+    digests: Arc<Vec<[u8; 32]>>,
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(key.trim().as_bytes()).into()
 }
 
 impl Keys {
-    /// Keys from config; empty means authentication is off.
+    /// Keys from config (surrounding whitespace ignored); empty means authentication is off.
     pub fn new(keys: Vec<String>) -> Keys {
         Keys {
-            keys: Arc::new(keys),
+            digests: Arc::new(keys.iter().map(|k| digest(k)).collect()),
         }
     }
 
-    /// Checks a presented key against every configured key without early exit.
-    /// Returns the index of the matching key.
+    /// Checks a presented key against every configured key in constant time, without early
+    /// exit. Returns the index of the matching key.
     pub fn check(&self, presented: &str) -> Option<usize> {
+        let presented = digest(presented);
         let mut found = None;
-        for (i, key) in self.keys.iter().enumerate() {
-            if bool::from(key.as_bytes().ct_eq(presented.as_bytes())) {
+        for (i, key) in self.digests.iter().enumerate() {
+            if bool::from(key.ct_eq(&presented)) {
                 found = Some(i);
             }
         }
@@ -56,7 +63,7 @@ impl Keys {
 
     /// Whether any key is configured.
     pub fn enabled(&self) -> bool {
-        !self.keys.is_empty()
+        !self.digests.is_empty()
     }
 }
 
@@ -78,7 +85,7 @@ pub async fn require_key(State(keys): State<Keys>, mut req: Request, next: Next)
             .into_response();
         };
         match keys.check(presented) {
-            Some(_) => ClientId::of_key(presented),
+            Some(_) => ClientId::of_key(presented.trim()),
             None => {
                 return ApiError::Unauthorized("Incorrect API key provided.".into()).into_response()
             }
@@ -96,7 +103,7 @@ mod tests {
 
     #[test]
     fn checks_keys() {
-        let k = Keys::new(vec!["alpha".into(), "beta".into()]);
+        let k = Keys::new(vec!["alpha".into(), " beta ".into()]);
         assert_eq!(k.check("beta"), Some(1));
         assert_eq!(k.check("alpha"), Some(0));
         assert_eq!(k.check("alph"), None);

@@ -185,12 +185,15 @@ async fn begin(
         })?;
     tracing::debug!(session = %session_id, seed = ?lease.seed, "prompt sent");
 
-    let floor = lease.floor.clone();
+    let mut adapter = Adapter::new(prompt.max_model_retries, lease.floor.clone());
+    if lease.seed == Seed::Full {
+        adapter = adapter.fresh_session();
+    }
     Ok(Run {
         state: state.clone(),
         lease: Some(lease),
         subscription,
-        adapter: Adapter::new(prompt.max_model_retries, floor),
+        adapter,
         deadline,
         queue: VecDeque::new(),
         content: String::new(),

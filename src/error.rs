@@ -177,7 +177,7 @@ impl IntoResponse for ApiError {
 impl From<UpstreamError> for ApiError {
     fn from(e: UpstreamError) -> Self {
         match e {
-            UpstreamError::Unreachable(m) => {
+            UpstreamError::Connect(m) | UpstreamError::Unreachable(m) => {
                 ApiError::Unavailable(format!("OpenCode is unreachable: {m}"))
             }
             UpstreamError::Timeout(m) => ApiError::Timeout(format!("OpenCode timed out: {m}")),

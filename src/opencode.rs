@@ -1,7 +1,8 @@
 //! HTTP client for the OpenCode server's API (`opencode serve`).
 //!
-//! Every call has a timeout; idempotent calls (health, model list, session create/delete/fork)
-//! are retried with bounded backoff, prompts never are.
+//! Every call has a timeout; calls safe to repeat are retried with bounded backoff (health,
+//! model list, session lookup/delete on any transient failure; session create and fork only
+//! when the request surely created nothing), prompts never are.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -18,7 +19,10 @@ use crate::config::OpenCodeConfig;
 /// What went wrong talking to OpenCode.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
-    /// Connection refused, reset, DNS, …
+    /// The connection could not be made: the request was surely not sent.
+    #[error("unreachable: {0}")]
+    Connect(String),
+    /// Reset mid-exchange, DNS, …
     #[error("unreachable: {0}")]
     Unreachable(String),
     /// No answer in time.
@@ -48,15 +52,29 @@ impl UpstreamError {
             UpstreamError::Timeout(format!("{what}: {e}"))
         } else if e.is_decode() {
             UpstreamError::Decode(format!("{what}: {e}"))
+        } else if e.is_connect() {
+            UpstreamError::Connect(format!("{what}: {}", error_chain(&e)))
         } else {
             UpstreamError::Unreachable(format!("{what}: {}", error_chain(&e)))
+        }
+    }
+
+    /// Whether retrying a call that creates something could help without risking a duplicate:
+    /// the request was not sent, or OpenCode answered with a server error.
+    fn is_safe_to_resend(&self) -> bool {
+        match self {
+            UpstreamError::Connect(_) => true,
+            UpstreamError::Status { status, .. } => *status >= 500,
+            _ => false,
         }
     }
 
     /// Whether retrying an idempotent call could help.
     fn is_transient(&self) -> bool {
         match self {
-            UpstreamError::Unreachable(_) | UpstreamError::Timeout(_) => true,
+            UpstreamError::Connect(_)
+            | UpstreamError::Unreachable(_)
+            | UpstreamError::Timeout(_) => true,
             UpstreamError::Status { status, .. } => *status >= 500,
             UpstreamError::NotFound(_) | UpstreamError::Decode(_) => false,
         }
@@ -344,11 +362,35 @@ impl OpenCodeClient {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
     {
+        self.retrying_if(what, UpstreamError::is_transient, f).await
+    }
+
+    /// Like [`retrying`](Self::retrying) for calls that create something (session create,
+    /// fork): never resent after a timeout or a broken exchange, which may have created it.
+    async fn retrying_creation<T, F, Fut>(&self, what: &str, f: F) -> Result<T, UpstreamError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
+        self.retrying_if(what, UpstreamError::is_safe_to_resend, f)
+            .await
+    }
+
+    async fn retrying_if<T, F, Fut>(
+        &self,
+        what: &str,
+        retry: fn(&UpstreamError) -> bool,
+        f: F,
+    ) -> Result<T, UpstreamError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
         let mut delay = Duration::from_millis(100);
         let mut attempt = 1;
         loop {
             match f().await {
-                Err(e) if e.is_transient() && attempt < self.retry_attempts => {
+                Err(e) if retry(&e) && attempt < self.retry_attempts => {
                     tracing::debug!(what, attempt, error = %e, "retrying upstream call");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 3).min(Duration::from_secs(2));
@@ -391,7 +433,7 @@ impl OpenCodeClient {
     /// `POST /session` with a title (a title spares OpenCode a title-generation model call).
     pub async fn create_session(&self, title: &str) -> Result<Session, UpstreamError> {
         let body = serde_json::json!({ "title": title });
-        self.retrying("create session", || {
+        self.retrying_creation("create session", || {
             self.json(
                 "create session",
                 self.request(Method::POST, "session").json(&body),
@@ -401,12 +443,19 @@ impl OpenCodeClient {
         .await
     }
 
-    /// `GET /session`: every session of the project.
-    pub async fn list_sessions(&self) -> Result<Vec<Session>, UpstreamError> {
+    /// `GET /session?search=…&limit=…`: up to `limit` sessions whose title contains `search`
+    /// (OpenCode lists only its 100 newest sessions unless told otherwise).
+    pub async fn search_sessions(
+        &self,
+        search: &str,
+        limit: usize,
+    ) -> Result<Vec<Session>, UpstreamError> {
+        let limit = limit.to_string();
         self.retrying("list sessions", || {
             self.json(
                 "list sessions",
-                self.request(Method::GET, "session"),
+                self.request(Method::GET, "session")
+                    .query(&[("search", search), ("limit", limit.as_str())]),
                 self.timeout,
             )
         })
@@ -446,7 +495,7 @@ impl OpenCodeClient {
             Some(m) => serde_json::json!({ "messageID": m }),
             None => serde_json::json!({}),
         };
-        self.retrying("fork session", || {
+        self.retrying_creation("fork session", || {
             self.json(
                 "fork session",
                 self.request(Method::POST, &format!("session/{id}/fork"))

@@ -180,6 +180,8 @@ struct Inner {
     claim_lock: tokio::sync::Mutex<()>,
     pinned: Mutex<HashMap<String, Pinned>>,
     max_explicit_per_key: usize,
+    /// Makes "check the cap, then create" one step for explicit sessions.
+    create_lock: tokio::sync::Mutex<()>,
 }
 
 /// Handle to the pool; cheap to clone.
@@ -255,6 +257,7 @@ impl SessionPool {
                 claim_lock: tokio::sync::Mutex::new(()),
                 pinned: Mutex::new(HashMap::new()),
                 max_explicit_per_key: config.max_explicit_per_key,
+                create_lock: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -366,38 +369,56 @@ impl SessionPool {
         }
     }
 
+    fn free_pinned(&self, session_id: &str, last_seen: Option<String>) {
+        if let Some(p) = lock(&self.inner.pinned).get_mut(session_id) {
+            p.busy = false;
+            if last_seen.is_some() {
+                p.floor = last_seen;
+            }
+        }
+    }
+
     /// Hands a lease back: an answered pooled session is remembered for the next turn, a failed
     /// one is deleted upstream, a pinned one becomes free again.
     pub async fn release(&self, mut lease: Lease, outcome: Outcome) {
-        lease.pool = None;
-        let session_id = std::mem::take(&mut lease.session_id);
-        let kind = std::mem::replace(&mut lease.kind, LeaseKind::Pinned);
-        let last_seen = lease.last_seen.take();
-        match (kind, outcome) {
-            (LeaseKind::Pooled { claimed }, Outcome::Answered { fingerprint }) => {
+        let Outcome::Answered { fingerprint } = outcome else {
+            return drop(lease); // the drop discards it
+        };
+        match lease.kind {
+            LeaseKind::Pinned => {
+                lease.pool = None;
+                self.free_pinned(&lease.session_id, lease.last_seen.take());
+            }
+            LeaseKind::Pooled { claimed } => {
                 let remembered = Remembered {
-                    session_id,
-                    floor: last_seen,
+                    session_id: lease.session_id.clone(),
+                    floor: lease.last_seen.clone(),
                 };
+                // The lease stays armed until the entry is in: cancelled here, its drop
+                // deletes the session instead of leaking it.
                 self.inner.cache.insert(fingerprint, remembered).await;
+                lease.pool = None;
                 if let Some(fp) = claimed {
                     lock(&self.inner.claimed).remove(&fp);
                 }
             }
-            (kind, _) => self.discard(kind, session_id, last_seen),
         }
     }
 
-    /// The failure path of [`release`](Self::release); synchronous so `Drop` can use it.
+    /// The failure path of [`release`](Self::release), run by a lease's drop.
     fn discard(&self, kind: LeaseKind, session_id: String, last_seen: Option<String>) {
         match kind {
             LeaseKind::Pinned => {
-                if let Some(p) = lock(&self.inner.pinned).get_mut(&session_id) {
-                    p.busy = false;
-                    if last_seen.is_some() {
-                        p.floor = last_seen;
+                // The run may still be going upstream (a prompt that timed out, a request cut
+                // short): stop it before the session takes the next request, which OpenCode
+                // would otherwise fold into this run.
+                let pool = self.clone();
+                self.inner.cleanup.tasks.spawn(async move {
+                    if let Err(e) = pool.inner.client.abort(&session_id).await {
+                        tracing::warn!(session = %session_id, error = %e, "abort failed");
                     }
-                }
+                    pool.free_pinned(&session_id, last_seen);
+                });
             }
             LeaseKind::Pooled { claimed } => {
                 if let Some(fp) = claimed {
@@ -408,7 +429,6 @@ impl SessionPool {
         }
     }
 
-    /// Deletes every remembered session upstream (on shutdown), bounded by `within`.
     /// Runs clean-up work (an abort after a client left, say) that shutdown waits for.
     pub fn spawn_cleanup<F>(&self, work: F)
     where
@@ -468,12 +488,13 @@ impl SessionPool {
     /// `owner`'s explicit session `id`; 404 when it does not exist or is another key's (never
     /// tell which).
     pub async fn owned(&self, owner: &ClientId, id: &str) -> Result<Session, ApiError> {
-        // OpenCode answers 500 for ids that do not look like its own: never forward them.
-        if !id.starts_with("ses") {
+        // Only ids shaped like OpenCode's reach it (it answers 500 for others, and is lenient
+        // with trailing slashes and queries that would alias one session under many names).
+        if !is_session_id(id) {
             return Err(ApiError::session_not_found(id));
         }
         match self.inner.client.session(id).await {
-            Ok(s) if Self::owns(owner, &s) => Ok(s),
+            Ok(s) if Self::owns(owner, &s) && s.id == id => Ok(s),
             Ok(_) | Err(UpstreamError::NotFound(_)) => Err(ApiError::session_not_found(id)),
             Err(e) => Err(e.into()),
         }
@@ -481,10 +502,12 @@ impl SessionPool {
 
     /// `owner`'s explicit sessions, oldest first.
     pub async fn list_owned(&self, owner: &ClientId) -> Result<Vec<Session>, ApiError> {
+        // The cap bounds what one key holds; the margin covers creates racing the cap.
+        let limit = self.inner.max_explicit_per_key * 2 + 16;
         let mut mine: Vec<Session> = self
             .inner
             .client
-            .list_sessions()
+            .search_sessions(&Self::owner_tag(owner), limit)
             .await?
             .into_iter()
             .filter(|s| Self::owns(owner, s))
@@ -494,7 +517,7 @@ impl SessionPool {
     }
 
     /// 429 when `owner` already holds as many explicit sessions as allowed.
-    pub async fn check_quota(&self, owner: &ClientId) -> Result<(), ApiError> {
+    async fn check_quota(&self, owner: &ClientId) -> Result<(), ApiError> {
         let held = self.list_owned(owner).await?.len();
         if held >= self.inner.max_explicit_per_key {
             return Err(ApiError::TooMany(format!(
@@ -506,18 +529,40 @@ impl SessionPool {
 
     /// Creates an explicit session owned by `owner` (429 beyond the per-key limit).
     pub async fn create_pinned(&self, owner: &ClientId) -> Result<Session, ApiError> {
+        let _one_at_a_time = self.inner.create_lock.lock().await;
         self.check_quota(owner).await?;
         let title = format!("{} {}", self.inner.title, Self::owner_tag(owner));
         Ok(self.inner.client.create_session(&title).await?)
     }
 
-    /// Records the newest message id of an explicit session that was just forked (its copies'
-    /// late events must not be taken for the next run's).
-    pub fn set_floor(&self, id: &str, floor: Option<String>) {
+    /// Forks `owner`'s explicit session `id` into a new one with the same history, owned by
+    /// the same key (OpenCode titles a fork after its source, owner tag included).
+    pub async fn fork_pinned(&self, owner: &ClientId, id: &str) -> Result<Session, ApiError> {
+        self.owned(owner, id).await?;
+        let _one_at_a_time = self.inner.create_lock.lock().await;
+        self.check_quota(owner).await?;
+        let fork = self
+            .inner
+            .client
+            .fork(id, None)
+            .await
+            .map_err(|e| match e {
+                UpstreamError::NotFound(_) => ApiError::session_not_found(id),
+                e => e.into(),
+            })?;
+        // The copies get fresh ids, and their events may still be in flight: remember the
+        // newest so they are not taken for the next run's.
+        let floor = self
+            .inner
+            .client
+            .newest_message_id(&fork.id)
+            .await
+            .unwrap_or(None);
         lock(&self.inner.pinned)
-            .entry(id.to_string())
+            .entry(fork.id.clone())
             .or_default()
             .floor = floor;
+        Ok(fork)
     }
 
     /// Forgets an explicit session's local state (after deleting it upstream).
@@ -553,6 +598,13 @@ impl SessionPool {
     }
 }
 
+/// Whether `id` looks like an OpenCode session id (`ses_` and 8 to 64 ASCII letters or digits).
+pub fn is_session_id(id: &str) -> bool {
+    id.strip_prefix("ses_").is_some_and(|rest| {
+        (8..=64).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(pool) = self.pool.take() {
@@ -571,6 +623,23 @@ mod tests {
         Message {
             role,
             parts: vec![ContentPart::Text(text.into())],
+        }
+    }
+
+    #[test]
+    fn session_ids_are_strict() {
+        assert!(is_session_id("ses_de53ca663ffecb0lmdLoAGdUIz"));
+        for bad in [
+            "",
+            "ses_",
+            "nope",
+            "ses_short",
+            "ses_abcdefghij/",
+            "ses_abcdefghij?x=1",
+            "ses_abcdefgh%2F",
+            "../ses_abcdefghij",
+        ] {
+            assert!(!is_session_id(bad), "{bad}");
         }
     }
 

@@ -1087,4 +1087,42 @@ async fn explicit_sessions_survive_a_gateway_restart() {
             rt("user", "after restart")
         ]
     );
+
+    // Aliases of the id (OpenCode is lenient with a trailing slash) are not the session: 404,
+    // so the one-request-at-a-time guard cannot be sidestepped.
+    for alias in [format!("{id}/"), format!("{id}?x=1"), format!("{id}%2F")] {
+        let (s, v) = chat_as(
+            &bed,
+            Some("k1"),
+            Some(&alias),
+            &chat_body(vec![user("alias")]),
+        )
+        .await;
+        assert_not_found(&format!("x-session-id {alias}"), s, &v);
+    }
+    let (s, v) = send(
+        &bed,
+        Some("k1"),
+        Method::GET,
+        &format!("/v1/sessions/{id}%2F"),
+        None,
+        None,
+    )
+    .await;
+    assert_not_found("encoded alias in the path", s, &v);
+
+    // OpenCode lists only its 100 newest sessions by default: an older explicit session must
+    // still be listed (and counted) when many other sessions exist.
+    for i in 0..110 {
+        bed.opencode.create_session(&format!("noise {i}")).await;
+    }
+    let (s, list) = send(&bed, Some("k1"), Method::GET, "/v1/sessions", None, None).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![id.as_str()], "behind 110 newer sessions: {list}");
 }

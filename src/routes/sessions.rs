@@ -145,13 +145,7 @@ pub async fn fork(
     Extension(owner): Extension<ClientId>,
     SessionId(id): SessionId,
 ) -> Result<Response, ApiError> {
-    state.pool.owned(&owner, &id).await?;
-    state.pool.check_quota(&owner).await?;
-    // OpenCode titles a fork after its source ("… (fork #1)"), owner tag included.
-    let s = state.client.fork(&id, None).await.map_err(upstream(&id))?;
-    // The copies get fresh ids: remember the newest so their late events are not taken for a run's.
-    let floor = state.client.newest_message_id(&s.id).await.unwrap_or(None);
-    state.pool.set_floor(&s.id, floor);
+    let s = state.pool.fork_pinned(&owner, &id).await?;
     Ok((StatusCode::CREATED, Json(session_json(&s))).into_response())
 }
 
