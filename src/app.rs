@@ -13,6 +13,7 @@ use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -40,6 +41,10 @@ pub struct AppState {
     pub pool: SessionPool,
     /// Client API keys.
     pub keys: Keys,
+    /// Cancelled when the shutdown grace period is over: runs still going fail and abort.
+    pub hard_stop: CancellationToken,
+    /// Completions in progress (shutdown waits for them to wind down).
+    pub live_runs: TaskTracker,
 }
 
 impl AppState {
@@ -61,6 +66,8 @@ impl AppState {
         );
         pool.spawn_janitor(shutdown.child_token());
         Ok(AppState {
+            hard_stop: CancellationToken::new(),
+            live_runs: TaskTracker::new(),
             keys: Keys::new(config.auth.api_keys.clone()),
             config: Arc::new(config),
             client,
@@ -156,7 +163,14 @@ pub async fn serve(
             }
         }
         _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(?grace, "grace period over; dropping remaining connections");
+            // Connections run in their own tasks: make the completions still going end (with an
+            // error to their clients) and abort upstream, rather than be cut off at exit.
+            tracing::warn!(?grace, "grace period over; ending the remaining completions");
+            state.hard_stop.cancel();
+            state.live_runs.close();
+            if tokio::time::timeout(Duration::from_secs(5), state.live_runs.wait()).await.is_err() {
+                tracing::warn!("some completions did not end in time");
+            }
         }
     }
     // Requests cut off above abort their runs through the pool's clean-up tasks: wait for those.

@@ -67,6 +67,8 @@ pub struct Run {
     content: String,
     conversation: Conversation,
     ended: bool,
+    /// Held while the run lives, so shutdown can wait for it.
+    _live: tokio_util::task::task_tracker::TaskTrackerToken,
 }
 
 /// What the pool needs to remember the conversation after the reply.
@@ -204,6 +206,7 @@ async fn begin(
             turns,
         },
         ended: false,
+        _live: state.live_runs.token(),
     })
 }
 
@@ -265,7 +268,16 @@ impl Run {
             if self.ended {
                 return None;
             }
-            let message = tokio::time::timeout_at(self.deadline, self.subscription.recv()).await;
+            let message = tokio::select! {
+                m = tokio::time::timeout_at(self.deadline, self.subscription.recv()) => Some(m),
+                _ = self.state.hard_stop.cancelled() => None,
+            };
+            let Some(message) = message else {
+                let e = ApiError::Unavailable("The gateway is shutting down.".into());
+                self.finish_failed().await;
+                self.queue.push_back(Item::Failed(e));
+                continue;
+            };
             let outputs = match message {
                 Ok(Some(HubMessage::Event(event))) => {
                     let outputs = self.adapter.feed(&event);

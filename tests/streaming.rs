@@ -1278,3 +1278,53 @@ async fn stream_in_flight_at_sigterm_completes() {
         .collect();
     assert_eq!(content, format!("echo: {text}"));
 }
+
+/// A stream still running when the grace period ends is ended with an error event (not cut
+/// off), its run is aborted upstream and its session deleted before the gateway exits.
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_outliving_the_grace_period_is_ended_and_aborted() {
+    let mut bed = TestBed::start_with(
+        OpenCodeOptions::default(),
+        GatewayOptions::default().config("shutdown_grace_secs = 1\n"),
+    )
+    .await;
+    let resp = bed
+        .chat_raw(json!({"model": "mock/echo", "stream": true,
+                         "messages": [{"role": "user", "content": "long [slow:500] [chunks:30]"}]}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut raw = String::new();
+    while !raw.contains("\"content\":\"") || !raw.contains("echo") {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), body.next())
+            .await
+            .expect("first chunk in time")
+            .expect("stream ended early")
+            .expect("read");
+        raw.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(c)) = body.next().await {
+            raw.push_str(&String::from_utf8_lossy(&c));
+        }
+        raw
+    });
+    let started = Instant::now();
+    let status = bed.gateway.terminate(Duration::from_secs(20)).await;
+    let took = started.elapsed();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert!(took < Duration::from_secs(8), "exit took {took:?}");
+    let raw = reader.await.expect("reader");
+    let datas = support::parse_sse_data(&raw);
+    let last = datas.last().expect("data");
+    assert_ne!(last, "[DONE]", "{datas:?}");
+    let v: Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"));
+    assert_eq!(v["error"]["code"], "upstream_unavailable", "{v}");
+    schema::assert_valid("ErrorResponse", &v);
+    // Upstream: nothing left running, and the run's session is gone.
+    if let Err(busy) = wait_not_busy(&bed.opencode, Duration::from_secs(2)).await {
+        panic!("still busy upstream after shutdown: {busy:?}");
+    }
+    let left = bed.opencode.sessions().await;
+    assert!(left.is_empty(), "sessions left upstream: {left:?}");
+}
