@@ -254,6 +254,11 @@ fn seeded_parts(prior: &[Message], last: &Message) -> Vec<PartInput> {
 }
 
 impl Run {
+    /// When the run must be over.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
     /// The OpenCode session this run uses.
     pub fn session_id(&self) -> &str {
         self.subscription.session_id()

@@ -56,6 +56,8 @@ struct Faults {
     drop_after_delta: AtomicBool,
     /// `GET /event` answers 500.
     events_fail: AtomicBool,
+    /// When non-zero, a prompt's run streams this many 2 KiB deltas and never ends.
+    flood_deltas: AtomicU32,
 }
 
 /// What the fake has been asked.
@@ -195,7 +197,14 @@ async fn prompt_async(State(s): St, Path(id): Path<String>) -> Response {
     if s.faults.prompt_fails.load(SeqCst) {
         return opencode_error(StatusCode::INTERNAL_SERVER_ERROR, "boom");
     }
-    if !s.faults.prompt_silent.load(SeqCst) {
+    let flood = s.faults.flood_deltas.load(SeqCst);
+    if flood > 0 {
+        let s = s.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            emit_flood(&s, &id, flood).await;
+        });
+    } else if !s.faults.prompt_silent.load(SeqCst) {
         let s = s.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -203,6 +212,37 @@ async fn prompt_async(State(s): St, Path(id): Path<String>) -> Response {
         });
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// The start of a run of `sid` followed by `n` 2 KiB deltas (paced so that the broadcast to
+/// `/event` streams keeps up), and no end.
+async fn emit_flood(s: &FakeState, sid: &str, n: u32) {
+    s.emit(
+        "message.updated",
+        json!({"info": {"id": "msg_u1", "sessionID": sid, "role": "user"}}),
+    );
+    s.emit(
+        "session.status",
+        json!({"sessionID": sid, "status": {"type": "busy"}}),
+    );
+    s.emit(
+        "message.updated",
+        json!({"info": {"id": "msg_a1", "sessionID": sid, "role": "assistant", "parentID": "msg_u1"}}),
+    );
+    s.emit(
+        "message.part.updated",
+        json!({"part": {"id": "prt_1", "sessionID": sid, "messageID": "msg_a1", "type": "text", "text": ""}}),
+    );
+    let delta = "x".repeat(2048);
+    for i in 0..n {
+        s.emit(
+            "message.part.delta",
+            json!({"sessionID": sid, "messageID": "msg_a1", "partID": "prt_1", "field": "text", "delta": delta}),
+        );
+        if i % 100 == 99 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
 /// The events of one short successful run of `sid`, in OpenCode's order.
@@ -753,4 +793,47 @@ async fn providers_500_persistently_is_502() {
         message.contains("providers exploded"),
         "upstream's message should be passed on: {body}"
     );
+}
+
+/// 10. A streaming client that stops reading (its socket full) cannot hold the run past the
+/// deadline: the gateway aborts it upstream on time even though nothing can be written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_stream_reader_is_cut_at_the_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let fake = Fake::start().await;
+    fake.faults().flood_deltas.store(6_000, SeqCst);
+    let gw = fake.gateway_with("[prompt]\ndeadline_secs = 3\n").await;
+    let addr: std::net::SocketAddr = gw.url().trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(addr).await.expect("connect");
+    let body = chat_body("flood", true).to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    // Never read. The run streams ~12 MB, far beyond what the sockets buffer.
+    let started = Instant::now();
+    let aborted = loop {
+        if !fake.aborts().is_empty() {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        aborted,
+        "the stalled run was not aborted within 10 s of a 3 s deadline\nlogs:\n{}",
+        gw.logs()
+    );
+    assert_eq!(
+        fake.aborts(),
+        fake.prompts(),
+        "the run's own session is aborted"
+    );
+    drop(tcp);
 }

@@ -12,6 +12,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::Stream;
+use tokio::sync::mpsc;
 
 use crate::app::AppState;
 use crate::auth::ClientId;
@@ -103,7 +104,8 @@ pub async fn completions(
 }
 
 struct ChunkStream {
-    run: Option<Run>,
+    /// Items from the task driving the run; `None` once the run's last item was taken.
+    run: Option<mpsc::Receiver<Item>>,
     id: String,
     created: u64,
     model: String,
@@ -161,7 +163,7 @@ impl ChunkStream {
         let Some(run) = self.run.as_mut() else {
             return;
         };
-        match run.next().await {
+        match run.recv().await {
             Some(Item::Content(t)) => {
                 let e = self.chunk(
                     Delta {
@@ -206,6 +208,28 @@ impl ChunkStream {
     }
 }
 
+/// Drives a streaming run in its own task, so its deadline holds even while the client is not
+/// reading: a client that stalls past the deadline, or goes away, gets the run aborted (by
+/// dropping it) instead of holding the session for as long as its socket lives.
+async fn drive(mut run: Run, tx: mpsc::Sender<Item>) {
+    let deadline = run.deadline();
+    loop {
+        let item = tokio::select! {
+            item = run.next() => item,
+            _ = tx.closed() => return,
+        };
+        let Some(item) = item else { return };
+        match tokio::time::timeout_at(deadline, tx.send(item)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::warn!(session = %run.session_id(), "client stopped reading past the deadline; aborting");
+                return;
+            }
+        }
+    }
+}
+
 fn chunks(
     run: Run,
     id: String,
@@ -213,8 +237,10 @@ fn chunks(
     model: String,
     include_usage: bool,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(drive(run, tx));
     let state = ChunkStream {
-        run: Some(run),
+        run: Some(rx),
         id,
         created,
         model,
