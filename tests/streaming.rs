@@ -1328,3 +1328,30 @@ async fn stream_outliving_the_grace_period_is_ended_and_aborted() {
     let left = bed.opencode.sessions().await;
     assert!(left.is_empty(), "sessions left upstream: {left:?}");
 }
+
+/// A non-streaming client that gives up mid-run gets its run aborted upstream too.
+#[tokio::test(flavor = "multi_thread")]
+async fn non_streaming_disconnect_aborts_the_run() {
+    let bed = TestBed::start().await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(2500))
+        .build()
+        .unwrap();
+    let sent = client
+        .post(bed.url("/v1/chat/completions"))
+        .json(&json!({"model": "mock/echo",
+                      "messages": [{"role": "user", "content": "give up [slow:500] [chunks:40]"}]}))
+        .send()
+        .await;
+    assert!(sent.is_err(), "the client gives up before the answer");
+    // The run reached the model, which would keep streaming for ~17 s more.
+    assert_eq!(
+        bed.mock.call_count(),
+        1,
+        "the run was under way when the client left"
+    );
+    if let Err(busy) = wait_not_busy(&bed.opencode, Duration::from_secs(2)).await {
+        panic!("the run kept going after the client left: {busy:?}");
+    }
+}
