@@ -214,9 +214,8 @@ async fn prompt_async(State(s): St, Path(id): Path<String>) -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// The start of a run of `sid` followed by `n` 2 KiB deltas (paced so that the broadcast to
-/// `/event` streams keeps up), and no end.
-async fn emit_flood(s: &FakeState, sid: &str, n: u32) {
+/// A run's opening events: its user message, busy, the assistant message and its text part.
+fn emit_run_start(s: &FakeState, sid: &str) {
     s.emit(
         "message.updated",
         json!({"info": {"id": "msg_u1", "sessionID": sid, "role": "user"}}),
@@ -233,6 +232,12 @@ async fn emit_flood(s: &FakeState, sid: &str, n: u32) {
         "message.part.updated",
         json!({"part": {"id": "prt_1", "sessionID": sid, "messageID": "msg_a1", "type": "text", "text": ""}}),
     );
+}
+
+/// The start of a run of `sid` followed by `n` 2 KiB deltas (paced so that the broadcast to
+/// `/event` streams keeps up), and no end.
+async fn emit_flood(s: &FakeState, sid: &str, n: u32) {
+    emit_run_start(s, sid);
     let delta = "x".repeat(2048);
     for i in 0..n {
         s.emit(
@@ -247,22 +252,7 @@ async fn emit_flood(s: &FakeState, sid: &str, n: u32) {
 
 /// The events of one short successful run of `sid`, in OpenCode's order.
 fn emit_run(s: &FakeState, sid: &str) {
-    s.emit(
-        "message.updated",
-        json!({"info": {"id": "msg_u1", "sessionID": sid, "role": "user"}}),
-    );
-    s.emit(
-        "session.status",
-        json!({"sessionID": sid, "status": {"type": "busy"}}),
-    );
-    s.emit(
-        "message.updated",
-        json!({"info": {"id": "msg_a1", "sessionID": sid, "role": "assistant", "parentID": "msg_u1"}}),
-    );
-    s.emit(
-        "message.part.updated",
-        json!({"part": {"id": "prt_1", "sessionID": sid, "messageID": "msg_a1", "type": "text", "text": ""}}),
-    );
+    emit_run_start(s, sid);
     s.emit(
         "message.part.delta",
         json!({"sessionID": sid, "messageID": "msg_a1", "partID": "prt_1", "field": "text", "delta": ANSWER}),
