@@ -756,9 +756,12 @@ async fn upstream_basic_auth() {
     let bed = TestBed::start_with(
         OpenCodeOptions {
             password: Some("oc-s3cret".into()),
+            username: Some("ocuser".into()),
             ..OpenCodeOptions::default()
         },
-        GatewayOptions::default().env("OPENCODE_SERVER_PASSWORD", "oc-s3cret"),
+        GatewayOptions::default()
+            .env("OPENCODE_SERVER_PASSWORD", "oc-s3cret")
+            .env("OPENCODE_SERVER_USERNAME", "ocuser"),
     )
     .await;
 
@@ -796,6 +799,20 @@ async fn upstream_basic_auth() {
         None,
         None,
         "models with a wrong upstream password",
+    );
+    // And with the right password but the default user name.
+    let default_user = Gateway::start_with(
+        &bed.opencode.url(),
+        GatewayOptions::default().env("OPENCODE_SERVER_PASSWORD", "oc-s3cret"),
+    )
+    .await;
+    let (status, _, e) = raw(client.get(format!("{}/v1/models", default_user.url()))).await;
+    assert_error(
+        (status, &e),
+        502,
+        None,
+        None,
+        "models with the wrong upstream user name",
     );
 }
 
@@ -1079,4 +1096,53 @@ async fn reasoning_effort_is_checked_against_the_models_variants() {
         calls,
         "rejected before any model call"
     );
+}
+
+/// `opencode.directory` runs everything in that project directory upstream: sessions are
+/// created there and the shared event subscription follows it (a chat completes).
+#[tokio::test(flavor = "multi_thread")]
+async fn opencode_directory_scopes_sessions_and_events() {
+    let mock = support::MockModel::start().await;
+    let opencode = support::OpenCode::start(&mock.base_url()).await;
+    let dir = opencode.project_dir().join("sub");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir = dir.canonicalize().unwrap();
+    let gw = Gateway::start_with(
+        &opencode.url(),
+        GatewayOptions::default().config(format!(
+            "[opencode]\ndirectory = {:?}\n",
+            dir.to_str().unwrap()
+        )),
+    )
+    .await;
+    let resp = support::gateway::test_client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .json(&json!({"model": "mock/echo", "messages": [{"role": "user", "content": "in sub"}]}))
+        .send()
+        .await
+        .expect("chat");
+    let (status, v) = support::gateway::read_json(resp).await;
+    assert_eq!(status, StatusCode::OK, "{v}\n{}", gw.logs());
+    assert_eq!(content(&v), "echo: in sub");
+    let url = reqwest::Url::parse_with_params(
+        &format!("{}/session", opencode.url()),
+        &[("directory", dir.to_str().unwrap())],
+    )
+    .unwrap();
+    let sessions: Value = opencode
+        .client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dirs: Vec<&str> = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["directory"].as_str())
+        .collect();
+    assert_eq!(dirs, vec![dir.to_str().unwrap()], "{sessions}");
 }

@@ -58,6 +58,8 @@ struct Faults {
     events_fail: AtomicBool,
     /// When non-zero, a prompt's run streams this many 2 KiB deltas and never ends.
     flood_deltas: AtomicU32,
+    /// `GET /config/providers` also lists `mock/added`.
+    extra_model: AtomicBool,
 }
 
 /// What the fake has been asked.
@@ -130,11 +132,12 @@ async fn providers(State(s): St) -> Response {
     if take_failure(&s.faults.providers_failures) {
         return opencode_error(StatusCode::INTERNAL_SERVER_ERROR, "providers exploded");
     }
+    let mut models = json!({"echo": {"id": "echo", "capabilities": {"input": {"image": false}}}});
+    if s.faults.extra_model.load(SeqCst) {
+        models["added"] = json!({"id": "added"});
+    }
     Json(json!({
-        "providers": [{
-            "id": "mock",
-            "models": {"echo": {"id": "echo", "capabilities": {"input": {"image": false}}}}
-        }],
+        "providers": [{"id": "mock", "models": models}],
         "default": {}
     }))
     .into_response()
@@ -826,4 +829,48 @@ async fn stalled_stream_reader_is_cut_at_the_deadline() {
         "the run's own session is aborted"
     );
     drop(tcp);
+}
+
+/// 11. The model list is cached (requests do not each hit OpenCode) and refreshed in the
+/// background within the TTL, so a model added upstream appears without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_catalog_is_cached_and_refreshed_in_the_background() {
+    let fake = Fake::start().await;
+    let gw = fake.gateway_with("[models]\ncache_ttl_secs = 2\n").await;
+    let client = test_client();
+    let ids = |v: &Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let list = || async {
+        let resp = client
+            .get(format!("{}/v1/models", gw.url()))
+            .send()
+            .await
+            .expect("models");
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.json::<Value>().await.expect("JSON")
+    };
+    assert_eq!(ids(&list().await), ["mock/echo"]);
+    let before = fake.seen().providers.load(SeqCst);
+    for _ in 0..20 {
+        list().await;
+    }
+    assert!(
+        fake.seen().providers.load(SeqCst) <= before + 1,
+        "20 model lists must be served from the cache"
+    );
+    fake.faults().extra_model.store(true, SeqCst);
+    let idle_from = fake.seen().providers.load(SeqCst);
+    // No requests meanwhile: only the background refresh can fetch.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        fake.seen().providers.load(SeqCst) > idle_from,
+        "the catalog was not refreshed in the background"
+    );
+    assert_eq!(ids(&list().await), ["mock/added", "mock/echo"]);
 }
