@@ -9,8 +9,11 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::middleware;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -129,6 +132,48 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Accepts connections until `stop` (TCP_NODELAY on each, and a deadline for a client to send
+/// its request headers: hyper's `header_read_timeout`, which `axum::serve` does not set).
+/// Returns the open connections, to be shut down gracefully.
+async fn accept(
+    listener: TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    stop: &CancellationToken,
+) -> GracefulShutdown {
+    let connections = GracefulShutdown::new();
+    let mut builder = ConnBuilder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    loop {
+        let tcp = tokio::select! {
+            _ = stop.cancelled() => return connections,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        let service = TowerToHyperService::new(app.clone());
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+        let conn = connections.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
 /// Serves the API on `listener` until `shutdown` resolves, then drains for at most the
 /// configured grace period.
 pub async fn serve(
@@ -144,25 +189,17 @@ pub async fn serve(
     let delete_on_shutdown = config.sessions.delete_on_shutdown;
     let state = AppState::start(config, &background)?;
     let app = router(state.clone());
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
+    let header_timeout = Duration::from_secs(state.config.limits.header_timeout_secs);
     let signalled = stop.clone();
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down");
         signalled.cancel();
     });
-    let server = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+    let connections = accept(listener, app, header_timeout, &stop).await;
     tokio::select! {
-        result = server => {
-            if let Err(e) = result {
-                tracing::error!(error = %e, "server error");
-            }
-        }
-        _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+        _ = connections.shutdown() => {}
+        _ = tokio::time::sleep(grace) => {
             // Connections run in their own tasks: make the completions still going end (with an
             // error to their clients) and abort upstream, rather than be cut off at exit.
             tracing::warn!(?grace, "grace period over; ending the remaining completions");

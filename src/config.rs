@@ -170,6 +170,8 @@ pub struct LimitsConfig {
     pub max_body_bytes: usize,
     /// Seconds a client may take to send its request body (slower → 408).
     pub body_timeout_secs: u64,
+    /// Seconds a client may take to send its request headers (slower: connection closed).
+    pub header_timeout_secs: u64,
 }
 
 /// `[sessions]`: the conversation → OpenCode session pool.
@@ -244,6 +246,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_body_bytes: 10 * 1024 * 1024,
             body_timeout_secs: 30,
+            header_timeout_secs: 10,
         }
     }
 }
@@ -382,6 +385,10 @@ impl Config {
             ("prompt.keepalive_secs", self.prompt.keepalive_secs),
             ("limits.max_body_bytes", self.limits.max_body_bytes as u64),
             ("limits.body_timeout_secs", self.limits.body_timeout_secs),
+            (
+                "limits.header_timeout_secs",
+                self.limits.header_timeout_secs,
+            ),
             ("sessions.ttl_secs", self.sessions.ttl_secs),
             ("sessions.max_capacity", self.sessions.max_capacity),
             (

@@ -1146,3 +1146,36 @@ async fn opencode_directory_scopes_sessions_and_events() {
         .collect();
     assert_eq!(dirs, vec![dir.to_str().unwrap()], "{sessions}");
 }
+
+/// A client that never finishes its request headers (slowloris) is disconnected after
+/// `limits.header_timeout_secs`, instead of holding a connection forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_request_headers_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gateway::start_with(
+        support::gateway::UNUSED_OPENCODE_URL,
+        GatewayOptions::default().config("[limits]\nheader_timeout_secs = 1\n"),
+    )
+    .await;
+    let addr = gw.url().trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    tcp.write_all(b"GET /livez HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the connection was still open 5 s into a 1 s header timeout"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+    let text = String::from_utf8_lossy(&buf);
+    assert!(!text.contains("200 OK"), "{text}");
+}
