@@ -270,7 +270,9 @@ mod tests {
                                 )))
                             }))
                         });
-                    Sse::new(connected.chain(flood))
+                    // Then stay open: the subscriber must be dropped for falling behind, not
+                    // because the connection ended.
+                    Sse::new(connected.chain(flood).chain(futures::stream::pending()))
                 }
             }),
         );
@@ -296,10 +298,19 @@ mod tests {
             .await
             .expect("connected");
         go.notify_one();
-        // Do not read until the flood is over.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Do not read: wait until the hub gives up on this subscriber.
+        let dropped = tokio::time::timeout(Duration::from_secs(30), async {
+            while hub.inner.lock().contains_key("ses_x") {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(
+            dropped.is_ok(),
+            "the hub kept buffering for a subscriber that reads nothing"
+        );
         let mut received = 0;
-        while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(5), sub.recv()).await {
+        while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(2), sub.recv()).await {
             assert!(matches!(msg, HubMessage::Event(_)));
             received += 1;
         }
