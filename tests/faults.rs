@@ -382,49 +382,31 @@ fn chat_body(text: &str, stream: bool) -> Value {
     })
 }
 
-/// `GET` on the gateway → (status, JSON body, elapsed).
-async fn get_json(gw: &Gateway, path: &str) -> (StatusCode, Value, Duration) {
+/// Sends a request, capped at [`REQUEST_CAP`] → (status, JSON body, elapsed).
+async fn timed_json(rb: reqwest::RequestBuilder, what: &str) -> (StatusCode, Value, Duration) {
     let started = Instant::now();
     let fut = async {
-        let resp = test_client()
-            .get(format!("{}{path}", gw.url()))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        let resp = rb.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        support::gateway::read_json(resp).await
     };
     let (status, body) = tokio::time::timeout(REQUEST_CAP, fut)
         .await
-        .unwrap_or_else(|_| panic!("GET {path} hung for {REQUEST_CAP:?}"));
+        .unwrap_or_else(|_| panic!("{what} hung for {REQUEST_CAP:?}"));
     (status, body, started.elapsed())
+}
+
+/// `GET` on the gateway → (status, JSON body, elapsed).
+async fn get_json(gw: &Gateway, path: &str) -> (StatusCode, Value, Duration) {
+    let rb = test_client().get(format!("{}{path}", gw.url()));
+    timed_json(rb, &format!("GET {path}")).await
 }
 
 /// Non-streaming chat → (status, JSON body, elapsed).
 async fn chat(gw: &Gateway, text: &str) -> (StatusCode, Value, Duration) {
-    let started = Instant::now();
-    let fut = async {
-        let resp = test_client()
-            .post(format!("{}/v1/chat/completions", gw.url()))
-            .json(&chat_body(text, false))
-            .send()
-            .await
-            .expect("POST /v1/chat/completions");
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    };
-    let (status, body) = tokio::time::timeout(REQUEST_CAP, fut)
-        .await
-        .unwrap_or_else(|_| panic!("chat completion hung for {REQUEST_CAP:?}"));
-    (status, body, started.elapsed())
+    let rb = test_client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .json(&chat_body(text, false));
+    timed_json(rb, "chat completion").await
 }
 
 /// Streaming chat → (status, is SSE, `data:` payloads (or the whole body if not SSE), elapsed).

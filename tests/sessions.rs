@@ -60,6 +60,21 @@ fn turns_of(request: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `(role, content)` of each message of a `GET /v1/sessions/{id}/messages` answer.
+fn history_of(list: &Value) -> Vec<(String, String)> {
+    list["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no data list: {list}"))
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap_or("").to_string(),
+                m["content"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
 fn rt(role: &str, text: &str) -> (String, String) {
     (role.to_string(), text.to_string())
 }
@@ -599,17 +614,7 @@ async fn keys_isolate_sessions_and_session_api_works() {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{msgs}");
-    let history: Vec<(String, String)> = msgs["data"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no data list: {msgs}"))
-        .iter()
-        .map(|m| {
-            (
-                m["role"].as_str().unwrap_or("").to_string(),
-                m["content"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect();
+    let history = history_of(&msgs);
     let expected_history = vec![
         rt("user", "pinned one"),
         rt("assistant", "echo: pinned one"),
@@ -642,17 +647,7 @@ async fn keys_isolate_sessions_and_session_api_works() {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{fmsgs}");
-    let fhistory: Vec<(String, String)> = fmsgs["data"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no data list: {fmsgs}"))
-        .iter()
-        .map(|m| {
-            (
-                m["role"].as_str().unwrap_or("").to_string(),
-                m["content"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect();
+    let fhistory = history_of(&fmsgs);
     assert_eq!(fhistory, expected_history, "a fork has the same history");
     let (_, list1) = send(&bed, k1, Method::GET, "/v1/sessions", None, None).await;
     assert!(list1.to_string().contains(&f), "fork not listed: {list1}");
