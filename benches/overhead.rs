@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Gateway overhead, measured as a ratio against calling OpenCode directly in the same run.
 //!
 //! `cargo bench --bench overhead` starts the scripted model, a real `opencode serve` and the

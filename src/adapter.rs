@@ -315,7 +315,7 @@ impl Adapter {
         let usage = self
             .assistants
             .values()
-            .fold(Usage::default(), |a, b| add(a, b.usage));
+            .fold(Usage::default(), |a, b| a + b.usage);
         vec![Output::Finished {
             finish_reason: map_finish(last.finish.as_deref()),
             usage,
@@ -366,22 +366,6 @@ pub fn usage_from_tokens(t: &Value) -> Usage {
         },
         completion_tokens_details: CompletionTokensDetails {
             reasoning_tokens: reasoning,
-        },
-    }
-}
-
-fn add(a: Usage, b: Usage) -> Usage {
-    Usage {
-        prompt_tokens: a.prompt_tokens + b.prompt_tokens,
-        completion_tokens: a.completion_tokens + b.completion_tokens,
-        total_tokens: a.total_tokens + b.total_tokens,
-        prompt_tokens_details: PromptTokensDetails {
-            cached_tokens: a.prompt_tokens_details.cached_tokens
-                + b.prompt_tokens_details.cached_tokens,
-        },
-        completion_tokens_details: CompletionTokensDetails {
-            reasoning_tokens: a.completion_tokens_details.reasoning_tokens
-                + b.completion_tokens_details.reasoning_tokens,
         },
     }
 }

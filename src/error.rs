@@ -1,8 +1,12 @@
 //! The one error type of the HTTP API and its OpenAI-shaped JSON rendering.
 //!
 //! Every handler returns [`ApiError`]; [`ApiError::into_response`] is the single place where an
-//! error becomes `{"error":{"message","type","param","code"}}` with its distinct status.
+//! error becomes `{"error":{"message","type","param","code"}}` with its distinct status. The
+//! variants say whose fault it was: the client's (4xx, named after what the client did) or the
+//! upstream's (`Upstream*`, 5xx), so a reader never confuses a slow client (408) with a slow
+//! OpenCode (504).
 
+use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -40,27 +44,32 @@ pub enum ApiError {
     /// 405: the route exists but not with this method.
     #[error("{0}")]
     MethodNotAllowed(String),
-    /// 409: the resource is busy (e.g. a session already running a prompt).
-    #[error("{0}")]
-    Conflict(String),
     /// 408: the client was too slow sending its request.
     #[error("{0}")]
     RequestTimeout(String),
-    /// 429: a per-key quota is used up.
+    /// 409: the resource is busy (e.g. a session already running a prompt).
     #[error("{0}")]
-    TooMany(String),
+    Conflict(String),
     /// 413: the body exceeds the configured limit.
     #[error("Request body too large: the limit is {0} bytes.")]
     PayloadTooLarge(usize),
+    /// 429: a per-key quota or rate limit is used up.
+    #[error("{message}")]
+    TooManyRequests {
+        /// Explanation.
+        message: String,
+        /// Machine-readable code, e.g. `too_many_sessions`.
+        code: &'static str,
+    },
     /// 502: OpenCode or the model provider answered with an error.
     #[error("{0}")]
     Upstream(String),
-    /// 503: OpenCode cannot be reached (or its event stream is down).
+    /// 503: OpenCode cannot be reached (or its event stream is down), or the gateway is stopping.
     #[error("{0}")]
     Unavailable(String),
-    /// 504: OpenCode did not answer within the deadline.
+    /// 504: OpenCode or the model did not answer within the deadline.
     #[error("{0}")]
-    Timeout(String),
+    UpstreamTimeout(String),
     /// 500: a bug in the gateway.
     #[error("{0}")]
     Internal(String),
@@ -84,9 +93,32 @@ impl ApiError {
         }
     }
 
+    /// 429 for a key that holds as many explicit sessions as it may.
+    pub fn too_many_sessions(message: impl Into<String>) -> Self {
+        ApiError::TooManyRequests {
+            message: message.into(),
+            code: "too_many_sessions",
+        }
+    }
+
     /// 503 while OpenCode's event stream is down (a run could not be followed).
     pub fn event_stream_down() -> Self {
         ApiError::Unavailable("OpenCode's event stream is not connected; try again shortly.".into())
+    }
+
+    /// Maps a failure to read the request body: over the limit → 413, too slow → 408,
+    /// anything else → 400.
+    pub fn from_body_rejection(rejection: &BytesRejection, limit: usize) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(limit)
+        } else if causes(rejection).any(|e| e.is::<tower_http::timeout::TimeoutError>()) {
+            ApiError::RequestTimeout("The request body was not received in time.".into())
+        } else {
+            ApiError::invalid(
+                format!("Could not read the request body: {rejection}"),
+                None,
+            )
+        }
     }
 
     /// The HTTP status of this error.
@@ -96,13 +128,13 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::ModelNotFound(_) | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -110,19 +142,11 @@ impl ApiError {
     /// The OpenAI error `type`.
     fn kind(&self) -> &'static str {
         match self {
-            ApiError::InvalidRequest { .. }
-            | ApiError::ModelNotFound(_)
-            | ApiError::NotFound { .. }
-            | ApiError::MethodNotAllowed(_)
-            | ApiError::Conflict(_)
-            | ApiError::PayloadTooLarge(_)
-            | ApiError::TooMany(_)
-            | ApiError::RequestTimeout(_)
-            | ApiError::Unauthorized(_) => "invalid_request_error",
             ApiError::Upstream(_) => "upstream_error",
             ApiError::Unavailable(_) => "service_unavailable",
-            ApiError::Timeout(_) => "timeout",
+            ApiError::UpstreamTimeout(_) => "timeout",
             ApiError::Internal(_) => "server_error",
+            _ => "invalid_request_error",
         }
     }
 
@@ -132,15 +156,14 @@ impl ApiError {
             ApiError::InvalidRequest { code, .. } => *code,
             ApiError::Unauthorized(_) => Some("invalid_api_key"),
             ApiError::ModelNotFound(_) => Some("model_not_found"),
-            ApiError::NotFound { code, .. } => Some(code),
+            ApiError::NotFound { code, .. } | ApiError::TooManyRequests { code, .. } => Some(code),
             ApiError::MethodNotAllowed(_) => Some("method_not_allowed"),
+            ApiError::RequestTimeout(_) => Some("request_timeout"),
             ApiError::Conflict(_) => Some("conflict"),
             ApiError::PayloadTooLarge(_) => Some("request_too_large"),
-            ApiError::TooMany(_) => Some("too_many_sessions"),
-            ApiError::RequestTimeout(_) => Some("request_timeout"),
             ApiError::Upstream(_) => Some("upstream_error"),
             ApiError::Unavailable(_) => Some("upstream_unavailable"),
-            ApiError::Timeout(_) => Some("upstream_timeout"),
+            ApiError::UpstreamTimeout(_) => Some("upstream_timeout"),
             ApiError::Internal(_) => None,
         }
     }
@@ -180,7 +203,9 @@ impl From<UpstreamError> for ApiError {
             UpstreamError::Connect(m) | UpstreamError::Unreachable(m) => {
                 ApiError::Unavailable(format!("OpenCode is unreachable: {m}"))
             }
-            UpstreamError::Timeout(m) => ApiError::Timeout(format!("OpenCode timed out: {m}")),
+            UpstreamError::Timeout(m) => {
+                ApiError::UpstreamTimeout(format!("OpenCode timed out: {m}"))
+            }
             // A 404 the caller could not have caused (routes that map it to their own 404 do so
             // themselves): the upstream lost something it should have.
             UpstreamError::NotFound(m) => ApiError::Upstream(format!("OpenCode answered 404: {m}")),
@@ -194,6 +219,13 @@ impl From<UpstreamError> for ApiError {
     }
 }
 
+/// An error and its chain of sources, outermost first.
+pub fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,10 +236,12 @@ mod tests {
             (ApiError::invalid("bad", Some("messages".into())), 400),
             (ApiError::Unauthorized("no".into()), 401),
             (ApiError::ModelNotFound("x/y".into()), 404),
+            (ApiError::RequestTimeout("slow client".into()), 408),
             (ApiError::PayloadTooLarge(10), 413),
+            (ApiError::too_many_sessions("full"), 429),
             (ApiError::Upstream("boom".into()), 502),
             (ApiError::Unavailable("down".into()), 503),
-            (ApiError::Timeout("slow".into()), 504),
+            (ApiError::UpstreamTimeout("slow".into()), 504),
         ];
         for (e, status) in cases {
             assert_eq!(e.status().as_u16(), status);
@@ -220,6 +254,10 @@ mod tests {
         assert_eq!(
             ApiError::ModelNotFound("x/y".into()).body()["error"]["code"],
             "model_not_found"
+        );
+        assert_eq!(
+            ApiError::too_many_sessions("full").body()["error"]["code"],
+            "too_many_sessions"
         );
     }
 }

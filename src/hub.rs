@@ -54,10 +54,7 @@ struct Inner {
 
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, Subscribers> {
-        // A panic while holding this lock cannot leave the map inconsistent; keep going.
-        self.subscribers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.subscribers)
     }
 }
 

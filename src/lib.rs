@@ -1,11 +1,17 @@
 //! PorTaTek Gateway: an OpenAI-compatible HTTP API in front of an OpenCode server.
 //!
-//! The picture: an axum [`app::router`] exposes `/v1/chat/completions`, `/v1/models`, the
-//! session API and health probes; each chat request goes through the [`chat`] pipeline, which
-//! claims an OpenCode session from the [`pool`], subscribes to its events on the shared
-//! [`hub`], sends the prompt with the [`opencode`] client, and turns events into OpenAI deltas
-//! with the [`adapter`]. [`config`] layers defaults, file, environment and flags; [`error`] is the
-//! one place errors become OpenAI-shaped JSON; [`openai`] holds the wire types.
+//! The picture, following one chat completion:
+//! - [`server`] accepts the connection; [`app`] routes it through its layers (request id, body
+//!   limits, [`auth`]) to a thin handler in [`routes`].
+//! - The handler parses the body into [`openai`] wire types, then starts a [`run`]: the model is
+//!   checked against the [`catalog`], a session is leased from [`sessions`] (the conversation
+//!   pool, or the client's explicit session), its events are subscribed to on the shared
+//!   [`hub`], and the prompt is sent with the [`opencode`] client.
+//! - The [`adapter`] turns the session's events into outputs (text, reasoning, the end); the
+//!   handler collects them into one answer or [`stream`]s them as SSE.
+//!
+//! [`config`] layers defaults, file, environment and flags; [`error`] is the one place errors
+//! become OpenAI-shaped JSON.
 
 #![warn(missing_docs)]
 
@@ -13,11 +19,14 @@ pub mod adapter;
 pub mod app;
 pub mod auth;
 pub mod catalog;
-pub mod chat;
 pub mod config;
 pub mod error;
 pub mod hub;
 pub mod openai;
 pub mod opencode;
-pub mod pool;
 pub mod routes;
+pub mod run;
+pub mod server;
+pub mod sessions;
+pub mod stream;
+mod sync;

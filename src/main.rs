@@ -4,8 +4,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use portatek_gateway::app;
 use portatek_gateway::config::{Cli, Config, LogFormat};
+use portatek_gateway::server;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -27,13 +27,7 @@ async fn main() -> ExitCode {
         LogFormat::Json => logs.json().init(),
     }
 
-    let addr = match config.listen_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("portatek-gateway: configuration error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let addr = config.listen;
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -46,7 +40,7 @@ async fn main() -> ExitCode {
     println!("portatek-gateway listening on http://{local}");
     let _ = std::io::stdout().flush();
 
-    match app::serve(config, listener, shutdown_signal()).await {
+    match server::serve(config, listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("portatek-gateway: {e}");

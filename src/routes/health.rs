@@ -5,14 +5,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
-use std::time::Duration;
 
 use crate::app::AppState;
 
 /// Readiness: 200 when OpenCode's `/global/health` answers and the shared event stream is
 /// connected (both within the health timeout), else 503 with the reason.
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let timeout = Duration::from_millis(state.config.opencode.health_timeout_ms);
+    let timeout = state.config.opencode.health_timeout;
     let (health, events_up) = tokio::join!(
         state.client.health(timeout),
         state.hub.wait_connected(timeout)
@@ -54,8 +53,8 @@ pub async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
             "connections_opened": state.hub.connections_opened(),
         },
         "pool": {
-            "remembered": state.pool.remembered(),
-            "pinned": state.pool.pinned_count(),
+            "remembered": state.sessions.conversations.remembered(),
+            "explicit": state.sessions.explicit.count(),
         },
     }))
 }

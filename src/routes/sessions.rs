@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use crate::app::AppState;
 use crate::auth::ClientId;
 use crate::error::ApiError;
-use crate::opencode::{Session, UpstreamError};
-use crate::pool::SessionPool;
+use crate::opencode::Session;
+use crate::sessions::display_title;
 
 /// The `{id}` of a session route; a malformed one is the same 404 as an unknown one, in
 /// OpenAI's error shape.
@@ -34,16 +34,12 @@ fn session_json(s: &Session) -> Value {
         "id": s.id,
         "object": "session",
         "created": s.created_secs(),
-        "title": s.title.as_deref().map(SessionPool::display_title),
+        "title": s.title.as_deref().map(display_title),
     })
 }
 
-/// Maps an upstream 404 on an owned session to the session-API 404.
-fn upstream(id: &str) -> impl FnOnce(UpstreamError) -> ApiError + '_ {
-    move |e| match e {
-        UpstreamError::NotFound(_) => ApiError::session_not_found(id),
-        e => e.into(),
-    }
+fn created(s: &Session) -> Response {
+    (StatusCode::CREATED, Json(session_json(s))).into_response()
 }
 
 /// `POST /v1/sessions`.
@@ -51,8 +47,7 @@ pub async fn create(
     State(state): State<AppState>,
     Extension(owner): Extension<ClientId>,
 ) -> Result<Response, ApiError> {
-    let s = state.pool.create_pinned(&owner).await?;
-    Ok((StatusCode::CREATED, Json(session_json(&s))).into_response())
+    Ok(created(&state.sessions.explicit.create(&owner).await?))
 }
 
 /// `GET /v1/sessions`.
@@ -60,13 +55,8 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(owner): Extension<ClientId>,
 ) -> Result<Json<Value>, ApiError> {
-    let data: Vec<Value> = state
-        .pool
-        .list_owned(&owner)
-        .await?
-        .iter()
-        .map(session_json)
-        .collect();
+    let sessions = state.sessions.explicit.list(&owner).await?;
+    let data: Vec<Value> = sessions.iter().map(session_json).collect();
     Ok(Json(json!({ "object": "list", "data": data })))
 }
 
@@ -76,7 +66,8 @@ pub async fn get(
     Extension(owner): Extension<ClientId>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(session_json(&state.pool.owned(&owner, &id).await?)))
+    let session = state.sessions.explicit.owned(&owner, &id).await?;
+    Ok(Json(session_json(&session)))
 }
 
 /// `DELETE /v1/sessions/{id}`.
@@ -85,12 +76,7 @@ pub async fn delete(
     Extension(owner): Extension<ClientId>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
-    state.pool.owned(&owner, &id).await?;
-    match state.client.delete_session(&id).await {
-        Ok(()) | Err(UpstreamError::NotFound(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
-    state.pool.forget(&id);
+    state.sessions.explicit.delete(&owner, &id).await?;
     Ok(Json(
         json!({ "id": id, "object": "session.deleted", "deleted": true }),
     ))
@@ -102,8 +88,7 @@ pub async fn messages(
     Extension(owner): Extension<ClientId>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
-    state.pool.owned(&owner, &id).await?;
-    let raw = state.client.messages(&id).await.map_err(upstream(&id))?;
+    let raw = state.sessions.explicit.messages(&owner, &id).await?;
     let data: Vec<Value> = raw.iter().filter_map(chat_message).collect();
     Ok(Json(json!({ "object": "list", "data": data })))
 }
@@ -114,12 +99,8 @@ fn chat_message(m: &Value) -> Option<Value> {
     let role = info.get("role")?.as_str()?;
     let mut content = String::new();
     let mut reasoning = String::new();
-    for part in m
-        .get("parts")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    let parts = m.get("parts").and_then(Value::as_array);
+    for part in parts.into_iter().flatten() {
         let text = part.get("text").and_then(Value::as_str).unwrap_or("");
         match part.get("type").and_then(Value::as_str) {
             Some("text") => content.push_str(text),
@@ -145,8 +126,7 @@ pub async fn fork(
     Extension(owner): Extension<ClientId>,
     SessionId(id): SessionId,
 ) -> Result<Response, ApiError> {
-    let s = state.pool.fork_pinned(&owner, &id).await?;
-    Ok((StatusCode::CREATED, Json(session_json(&s))).into_response())
+    Ok(created(&state.sessions.explicit.fork(&owner, &id).await?))
 }
 
 /// `POST /v1/sessions/{id}/abort`: stops a running request on the session.
@@ -155,8 +135,7 @@ pub async fn abort(
     Extension(owner): Extension<ClientId>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
-    state.pool.owned(&owner, &id).await?;
-    state.client.abort(&id).await.map_err(upstream(&id))?;
+    state.sessions.explicit.abort(&owner, &id).await?;
     Ok(Json(
         json!({ "id": id, "object": "session", "aborted": true }),
     ))

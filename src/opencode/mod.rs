@@ -4,254 +4,24 @@
 //! model list, session lookup/delete on any transient failure; session create and fork only
 //! when the request surely created nothing), prompts never are.
 
-use std::collections::BTreeMap;
+mod error;
+mod types;
+
 use std::future::Future;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::OpenCodeConfig;
 
-/// What went wrong talking to OpenCode.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum UpstreamError {
-    /// The connection could not be made: the request was surely not sent.
-    #[error("unreachable: {0}")]
-    Connect(String),
-    /// Reset mid-exchange, DNS, …
-    #[error("unreachable: {0}")]
-    Unreachable(String),
-    /// No answer in time.
-    #[error("timed out: {0}")]
-    Timeout(String),
-    /// 404 from OpenCode (e.g. an unknown session).
-    #[error("not found: {0}")]
-    NotFound(String),
-    /// Any other non-success status, with OpenCode's message.
-    #[error("status {status}: {message}")]
-    Status {
-        /// HTTP status.
-        status: u16,
-        /// OpenCode's error message.
-        message: String,
-    },
-    /// A success status with a body we could not understand.
-    #[error("bad response: {0}")]
-    Decode(String),
-}
-
-impl UpstreamError {
-    fn from_reqwest(what: &str, e: reqwest::Error) -> Self {
-        // Never tell clients the upstream's internal address.
-        let e = e.without_url();
-        if e.is_timeout() {
-            UpstreamError::Timeout(format!("{what}: {e}"))
-        } else if e.is_decode() {
-            UpstreamError::Decode(format!("{what}: {e}"))
-        } else if e.is_connect() {
-            UpstreamError::Connect(format!("{what}: {}", error_chain(&e)))
-        } else {
-            UpstreamError::Unreachable(format!("{what}: {}", error_chain(&e)))
-        }
-    }
-
-    /// Whether retrying a call that creates something could help without risking a duplicate:
-    /// the request was not sent, or OpenCode answered with a server error.
-    fn is_safe_to_resend(&self) -> bool {
-        match self {
-            UpstreamError::Connect(_) => true,
-            UpstreamError::Status { status, .. } => *status >= 500,
-            _ => false,
-        }
-    }
-
-    /// Whether retrying an idempotent call could help.
-    fn is_transient(&self) -> bool {
-        match self {
-            UpstreamError::Connect(_)
-            | UpstreamError::Unreachable(_)
-            | UpstreamError::Timeout(_) => true,
-            UpstreamError::Status { status, .. } => *status >= 500,
-            UpstreamError::NotFound(_) | UpstreamError::Decode(_) => false,
-        }
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
-}
-
-/// `GET /global/health`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Health {
-    /// Always true when it answers.
-    pub healthy: bool,
-    /// OpenCode's version.
-    #[serde(default)]
-    pub version: Option<String>,
-}
-
-/// `GET /config/providers`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Providers {
-    /// Usable providers.
-    pub providers: Vec<Provider>,
-}
-
-/// One provider of `GET /config/providers`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Provider {
-    /// e.g. `anthropic`.
-    pub id: String,
-    /// Its models by id.
-    #[serde(default)]
-    pub models: BTreeMap<String, ProviderModel>,
-}
-
-/// One model of a provider.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ProviderModel {
-    /// Model id within the provider.
-    pub id: String,
-    /// What it can do.
-    #[serde(default)]
-    pub capabilities: Option<Capabilities>,
-    /// `YYYY-MM-DD`, when known.
-    #[serde(default)]
-    pub release_date: Option<String>,
-    /// Reasoning-effort variants by name (`low`, `high`, …); empty when the model has none.
-    #[serde(default)]
-    pub variants: BTreeMap<String, Value>,
-}
-
-/// `capabilities` of a model.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Capabilities {
-    /// Exposes reasoning.
-    #[serde(default)]
-    pub reasoning: bool,
-    /// Accepted inputs.
-    #[serde(default)]
-    pub input: Option<InputCapabilities>,
-}
-
-/// `capabilities.input`.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct InputCapabilities {
-    /// Accepts images.
-    #[serde(default)]
-    pub image: bool,
-}
-
-/// An OpenCode session.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Session {
-    /// `ses_…`.
-    pub id: String,
-    /// Its title.
-    #[serde(default)]
-    pub title: Option<String>,
-    /// The session it was forked from / is a child of.
-    #[serde(default, rename = "parentID", skip_serializing_if = "Option::is_none")]
-    pub parent_id: Option<String>,
-    /// `{created, updated}` in epoch milliseconds.
-    #[serde(default)]
-    pub time: Option<Value>,
-}
-
-impl Session {
-    /// Creation time in Unix seconds (0 when unknown).
-    pub fn created_secs(&self) -> u64 {
-        self.time
-            .as_ref()
-            .and_then(|t| t.get("created"))
-            .and_then(Value::as_u64)
-            .map_or(0, |ms| ms / 1000)
-    }
-}
-
-/// `{providerID, modelID}` of a prompt.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ModelRef {
-    /// Provider id.
-    #[serde(rename = "providerID")]
-    pub provider_id: String,
-    /// Model id within the provider.
-    #[serde(rename = "modelID")]
-    pub model_id: String,
-}
-
-/// One input part of a prompt.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum PartInput {
-    /// Text.
-    Text {
-        /// The text.
-        text: String,
-    },
-    /// A file (images as `data:` URLs).
-    File {
-        /// MIME type.
-        mime: String,
-        /// `data:` URL.
-        url: String,
-    },
-}
-
-/// Body of `POST /session/:id/prompt_async`.
-#[derive(Debug, Clone, Serialize)]
-pub struct PromptBody {
-    /// The user message.
-    pub parts: Vec<PartInput>,
-    /// Always sent (it persists on the session).
-    pub model: ModelRef,
-    /// Agent to run.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub agent: Option<String>,
-    /// Extra system prompt.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub system: Option<String>,
-    /// Tool switches (`{"*": false}` turns all off).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tools: Option<BTreeMap<String, bool>>,
-    /// Reasoning effort.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-}
-
-/// One SSE event of `GET /event`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-pub struct Event {
-    /// e.g. `message.part.delta`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Event payload.
-    #[serde(default)]
-    pub properties: Value,
-}
-
-impl Event {
-    /// The session the event belongs to, wherever the payload keeps it.
-    pub fn session_id(&self) -> Option<&str> {
-        let p = &self.properties;
-        p.get("sessionID")
-            .or_else(|| p.get("info").and_then(|i| i.get("sessionID")))
-            .or_else(|| p.get("part").and_then(|i| i.get("sessionID")))
-            .and_then(Value::as_str)
-    }
-}
+pub use error::{error_message, upstream_message, UpstreamError};
+pub use types::{
+    Capabilities, Event, Health, InputCapabilities, ModelRef, PartInput, PromptBody, Provider,
+    ProviderModel, Providers, Session,
+};
 
 /// A cheap-to-clone client for one OpenCode server.
 #[derive(Clone)]
@@ -276,7 +46,7 @@ impl OpenCodeClient {
         }
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .connect_timeout(config.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| UpstreamError::Unreachable(format!("cannot build HTTP client: {e}")))?;
@@ -286,7 +56,7 @@ impl OpenCodeClient {
             username: config.username.clone(),
             password: config.password.clone(),
             directory: config.directory.clone(),
-            timeout: Duration::from_millis(config.request_timeout_ms),
+            timeout: config.request_timeout,
             retry_attempts: config.retry_attempts.max(1),
         })
     }
@@ -582,85 +352,5 @@ impl OpenCodeClient {
                     )))),
                 }
             }))
-    }
-}
-
-/// Pulls the human message out of an OpenCode error body (`{"data":{"message"}}`, `{"message"}`).
-pub fn upstream_message(body: &str) -> Option<String> {
-    let v: Value = serde_json::from_str(body).ok()?;
-    error_message(&v)
-}
-
-/// The message of an OpenCode error object (`{name, data:{message}}` or `{message}`).
-pub fn error_message(v: &Value) -> Option<String> {
-    v.pointer("/data/message")
-        .or_else(|| v.get("message"))
-        .or_else(|| v.pointer("/error/message"))
-        .and_then(Value::as_str)
-        .map(String::from)
-        .or_else(|| v.get("name").and_then(Value::as_str).map(String::from))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn session_id_is_found_wherever_it_is() {
-        let e = |p: Value| Event {
-            kind: "x".into(),
-            properties: p,
-        };
-        assert_eq!(e(json!({"sessionID": "ses_1"})).session_id(), Some("ses_1"));
-        assert_eq!(
-            e(json!({"info": {"sessionID": "ses_2"}})).session_id(),
-            Some("ses_2")
-        );
-        assert_eq!(
-            e(json!({"part": {"sessionID": "ses_3"}})).session_id(),
-            Some("ses_3")
-        );
-        assert_eq!(e(json!({})).session_id(), None);
-    }
-
-    #[test]
-    fn error_messages_are_extracted() {
-        assert_eq!(
-            upstream_message(r#"{"name":"NotFoundError","data":{"message":"Session not found"}}"#)
-                .as_deref(),
-            Some("Session not found")
-        );
-        assert_eq!(upstream_message("nope"), None);
-    }
-
-    #[test]
-    fn prompt_body_shape() {
-        let body = PromptBody {
-            parts: vec![
-                PartInput::Text { text: "hi".into() },
-                PartInput::File {
-                    mime: "image/png".into(),
-                    url: "data:image/png;base64,AA==".into(),
-                },
-            ],
-            model: ModelRef {
-                provider_id: "p".into(),
-                model_id: "m".into(),
-            },
-            agent: None,
-            system: Some("s".into()),
-            tools: Some(BTreeMap::from([("*".to_string(), false)])),
-            variant: None,
-        };
-        assert_eq!(
-            serde_json::to_value(&body).unwrap(),
-            json!({
-                "parts": [{"type": "text", "text": "hi"}, {"type": "file", "mime": "image/png", "url": "data:image/png;base64,AA=="}],
-                "model": {"providerID": "p", "modelID": "m"},
-                "system": "s",
-                "tools": {"*": false}
-            })
-        );
     }
 }

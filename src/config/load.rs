@@ -1,0 +1,336 @@
+//! Layering (defaults < file < environment < flags) and validation.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::units::parse_address;
+use super::{Cli, Config, ConfigError, LogFormat};
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Loads the layered configuration from the process's flags and environment.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        Self::load_from(cli, |name| std::env::var(name).ok())
+    }
+
+    /// Loads the layered configuration with an explicit environment lookup (for tests).
+    pub fn load_from(
+        cli: &Cli,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let file = cli.config.clone().or_else(|| {
+            env("PORTATEK_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
+        let mut config = match file {
+            Some(path) => Self::from_file(&path)?,
+            None => Config::default(),
+        };
+        config.apply_env(&env)?;
+        config.apply_flags(cli)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Environment overrides. An empty variable counts as unset, except for the key list and the
+    /// upstream password, where empty means "none".
+    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let set = |name: &str| env(name).filter(|v| !v.is_empty());
+        if let Some(v) = set("OPENCODE_BASE_URL") {
+            self.opencode.base_url = v;
+        }
+        if let Some(v) = set("PORTATEK_LISTEN") {
+            self.listen = parse_address(&v).map_err(|m| invalid("listen", m))?;
+        }
+        if let Some(v) = env("PORTATEK_API_KEYS") {
+            self.auth.api_keys = v
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        if let Some(v) = env("OPENCODE_SERVER_PASSWORD") {
+            self.opencode.password = Some(v).filter(|p| !p.is_empty());
+        }
+        if let Some(v) = set("OPENCODE_SERVER_USERNAME") {
+            self.opencode.username = v;
+        }
+        if let Some(v) = set("PORTATEK_LOG_FORMAT") {
+            self.log_format = match v.to_ascii_lowercase().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(invalid(
+                        "log_format",
+                        format!("PORTATEK_LOG_FORMAT={v:?}: expected `text` or `json`"),
+                    ))
+                }
+            };
+        }
+        Ok(())
+    }
+
+    fn apply_flags(&mut self, cli: &Cli) -> Result<(), ConfigError> {
+        if let Some(v) = &cli.listen {
+            self.listen = parse_address(v).map_err(|m| invalid("listen", m))?;
+        }
+        if let Some(v) = &cli.opencode_url {
+            self.opencode.base_url = v.clone();
+        }
+        Ok(())
+    }
+
+    /// Parses a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim().replace('\n', " "),
+        })
+    }
+
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_upstream()?;
+        self.validate_auth()?;
+        for (key, value) in self.durations() {
+            if value.is_zero() {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        for (key, value) in [
+            (
+                "opencode.retry_attempts",
+                u64::from(self.opencode.retry_attempts),
+            ),
+            ("limits.max_body_bytes", self.limits.max_body_bytes as u64),
+            ("sessions.max_capacity", self.sessions.max_capacity),
+            (
+                "sessions.max_explicit_per_key",
+                self.sessions.max_explicit_per_key as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.prompt.session_title.trim().is_empty() {
+            return Err(invalid("prompt.session_title", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// Every duration setting with its key.
+    fn durations(&self) -> [(&'static str, Duration); 9] {
+        [
+            ("opencode.connect_timeout_ms", self.opencode.connect_timeout),
+            ("opencode.request_timeout_ms", self.opencode.request_timeout),
+            ("opencode.health_timeout_ms", self.opencode.health_timeout),
+            ("models.cache_ttl_secs", self.models.cache_ttl),
+            ("prompt.deadline_secs", self.prompt.deadline),
+            ("prompt.keepalive_secs", self.prompt.keepalive),
+            ("limits.body_timeout_secs", self.limits.body_timeout),
+            ("limits.header_timeout_secs", self.limits.header_timeout),
+            ("sessions.ttl_secs", self.sessions.ttl),
+        ]
+    }
+
+    fn validate_upstream(&self) -> Result<(), ConfigError> {
+        let base = &self.opencode.base_url;
+        let url = reqwest::Url::parse(base)
+            .map_err(|e| invalid("opencode.base_url", format!("{base:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(invalid(
+                "opencode.base_url",
+                format!("{base:?} is not an http(s) URL"),
+            ));
+        }
+        if self.opencode.username.is_empty() {
+            return Err(invalid("opencode.username", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        if self.auth.api_keys.iter().any(|k| k.trim().is_empty()) {
+            return Err(invalid("auth.api_keys", "keys must not be empty"));
+        }
+        if self.auth.api_keys.is_empty() && !self.auth.disabled && !self.listen.ip().is_loopback() {
+            return Err(invalid(
+                "auth.api_keys",
+                format!(
+                    "no API keys configured while listening on non-loopback {}; \
+                     set PORTATEK_API_KEYS (or auth.api_keys), or set auth.disabled = true to run unauthenticated",
+                    self.listen
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(cli: Cli, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load_from(&cli, |k| env.get(k).cloned())
+    }
+
+    fn with_file(path: &Path) -> Cli {
+        Cli {
+            config: Some(path.to_path_buf()),
+            ..Cli::default()
+        }
+    }
+
+    fn err(cli: Cli, env: &[(&str, &str)]) -> String {
+        load(cli, env).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_loopback() {
+        let c = load(Cli::default(), &[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.limits.max_body_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.prompt.deadline, Duration::from_secs(300));
+        assert_eq!(c.opencode.connect_timeout, Duration::from_millis(2_000));
+        assert!(!c.prompt.tools_enabled);
+    }
+
+    #[test]
+    fn precedence_file_env_cli() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\n[opencode]\nbase_url = \"http://127.0.0.1:2\"\nusername = \"file\"\n",
+        )
+        .unwrap();
+        let c = load(with_file(&path), &[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:1");
+        assert_eq!(c.opencode.username, "file");
+
+        let c = load(
+            with_file(&path),
+            &[
+                ("PORTATEK_LISTEN", "127.0.0.1:3"),
+                ("OPENCODE_BASE_URL", "http://127.0.0.1:4"),
+                ("OPENCODE_SERVER_USERNAME", "env"),
+                ("OPENCODE_SERVER_PASSWORD", "pw"),
+                ("PORTATEK_API_KEYS", " a, b ,,"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:3");
+        assert_eq!(c.opencode.base_url, "http://127.0.0.1:4");
+        assert_eq!(c.opencode.username, "env");
+        assert_eq!(c.opencode.password.as_deref(), Some("pw"));
+        assert_eq!(c.auth.api_keys, vec!["a", "b"]);
+
+        let cli = Cli {
+            config: Some(path),
+            listen: Some("127.0.0.1:5".into()),
+            opencode_url: Some("http://127.0.0.1:6".into()),
+        };
+        let c = load(cli, &[("PORTATEK_LISTEN", "127.0.0.1:3")]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:5");
+        assert_eq!(c.opencode.base_url, "http://127.0.0.1:6");
+    }
+
+    #[test]
+    fn config_path_from_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[prompt]\ndeadline_secs = 7\n").unwrap();
+        let c = load(
+            Cli::default(),
+            &[("PORTATEK_CONFIG", path.to_str().unwrap())],
+        )
+        .unwrap();
+        assert_eq!(c.prompt.deadline, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(err(Cli::default(), &[("PORTATEK_LISTEN", "nonsense")]).contains("`listen`"));
+        let flag = Cli {
+            listen: Some("nonsense".into()),
+            ..Cli::default()
+        };
+        assert!(err(flag, &[]).contains("`listen`"));
+        assert!(err(Cli::default(), &[("PORTATEK_LOG_FORMAT", "xml")]).contains("log_format"));
+        assert_eq!(
+            load(Cli::default(), &[("PORTATEK_LOG_FORMAT", "JSON")])
+                .unwrap()
+                .log_format,
+            LogFormat::Json
+        );
+        assert!(
+            err(Cli::default(), &[("OPENCODE_BASE_URL", "ftp://x")]).contains("opencode.base_url")
+        );
+        let e = err(Cli::default(), &[("PORTATEK_LISTEN", "0.0.0.0:8080")]);
+        assert!(e.contains("auth.api_keys"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        for (text, key) in [
+            ("[prompt]\ndeadline_secs = \"soon\"\n", "deadline_secs"),
+            ("[prompt]\ndeadline_secs = 0\n", "prompt.deadline_secs"),
+            (
+                "[opencode]\nconnect_timeout_ms = 0\n",
+                "opencode.connect_timeout_ms",
+            ),
+            ("[prompt]\ndeadline = 3\n", "deadline"),
+            ("listen = \"nowhere\"\n", "listen"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = err(with_file(&path), &[]);
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn non_loopback_ok_with_keys_or_explicitly_disabled_auth() {
+        load(
+            Cli::default(),
+            &[
+                ("PORTATEK_LISTEN", "0.0.0.0:8080"),
+                ("PORTATEK_API_KEYS", "k"),
+            ],
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:8080\"\n[auth]\ndisabled = true\n",
+        )
+        .unwrap();
+        load(with_file(&path), &[]).unwrap();
+    }
+
+    /// config.example.toml must parse and equal the defaults (so it documents them truthfully).
+    #[test]
+    fn example_file_matches_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let parsed = Config::from_file(&path).unwrap();
+        assert_eq!(format!("{parsed:?}"), format!("{:?}", Config::default()));
+    }
+}

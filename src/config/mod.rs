@@ -1,0 +1,275 @@
+//! Configuration: defaults < TOML file < environment < command-line flags.
+//!
+//! Each `[section]` is its own struct with `deny_unknown_fields`, so a misspelt key is an error
+//! naming it rather than a silently ignored setting. Durations and addresses are typed here
+//! (`Duration`, `SocketAddr`) while the file keeps its plain numbers (`deadline_secs = 300`):
+//! code never converts units at the point of use. Every key is documented with its default in
+//! `config.example.toml` (a test keeps the two equal). [`Config::load`] (in `load.rs`) layers
+//! the sources and validates the result; a bad value is a [`ConfigError`] naming the key.
+
+mod load;
+mod units;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Command-line flags. Each one overrides the environment and the config file.
+#[derive(Debug, Default, Parser)]
+#[command(
+    name = "portatek-gateway",
+    version,
+    about = "OpenAI-compatible gateway in front of an OpenCode server"
+)]
+pub struct Cli {
+    /// TOML configuration file (also `PORTATEK_CONFIG`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, e.g. `0.0.0.0:8080` (also `PORTATEK_LISTEN`).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Base URL of the OpenCode server, e.g. `http://127.0.0.1:4096` (also `OPENCODE_BASE_URL`).
+    #[arg(long, value_name = "URL")]
+    pub opencode_url: Option<String>,
+}
+
+/// A configuration problem, always naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this schema (the message names the key).
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the key.
+        message: String,
+    },
+    /// A key has an unacceptable value.
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid {
+        /// The key (TOML path or environment variable name).
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Socket address to listen on (`listen`, env `PORTATEK_LISTEN`, flag `--listen`).
+    #[serde(with = "units::address")]
+    pub listen: SocketAddr,
+    /// Time to let in-flight requests finish after SIGTERM/SIGINT (`shutdown_grace_secs`).
+    #[serde(rename = "shutdown_grace_secs", with = "units::secs")]
+    pub shutdown_grace: Duration,
+    /// Log line format on stderr: `text` or `json` (env `PORTATEK_LOG_FORMAT`).
+    pub log_format: LogFormat,
+    /// Upstream OpenCode server.
+    pub opencode: OpenCodeConfig,
+    /// Client authentication.
+    pub auth: AuthConfig,
+    /// Model catalog.
+    pub models: ModelsConfig,
+    /// How prompts are run upstream.
+    pub prompt: PromptConfig,
+    /// Request limits.
+    pub limits: LimitsConfig,
+    /// Conversation → session pool.
+    pub sessions: SessionsConfig,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+/// `[opencode]`: where the upstream is and how to talk to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenCodeConfig {
+    /// Base URL (env `OPENCODE_BASE_URL`, flag `--opencode-url`).
+    pub base_url: String,
+    /// Basic-auth user name (env `OPENCODE_SERVER_USERNAME`).
+    pub username: String,
+    /// Basic-auth password; unset means no auth (env `OPENCODE_SERVER_PASSWORD`).
+    pub password: Option<String>,
+    /// Project directory sent as `x-opencode-directory`; unset uses the server's own.
+    pub directory: Option<String>,
+    /// TCP connect timeout (`connect_timeout_ms`).
+    #[serde(rename = "connect_timeout_ms", with = "units::millis")]
+    pub connect_timeout: Duration,
+    /// Timeout of ordinary upstream calls: session create, model list, abort, … (`request_timeout_ms`).
+    #[serde(rename = "request_timeout_ms", with = "units::millis")]
+    pub request_timeout: Duration,
+    /// Timeout of the readiness probe's upstream call (`health_timeout_ms`).
+    #[serde(rename = "health_timeout_ms", with = "units::millis")]
+    pub health_timeout: Duration,
+    /// Attempts for idempotent upstream calls (session create, model list, health); prompts are never retried.
+    pub retry_attempts: u32,
+}
+
+/// `[auth]`: bearer API keys for clients.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accepted client keys (env `PORTATEK_API_KEYS`, comma-separated).
+    pub api_keys: Vec<String>,
+    /// Must be `true` to run without keys on a non-loopback address.
+    pub disabled: bool,
+}
+
+/// `[models]`: the catalog exposed at `/v1/models`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Only these model ids are exposed (`provider/model`; a trailing `*` matches a prefix). Empty = all.
+    pub allowlist: Vec<String>,
+    /// How long a fetched catalog stays fresh; it is refreshed in the background (`cache_ttl_secs`).
+    #[serde(rename = "cache_ttl_secs", with = "units::secs")]
+    pub cache_ttl: Duration,
+}
+
+/// `[prompt]`: how each chat request runs upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PromptConfig {
+    /// OpenCode agent to run prompts with; unset uses OpenCode's default agent.
+    pub agent: Option<String>,
+    /// Let the model use OpenCode's tools (bash, edit, …), as the agent allows them. Off: every
+    /// prompt carries `tools: {"*": false}`, whatever the agent. Dangerous: gives API callers
+    /// the OpenCode host.
+    pub tools_enabled: bool,
+    /// Model retries OpenCode may make before the gateway gives up (0 = fail at the first retry).
+    pub max_model_retries: u32,
+    /// Overall deadline of one chat completion (`deadline_secs`).
+    #[serde(rename = "deadline_secs", with = "units::secs")]
+    pub deadline: Duration,
+    /// Interval of SSE keep-alive comments while the model is silent (`keepalive_secs`).
+    #[serde(rename = "keepalive_secs", with = "units::secs")]
+    pub keepalive: Duration,
+    /// Title given to every OpenCode session the gateway creates (a title avoids an extra model call).
+    pub session_title: String,
+}
+
+/// `[limits]`: request limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest accepted request body, bytes (larger → 413).
+    pub max_body_bytes: usize,
+    /// Time a client may take to send its request body; slower → 408 (`body_timeout_secs`).
+    #[serde(rename = "body_timeout_secs", with = "units::secs")]
+    pub body_timeout: Duration,
+    /// Time a client may take to send its request headers; slower: connection closed
+    /// (`header_timeout_secs`).
+    #[serde(rename = "header_timeout_secs", with = "units::secs")]
+    pub header_timeout: Duration,
+}
+
+/// `[sessions]`: the conversation → OpenCode session pool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Idle time after which a pooled session is evicted and deleted upstream (`ttl_secs`).
+    #[serde(rename = "ttl_secs", with = "units::secs")]
+    pub ttl: Duration,
+    /// Most conversations remembered at once; the least useful are evicted beyond it.
+    pub max_capacity: u64,
+    /// Delete pooled sessions upstream when the gateway shuts down.
+    pub delete_on_shutdown: bool,
+    /// Most explicit sessions (`POST /v1/sessions`) one API key may hold at once.
+    pub max_explicit_per_key: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_grace: Duration::from_secs(10),
+            log_format: LogFormat::Text,
+            opencode: OpenCodeConfig::default(),
+            auth: AuthConfig::default(),
+            models: ModelsConfig::default(),
+            prompt: PromptConfig::default(),
+            limits: LimitsConfig::default(),
+            sessions: SessionsConfig::default(),
+        }
+    }
+}
+
+impl Default for OpenCodeConfig {
+    fn default() -> Self {
+        OpenCodeConfig {
+            base_url: "http://127.0.0.1:4096".into(),
+            username: "opencode".into(),
+            password: None,
+            directory: None,
+            connect_timeout: Duration::from_millis(2_000),
+            request_timeout: Duration::from_millis(15_000),
+            health_timeout: Duration::from_millis(2_000),
+            retry_attempts: 3,
+        }
+    }
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        ModelsConfig {
+            allowlist: Vec::new(),
+            cache_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for PromptConfig {
+    fn default() -> Self {
+        PromptConfig {
+            agent: None,
+            tools_enabled: false,
+            max_model_retries: 2,
+            deadline: Duration::from_secs(300),
+            keepalive: Duration::from_secs(15),
+            session_title: "PorTaTek Gateway".into(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_body_bytes: 10 * 1024 * 1024,
+            body_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            ttl: Duration::from_secs(900),
+            max_capacity: 1_000,
+            delete_on_shutdown: true,
+            max_explicit_per_key: 100,
+        }
+    }
+}

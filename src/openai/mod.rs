@@ -1,0 +1,15 @@
+//! OpenAI's wire format, one file per API: what clients send (validated by hand, so that a 400
+//! names the exact field) and what the gateway answers (serialized as OpenAI's schemas define
+//! it). The `{"error":{…}}` body lives with the error type, in [`crate::error`].
+
+mod chat_request;
+mod chat_response;
+mod models;
+pub mod validate;
+
+pub use chat_request::{ChatRequest, ContentPart, Message, Role};
+pub use chat_response::{
+    ChatCompletion, ChatCompletionChunk, Choice, ChunkChoice, CompletionTokensDetails, Delta,
+    PromptTokensDetails, ResponseMessage, Usage,
+};
+pub use models::{Model, ModelList};

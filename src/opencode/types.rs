@@ -1,0 +1,223 @@
+//! OpenCode's wire types: what the gateway sends to and reads from `opencode serve`.
+//!
+//! Only the fields the gateway uses are modelled; everything else is ignored on read.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// `GET /global/health`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Health {
+    /// Always true when it answers.
+    pub healthy: bool,
+    /// OpenCode's version.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// `GET /config/providers`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Providers {
+    /// Usable providers.
+    pub providers: Vec<Provider>,
+}
+
+/// One provider of `GET /config/providers`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Provider {
+    /// e.g. `anthropic`.
+    pub id: String,
+    /// Its models by id.
+    #[serde(default)]
+    pub models: BTreeMap<String, ProviderModel>,
+}
+
+/// One model of a provider.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProviderModel {
+    /// Model id within the provider.
+    pub id: String,
+    /// What it can do.
+    #[serde(default)]
+    pub capabilities: Option<Capabilities>,
+    /// `YYYY-MM-DD`, when known.
+    #[serde(default)]
+    pub release_date: Option<String>,
+    /// Reasoning-effort variants by name (`low`, `high`, …); empty when the model has none.
+    #[serde(default)]
+    pub variants: BTreeMap<String, Value>,
+}
+
+/// `capabilities` of a model.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Capabilities {
+    /// Exposes reasoning.
+    #[serde(default)]
+    pub reasoning: bool,
+    /// Accepted inputs.
+    #[serde(default)]
+    pub input: Option<InputCapabilities>,
+}
+
+/// `capabilities.input`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct InputCapabilities {
+    /// Accepts images.
+    #[serde(default)]
+    pub image: bool,
+}
+
+/// An OpenCode session.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Session {
+    /// `ses_…`.
+    pub id: String,
+    /// Its title.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// The session it was forked from / is a child of.
+    #[serde(default, rename = "parentID", skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    /// `{created, updated}` in epoch milliseconds.
+    #[serde(default)]
+    pub time: Option<Value>,
+}
+
+impl Session {
+    /// Creation time in Unix seconds (0 when unknown).
+    pub fn created_secs(&self) -> u64 {
+        self.time
+            .as_ref()
+            .and_then(|t| t.get("created"))
+            .and_then(Value::as_u64)
+            .map_or(0, |ms| ms / 1000)
+    }
+}
+
+/// `{providerID, modelID}` of a prompt.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ModelRef {
+    /// Provider id.
+    #[serde(rename = "providerID")]
+    pub provider_id: String,
+    /// Model id within the provider.
+    #[serde(rename = "modelID")]
+    pub model_id: String,
+}
+
+/// One input part of a prompt.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum PartInput {
+    /// Text.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// A file (images as `data:` URLs).
+    File {
+        /// MIME type.
+        mime: String,
+        /// `data:` URL.
+        url: String,
+    },
+}
+
+/// Body of `POST /session/:id/prompt_async`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptBody {
+    /// The user message.
+    pub parts: Vec<PartInput>,
+    /// Always sent (it persists on the session).
+    pub model: ModelRef,
+    /// Agent to run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Extra system prompt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// Tool switches (`{"*": false}` turns all off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<BTreeMap<String, bool>>,
+    /// Reasoning effort.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+/// One SSE event of `GET /event`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Event {
+    /// e.g. `message.part.delta`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Event payload.
+    #[serde(default)]
+    pub properties: Value,
+}
+
+impl Event {
+    /// The session the event belongs to, wherever the payload keeps it.
+    pub fn session_id(&self) -> Option<&str> {
+        let p = &self.properties;
+        p.get("sessionID")
+            .or_else(|| p.get("info").and_then(|i| i.get("sessionID")))
+            .or_else(|| p.get("part").and_then(|i| i.get("sessionID")))
+            .and_then(Value::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn session_id_is_found_wherever_it_is() {
+        let e = |p: Value| Event {
+            kind: "x".into(),
+            properties: p,
+        };
+        assert_eq!(e(json!({"sessionID": "ses_1"})).session_id(), Some("ses_1"));
+        assert_eq!(
+            e(json!({"info": {"sessionID": "ses_2"}})).session_id(),
+            Some("ses_2")
+        );
+        assert_eq!(
+            e(json!({"part": {"sessionID": "ses_3"}})).session_id(),
+            Some("ses_3")
+        );
+        assert_eq!(e(json!({})).session_id(), None);
+    }
+
+    #[test]
+    fn prompt_body_shape() {
+        let body = PromptBody {
+            parts: vec![
+                PartInput::Text { text: "hi".into() },
+                PartInput::File {
+                    mime: "image/png".into(),
+                    url: "data:image/png;base64,AA==".into(),
+                },
+            ],
+            model: ModelRef {
+                provider_id: "p".into(),
+                model_id: "m".into(),
+            },
+            agent: None,
+            system: Some("s".into()),
+            tools: Some(BTreeMap::from([("*".to_string(), false)])),
+            variant: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&body).unwrap(),
+            json!({
+                "parts": [{"type": "text", "text": "hi"}, {"type": "file", "mime": "image/png", "url": "data:image/png;base64,AA=="}],
+                "model": {"providerID": "p", "modelID": "m"},
+                "system": "s",
+                "tools": {"*": false}
+            })
+        );
+    }
+}

@@ -1,0 +1,106 @@
+//! The server lifecycle: an accept loop on hyper-util (TCP_NODELAY on every connection, a
+//! deadline for request headers — `axum::serve` sets neither) and a two-stage shutdown: stop
+//! accepting and let requests finish for the grace period, then end what still runs (with an
+//! error to its client and an abort upstream) and clean up sessions.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{router, AppState};
+use crate::config::Config;
+use crate::opencode::UpstreamError;
+
+/// Accepts connections until `stop` (TCP_NODELAY on each, and a deadline for a client to send
+/// its request headers: hyper's `header_read_timeout`, which `axum::serve` does not set).
+/// Returns the open connections, to be shut down gracefully.
+async fn accept(
+    listener: TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    stop: &CancellationToken,
+) -> GracefulShutdown {
+    let connections = GracefulShutdown::new();
+    let mut builder = ConnBuilder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    loop {
+        let tcp = tokio::select! {
+            _ = stop.cancelled() => return connections,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        let service = TowerToHyperService::new(app.clone());
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+        let conn = connections.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains for at most the
+/// configured grace period.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), UpstreamError> {
+    // Two stages: `stop` ends accepting and starts the drain; `background` (event hub, catalog
+    // refresh, pool janitor) keeps running until in-flight requests are done, so they can finish.
+    let stop = CancellationToken::new();
+    let background = CancellationToken::new();
+    let grace = config.shutdown_grace;
+    let delete_on_shutdown = config.sessions.delete_on_shutdown;
+    let state = AppState::start(config, &background)?;
+    let app = router(state.clone());
+    let header_timeout = state.config.limits.header_timeout;
+    let signalled = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        signalled.cancel();
+    });
+    let connections = accept(listener, app, header_timeout, &stop).await;
+    tokio::select! {
+        _ = connections.shutdown() => {}
+        _ = tokio::time::sleep(grace) => {
+            // Connections run in their own tasks: make the completions still going end (with an
+            // error to their clients) and abort upstream, rather than be cut off at exit.
+            tracing::warn!(?grace, "grace period over; ending the remaining completions");
+            state.hard_stop.cancel();
+            state.live_runs.close();
+            if tokio::time::timeout(Duration::from_secs(5), state.live_runs.wait()).await.is_err() {
+                tracing::warn!("some completions did not end in time");
+            }
+        }
+    }
+    // Requests cut off above abort their runs through the pool's clean-up tasks: wait for those.
+    state
+        .sessions
+        .shutdown(delete_on_shutdown, Duration::from_secs(5))
+        .await;
+    background.cancel();
+    Ok(())
+}

@@ -1,0 +1,262 @@
+//! The conversation pool: maps OpenAI conversations onto OpenCode sessions.
+//!
+//! After a reply, the session is remembered under a [`Fingerprint`] of the conversation so far
+//! (caller, model, system prompt, every turn including the reply). A request whose history minus
+//! its last user message matches a fingerprint takes that session out of the pool (exclusive
+//! claim) and sends only the new message. A second request with the same history while the first
+//! holds the session gets a fork of it. Idle entries expire by TTL (moka `time_to_idle`) or
+//! capacity; the eviction listener deletes the session upstream off the request path.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use moka::future::Cache;
+use moka::notification::RemovalCause;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::fingerprint::Fingerprint;
+use super::lease::{Lease, Owner, Seed};
+use super::upstream::SessionUpstream;
+use crate::config::SessionsConfig;
+use crate::error::ApiError;
+use crate::sync::lock;
+
+/// How long a concurrent request waits for the fork point before seeding a new session instead.
+const FORK_POINT_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+struct Remembered {
+    session_id: String,
+    /// The newest message id of the remembered state (see [`Lease::floor`]).
+    floor: Option<String>,
+}
+
+/// A remembered session currently in use, and where a fork of its remembered state must stop:
+/// OpenCode's fork copies the messages *before* a given message id, so the fork point is the
+/// claiming run's own user message, published once that run has learned its id.
+#[derive(Debug, Clone)]
+struct Claimed {
+    session_id: String,
+    fork_point: watch::Receiver<Option<String>>,
+}
+
+struct Inner {
+    upstream: SessionUpstream,
+    title: String,
+    cache: Cache<Fingerprint, Remembered>,
+    claimed: Mutex<HashMap<Fingerprint, Claimed>>,
+    /// Serializes "take from the cache, mark claimed" so that a concurrent identical request
+    /// always finds one or the other.
+    claim_lock: tokio::sync::Mutex<()>,
+}
+
+/// Handle to the pool; cheap to clone.
+#[derive(Clone)]
+pub struct ConversationPool {
+    inner: Arc<Inner>,
+}
+
+/// What a claim found for the request's history.
+enum Found {
+    /// An idle remembered session, now claimed by this request.
+    Idle(Remembered, watch::Sender<Option<String>>),
+    /// The same history is running right now.
+    Busy(Claimed),
+    /// Nothing.
+    Nothing,
+}
+
+impl ConversationPool {
+    /// Builds the pool; must be called inside a Tokio runtime.
+    pub fn new(upstream: SessionUpstream, title: String, config: &SessionsConfig) -> Self {
+        let evict = upstream.clone();
+        let cache = Cache::builder()
+            .max_capacity(config.max_capacity)
+            .time_to_idle(config.ttl)
+            .eviction_listener(move |_key, value: Remembered, cause| {
+                let why = match cause {
+                    RemovalCause::Expired => "expired",
+                    RemovalCause::Size => "capacity",
+                    // Two branches answered alike: the newer session takes the entry.
+                    RemovalCause::Replaced => "replaced",
+                    // Explicit removal is a claim: the session is in use.
+                    RemovalCause::Explicit => return,
+                };
+                evict.delete_later(value.session_id, why);
+            })
+            .build();
+        ConversationPool {
+            inner: Arc::new(Inner {
+                upstream,
+                title,
+                cache,
+                claimed: Mutex::new(HashMap::new()),
+                claim_lock: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Runs moka's pending maintenance (expiry, eviction) every second until `shutdown`.
+    pub fn spawn_janitor(&self, shutdown: CancellationToken) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                this.inner.cache.run_pending_tasks().await;
+            }
+        });
+    }
+
+    /// Number of remembered (idle) conversations.
+    pub fn remembered(&self) -> u64 {
+        self.inner.cache.entry_count()
+    }
+
+    /// Claims a session for a conversation whose history before the new message is `prior`:
+    /// the remembered one, a fork of a busy one, or a new one to seed.
+    pub async fn acquire(&self, prior: Fingerprint) -> Result<Lease, ApiError> {
+        match self.claim(prior).await {
+            Found::Idle(remembered, fork_point) => {
+                if let Some(lease) = self.reuse(prior, remembered, fork_point).await {
+                    return Ok(lease);
+                }
+            }
+            Found::Busy(claim) => {
+                // The same history is in use right now (regenerate, retry, parallel branch):
+                // fork the session as it was before the running request's message.
+                if let Some(lease) = self.fork_claimed(claim).await {
+                    return Ok(lease);
+                }
+            }
+            Found::Nothing => {}
+        }
+        let session = self.inner.upstream.create(&self.inner.title).await?;
+        Ok(self.lease(session.id, Seed::Full, None, None))
+    }
+
+    /// Takes `prior` out of the cache and marks it claimed, or finds it claimed already.
+    async fn claim(&self, prior: Fingerprint) -> Found {
+        let _guard = self.inner.claim_lock.lock().await;
+        match self.inner.cache.remove(&prior).await {
+            Some(r) => {
+                let (tx, rx) = watch::channel(None);
+                let claim = Claimed {
+                    session_id: r.session_id.clone(),
+                    fork_point: rx,
+                };
+                lock(&self.inner.claimed).insert(prior, claim);
+                Found::Idle(r, tx)
+            }
+            None => match lock(&self.inner.claimed).get(&prior).cloned() {
+                Some(claim) => Found::Busy(claim),
+                None => Found::Nothing,
+            },
+        }
+    }
+
+    /// Leases a remembered session if it still exists upstream.
+    async fn reuse(
+        &self,
+        prior: Fingerprint,
+        r: Remembered,
+        fork_point: watch::Sender<Option<String>>,
+    ) -> Option<Lease> {
+        // Lease it at once: if this request is cancelled from here on, the lease's drop deletes
+        // the session and releases the claim instead of leaking both.
+        let lease = self
+            .lease(r.session_id, Seed::LastOnly, Some(prior), r.floor)
+            .with_fork_point(fork_point);
+        match self.inner.upstream.get(&lease.session_id).await {
+            Ok(_) => Some(lease),
+            Err(e) => {
+                // Gone upstream (OpenCode restarted with fresh storage, or deleted) or not
+                // answering: discard it (the drop deletes it) and start over.
+                tracing::info!(session = %lease.session_id, error = %e, "remembered session unusable; starting a new one");
+                None
+            }
+        }
+    }
+
+    async fn fork_claimed(&self, mut claim: Claimed) -> Option<Lease> {
+        let point =
+            tokio::time::timeout(FORK_POINT_WAIT, claim.fork_point.wait_for(Option::is_some))
+                .await
+                .ok()?
+                .ok()?
+                .clone()?;
+        let upstream = &self.inner.upstream;
+        let fork = match upstream.fork(&claim.session_id, Some(&point)).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::info!(error = %e, "fork failed; starting a new session");
+                return None;
+            }
+        };
+        // The fork's copies get fresh ids (and events that may still be in flight).
+        match upstream.newest_message_id(&fork.id).await {
+            Ok(floor) => Some(self.lease(fork.id, Seed::LastOnly, None, floor)),
+            Err(e) => {
+                tracing::info!(error = %e, "cannot read the fork; starting a new session");
+                upstream.delete_later(fork.id, "unusable fork");
+                None
+            }
+        }
+    }
+
+    fn lease(
+        &self,
+        session_id: String,
+        seed: Seed,
+        claimed: Option<Fingerprint>,
+        floor: Option<String>,
+    ) -> Lease {
+        let owner = Owner::Conversations {
+            pool: self.clone(),
+            claimed,
+        };
+        Lease::new(session_id, seed, floor, owner)
+    }
+
+    /// Remembers an answered session for the conversation's next turn.
+    pub(super) async fn remember(
+        &self,
+        fingerprint: Fingerprint,
+        session_id: &str,
+        floor: Option<String>,
+    ) {
+        let remembered = Remembered {
+            session_id: session_id.to_string(),
+            floor,
+        };
+        self.inner.cache.insert(fingerprint, remembered).await;
+    }
+
+    /// Ends a claim (the session is remembered again, or discarded).
+    pub(super) fn unclaim(&self, claimed: Option<Fingerprint>) {
+        if let Some(fp) = claimed {
+            lock(&self.inner.claimed).remove(&fp);
+        }
+    }
+
+    /// The failure path of a lease: the session is deleted upstream.
+    pub(super) fn discard(&self, claimed: Option<Fingerprint>, session_id: String) {
+        self.unclaim(claimed);
+        self.inner.upstream.delete_later(session_id, "run failed");
+    }
+
+    /// Forgets every remembered conversation, deleting their sessions upstream (in the
+    /// background: wait with [`SessionUpstream::drain_cleanup`]).
+    pub fn delete_all(&self) {
+        let ids: Vec<String> = self.inner.cache.iter().map(|(_, r)| r.session_id).collect();
+        self.inner.cache.invalidate_all();
+        tracing::info!(count = ids.len(), "deleting pooled sessions");
+        for id in ids {
+            self.inner.upstream.delete_later(id, "shutdown");
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! OpenCode sessions on behalf of clients: who may use which session, and when it is deleted.
+//!
+//! Two services share one upstream handle:
+//! - [`ConversationPool`]: OpenAI clients resend the whole history every turn; the pool finds
+//!   the session that already holds it (by [`Fingerprint`]), so only the new message is sent.
+//! - [`ExplicitSessions`]: sessions a client creates and names itself (`/v1/sessions`,
+//!   `x-session-id`), owned by its API key.
+//!
+//! Either hands out a [`Lease`] (exclusive use for one request, returned with
+//! [`Lease::release`], cleaned up if dropped). All session calls to OpenCode go through
+//! [`SessionUpstream`], which also runs the clean-up that shutdown waits for.
+
+mod conversations;
+mod explicit;
+mod fingerprint;
+mod lease;
+mod upstream;
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub use conversations::ConversationPool;
+pub use explicit::{display_title, is_session_id, ExplicitSessions};
+pub use fingerprint::Fingerprint;
+pub use lease::{Lease, Outcome, Seed};
+pub use upstream::{not_found_as_session, SessionUpstream};
+
+use crate::config::SessionsConfig;
+use crate::opencode::OpenCodeClient;
+
+/// Both session services; cheap to clone.
+#[derive(Clone)]
+pub struct Sessions {
+    /// Conversations → sessions.
+    pub conversations: ConversationPool,
+    /// Explicit sessions, owned by API keys.
+    pub explicit: ExplicitSessions,
+    upstream: SessionUpstream,
+}
+
+impl Sessions {
+    /// Builds both services over one client; sessions they create are titled `title`.
+    pub fn new(client: OpenCodeClient, title: String, config: &SessionsConfig) -> Sessions {
+        let upstream = SessionUpstream::new(client);
+        Sessions {
+            conversations: ConversationPool::new(upstream.clone(), title.clone(), config),
+            explicit: ExplicitSessions::new(upstream.clone(), title, config),
+            upstream,
+        }
+    }
+
+    /// Starts the pool's expiry task; it stops with `shutdown`.
+    pub fn spawn_janitor(&self, shutdown: CancellationToken) {
+        self.conversations.spawn_janitor(shutdown);
+    }
+
+    /// The upstream handle (for clean-up work such as aborting an abandoned run).
+    pub fn upstream(&self) -> &SessionUpstream {
+        &self.upstream
+    }
+
+    /// On shutdown: with `delete_remembered`, deletes every remembered conversation's session
+    /// upstream; then waits for all pending clean-up (aborts, deletes). Bounded by `within`.
+    pub async fn shutdown(&self, delete_remembered: bool, within: Duration) {
+        let work = async {
+            if delete_remembered {
+                self.conversations.delete_all();
+            }
+            self.upstream.drain_cleanup().await;
+        };
+        if tokio::time::timeout(within, work).await.is_err() {
+            tracing::warn!("shutdown clean-up did not finish in time");
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The one place that talks to OpenCode about sessions: create, fork, look up, list, delete,
+//! abort, read history — and the background clean-up (deletes and aborts off the request path)
+//! that shutdown waits for.
+//!
+//! It also owns the two mappings every session caller needs: an upstream 404 on a session the
+//! client named is that client's `session_not_found`, and a delete of a session that is already
+//! gone is a success.
+
+use std::future::Future;
+
+use serde_json::Value;
+use tokio_util::task::TaskTracker;
+
+use crate::error::ApiError;
+use crate::opencode::{OpenCodeClient, Session, UpstreamError};
+
+/// Session calls to OpenCode, plus tracked clean-up work. Cheap to clone.
+#[derive(Clone)]
+pub struct SessionUpstream {
+    client: OpenCodeClient,
+    cleanup: TaskTracker,
+}
+
+/// An upstream 404 on the session the client named → `session_not_found` for that id.
+pub fn not_found_as_session(id: &str) -> impl FnOnce(UpstreamError) -> ApiError + '_ {
+    move |e| match e {
+        UpstreamError::NotFound(_) => ApiError::session_not_found(id),
+        e => e.into(),
+    }
+}
+
+impl SessionUpstream {
+    /// Wraps the client.
+    pub fn new(client: OpenCodeClient) -> SessionUpstream {
+        SessionUpstream {
+            client,
+            cleanup: TaskTracker::new(),
+        }
+    }
+
+    /// `POST /session` with a title.
+    pub async fn create(&self, title: &str) -> Result<Session, UpstreamError> {
+        self.client.create_session(title).await
+    }
+
+    /// Copies a session, up to (excluding) `before` when given.
+    pub async fn fork(&self, id: &str, before: Option<&str>) -> Result<Session, UpstreamError> {
+        self.client.fork(id, before).await
+    }
+
+    /// One session.
+    pub async fn get(&self, id: &str) -> Result<Session, UpstreamError> {
+        self.client.session(id).await
+    }
+
+    /// Up to `limit` sessions whose title contains `text`.
+    pub async fn search(&self, text: &str, limit: usize) -> Result<Vec<Session>, UpstreamError> {
+        self.client.search_sessions(text, limit).await
+    }
+
+    /// A session's history as OpenCode's `[{info, parts}]`.
+    pub async fn messages(&self, id: &str) -> Result<Vec<Value>, UpstreamError> {
+        self.client.messages(id).await
+    }
+
+    /// The id of a session's newest message (None for an empty session).
+    pub async fn newest_message_id(&self, id: &str) -> Result<Option<String>, UpstreamError> {
+        self.client.newest_message_id(id).await
+    }
+
+    /// Stops whatever runs on the session (OpenCode answers `true` even when nothing runs).
+    pub async fn abort(&self, id: &str) -> Result<(), UpstreamError> {
+        self.client.abort(id).await
+    }
+
+    /// Deletes a session; one that is already gone counts as deleted.
+    pub async fn delete(&self, id: &str) -> Result<(), UpstreamError> {
+        match self.client.delete_session(id).await {
+            Ok(()) | Err(UpstreamError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes a session off the request path, logging the outcome.
+    pub fn delete_later(&self, session_id: String, why: &'static str) {
+        let this = self.clone();
+        self.cleanup.spawn(async move {
+            match this.delete(&session_id).await {
+                Ok(()) => tracing::debug!(session = %session_id, why, "deleted OpenCode session"),
+                Err(e) => {
+                    tracing::warn!(session = %session_id, why, error = %e, "could not delete OpenCode session")
+                }
+            }
+        });
+    }
+
+    /// Runs clean-up work (an abort after a client left, say) that shutdown waits for.
+    pub fn spawn_cleanup<F>(&self, work: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.cleanup.spawn(work);
+    }
+
+    /// Waits for every clean-up task, accepting no new ones.
+    pub async fn drain_cleanup(&self) {
+        self.cleanup.close();
+        self.cleanup.wait().await;
+    }
+}

@@ -1,0 +1,9 @@
+//! Small synchronisation helpers shared by the services.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Locks a mutex, carrying on after a panic in another holder: every map guarded this way is
+/// left consistent by each single operation, so a poisoned lock holds nothing half-done.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
