@@ -495,6 +495,29 @@ mod tests {
         assert_eq!(map_finish(None), "stop");
     }
 
+    /// `message.part.updated` of part `id` (type `kind`, whole text `text`) of message `msg`.
+    fn part(msg: &str, id: &str, kind: &str, text: &str) -> Event {
+        ev(
+            "message.part.updated",
+            json!({"part": {"id": id, "messageID": msg, "sessionID": "ses_1", "type": kind, "text": text}}),
+        )
+    }
+
+    /// `message.part.delta` adding `delta` to part `id` of message `msg`.
+    fn delta(msg: &str, id: &str, delta: &str) -> Event {
+        ev(
+            "message.part.delta",
+            json!({"sessionID": "ses_1", "messageID": msg, "partID": id, "field": "text", "delta": delta}),
+        )
+    }
+
+    fn status(kind: &str) -> Event {
+        ev(
+            "session.status",
+            json!({"sessionID": "ses_1", "status": {"type": kind}}),
+        )
+    }
+
     #[test]
     fn never_echoes_the_user_part_and_routes_by_part_type() {
         let mut a = Adapter::new(2, None);
@@ -505,55 +528,25 @@ mod tests {
                 "message.updated",
                 json!({"info": {"id": "msg_u", "sessionID": s, "role": "user"}}),
             ),
-            ev(
-                "message.part.updated",
-                json!({"part": {"id": "prt_u", "messageID": "msg_u", "sessionID": s, "type": "text", "text": "hello"}}),
-            ),
-            ev(
-                "message.part.delta",
-                json!({"sessionID": s, "messageID": "msg_u", "partID": "prt_u", "field": "text", "delta": "hello"}),
-            ),
-            ev(
-                "session.status",
-                json!({"sessionID": s, "status": {"type": "busy"}}),
-            ),
+            part("msg_u", "prt_u", "text", "hello"),
+            delta("msg_u", "prt_u", "hello"),
+            status("busy"),
             ev(
                 "message.updated",
                 json!({"info": {"id": "msg_a", "sessionID": s, "role": "assistant", "parentID": "msg_u"}}),
             ),
-            ev(
-                "message.part.updated",
-                json!({"part": {"id": "prt_r", "messageID": "msg_a", "sessionID": s, "type": "reasoning", "text": ""}}),
-            ),
-            ev(
-                "message.part.delta",
-                json!({"sessionID": s, "messageID": "msg_a", "partID": "prt_r", "field": "text", "delta": "hmm"}),
-            ),
-            ev(
-                "message.part.updated",
-                json!({"part": {"id": "prt_t", "messageID": "msg_a", "sessionID": s, "type": "text", "text": ""}}),
-            ),
-            ev(
-                "message.part.delta",
-                json!({"sessionID": s, "messageID": "msg_a", "partID": "prt_t", "field": "text", "delta": "Hi "}),
-            ),
-            ev(
-                "message.part.delta",
-                json!({"sessionID": s, "messageID": "msg_a", "partID": "prt_t", "field": "text", "delta": "there"}),
-            ),
-            ev(
-                "message.part.updated",
-                json!({"part": {"id": "prt_t", "messageID": "msg_a", "sessionID": s, "type": "text", "text": "Hi there!"}}),
-            ),
+            part("msg_a", "prt_r", "reasoning", ""),
+            delta("msg_a", "prt_r", "hmm"),
+            part("msg_a", "prt_t", "text", ""),
+            delta("msg_a", "prt_t", "Hi "),
+            delta("msg_a", "prt_t", "there"),
+            part("msg_a", "prt_t", "text", "Hi there!"),
             ev(
                 "message.updated",
                 json!({"info": {"id": "msg_a", "sessionID": s, "role": "assistant", "parentID": "msg_u", "finish": "length",
                 "tokens": {"input": 5, "output": 3, "reasoning": 1, "cache": {"read": 0, "write": 0}}}}),
             ),
-            ev(
-                "session.status",
-                json!({"sessionID": s, "status": {"type": "idle"}}),
-            ),
+            status("idle"),
             ev("session.idle", json!({"sessionID": s})),
         ] {
             out.extend(a.feed(&e));

@@ -378,62 +378,58 @@ mod tests {
     #[test]
     fn rejections_name_the_param() {
         let user = json!([{"role": "user", "content": "x"}]);
-        assert_eq!(param_of(json!({"messages": []})), "model");
-        assert_eq!(param_of(json!({"model": "m"})), "messages");
-        assert_eq!(param_of(json!({"model": "m", "messages": []})), "messages");
-        assert_eq!(
-            param_of(json!({"model": "m", "messages": [{"role": "wizard", "content": "x"}]})),
-            "messages[0].role"
-        );
-        assert_eq!(
-            param_of(json!({"model": "m", "messages": [{"role": "user", "content": 5}]})),
-            "messages[0].content"
-        );
-        assert_eq!(
-            param_of(
+        let cases = [
+            (json!({"messages": []}), "model"),
+            (json!({"model": "m"}), "messages"),
+            (json!({"model": "m", "messages": []}), "messages"),
+            (
+                json!({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}),
+                "messages[0].role",
+            ),
+            (
+                json!({"model": "m", "messages": [{"role": "user", "content": 5}]}),
+                "messages[0].content",
+            ),
+            (
                 json!({"model": "m", "messages": [{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}}]}]})
+                    {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}}]}]}),
+                "messages[0].content[0].image_url.url",
             ),
-            "messages[0].content[0].image_url.url"
-        );
-        assert_eq!(
-            param_of(
-                json!({"model": "m", "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]})
+            (
+                json!({"model": "m", "messages": [
+                    {"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}),
+                "messages[1].role",
             ),
-            "messages[1].role"
-        );
-        assert_eq!(
-            param_of(json!({"model": "m", "stream": "yes", "messages": user})),
-            "stream"
-        );
-        assert_eq!(
-            param_of(json!({"model": "m", "n": 2, "messages": user})),
-            "n"
-        );
-        assert_eq!(
-            param_of(json!({"model": "m", "tools": [{"type": "function"}], "messages": user})),
-            "tools"
-        );
-        assert_eq!(
-            param_of(
-                json!({"model": "m", "stream_options": {"include_usage": true}, "messages": user})
+            (
+                json!({"model": "m", "stream": "yes", "messages": user}),
+                "stream",
             ),
-            "stream_options"
-        );
-        assert_eq!(
-            param_of(
-                json!({"model": "m", "stream": true, "stream_options": {"include_usage": 1}, "messages": user})
+            (json!({"model": "m", "n": 2, "messages": user}), "n"),
+            (
+                json!({"model": "m", "tools": [{"type": "function"}], "messages": user}),
+                "tools",
             ),
-            "stream_options.include_usage"
-        );
-        assert_eq!(
-            param_of(json!({"model": "m", "temperature": "hot", "messages": user})),
-            "temperature"
-        );
-        assert_eq!(
-            param_of(json!({"model": "m", "max_tokens": 0, "messages": user})),
-            "max_tokens"
-        );
+            (
+                json!({"model": "m", "stream_options": {"include_usage": true}, "messages": user}),
+                "stream_options",
+            ),
+            (
+                json!({"model": "m", "stream": true, "stream_options": {"include_usage": 1},
+                       "messages": user}),
+                "stream_options.include_usage",
+            ),
+            (
+                json!({"model": "m", "temperature": "hot", "messages": user}),
+                "temperature",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 0, "messages": user}),
+                "max_tokens",
+            ),
+        ];
+        for (body, param) in cases {
+            assert_eq!(param_of(body.clone()), param, "{body}");
+        }
         assert!(matches!(
             ChatRequest::parse(b"{not json"),
             Err(ApiError::InvalidRequest { .. })
