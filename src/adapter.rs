@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::openai::{CompletionTokensDetails, PromptTokensDetails, Usage};
-use crate::opencode::{error_message, Event};
+use crate::opencode::{error_message, public_message, Event};
 
 /// Which stream a piece of text belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,8 +283,7 @@ impl Adapter {
                 let message = status
                     .get("message")
                     .and_then(Value::as_str)
-                    .unwrap_or("the model provider failed")
-                    .to_string();
+                    .map_or_else(|| "the model provider failed".into(), public_message);
                 self.last_retry = Some(message.clone());
                 if attempt > u64::from(self.max_retries) {
                     vec![Output::Failed(ApiError::Upstream(format!(

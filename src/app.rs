@@ -11,10 +11,10 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{self, Keys};
+use crate::body::{self, BodyLimits};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::hub::EventHub;
@@ -101,7 +101,13 @@ pub fn router(state: AppState) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
+        .layer(middleware::from_fn_with_state(
+            BodyLimits {
+                max_bytes: limits.max_body_bytes,
+                deadline: limits.body_timeout,
+            },
+            body::enforce,
+        ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             let id = req

@@ -70,6 +70,17 @@ pub enum ApiError {
     /// 504: OpenCode or the model did not answer within the deadline.
     #[error("{0}")]
     UpstreamTimeout(String),
+    /// A request the HTTP layer refused before routing (malformed framing, a URL or headers
+    /// too large): 400, 414, 431, …, answered by [`crate::server`] in this shape too.
+    #[error("{message}")]
+    Http {
+        /// The status hyper chose.
+        status: StatusCode,
+        /// Explanation.
+        message: &'static str,
+        /// Machine-readable code.
+        code: &'static str,
+    },
     /// 500: a bug in the gateway.
     #[error("{0}")]
     Internal(String),
@@ -111,7 +122,7 @@ impl ApiError {
     pub fn from_body_rejection(rejection: &BytesRejection, limit: usize) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(limit)
-        } else if causes(rejection).any(|e| e.is::<tower_http::timeout::TimeoutError>()) {
+        } else if causes(rejection).any(|e| e.is::<crate::body::BodyDeadlineExceeded>()) {
             ApiError::RequestTimeout("The request body was not received in time.".into())
         } else {
             ApiError::invalid(
@@ -135,6 +146,7 @@ impl ApiError {
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Http { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -156,7 +168,9 @@ impl ApiError {
             ApiError::InvalidRequest { code, .. } => *code,
             ApiError::Unauthorized(_) => Some("invalid_api_key"),
             ApiError::ModelNotFound(_) => Some("model_not_found"),
-            ApiError::NotFound { code, .. } | ApiError::TooManyRequests { code, .. } => Some(code),
+            ApiError::NotFound { code, .. }
+            | ApiError::TooManyRequests { code, .. }
+            | ApiError::Http { code, .. } => Some(code),
             ApiError::MethodNotAllowed(_) => Some("method_not_allowed"),
             ApiError::RequestTimeout(_) => Some("request_timeout"),
             ApiError::Conflict(_) => Some("conflict"),

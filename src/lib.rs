@@ -18,6 +18,7 @@
 pub mod adapter;
 pub mod app;
 pub mod auth;
+pub mod body;
 pub mod catalog;
 pub mod config;
 pub mod error;

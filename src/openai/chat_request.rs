@@ -323,12 +323,8 @@ fn parse_image(f: &Fields<'_>) -> Result<ContentPart, ApiError> {
         .and_then(|i| i.get("url"))
         .and_then(Value::as_str)
         .ok_or_else(|| bad("An image_url part needs `image_url.url`.", url_at.clone()))?;
-    let mime = image_data_url_mime(url).ok_or_else(|| {
-        bad(
-            "Only base64 `data:image/...;base64,` URLs are supported for images.",
-            url_at,
-        )
-    })?;
+    let mime = image_data_url_mime(url)
+        .map_err(|why| bad(format!("Invalid image URL: {why}."), url_at))?;
     Ok(ContentPart::Image {
         mime,
         url: url.to_string(),

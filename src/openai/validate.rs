@@ -160,19 +160,38 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// The MIME type of a well-formed `data:image/…;base64,…` URL.
-pub fn image_data_url_mime(url: &str) -> Option<String> {
+/// The MIME type of a well-formed image `data:` URL (`data:image/<type>;base64,<data>`), or
+/// why it is not one. Strict: the base64 must decode as it stands (no spaces, no line breaks)
+/// to a non-empty image, so that nothing OpenCode or the provider would refuse after a long
+/// wait gets through.
+pub fn image_data_url_mime(url: &str) -> Result<String, &'static str> {
     use base64::Engine;
-    let rest = url.strip_prefix("data:")?;
-    let (meta, data) = rest.split_once(',')?;
-    let mime = meta.strip_suffix(";base64")?;
-    if !mime.starts_with("image/") || mime.len() <= "image/".len() || data.is_empty() {
-        return None;
+    let rest = url
+        .strip_prefix("data:")
+        .ok_or("only base64 `data:image/...;base64,` URLs are supported for images")?;
+    let (meta, data) = rest
+        .split_once(',')
+        .ok_or("a data URL needs a comma before its data")?;
+    let mime = meta
+        .strip_suffix(";base64")
+        .ok_or("the data must be base64 (`;base64,`)")?;
+    let subtype = mime
+        .strip_prefix("image/")
+        .ok_or("the media type must be an image type (`image/...`)")?;
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$&-^_.+".contains(c);
+    if subtype.is_empty() || !subtype.chars().all(token) {
+        return Err("the media type must be a valid `image/<subtype>`");
     }
-    base64::engine::general_purpose::STANDARD
-        .decode(data.trim())
-        .ok()?;
-    Some(mime.to_string())
+    if data.is_empty() {
+        return Err("the image data is empty");
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|_| "the image data is not valid base64")?;
+    if decoded.is_empty() {
+        return Err("the image data is empty");
+    }
+    Ok(mime.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -208,13 +227,24 @@ mod tests {
     }
 
     #[test]
-    fn data_urls() {
+    fn data_urls_are_checked_strictly() {
         assert_eq!(
             image_data_url_mime("data:image/png;base64,aGVsbG8=").as_deref(),
-            Some("image/png")
+            Ok("image/png")
         );
-        assert_eq!(image_data_url_mime("https://example.com/x.png"), None);
-        assert_eq!(image_data_url_mime("data:text/plain;base64,aGVsbG8="), None);
-        assert_eq!(image_data_url_mime("data:image/png;base64,"), None);
+        for bad in [
+            "https://example.com/x.png",
+            "data:text/plain;base64,aGVsbG8=",
+            "data:image/png;base64,",
+            "data:image/;base64,aGVsbG8=",
+            "data:image/png,aGVsbG8=",
+            "data:image/png;base64, aGVsbG8=",
+            "data:image/png;base64,aGVs\nbG8=",
+            "data:image/png;base64,aGVsbG8",
+            "data:image/png;base64,====",
+            "data:image/p ng;base64,aGVsbG8=",
+        ] {
+            assert!(image_data_url_mime(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -82,14 +82,67 @@ pub fn upstream_message(body: &str) -> Option<String> {
     error_message(&v)
 }
 
-/// The message of an OpenCode error object (`{name, data:{message}}` or `{message}`).
+/// The message of an OpenCode error object (`{name, data:{message}}` or `{message}`), made fit
+/// for clients by [`public_message`].
 pub fn error_message(v: &Value) -> Option<String> {
     v.pointer("/data/message")
         .or_else(|| v.get("message"))
         .or_else(|| v.pointer("/error/message"))
         .and_then(Value::as_str)
-        .map(String::from)
+        .map(public_message)
         .or_else(|| v.get("name").and_then(Value::as_str).map(String::from))
+}
+
+/// Longest upstream error text passed on to clients, in characters.
+const PUBLIC_MESSAGE_MAX: usize = 500;
+
+/// Upstream error text as clients may see it: the first line, without stack frames or the
+/// server's internal paths (OpenCode is a Bun program: its traces name `/$bunfs/…js` files),
+/// at most [`PUBLIC_MESSAGE_MAX`] characters. The whole text is logged at debug level.
+pub fn public_message(raw: &str) -> String {
+    let first = raw
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let line = cut_at_frames(first);
+    let mut text: String = line.chars().take(PUBLIC_MESSAGE_MAX).collect();
+    if text.len() < line.len() {
+        text.push('…');
+    }
+    if text.is_empty() {
+        text = "OpenCode reported an error without a message".into();
+    }
+    if text != raw {
+        tracing::debug!(full = %raw, "upstream error text shortened for the client");
+    }
+    text
+}
+
+/// `line` up to the first stack frame or internal path.
+fn cut_at_frames(line: &str) -> &str {
+    let is_frame = |rest: &str| {
+        rest.contains("$bunfs")
+            || rest.contains("file://")
+            || rest.contains(".js:")
+            || rest.contains(".ts:")
+            || rest.contains("node_modules")
+    };
+    let mut cut = line.len();
+    for (i, _) in line.match_indices(" at ") {
+        if is_frame(&line[i..]) {
+            cut = i;
+            break;
+        }
+    }
+    for marker in ["/$bunfs/", "file://", "(/"] {
+        if let Some(i) = line[..cut].find(marker) {
+            cut = i;
+        }
+    }
+    line[..cut]
+        .trim_end_matches([' ', '(', ':', ','])
+        .trim_end()
 }
 
 #[cfg(test)]
@@ -104,5 +157,34 @@ mod tests {
             Some("Session not found")
         );
         assert_eq!(upstream_message("nope"), None);
+    }
+
+    #[test]
+    fn stack_traces_and_internal_paths_never_reach_clients() {
+        let bun = "Bad Request: image could not be decoded\n    at catch (/$bunfs/root/chunk-4x2.js:1004:6414)\n    at run (/$bunfs/root/chunk-4x2.js:12:1)";
+        assert_eq!(
+            public_message(bun),
+            "Bad Request: image could not be decoded"
+        );
+        let inline =
+            "TypeError: undefined is not an object at catch (/$bunfs/root/chunk-a.js:1004:6414)";
+        assert_eq!(
+            public_message(inline),
+            "TypeError: undefined is not an object"
+        );
+        assert_eq!(
+            public_message("rate limited: try again at 10:00"),
+            "rate limited: try again at 10:00"
+        );
+        assert_eq!(
+            public_message("a".repeat(2000).as_str()).chars().count(),
+            501
+        );
+        assert!(!public_message("\n\n").is_empty());
+        let body = format!(r#"{{"data":{{"message":{}}}}}"#, serde_json::json!(bun));
+        assert_eq!(
+            upstream_message(&body).as_deref(),
+            Some("Bad Request: image could not be decoded")
+        );
     }
 }

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::config::OpenCodeConfig;
 
-pub use error::{error_message, upstream_message, UpstreamError};
+pub use error::{error_message, public_message, upstream_message, UpstreamError};
 pub use types::{
     Capabilities, Event, Health, InputCapabilities, ModelRef, PartInput, PromptBody, Provider,
     ProviderModel, Providers, Session,

@@ -1,7 +1,10 @@
 //! The server lifecycle: an accept loop on hyper-util (TCP_NODELAY on every connection, a
 //! deadline for request headers — `axum::serve` sets neither) and a two-stage shutdown: stop
 //! accepting and let requests finish for the grace period, then end what still runs (with an
-//! error to its client and an abort upstream) and clean up sessions.
+//! error to its client and an abort upstream) and clean up sessions. Errors hyper answers by
+//! itself get OpenAI-shaped bodies too ([`http_errors`]).
+
+mod http_errors;
 
 use std::future::Future;
 use std::time::Duration;
@@ -50,7 +53,8 @@ async fn accept(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
         let service = TowerToHyperService::new(app.clone());
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+        let io = TokioIo::new(http_errors::OpenAiErrors::new(tcp));
+        let conn = builder.serve_connection_with_upgrades(io, service);
         let conn = connections.watch(conn.into_owned());
         tokio::spawn(async move {
             if let Err(e) = conn.await {
