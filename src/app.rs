@@ -57,7 +57,7 @@ impl AppState {
         );
         let title = config.prompt.session_title.clone();
         let sessions = Sessions::new(client.clone(), title, &config.sessions);
-        sessions.spawn_janitor(shutdown.child_token());
+        sessions.spawn_background(hub.watch_connected(), shutdown.child_token());
         Ok(AppState {
             hard_stop: CancellationToken::new(),
             live_runs: TaskTracker::new(),

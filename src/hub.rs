@@ -117,6 +117,11 @@ impl EventHub {
         *self.inner.connected.borrow()
     }
 
+    /// Follows the upstream event connection's state (true while connected).
+    pub fn watch_connected(&self) -> watch::Receiver<bool> {
+        self.inner.connected.subscribe()
+    }
+
     /// How many upstream event connections the hub has opened so far.
     pub fn connections_opened(&self) -> u64 {
         self.inner.connections_opened.load(Ordering::Relaxed)

@@ -200,9 +200,18 @@ impl OpenCodeClient {
         .await
     }
 
-    /// `POST /session` with a title (a title spares OpenCode a title-generation model call).
-    pub async fn create_session(&self, title: &str) -> Result<Session, UpstreamError> {
-        let body = serde_json::json!({ "title": title });
+    /// `POST /session` with a title (a title spares OpenCode a title-generation model call) and
+    /// a `marker` in its metadata (`{"portatek":{"create":marker}}`), by which a session created
+    /// by a call that timed out can be found later.
+    pub async fn create_session(
+        &self,
+        title: &str,
+        marker: &str,
+    ) -> Result<Session, UpstreamError> {
+        let body = serde_json::json!({
+            "title": title,
+            "metadata": { "portatek": { "create": marker } },
+        });
         self.retrying_creation("create session", || {
             self.json(
                 "create session",
@@ -213,19 +222,23 @@ impl OpenCodeClient {
         .await
     }
 
-    /// `GET /session?search=…&limit=…`: up to `limit` sessions whose title contains `search`
-    /// (OpenCode lists only its 100 newest sessions unless told otherwise).
+    /// `GET /session?search=…&limit=…[&start=…]`: up to `limit` sessions whose title contains
+    /// `search` (case-insensitively), updated at or after `since_ms` when given (OpenCode lists
+    /// only its 100 newest sessions unless told otherwise).
     pub async fn search_sessions(
         &self,
         search: &str,
         limit: usize,
+        since_ms: Option<u64>,
     ) -> Result<Vec<Session>, UpstreamError> {
-        let limit = limit.to_string();
+        let mut query = vec![("search", search.to_string()), ("limit", limit.to_string())];
+        if let Some(ms) = since_ms {
+            query.push(("start", ms.to_string()));
+        }
         self.retrying("list sessions", || {
             self.json(
                 "list sessions",
-                self.request(Method::GET, "session")
-                    .query(&[("search", search), ("limit", limit.as_str())]),
+                self.request(Method::GET, "session").query(&query),
                 self.timeout,
             )
         })

@@ -83,9 +83,20 @@ pub struct Session {
     /// `{created, updated}` in epoch milliseconds.
     #[serde(default)]
     pub time: Option<Value>,
+    /// Free-form metadata; the gateway marks what it creates (`{"portatek":{"create":…}}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
 }
 
 impl Session {
+    /// The marker the gateway put in the session's metadata when creating it.
+    pub fn creation_marker(&self) -> Option<&str> {
+        self.metadata
+            .as_ref()?
+            .pointer("/portatek/create")
+            .and_then(Value::as_str)
+    }
+
     /// Creation time in Unix seconds (0 when unknown).
     pub fn created_secs(&self) -> u64 {
         self.time

@@ -55,6 +55,7 @@ pub async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
         "pool": {
             "remembered": state.sessions.conversations.remembered(),
             "explicit": state.sessions.explicit.count(),
+            "pending_cleanup": state.sessions.upstream().reaper().pending(),
         },
     }))
 }

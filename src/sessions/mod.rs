@@ -14,16 +14,19 @@ mod conversations;
 mod explicit;
 mod fingerprint;
 mod lease;
+mod reaper;
 mod upstream;
 
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use conversations::ConversationPool;
 pub use explicit::{display_title, is_session_id, ExplicitSessions};
 pub use fingerprint::Fingerprint;
 pub use lease::{Lease, Outcome, Seed};
+pub use reaper::Reaper;
 pub use upstream::{not_found_as_session, SessionUpstream};
 
 use crate::config::SessionsConfig;
@@ -50,9 +53,11 @@ impl Sessions {
         }
     }
 
-    /// Starts the pool's expiry task; it stops with `shutdown`.
-    pub fn spawn_janitor(&self, shutdown: CancellationToken) {
-        self.conversations.spawn_janitor(shutdown);
+    /// Starts the pool's expiry task and the reaper (which also retries whenever `connected`,
+    /// the event stream's state, turns true); both stop with `shutdown`.
+    pub fn spawn_background(&self, connected: watch::Receiver<bool>, shutdown: CancellationToken) {
+        self.conversations.spawn_janitor(shutdown.clone());
+        self.upstream.reaper().spawn(connected, shutdown);
     }
 
     /// The upstream handle (for clean-up work such as aborting an abandoned run).
@@ -61,13 +66,15 @@ impl Sessions {
     }
 
     /// On shutdown: with `delete_remembered`, deletes every remembered conversation's session
-    /// upstream; then waits for all pending clean-up (aborts, deletes). Bounded by `within`.
+    /// upstream; then waits for all pending clean-up (aborts, deletes) and gives the reaper one
+    /// last round. Bounded by `within`.
     pub async fn shutdown(&self, delete_remembered: bool, within: Duration) {
         let work = async {
             if delete_remembered {
                 self.conversations.delete_all();
             }
             self.upstream.drain_cleanup().await;
+            self.upstream.reaper().round().await;
         };
         if tokio::time::timeout(within, work).await.is_err() {
             tracing::warn!("shutdown clean-up did not finish in time");

@@ -11,6 +11,7 @@ use std::future::Future;
 use serde_json::Value;
 use tokio_util::task::TaskTracker;
 
+use super::reaper::Reaper;
 use crate::error::ApiError;
 use crate::opencode::{OpenCodeClient, Session, UpstreamError};
 
@@ -19,6 +20,7 @@ use crate::opencode::{OpenCodeClient, Session, UpstreamError};
 pub struct SessionUpstream {
     client: OpenCodeClient,
     cleanup: TaskTracker,
+    reaper: Reaper,
 }
 
 /// An upstream 404 on the session the client named → `session_not_found` for that id.
@@ -33,14 +35,27 @@ impl SessionUpstream {
     /// Wraps the client.
     pub fn new(client: OpenCodeClient) -> SessionUpstream {
         SessionUpstream {
+            reaper: Reaper::new(client.clone()),
             client,
             cleanup: TaskTracker::new(),
         }
     }
 
-    /// `POST /session` with a title.
+    /// What retries failed deletes and finds sessions of lost creates.
+    pub fn reaper(&self) -> &Reaper {
+        &self.reaper
+    }
+
+    /// `POST /session` with a title. When the call fails in a way that may still have created
+    /// the session (timed out, connection lost mid-call), the reaper hunts it down later.
     pub async fn create(&self, title: &str) -> Result<Session, UpstreamError> {
-        self.client.create_session(title).await
+        let marker = uuid::Uuid::new_v4().simple().to_string();
+        let started = Reaper::create_started();
+        let created = self.client.create_session(title, &marker).await;
+        if let Err(UpstreamError::Timeout(_) | UpstreamError::Unreachable(_)) = &created {
+            self.reaper.hunt(title, &marker, started);
+        }
+        created
     }
 
     /// Copies a session, up to (excluding) `before` when given.
@@ -55,7 +70,7 @@ impl SessionUpstream {
 
     /// Up to `limit` sessions whose title contains `text`.
     pub async fn search(&self, text: &str, limit: usize) -> Result<Vec<Session>, UpstreamError> {
-        self.client.search_sessions(text, limit).await
+        self.client.search_sessions(text, limit, None).await
     }
 
     /// A session's history as OpenCode's `[{info, parts}]`.
@@ -81,14 +96,16 @@ impl SessionUpstream {
         }
     }
 
-    /// Deletes a session off the request path, logging the outcome.
+    /// Deletes a session off the request path; one that cannot be deleted now (OpenCode down
+    /// or frozen) is retried by the reaper until it can.
     pub fn delete_later(&self, session_id: String, why: &'static str) {
         let this = self.clone();
         self.cleanup.spawn(async move {
             match this.delete(&session_id).await {
                 Ok(()) => tracing::debug!(session = %session_id, why, "deleted OpenCode session"),
                 Err(e) => {
-                    tracing::warn!(session = %session_id, why, error = %e, "could not delete OpenCode session")
+                    tracing::warn!(session = %session_id, why, error = %e, "could not delete OpenCode session; will retry");
+                    this.reaper.retry_delete(session_id);
                 }
             }
         });
