@@ -1,10 +1,12 @@
-//! The stream adapter: a pure translation of one run's OpenCode events into OpenAI deltas.
+//! The stream adapter: a pure translation of one run's OpenCode events into the run's
+//! [`Output`]s.
 //!
 //! It learns each part's type from `message.part.updated` (reasoning and text deltas both say
 //! `field:"text"`), only speaks for parts of this run's assistant messages (never echoing the
 //! user's own part), ends at `session.idle`, and turns retries beyond the budget, `session.error`
-//! and assistant `info.error` into failures. No I/O happens here, so it is unit-tested on recorded
-//! event sequences.
+//! and assistant `info.error` into failures. A structured answer (`info.structured`, OpenCode's
+//! `StructuredOutput` tool) is checked against the client's schema and becomes the content.
+//! No I/O happens here, so it is unit-tested on recorded event sequences.
 
 use std::collections::HashMap;
 
@@ -25,13 +27,17 @@ pub enum PartKind {
     Other,
 }
 
-/// What the adapter makes of an event.
+/// What a run produces, in order. The adapter makes all of these but [`Output::ToolCall`],
+/// which the run makes from the calls OpenCode sends the gateway's MCP endpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// New answer text.
     Content(String),
     /// New reasoning text.
     Reasoning(String),
+    /// The model calls one of the client's tools (the response then finishes with
+    /// `tool_calls`).
+    ToolCall(ToolCallOutput),
     /// The run ended normally.
     Finished {
         /// OpenAI `finish_reason`.
@@ -41,6 +47,19 @@ pub enum Output {
     },
     /// The run failed.
     Failed(ApiError),
+}
+
+/// A tool call as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCallOutput {
+    /// Position among this response's calls.
+    pub index: usize,
+    /// `call_…`, made by the gateway (providers' own ids repeat across runs).
+    pub id: String,
+    /// The client's function name.
+    pub name: String,
+    /// The arguments as JSON text.
+    pub arguments: String,
 }
 
 #[derive(Debug, Default)]
@@ -57,7 +76,6 @@ struct Assistant {
 }
 
 /// Per-run translation state.
-#[derive(Debug)]
 pub struct Adapter {
     max_retries: u32,
     floor: Option<String>,
@@ -69,6 +87,18 @@ pub struct Adapter {
     started: bool,
     done: bool,
     last_retry: Option<String>,
+    /// The client's schema for a structured answer, and whether it was sent.
+    structured: Option<(jsonschema::Validator, bool)>,
+}
+
+impl std::fmt::Debug for Adapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Adapter")
+            .field("user_message", &self.user_message)
+            .field("last_assistant", &self.last_assistant)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Adapter {
@@ -88,7 +118,21 @@ impl Adapter {
             started: false,
             done: false,
             last_retry: None,
+            structured: None,
         }
+    }
+
+    /// Expects a structured answer following `schema` (checked before it is passed on).
+    pub fn structured(mut self, schema: jsonschema::Validator) -> Adapter {
+        self.structured = Some((schema, false));
+        self
+    }
+
+    /// Tokens of every assistant message of the run so far.
+    pub fn usage(&self) -> Usage {
+        self.assistants
+            .values()
+            .fold(Usage::default(), |a, b| a + b.usage)
     }
 
     /// The provider's message from the latest retry, if OpenCode is retrying.
@@ -195,10 +239,34 @@ impl Adapter {
                 }
                 match info.get("error") {
                     Some(err) if !err.is_null() => vec![Output::Failed(failure(err))],
-                    _ => Vec::new(),
+                    _ => self.on_structured(info.get("structured")),
                 }
             }
             _ => Vec::new(),
+        }
+    }
+
+    /// The structured answer, once: checked against the client's schema, then the content.
+    fn on_structured(&mut self, value: Option<&Value>) -> Vec<Output> {
+        let (Some((schema, sent)), Some(value)) = (self.structured.as_mut(), value) else {
+            return Vec::new();
+        };
+        if *sent || value.is_null() {
+            return Vec::new();
+        }
+        *sent = true;
+        let problems: Vec<String> = schema
+            .iter_errors(value)
+            .take(3)
+            .map(|e| format!("{} at `{}`", e, e.instance_path))
+            .collect();
+        if problems.is_empty() {
+            vec![Output::Content(value.to_string())]
+        } else {
+            vec![Output::Failed(ApiError::Upstream(format!(
+                "The model's structured output does not follow the requested schema: {}",
+                problems.join("; ")
+            )))]
         }
     }
 
@@ -311,13 +379,14 @@ impl Adapter {
                 "OpenCode finished the run without an answer".into(),
             ))];
         };
-        let usage = self
-            .assistants
-            .values()
-            .fold(Usage::default(), |a, b| a + b.usage);
+        // A structured answer arrives as a tool call, but for the client it is the answer.
+        let finish_reason = match &self.structured {
+            Some((_, true)) => "stop",
+            _ => map_finish(last.finish.as_deref()),
+        };
         vec![Output::Finished {
-            finish_reason: map_finish(last.finish.as_deref()),
-            usage,
+            finish_reason,
+            usage: self.usage(),
         }]
     }
 }
@@ -334,6 +403,10 @@ fn failure(err: &Value) -> ApiError {
     let message = error_message(err).unwrap_or_else(|| "unknown error".into());
     if name == "MessageAbortedError" {
         ApiError::Upstream(format!("The run was aborted: {message}"))
+    } else if name == "StructuredOutputError" {
+        ApiError::Upstream(format!(
+            "The model did not produce the requested structured output: {message}"
+        ))
     } else {
         ApiError::Upstream(format!("The model provider failed: {message}"))
     }

@@ -21,6 +21,7 @@ use crate::hub::EventHub;
 use crate::opencode::{OpenCodeClient, UpstreamError};
 use crate::routes;
 use crate::sessions::Sessions;
+use crate::tools::ClientTools;
 
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
@@ -35,6 +36,8 @@ pub struct AppState {
     pub catalog: Catalog,
     /// Conversation → session pool and explicit sessions.
     pub sessions: Sessions,
+    /// Client tools: MCP slots and runs waiting for tool results.
+    pub tools: ClientTools,
     /// Client API keys.
     pub keys: Keys,
     /// Cancelled when the shutdown grace period is over: runs still going fail and abort.
@@ -58,7 +61,10 @@ impl AppState {
         let title = config.prompt.session_title.clone();
         let sessions = Sessions::new(client.clone(), title, &config.sessions);
         sessions.spawn_background(hub.watch_connected(), shutdown.child_token());
+        let tools = ClientTools::new(client.clone(), &config);
+        tools.spawn_watch(hub.watch_connected(), shutdown.child_token());
         Ok(AppState {
+            tools,
             hard_stop: CancellationToken::new(),
             live_runs: TaskTracker::new(),
             keys: Keys::new(config.auth.api_keys.clone()),

@@ -31,3 +31,4 @@ pub mod server;
 pub mod sessions;
 pub mod stream;
 mod sync;
+pub mod tools;

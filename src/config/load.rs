@@ -125,6 +125,22 @@ impl Config {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
+        if !(1..=100).contains(&self.client_tools.max_runs) {
+            return Err(invalid(
+                "client_tools.max_runs",
+                "must be between 1 and 100",
+            ));
+        }
+        if let Some(url) = &self.client_tools.advertise_url {
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| invalid("client_tools.advertise_url", format!("{url:?}: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(invalid(
+                    "client_tools.advertise_url",
+                    format!("{url:?} is not an http(s) URL"),
+                ));
+            }
+        }
         if self.prompt.session_title.trim().is_empty() {
             return Err(invalid("prompt.session_title", "must not be empty"));
         }
@@ -132,7 +148,7 @@ impl Config {
     }
 
     /// Every duration setting with its key.
-    fn durations(&self) -> [(&'static str, Duration); 9] {
+    fn durations(&self) -> [(&'static str, Duration); 10] {
         [
             ("opencode.connect_timeout_ms", self.opencode.connect_timeout),
             ("opencode.request_timeout_ms", self.opencode.request_timeout),
@@ -143,6 +159,10 @@ impl Config {
             ("limits.body_timeout_secs", self.limits.body_timeout),
             ("limits.header_timeout_secs", self.limits.header_timeout),
             ("sessions.ttl_secs", self.sessions.ttl),
+            (
+                "client_tools.result_timeout_secs",
+                self.client_tools.result_timeout,
+            ),
         ]
     }
 

@@ -89,6 +89,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Conversation → session pool.
     pub sessions: SessionsConfig,
+    /// Client-defined tools (OpenAI function calling), served to OpenCode over MCP.
+    pub client_tools: ClientToolsConfig,
 }
 
 /// How log lines are written.
@@ -200,6 +202,36 @@ pub struct SessionsConfig {
     pub max_explicit_per_key: usize,
 }
 
+/// `[client_tools]`: OpenAI function calling through the gateway's MCP endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientToolsConfig {
+    /// Most runs using client tools at once (each holds one MCP server slot in OpenCode, from
+    /// the request until its last tool round is answered; more → 429).
+    pub max_runs: usize,
+    /// How long the gateway waits for a client's tool results before abandoning the run
+    /// (`result_timeout_secs`).
+    #[serde(rename = "result_timeout_secs", with = "units::secs")]
+    pub result_timeout: Duration,
+    /// Where the MCP endpoint OpenCode calls back listens (loopback unless OpenCode runs
+    /// elsewhere); port 0 picks a free one.
+    #[serde(with = "units::address")]
+    pub listen: SocketAddr,
+    /// The endpoint's base URL as OpenCode reaches it; unset = `http://<listen address>`.
+    pub advertise_url: Option<String>,
+}
+
+impl Default for ClientToolsConfig {
+    fn default() -> Self {
+        ClientToolsConfig {
+            max_runs: 32,
+            result_timeout: Duration::from_secs(300),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise_url: None,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -212,6 +244,7 @@ impl Default for Config {
             prompt: PromptConfig::default(),
             limits: LimitsConfig::default(),
             sessions: SessionsConfig::default(),
+            client_tools: ClientToolsConfig::default(),
         }
     }
 }

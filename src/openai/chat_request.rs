@@ -6,6 +6,9 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::tools::{
+    parse_response_format, parse_tool_choice, parse_tools, ResponseFormat, ToolChoice, ToolSpec,
+};
 use super::validate::{bad, image_data_url_mime, parse_object, type_name, Fields};
 use crate::error::ApiError;
 
@@ -21,6 +24,8 @@ pub enum Role {
     User,
     /// An earlier model reply.
     Assistant,
+    /// The result of a tool call the model asked for.
+    Tool,
 }
 
 /// One piece of a message's content.
@@ -37,21 +42,51 @@ pub enum ContentPart {
     },
 }
 
+/// A tool call the model made (in an assistant message).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ToolCall {
+    /// The call's id, as the gateway gave it to the client.
+    pub id: String,
+    /// The function's name.
+    pub name: String,
+    /// The arguments as a JSON text, canonical (see [`canonical_json`]) so that a client that
+    /// re-serializes them still continues the same conversation.
+    pub arguments: String,
+}
+
+/// `text` re-serialized compactly with sorted keys when it is JSON, else as it is.
+pub fn canonical_json(text: &str) -> String {
+    serde_json::from_str::<Value>(text).map_or_else(|_| text.to_string(), |v| v.to_string())
+}
+
 /// One validated chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Message {
     /// The author.
     pub role: Role,
-    /// The content, in order.
+    /// The content, in order (empty text parts of assistant messages are dropped, so that
+    /// `content: ""` and `content: null` are the same message).
     pub parts: Vec<ContentPart>,
+    /// An assistant message's tool calls.
+    pub tool_calls: Vec<ToolCall>,
+    /// A tool message's call id.
+    pub tool_call_id: Option<String>,
 }
 
 impl Message {
-    /// A text-only message.
+    /// A text-only message (an assistant's empty text is no part at all).
     pub fn text_only(role: Role, text: impl Into<String>) -> Message {
+        let text = text.into();
+        let parts = if role == Role::Assistant && text.is_empty() {
+            Vec::new()
+        } else {
+            vec![ContentPart::Text(text)]
+        };
         Message {
             role,
-            parts: vec![ContentPart::Text(text.into())],
+            parts,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         }
     }
 
@@ -89,6 +124,14 @@ pub struct ChatRequest {
     pub include_usage: bool,
     /// `reasoning_effort`, forwarded as OpenCode's `variant`.
     pub reasoning_effort: Option<String>,
+    /// Functions the model may call (answered by the client).
+    pub tools: Vec<ToolSpec>,
+    /// Which of them it may or must call.
+    pub tool_choice: ToolChoice,
+    /// Whether one response may carry several calls.
+    pub parallel_tool_calls: bool,
+    /// The shape of the answer.
+    pub response_format: ResponseFormat,
 }
 
 impl ChatRequest {
@@ -104,6 +147,10 @@ impl ChatRequest {
         let stream = f.bool("stream")?.unwrap_or(false);
         let include_usage = parse_stream_options(&f, stream)?;
         reject_unsupported(&f)?;
+        let tools = parse_tools(&f)?;
+        let tool_choice = parse_tool_choice(&f, &tools)?;
+        let parallel_tool_calls = f.bool("parallel_tool_calls")?.unwrap_or(true);
+        let response_format = parse_response_format(&f)?;
         // Accepted and ignored (OpenCode does not take them per prompt), but type-checked.
         for key in [
             "temperature",
@@ -132,6 +179,10 @@ impl ChatRequest {
             stream,
             include_usage,
             reasoning_effort,
+            tools,
+            tool_choice,
+            parallel_tool_calls,
+            response_format,
         })
     }
 
@@ -151,7 +202,7 @@ impl ChatRequest {
     pub fn turns(&self) -> impl Iterator<Item = &Message> {
         self.messages
             .iter()
-            .filter(|m| matches!(m.role, Role::User | Role::Assistant))
+            .filter(|m| !matches!(m.role, Role::System | Role::Developer))
     }
 }
 
@@ -170,13 +221,35 @@ fn parse_messages(f: &Fields<'_>) -> Result<Vec<Message>, ApiError> {
         .map(|(i, m)| parse_message(i, m))
         .collect::<Result<Vec<_>, _>>()?;
     let last = messages.len() - 1;
-    if messages[last].role != Role::User {
+    if !matches!(messages[last].role, Role::User | Role::Tool) {
         return Err(bad(
-            "The last message must have role `user`: the gateway answers the user's latest message.",
+            "The last message must have role `user` (or `tool`, with the results of the model's tool calls).",
             format!("messages[{last}].role"),
         ));
     }
+    check_tool_results(&messages)?;
     Ok(messages)
+}
+
+/// Every `tool` message answers a call of an earlier assistant message, once.
+fn check_tool_results(messages: &[Message]) -> Result<(), ApiError> {
+    let mut open: Vec<&str> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        open.extend(m.tool_calls.iter().map(|c| c.id.as_str()));
+        let Some(id) = &m.tool_call_id else { continue };
+        match open.iter().position(|c| c == id) {
+            Some(k) => {
+                open.remove(k);
+            }
+            None => {
+                return Err(bad(
+                    format!("`tool_call_id` {id:?} does not answer any earlier assistant tool call (or answers it twice)."),
+                    format!("messages[{i}].tool_call_id"),
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `stream_options.include_usage` (only with `stream: true`).
@@ -207,24 +280,15 @@ fn reject_unsupported(f: &Fields<'_>) -> Result<(), ApiError> {
             ))
         }
     }
-    for key in ["tools", "functions"] {
-        if f.get(key)
-            .is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty()))
-        {
+    for key in ["functions", "function_call"] {
+        if f.get(key).is_some() {
             return Err(bad(
-                format!("`{key}` is not supported: client-side function calling is not available through this gateway."),
+                format!("`{key}` (the deprecated function-calling API) is not supported: use `tools` and `tool_choice`."),
                 key,
             ));
         }
     }
-    match f.get("response_format") {
-        None => Ok(()),
-        Some(Value::Object(o)) if o.get("type") == Some(&Value::String("text".into())) => Ok(()),
-        Some(_) => Err(bad(
-            "Only `response_format: {\"type\": \"text\"}` is supported.",
-            "response_format",
-        )),
-    }
+    Ok(())
 }
 
 fn parse_role(f: &Fields<'_>) -> Result<Role, ApiError> {
@@ -234,12 +298,13 @@ fn parse_role(f: &Fields<'_>) -> Result<Role, ApiError> {
         Some("developer") => Ok(Role::Developer),
         Some("user") => Ok(Role::User),
         Some("assistant") => Ok(Role::Assistant),
-        Some(r @ ("tool" | "function")) => Err(bad(
-            format!("Messages with role `{r}` are not supported: client-side function calling is not available through this gateway."),
+        Some("tool") => Ok(Role::Tool),
+        Some("function") => Err(bad(
+            "Messages with role `function` (the deprecated function-calling API) are not supported: use `tools` and `tool` messages.",
             param,
         )),
         Some(r) => Err(bad(
-            format!("Invalid role `{r}`: expected one of system, developer, user, assistant."),
+            format!("Invalid role `{r}`: expected one of system, developer, user, assistant, tool."),
             param,
         )),
         None => Err(bad("Each message needs a string `role`.", param)),
@@ -256,15 +321,28 @@ fn parse_message(i: usize, value: &Value) -> Result<Message, ApiError> {
     };
     let f = Fields::new(obj, &at);
     let role = parse_role(&f)?;
-    if role == Role::Assistant
-        && f.get("tool_calls")
-            .is_some_and(|c| c.as_array().is_none_or(|a| !a.is_empty()))
-    {
-        return Err(bad(
-            "Assistant `tool_calls` are not supported through this gateway.",
-            f.param("tool_calls"),
-        ));
+    let tool_calls = match role {
+        Role::Assistant => parse_tool_calls(&f)?,
+        _ => Vec::new(),
+    };
+    let tool_call_id = match role {
+        Role::Tool => Some(f.required_string("tool_call_id")?.to_string()),
+        _ => None,
+    };
+    let mut parts = parse_content(&f, role)?;
+    if role == Role::Assistant {
+        parts.retain(|p| !matches!(p, ContentPart::Text(t) if t.is_empty()));
     }
+    Ok(Message {
+        role,
+        parts,
+        tool_calls,
+        tool_call_id,
+    })
+}
+
+/// `content`: a string or an array of parts; optional for assistant messages.
+fn parse_content(f: &Fields<'_>, role: Role) -> Result<Vec<ContentPart>, ApiError> {
     let content_at = f.param("content");
     let parts = match f.get("content") {
         Some(Value::String(s)) => vec![ContentPart::Text(s.clone())],
@@ -290,7 +368,42 @@ fn parse_message(i: usize, value: &Value) -> Result<Message, ApiError> {
     if role == Role::User && parts.is_empty() {
         return Err(bad("A user message must not be empty.", content_at));
     }
-    Ok(Message { role, parts })
+    Ok(parts)
+}
+
+/// An assistant message's `tool_calls`.
+fn parse_tool_calls(f: &Fields<'_>) -> Result<Vec<ToolCall>, ApiError> {
+    let Some(items) = f.array("tool_calls")? else {
+        return Ok(Vec::new());
+    };
+    let mut calls = Vec::with_capacity(items.len());
+    for (j, item) in items.iter().enumerate() {
+        let at = format!("{}[{j}]", f.param("tool_calls"));
+        let obj = item
+            .as_object()
+            .ok_or_else(|| bad("Each tool call must be an object.", at.clone()))?;
+        let cf = Fields::new(obj, &at);
+        let id = cf.required_string("id")?.to_string();
+        if cf.string("type")?.is_some_and(|t| t != "function") {
+            return Err(bad(
+                "Tool calls must have type `function`.",
+                cf.param("type"),
+            ));
+        }
+        let function_at = cf.param("function");
+        let function = cf
+            .object("function")?
+            .ok_or_else(|| cf.missing("function"))?;
+        let ff = Fields::new(function, &function_at);
+        let name = ff.required_string("name")?.to_string();
+        let arguments = canonical_json(ff.string("arguments")?.unwrap_or("{}"));
+        calls.push(ToolCall {
+            id,
+            name,
+            arguments,
+        });
+    }
+    Ok(calls)
 }
 
 fn parse_part(role: Role, value: &Value, at: &str) -> Result<Option<ContentPart>, ApiError> {
@@ -403,7 +516,33 @@ mod tests {
             (json!({"model": "m", "n": 2, "messages": user}), "n"),
             (
                 json!({"model": "m", "tools": [{"type": "function"}], "messages": user}),
-                "tools",
+                "tools[0].function",
+            ),
+            (
+                json!({"model": "m", "functions": [{"name": "f"}], "messages": user}),
+                "functions",
+            ),
+            (
+                json!({"model": "m", "messages": [
+                    {"role": "user", "content": "x"},
+                    {"role": "tool", "tool_call_id": "call_1", "content": "r"}]}),
+                "messages[1].tool_call_id",
+            ),
+            (
+                json!({"model": "m", "messages": [
+                    {"role": "user", "content": "x"},
+                    {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function",
+                        "function": {"name": "f", "arguments": "{}"}}]},
+                    {"role": "tool", "content": "r"}]}),
+                "messages[2].tool_call_id",
+            ),
+            (
+                json!({"model": "m", "messages": [
+                    {"role": "user", "content": "x"},
+                    {"role": "assistant", "tool_calls": [{"type": "function",
+                        "function": {"name": "f", "arguments": "{}"}}]},
+                    {"role": "tool", "tool_call_id": "call_1", "content": "r"}]}),
+                "messages[1].tool_calls[0].id",
             ),
             (
                 json!({"model": "m", "stream_options": {"include_usage": true}, "messages": user}),
@@ -426,6 +565,18 @@ mod tests {
         for (body, param) in cases {
             assert_eq!(param_of(body.clone()), param, "{body}");
         }
+        let loop_back = parse(json!({"model": "m", "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "f", "arguments": "{ \"b\": 1, \"a\": 2 }"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "r"}]}]}))
+        .unwrap();
+        assert_eq!(
+            loop_back.messages[1].tool_calls[0].arguments,
+            r#"{"a":2,"b":1}"#
+        );
+        assert!(loop_back.messages[1].parts.is_empty());
+        assert_eq!(loop_back.turns().count(), 3);
         assert!(matches!(
             ChatRequest::parse(b"{not json"),
             Err(ApiError::InvalidRequest { .. })

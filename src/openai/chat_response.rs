@@ -42,6 +42,32 @@ impl std::ops::Add for Usage {
     }
 }
 
+impl Usage {
+    /// What `self` adds to `earlier` (a run answered in several responses reports each
+    /// response's own share).
+    pub fn minus(self, earlier: Usage) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens.saturating_sub(earlier.prompt_tokens),
+            completion_tokens: self
+                .completion_tokens
+                .saturating_sub(earlier.completion_tokens),
+            total_tokens: self.total_tokens.saturating_sub(earlier.total_tokens),
+            prompt_tokens_details: PromptTokensDetails {
+                cached_tokens: self
+                    .prompt_tokens_details
+                    .cached_tokens
+                    .saturating_sub(earlier.prompt_tokens_details.cached_tokens),
+            },
+            completion_tokens_details: CompletionTokensDetails {
+                reasoning_tokens: self
+                    .completion_tokens_details
+                    .reasoning_tokens
+                    .saturating_sub(earlier.completion_tokens_details.reasoning_tokens),
+            },
+        }
+    }
+}
+
 /// `usage.prompt_tokens_details`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct PromptTokensDetails {
@@ -61,13 +87,63 @@ pub struct CompletionTokensDetails {
 pub struct ResponseMessage {
     /// Always `assistant`.
     pub role: Role,
-    /// The answer text.
-    pub content: String,
+    /// The answer text (null when the message only calls tools, as OpenAI sends it).
+    pub content: Option<String>,
     /// Always null (no refusals are produced).
     pub refusal: Option<String>,
     /// The model's reasoning, when it exposed any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    /// Calls of the client's tools.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<MessageToolCall>,
+}
+
+/// `message.tool_calls[]` of a non-streamed answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageToolCall {
+    /// `call_…`.
+    pub id: String,
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// What to call.
+    pub function: FunctionCall,
+}
+
+/// `{name, arguments}` of a tool call.
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionCall {
+    /// The client's function name.
+    pub name: String,
+    /// The arguments as JSON text.
+    pub arguments: String,
+}
+
+/// `delta.tool_calls[]` of a streamed chunk: the first chunk of a call carries its `id`,
+/// `type` and name; later ones only `index` and a piece of the arguments.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChunkToolCall {
+    /// Which call of the response.
+    pub index: usize,
+    /// On the call's first chunk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `function`, on the call's first chunk.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    /// Name (first chunk) and argument pieces.
+    pub function: ChunkFunction,
+}
+
+/// `function` of a [`ChunkToolCall`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ChunkFunction {
+    /// On the call's first chunk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A piece of the arguments.
+    pub arguments: String,
 }
 
 /// One choice of a non-streamed answer.
@@ -112,6 +188,9 @@ pub struct Delta {
     /// Reasoning text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    /// Tool calls, piece by piece.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ChunkToolCall>>,
 }
 
 /// One choice of a streamed chunk.

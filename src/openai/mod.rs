@@ -5,11 +5,14 @@
 mod chat_request;
 mod chat_response;
 mod models;
+pub mod tools;
 pub mod validate;
 
-pub use chat_request::{ChatRequest, ContentPart, Message, Role};
+pub use chat_request::{canonical_json, ChatRequest, ContentPart, Message, Role, ToolCall};
 pub use chat_response::{
-    ChatCompletion, ChatCompletionChunk, Choice, ChunkChoice, CompletionTokensDetails, Delta,
-    PromptTokensDetails, ResponseMessage, Usage,
+    ChatCompletion, ChatCompletionChunk, Choice, ChunkChoice, ChunkFunction, ChunkToolCall,
+    CompletionTokensDetails, Delta, FunctionCall, MessageToolCall, PromptTokensDetails,
+    ResponseMessage, Usage,
 };
 pub use models::{Model, ModelList};
+pub use tools::{ResponseFormat, ToolChoice, ToolSpec};

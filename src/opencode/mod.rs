@@ -20,7 +20,7 @@ use crate::config::OpenCodeConfig;
 pub use error::{error_message, public_message, upstream_message, UpstreamError};
 pub use types::{
     Capabilities, Event, Health, InputCapabilities, ModelRef, PartInput, PromptBody, Provider,
-    ProviderModel, Providers, Session,
+    ProviderModel, Providers, Session, ToolSwitches,
 };
 
 /// A cheap-to-clone client for one OpenCode server.
@@ -328,6 +328,44 @@ impl OpenCodeClient {
             .json(
                 "abort session",
                 self.request(Method::POST, &format!("session/{id}/abort")),
+                self.timeout,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `POST /mcp {name, config}`: adds (or replaces) an MCP server; answers the status map
+    /// (`{"<name>": {"status": "connected"}}`).
+    pub async fn add_mcp(&self, name: &str, config: &Value) -> Result<Value, UpstreamError> {
+        let body = serde_json::json!({ "name": name, "config": config });
+        // Replacing a server is idempotent: safe to resend.
+        self.retrying("add MCP server", || {
+            self.json(
+                "add MCP server",
+                self.request(Method::POST, "mcp").json(&body),
+                self.timeout,
+            )
+        })
+        .await
+    }
+
+    /// `POST /permission/:id/reply {reply, message?}`: answers a pending permission request
+    /// (`once`, `always` or `reject`).
+    pub async fn reply_permission(
+        &self,
+        id: &str,
+        reply: &str,
+        message: Option<&str>,
+    ) -> Result<(), UpstreamError> {
+        let mut body = serde_json::json!({ "reply": reply });
+        if let Some(m) = message {
+            body["message"] = Value::String(m.to_string());
+        }
+        let _: Value = self
+            .json(
+                "reply to permission",
+                self.request(Method::POST, &format!("permission/{id}/reply"))
+                    .json(&body),
                 self.timeout,
             )
             .await?;

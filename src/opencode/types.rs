@@ -150,11 +150,43 @@ pub struct PromptBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
     /// Tool switches (`{"*": false}` turns all off).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tools: Option<BTreeMap<String, bool>>,
+    #[serde(skip_serializing_if = "ToolSwitches::is_empty")]
+    pub tools: ToolSwitches,
     /// Reasoning effort.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+    /// Output format (`{"type":"json_schema","schema":…}` for structured output).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<Value>,
+}
+
+/// A prompt's `tools` map: name or wildcard pattern → allowed. OpenCode turns it into
+/// permission rules in order, and the *last* matching rule wins, so order matters: it is kept
+/// as given (`{"*": false, "ptk03_*": true}` allows exactly slot 3's tools).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolSwitches(pub Vec<(String, bool)>);
+
+impl ToolSwitches {
+    /// Adds a rule after the others.
+    pub fn set(&mut self, pattern: impl Into<String>, allowed: bool) {
+        self.0.push((pattern.into(), allowed));
+    }
+
+    /// Whether no rule is set (the map is then not sent).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for ToolSwitches {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 /// One SSE event of `GET /event`.
@@ -218,16 +250,22 @@ mod tests {
             },
             agent: None,
             system: Some("s".into()),
-            tools: Some(BTreeMap::from([("*".to_string(), false)])),
+            tools: ToolSwitches(vec![("*".into(), false), ("ptk03_*".into(), true)]),
             variant: None,
+            format: None,
         };
+        let text = serde_json::to_string(&body).unwrap();
+        assert!(
+            text.contains(r#""tools":{"*":false,"ptk03_*":true}"#),
+            "rules keep their order: {text}"
+        );
         assert_eq!(
-            serde_json::to_value(&body).unwrap(),
+            serde_json::from_str::<Value>(&text).unwrap(),
             json!({
                 "parts": [{"type": "text", "text": "hi"}, {"type": "file", "mime": "image/png", "url": "data:image/png;base64,AA=="}],
                 "model": {"providerID": "p", "modelID": "m"},
                 "system": "s",
-                "tools": {"*": false}
+                "tools": {"*": false, "ptk03_*": true}
             })
         );
     }

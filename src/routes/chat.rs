@@ -12,7 +12,9 @@ use axum::{Extension, Json};
 use crate::app::AppState;
 use crate::auth::ClientId;
 use crate::error::ApiError;
-use crate::openai::{ChatCompletion, ChatRequest, Choice, ResponseMessage, Role};
+use crate::openai::{
+    ChatCompletion, ChatRequest, Choice, FunctionCall, MessageToolCall, ResponseMessage, Role,
+};
 use crate::routes::now_secs;
 use crate::run;
 use crate::stream::chat::Chunks;
@@ -31,7 +33,7 @@ pub async fn completions(
     let body = body.map_err(|r| ApiError::from_body_rejection(&r, limit))?;
     let req = ChatRequest::parse(&body)?;
     let explicit = explicit_session(&headers)?;
-    let run = run::start(&state, &client, explicit, &req).await?;
+    let run = run::start(&state, &client, explicit, &(&req).into()).await?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now_secs();
     if req.stream {
@@ -49,11 +51,25 @@ pub async fn completions(
             .into_response());
     }
     let done = run.collect().await?;
+    let tool_calls: Vec<MessageToolCall> = done
+        .tool_calls
+        .into_iter()
+        .map(|c| MessageToolCall {
+            id: c.id,
+            kind: "function",
+            function: FunctionCall {
+                name: c.name,
+                arguments: c.arguments,
+            },
+        })
+        .collect();
+    let content = (tool_calls.is_empty() || !done.content.is_empty()).then_some(done.content);
     let message = ResponseMessage {
         role: Role::Assistant,
-        content: done.content,
+        content,
         refusal: None,
         reasoning_content: done.reasoning,
+        tool_calls,
     };
     Ok(Json(ChatCompletion {
         id,

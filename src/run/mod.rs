@@ -6,8 +6,14 @@
 //! [collects](Run::collect) it, the streaming one turns each output into an SSE event
 //! ([`crate::stream`]), so both agree byte for byte. Dropping a [`Run`] before it ends (client
 //! disconnect) aborts the OpenCode run at once.
+//!
+//! With client tools, one OpenCode run can span several responses: a response ends with
+//! `tool_calls` while the run *suspends* (OpenCode waits on the held calls); the handler then
+//! [parks](Run::park) it, and the request carrying the results [resumes](start) it.
 
 mod prompt;
+mod request;
+mod tools;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -15,14 +21,19 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
+pub use request::{Conversation, RunRequest};
+
 use crate::adapter::{Adapter, Output};
 use crate::app::AppState;
 use crate::auth::ClientId;
 use crate::catalog::ModelInfo;
 use crate::error::ApiError;
 use crate::hub::{HubMessage, Subscription};
-use crate::openai::{ChatRequest, Message, Usage};
-use crate::sessions::{Fingerprint, Lease, Outcome, Seed};
+use crate::openai::tools::compile_schema;
+use crate::openai::{Message, Role, ToolCall, Usage};
+use crate::opencode::Event;
+use crate::sessions::{not_found_as_session, Lease, Outcome, Seed};
+use tools::ToolRun;
 
 /// How long a request waits for the upstream event connection before answering 503.
 const EVENT_CONNECT_WAIT: Duration = Duration::from_secs(5);
@@ -36,51 +47,12 @@ pub struct Completion {
     pub content: String,
     /// Reasoning text, if any.
     pub reasoning: Option<String>,
+    /// Calls of the client's tools (the answer then finishes with `tool_calls`).
+    pub tool_calls: Vec<crate::adapter::ToolCallOutput>,
     /// OpenAI finish reason.
     pub finish_reason: &'static str,
     /// Token accounting.
     pub usage: Usage,
-}
-
-/// The conversation a request continues, as the session pool fingerprints it.
-struct Conversation {
-    client: ClientId,
-    model: String,
-    system: Option<String>,
-    /// The user and assistant turns before the new message.
-    prior: Vec<Message>,
-    /// The new user message.
-    last: Message,
-}
-
-impl Conversation {
-    fn of(client: &ClientId, req: &ChatRequest) -> Result<Conversation, ApiError> {
-        let mut prior: Vec<Message> = req.turns().cloned().collect();
-        let last = prior.pop().ok_or_else(|| {
-            ApiError::invalid("No user message to answer.", Some("messages".into()))
-        })?;
-        Ok(Conversation {
-            client: client.clone(),
-            model: req.model.clone(),
-            system: req.system_prompt(),
-            prior,
-            last,
-        })
-    }
-
-    /// The fingerprint of the history the new message continues.
-    fn prior(&self) -> Fingerprint {
-        let system = self.system.as_deref();
-        Fingerprint::of(&self.client, &self.model, system, &self.prior)
-    }
-
-    /// The fingerprint of the history once the new message and `reply` are appended.
-    fn after(&self, reply: &str) -> Fingerprint {
-        let mut turns = self.prior.clone();
-        turns.push(self.last.clone());
-        let system = self.system.as_deref();
-        Fingerprint::after_reply(&self.client, &self.model, system, turns, reply)
-    }
 }
 
 /// A running completion.
@@ -91,25 +63,49 @@ pub struct Run {
     adapter: Adapter,
     deadline: Instant,
     queue: VecDeque<Output>,
-    /// The answer so far (the conversation's fingerprint after the reply needs it).
+    /// This response's answer text (fingerprints need it).
     content: String,
+    /// The calls this response handed to the client.
+    calls: Vec<ToolCall>,
+    /// Usage reported by earlier responses of the same run.
+    reported: Usage,
     conversation: Conversation,
+    /// The explicit session the run is on, if any.
+    explicit: Option<String>,
+    tools: Option<ToolRun>,
+    /// The upstream run is over (answered or failed).
     ended: bool,
+    /// The response ended with tool calls; the upstream run waits for their results.
+    suspended: bool,
     /// Held while the run lives, so shutdown can wait for it.
     _live: TaskTrackerToken,
 }
 
-/// Validates the request against the catalog, claims a session (the explicit one named, or
-/// the conversation's) and starts the run. The configured deadline covers everything from
-/// here to the end of the run.
+/// Starts a run for `req` — or, when `req` carries the results a parked run waits for, resumes
+/// that run. The configured deadline covers everything from here to the end of the response.
 pub async fn start(
     state: &AppState,
     client: &ClientId,
     explicit_session: Option<&str>,
-    req: &ChatRequest,
+    req: &RunRequest,
 ) -> Result<Run, ApiError> {
     let deadline = Instant::now() + state.config.prompt.deadline;
-    let begun = begin(state, client, explicit_session, req, deadline);
+    let conversation = Conversation::of(client, req);
+    if conversation.answers_tools() {
+        let key = conversation.waiting_key(explicit_session);
+        if let Some(mut run) = state.tools.parked.take(&key) {
+            return match run.resume(conversation, deadline) {
+                Ok(()) => Ok(run),
+                Err(e) => {
+                    run.park();
+                    Err(e)
+                }
+            };
+        }
+        // Not waiting here (another process, or it was abandoned): the results are written
+        // into the prompt instead (see `prompt::parts`).
+    }
+    let begun = begin(state, conversation, explicit_session, req, deadline);
     tokio::time::timeout_at(deadline, begun)
         .await
         .map_err(|_| {
@@ -122,22 +118,44 @@ pub async fn start(
 
 async fn begin(
     state: &AppState,
-    client: &ClientId,
+    conversation: Conversation,
     explicit_session: Option<&str>,
-    req: &ChatRequest,
+    req: &RunRequest,
     deadline: Instant,
 ) -> Result<Run, ApiError> {
     let model = state.catalog.get(&req.model).await?;
     prompt::check_model(req, &model)?;
-    let conversation = Conversation::of(client, req)?;
-    let lease = lease(state, client, explicit_session, &conversation).await?;
+    let structured = match req.response_format.schema() {
+        Some(schema) => Some(compile_schema(&schema, "response_format")?),
+        None => None,
+    };
+    let tools = match req.offers_tools() {
+        true => Some(ToolRun::new(
+            state.tools.slots.acquire(&req.tools).await?,
+            req.parallel_tool_calls,
+        )),
+        false => None,
+    };
+    let lease = lease(state, &conversation, explicit_session).await?;
     let subscription = state
         .hub
         .subscribe(&lease.session_id, EVENT_CONNECT_WAIT)
         .await
         .ok_or_else(ApiError::event_stream_down)?;
-    send(state, &lease, &model, &conversation, req, explicit_session).await?;
+    send(
+        state,
+        &lease,
+        &model,
+        &conversation,
+        req,
+        tools.as_ref(),
+        explicit_session,
+    )
+    .await?;
     let mut adapter = Adapter::new(state.config.prompt.max_model_retries, lease.floor.clone());
+    if let Some(schema) = structured {
+        adapter = adapter.structured(schema);
+    }
     if lease.seed == Seed::Full {
         adapter = adapter.fresh_session();
     }
@@ -149,8 +167,13 @@ async fn begin(
         deadline,
         queue: VecDeque::new(),
         content: String::new(),
+        calls: Vec::new(),
+        reported: Usage::default(),
         conversation,
+        explicit: explicit_session.map(String::from),
+        tools,
         ended: false,
+        suspended: false,
         _live: state.live_runs.token(),
     })
 }
@@ -158,22 +181,21 @@ async fn begin(
 /// Claims the session the run will use.
 async fn lease(
     state: &AppState,
-    client: &ClientId,
-    explicit_session: Option<&str>,
     conversation: &Conversation,
+    explicit_session: Option<&str>,
 ) -> Result<Lease, ApiError> {
     // Without the event stream a run cannot be followed: fail before creating anything upstream.
     if !state.hub.wait_connected(EVENT_CONNECT_WAIT).await {
         return Err(ApiError::event_stream_down());
     }
     match explicit_session {
-        Some(id) => state.sessions.explicit.acquire(client, id).await,
+        Some(id) => {
+            let client = &conversation.client;
+            state.sessions.explicit.acquire(client, id).await
+        }
         None => {
-            state
-                .sessions
-                .conversations
-                .acquire(conversation.prior())
-                .await
+            let prior = conversation.prior_fingerprint();
+            state.sessions.conversations.acquire(prior).await
         }
     }
 }
@@ -184,18 +206,18 @@ async fn send(
     lease: &Lease,
     model: &ModelInfo,
     conversation: &Conversation,
-    req: &ChatRequest,
+    req: &RunRequest,
+    tools: Option<&ToolRun>,
     explicit_session: Option<&str>,
 ) -> Result<(), ApiError> {
-    let parts = prompt::parts(lease.seed, &conversation.prior, &conversation.last);
-    let system = conversation.system.clone();
-    let variant = req.reasoning_effort.clone();
-    let body = prompt::body(&state.config.prompt, model, parts, system, variant);
+    let parts = prompt::parts(lease.seed, &conversation.prior, &conversation.new);
+    let slot = tools.map(|t| &t.lease);
+    let body = prompt::body(&state.config.prompt, model, parts, req, slot);
     let sent = state.client.prompt_async(&lease.session_id, &body).await;
     if let Err(e) = sent {
         // An explicit session deleted upstream behind the gateway's back is the client's 404.
         return Err(match explicit_session {
-            Some(id) => crate::sessions::not_found_as_session(id)(e),
+            Some(id) => not_found_as_session(id)(e),
             None => e.into(),
         });
     }
@@ -204,7 +226,7 @@ async fn send(
 }
 
 impl Run {
-    /// When the run must be over.
+    /// When the current response must be over.
     pub fn deadline(&self) -> Instant {
         self.deadline
     }
@@ -214,13 +236,13 @@ impl Run {
         self.subscription.session_id()
     }
 
-    /// The next step; `None` after [`Output::Finished`] or [`Output::Failed`].
+    /// The next step; `None` after the response's last output.
     pub async fn next(&mut self) -> Option<Output> {
         loop {
             if let Some(output) = self.queue.pop_front() {
                 return Some(output);
             }
-            if self.ended {
+            if self.ended || self.suspended {
                 return None;
             }
             for output in self.receive().await {
@@ -231,10 +253,22 @@ impl Run {
         }
     }
 
-    /// Waits for the session's next event (or the deadline, or shutdown) and translates it.
+    /// Waits for the session's next event, a tool call, the end of a tool step, the deadline
+    /// or shutdown, and translates what came.
     async fn receive(&mut self) -> Vec<Output> {
+        let ready_at = self.tools.as_ref().and_then(ToolRun::ready_at);
+        let calls = self.tools.as_mut().map(|t| &mut t.lease.calls);
         let message = tokio::select! {
             m = tokio::time::timeout_at(self.deadline, self.subscription.recv()) => m,
+            Some(call) = async { match calls { Some(c) => c.recv().await, None => None } } => {
+                if let Some(tools) = &mut self.tools {
+                    tools.on_call(call);
+                }
+                return Vec::new();
+            }
+            _ = async { match ready_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
+                return self.tool_round();
+            }
             _ = self.state.hard_stop.cancelled() => {
                 return vec![Output::Failed(ApiError::Unavailable(
                     "The gateway is shutting down.".into(),
@@ -242,14 +276,7 @@ impl Run {
             }
         };
         match message {
-            Ok(Some(HubMessage::Event(event))) => {
-                let outputs = self.adapter.feed(&event);
-                if let Some(lease) = &mut self.lease {
-                    let user = self.adapter.user_message_id();
-                    lease.observe(user, self.adapter.last_assistant_id().or(user));
-                }
-                outputs
-            }
+            Ok(Some(HubMessage::Event(event))) => self.on_event(&event),
             Ok(Some(HubMessage::Lost(reason))) => vec![Output::Failed(ApiError::Upstream(
                 format!("Lost OpenCode's event stream during the run: {reason}"),
             ))],
@@ -259,6 +286,65 @@ impl Run {
             ))],
             Err(_) => vec![Output::Failed(self.deadline_error())],
         }
+    }
+
+    fn on_event(&mut self, event: &Event) -> Vec<Output> {
+        if event.kind == "permission.asked" {
+            self.answer_permission(event);
+        }
+        if let Some(tools) = &mut self.tools {
+            tools.on_event(event);
+        }
+        let outputs = self.adapter.feed(event);
+        if let Some(lease) = &mut self.lease {
+            let user = self.adapter.user_message_id();
+            lease.observe(user, self.adapter.last_assistant_id().or(user));
+        }
+        outputs
+    }
+
+    /// A headless run must never wait on a permission prompt: OpenCode's own tools are
+    /// refused (the model is told and carries on), except its guard against a model repeating
+    /// a call, which client tools may legitimately trip.
+    fn answer_permission(&self, event: &Event) {
+        let p = &event.properties;
+        let Some(id) = p["id"].as_str().map(String::from) else {
+            return;
+        };
+        let doom_loop = p["permission"] == "doom_loop" && self.tools.is_some();
+        let (reply, message) = if doom_loop {
+            ("once", None)
+        } else {
+            (
+                "reject",
+                Some("The gateway's permission policy does not allow this."),
+            )
+        };
+        let client = self.state.client.clone();
+        tracing::info!(permission = %p["permission"], reply, session = %self.session_id(), "answering a permission request");
+        self.state.sessions.upstream().spawn_cleanup(async move {
+            if let Err(e) = client.reply_permission(&id, reply, message).await {
+                tracing::warn!(error = %e, "could not answer a permission request");
+            }
+        });
+    }
+
+    /// The tool calls of a complete step end this response: the run suspends.
+    fn tool_round(&mut self) -> Vec<Output> {
+        let Some((outputs, calls)) = self.tools.as_mut().and_then(ToolRun::round) else {
+            return Vec::new();
+        };
+        self.calls = calls;
+        self.suspended = true;
+        let usage = self.adapter.usage();
+        let mut out: Vec<Output> = outputs.into_iter().map(Output::ToolCall).collect();
+        out.push(Output::Finished {
+            finish_reason: "tool_calls",
+            usage: usage.minus(self.reported),
+        });
+        self.reported = usage;
+        self.queue.extend(out);
+        Vec::new()
     }
 
     fn deadline_error(&self) -> ApiError {
@@ -275,21 +361,27 @@ impl Run {
 
     /// Queues one output, ending the run on a terminal one; returns whether it was terminal.
     async fn accept(&mut self, output: Output) -> bool {
-        let terminal = match &output {
-            Output::Content(t) => {
-                self.content.push_str(t);
-                false
-            }
-            Output::Reasoning(_) => false,
-            Output::Finished { .. } => {
+        let output = match output {
+            Output::Finished {
+                finish_reason,
+                usage,
+            } => {
                 self.finish_ok().await;
-                true
+                Output::Finished {
+                    finish_reason,
+                    usage: usage.minus(self.reported),
+                }
             }
-            Output::Failed(_) => {
+            Output::Failed(e) => {
                 self.finish_failed().await;
-                true
+                Output::Failed(e)
             }
+            other => other,
         };
+        if let Output::Content(t) = &output {
+            self.content.push_str(t);
+        }
+        let terminal = matches!(output, Output::Finished { .. } | Output::Failed(_));
         self.queue.push_back(output);
         terminal
     }
@@ -297,9 +389,11 @@ impl Run {
     async fn finish_ok(&mut self) {
         self.ended = true;
         if let Some(lease) = self.lease.take() {
-            let fingerprint = self.conversation.after(&self.content);
+            let reply = Message::text_only(Role::Assistant, self.content.clone());
+            let fingerprint = self.conversation.fingerprint_after(reply);
             lease.release(Outcome::Answered { fingerprint }).await;
         }
+        self.tools = None;
     }
 
     async fn finish_failed(&mut self) {
@@ -312,31 +406,78 @@ impl Run {
         if let Some(lease) = self.lease.take() {
             lease.release(Outcome::Failed).await;
         }
+        self.tools = None;
     }
 
-    /// Runs to the end and returns the whole answer (the non-streaming mode).
+    /// Whether the response ended with tool calls and the run waits for their results.
+    pub fn is_suspended(&self) -> bool {
+        self.suspended && !self.ended
+    }
+
+    /// Keeps a suspended run for the request that brings the results (for at most the
+    /// configured result timeout); any other run is simply dropped.
+    pub fn park(self) {
+        if !self.is_suspended() {
+            return;
+        }
+        let tools = self.state.tools.clone();
+        let key = self
+            .conversation
+            .park_key(self.explicit.as_deref(), &self.content, &self.calls);
+        tools.parked.park(key, self, tools.result_timeout);
+    }
+
+    /// Continues a parked run with the new request's tool results.
+    fn resume(&mut self, conversation: Conversation, deadline: Instant) -> Result<(), ApiError> {
+        if conversation.client != self.conversation.client {
+            return Err(match &self.explicit {
+                Some(id) => ApiError::session_not_found(id),
+                None => ApiError::Internal("a parked run was found under another key".into()),
+            });
+        }
+        let tools = self
+            .tools
+            .as_mut()
+            .ok_or_else(|| ApiError::Internal("a parked run without tools".into()))?;
+        tools.answer(&conversation.new)?;
+        self.conversation = conversation;
+        self.deadline = deadline;
+        self.content.clear();
+        self.calls.clear();
+        self.suspended = false;
+        tracing::debug!(session = %self.session_id(), "tool results answered; the run goes on");
+        Ok(())
+    }
+
+    /// Runs to the end of the response and returns it whole (the non-streaming mode); a run
+    /// that suspends for tool results is parked.
     pub async fn collect(mut self) -> Result<Completion, ApiError> {
         let mut content = String::new();
         let mut reasoning = String::new();
+        let mut tool_calls = Vec::new();
+        let mut end = None;
         while let Some(output) = self.next().await {
             match output {
                 Output::Content(t) => content.push_str(&t),
                 Output::Reasoning(t) => reasoning.push_str(&t),
+                Output::ToolCall(call) => tool_calls.push(call),
                 Output::Finished {
                     finish_reason,
                     usage,
-                } => {
-                    return Ok(Completion {
-                        content,
-                        reasoning: (!reasoning.is_empty()).then_some(reasoning),
-                        finish_reason,
-                        usage,
-                    })
-                }
+                } => end = Some((finish_reason, usage)),
                 Output::Failed(e) => return Err(e),
             }
         }
-        Err(ApiError::Internal("the run ended without a result".into()))
+        self.park();
+        let (finish_reason, usage) =
+            end.ok_or_else(|| ApiError::Internal("the run ended without a result".into()))?;
+        Ok(Completion {
+            content,
+            reasoning: (!reasoning.is_empty()).then_some(reasoning),
+            tool_calls,
+            finish_reason,
+            usage,
+        })
     }
 }
 
@@ -345,15 +486,19 @@ impl Drop for Run {
         if self.ended {
             return;
         }
-        // The client went away mid-run: stop the generation now; the lease's drop discards the session.
+        // The client went away mid-run (or never brought its tool results): stop the generation
+        // now; the lease's drop discards the session. Held tool calls are answered (with an
+        // error) only after the abort, so the model never acts on them.
         let upstream = self.state.sessions.upstream().clone();
         let id = self.session_id().to_string();
         let lease = self.lease.take();
-        tracing::info!(session = %id, "client disconnected; aborting the run");
+        let tools = self.tools.take();
+        tracing::info!(session = %id, "run abandoned; aborting it upstream");
         self.state.sessions.upstream().spawn_cleanup(async move {
             if let Err(e) = upstream.abort(&id).await {
                 tracing::warn!(session = %id, error = %e, "abort after disconnect failed");
             }
+            drop(tools);
             drop(lease);
         });
     }

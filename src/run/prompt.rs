@@ -1,25 +1,24 @@
 //! What a run sends to OpenCode: the request checked against the model's abilities, and the
-//! prompt body (parts, model, agent, system prompt, tool switches, variant).
-
-use std::collections::BTreeMap;
+//! prompt body (parts, model, agent, system prompt, tool switches, variant, output format).
 
 use crate::catalog::ModelInfo;
 use crate::config::PromptConfig;
 use crate::error::ApiError;
-use crate::openai::{ChatRequest, ContentPart, Message, Role};
-use crate::opencode::{ModelRef, PartInput, PromptBody};
+use crate::openai::{ContentPart, Message, Role, ToolChoice};
+use crate::opencode::{ModelRef, PartInput, PromptBody, ToolSwitches};
 use crate::sessions::Seed;
+use crate::tools::slots::{SlotLease, SLOT_PREFIX};
+
+use super::request::RunRequest;
 
 /// Rejects what the model cannot take (images, an unknown reasoning effort) before anything
 /// is created upstream: OpenCode would substitute an error text or fail late.
-pub fn check_model(req: &ChatRequest, model: &ModelInfo) -> Result<(), ApiError> {
-    if !model.image_input {
-        if let Some(i) = req.messages.iter().position(Message::has_image) {
-            return Err(ApiError::invalid(
-                format!("The model `{}` does not accept image input.", req.model),
-                Some(format!("messages[{i}].content")),
-            ));
-        }
+pub fn check_model(req: &RunRequest, model: &ModelInfo) -> Result<(), ApiError> {
+    if let (false, Some(param)) = (model.image_input, &req.first_image) {
+        return Err(ApiError::invalid(
+            format!("The model `{}` does not accept image input.", req.model),
+            Some(param.clone()),
+        ));
     }
     let Some(effort) = &req.reasoning_effort else {
         return Ok(());
@@ -42,24 +41,46 @@ pub fn check_model(req: &ChatRequest, model: &ModelInfo) -> Result<(), ApiError>
     Err(ApiError::invalid(message, Some("reasoning_effort".into())))
 }
 
-/// The parts to send for `last`, given what the session already holds (`seed`).
-pub fn parts(seed: Seed, prior: &[Message], last: &Message) -> Vec<PartInput> {
+/// The parts to send for the `new` messages, given what the session already holds (`seed`).
+pub fn parts(seed: Seed, prior: &[Message], new: &[Message]) -> Vec<PartInput> {
     match seed {
-        Seed::LastOnly => message_parts(last),
-        Seed::Full => seeded_parts(prior, last),
+        Seed::LastOnly => new_parts(new),
+        Seed::Full if prior.is_empty() => new_parts(new),
+        Seed::Full => seeded_parts(prior, new),
     }
 }
 
-/// The prompt body: `parts` for `model`, with the operator's agent and tool policy.
+/// The prompt body for `parts`: the operator's agent and tool policy, the client's tools (on
+/// `slot`) and output format.
 pub fn body(
     config: &PromptConfig,
     model: &ModelInfo,
     parts: Vec<PartInput>,
-    system: Option<String>,
-    variant: Option<String>,
+    req: &RunRequest,
+    slot: Option<&SlotLease>,
 ) -> PromptBody {
-    // Tools stay off unless the operator turned them on, whatever agent runs the prompt.
-    let tools = (!config.tools_enabled).then(|| BTreeMap::from([("*".to_string(), false)]));
+    let mut system = req.system.clone();
+    let mut tools = ToolSwitches::default();
+    // OpenCode's own tools stay off unless the operator turned them on, whatever agent runs
+    // the prompt; other runs' client tools are never offered.
+    if config.tools_enabled {
+        tools.set(format!("{SLOT_PREFIX}*"), false);
+    } else {
+        tools.set("*", false);
+    }
+    if let Some(slot) = slot {
+        let instruction = allow_client_tools(&mut tools, slot, &req.tool_choice);
+        if let Some(instruction) = instruction {
+            system = Some(match system {
+                Some(s) => format!("{s}\n\n{instruction}"),
+                None => instruction,
+            });
+        }
+    }
+    let format = req.response_format.schema().map(|schema| {
+        tools.set("StructuredOutput", true);
+        serde_json::json!({ "type": "json_schema", "schema": schema })
+    });
     PromptBody {
         parts,
         model: ModelRef {
@@ -69,7 +90,36 @@ pub fn body(
         agent: config.agent.clone(),
         system,
         tools,
-        variant,
+        variant: req.reasoning_effort.clone(),
+        format,
+    }
+}
+
+/// Allows the slot's tools as `choice` says; returns the instruction that stands in for a
+/// forced choice (OpenCode has no per-prompt `tool_choice`).
+fn allow_client_tools(
+    tools: &mut ToolSwitches,
+    slot: &SlotLease,
+    choice: &ToolChoice,
+) -> Option<String> {
+    match choice {
+        ToolChoice::None => None,
+        ToolChoice::Auto => {
+            tools.set(format!("{}_*", slot.name), true);
+            None
+        }
+        ToolChoice::Required => {
+            tools.set(format!("{}_*", slot.name), true);
+            Some("You must call at least one of the available tools before you answer.".into())
+        }
+        ToolChoice::Function(name) => {
+            let mcp = slot.mcp_name(name).unwrap_or(name);
+            let visible = format!("{}_{mcp}", slot.name);
+            tools.set(visible.clone(), true);
+            Some(format!(
+                "You must call the tool `{visible}` before you answer."
+            ))
+        }
     }
 }
 
@@ -86,32 +136,106 @@ fn message_parts(m: &Message) -> Vec<PartInput> {
         .collect()
 }
 
-/// A new session gets the earlier turns as context, then the new message, in one model call.
-fn seeded_parts(prior: &[Message], last: &Message) -> Vec<PartInput> {
-    if prior.is_empty() {
-        return message_parts(last);
+/// The new messages as parts: the user's message, or tool results written out (for a session
+/// whose run that asked for them is gone).
+fn new_parts(new: &[Message]) -> Vec<PartInput> {
+    match new {
+        [m] if m.role != Role::Tool => message_parts(m),
+        results => {
+            let mut text = String::from("The results of the tool calls you made:");
+            for r in results {
+                text.push('\n');
+                text.push_str(&render(r));
+            }
+            vec![PartInput::Text { text }]
+        }
     }
+}
+
+/// One earlier message written out for a seeded history.
+fn render(m: &Message) -> String {
+    match m.role {
+        Role::Assistant => {
+            let mut out = format!("<assistant>\n{}", m.text());
+            for c in &m.tool_calls {
+                out.push_str(&format!(
+                    "\n<tool_call id=\"{}\" name=\"{}\">{}</tool_call>",
+                    c.id, c.name, c.arguments
+                ));
+            }
+            out.push_str("\n</assistant>");
+            out
+        }
+        Role::Tool => format!(
+            "<tool_result id=\"{}\">\n{}\n</tool_result>",
+            m.tool_call_id.as_deref().unwrap_or_default(),
+            m.text()
+        ),
+        _ => format!("<user>\n{}\n</user>", m.text()),
+    }
+}
+
+/// A new session gets the earlier turns as context, then the new messages, in one model call.
+fn seeded_parts(prior: &[Message], new: &[Message]) -> Vec<PartInput> {
     let mut parts = vec![PartInput::Text {
         text: "The conversation so far, for context:".into(),
     }];
     for m in prior {
-        let tag = if m.role == Role::Assistant {
-            "assistant"
-        } else {
-            "user"
-        };
-        parts.push(PartInput::Text {
-            text: format!("<{tag}>\n{}\n</{tag}>", m.text()),
-        });
+        parts.push(PartInput::Text { text: render(m) });
         parts.extend(
             message_parts(m)
                 .into_iter()
                 .filter(|p| matches!(p, PartInput::File { .. })),
         );
     }
-    parts.push(PartInput::Text {
-        text: "The user's new message:".into(),
-    });
-    parts.extend(message_parts(last));
+    if new.first().is_some_and(|m| m.role != Role::Tool) {
+        parts.push(PartInput::Text {
+            text: "The user's new message:".into(),
+        });
+    }
+    parts.extend(new_parts(new));
     parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openai::ToolCall;
+
+    #[test]
+    fn a_seeded_history_writes_out_tool_calls_and_results() {
+        let mut assistant = Message::text_only(Role::Assistant, "let me look");
+        assistant.tool_calls.push(ToolCall {
+            id: "call_1".into(),
+            name: "get_weather".into(),
+            arguments: r#"{"city":"Paris"}"#.into(),
+        });
+        let result = Message {
+            role: Role::Tool,
+            parts: vec![ContentPart::Text("sunny".into())],
+            tool_calls: Vec::new(),
+            tool_call_id: Some("call_1".into()),
+        };
+        let prior = [Message::text_only(Role::User, "weather?"), assistant];
+        let texts: Vec<String> = parts(Seed::Full, &prior, &[result])
+            .into_iter()
+            .filter_map(|p| match p {
+                PartInput::Text { text } => Some(text),
+                PartInput::File { .. } => None,
+            })
+            .collect();
+        let all = texts.join("\n");
+        assert!(all.contains("<user>\nweather?\n</user>"), "{all}");
+        assert!(
+            all.contains(
+                r#"<tool_call id="call_1" name="get_weather">{"city":"Paris"}</tool_call>"#
+            ),
+            "{all}"
+        );
+        assert!(
+            all.contains("<tool_result id=\"call_1\">\nsunny\n</tool_result>"),
+            "{all}"
+        );
+        assert!(!all.contains("The user's new message"), "{all}");
+    }
 }

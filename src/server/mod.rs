@@ -86,6 +86,7 @@ pub async fn serve(
         tracing::info!("shutting down");
         signalled.cancel();
     });
+    let mcp = start_mcp_endpoint(&state, background.clone()).await;
     let connections = accept(listener, app, header_timeout, &stop).await;
     tokio::select! {
         _ = connections.shutdown() => {}
@@ -100,11 +101,45 @@ pub async fn serve(
             }
         }
     }
+    // Runs still waiting for tool results are abandoned (aborted upstream, sessions freed).
+    state.tools.parked.clear();
     // Requests cut off above abort their runs through the pool's clean-up tasks: wait for those.
     state
         .sessions
         .shutdown(delete_on_shutdown, Duration::from_secs(5))
         .await;
     background.cancel();
+    if let Some(mcp) = mcp {
+        let _ = tokio::time::timeout(Duration::from_secs(2), mcp).await;
+    }
     Ok(())
+}
+
+/// Binds the MCP endpoint OpenCode calls back for client tools (see [`crate::tools`]). A bind
+/// failure disables client tools (requests with `tools` get 503) rather than the gateway.
+async fn start_mcp_endpoint(
+    state: &AppState,
+    stop: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let config = &state.config.client_tools;
+    let listener = match TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(listen = %config.listen, error = %e, "cannot listen for the MCP endpoint (`client_tools.listen`); client tools are off");
+            return None;
+        }
+    };
+    let local = listener.local_addr().ok()?;
+    let url = config
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{local}"));
+    tracing::info!(%local, %url, "MCP endpoint for client tools listening");
+    state.tools.slots.set_endpoint(url);
+    let slots = state.tools.slots.clone();
+    Some(tokio::spawn(crate::tools::mcp::serve(
+        listener,
+        slots,
+        async move { stop.cancelled().await },
+    )))
 }

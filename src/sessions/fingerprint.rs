@@ -5,7 +5,7 @@ use std::hash::{Hash, Hasher};
 use sha2::{Digest, Sha256};
 
 use crate::auth::ClientId;
-use crate::openai::{Message, Role};
+use crate::openai::Message;
 
 /// A SHA-256 fingerprint of a conversation prefix (collision-resistant: pooled sessions must
 /// never be shared between different conversations, let alone different keys).
@@ -35,34 +35,34 @@ impl Fingerprint {
         turns.hash(&mut h);
         Fingerprint(h.0.finalize().into())
     }
-
-    /// The fingerprint after appending the assistant's reply to `turns`.
-    pub fn after_reply(
-        client: &ClientId,
-        model: &str,
-        system: Option<&str>,
-        mut turns: Vec<Message>,
-        reply: &str,
-    ) -> Self {
-        turns.push(Message::text_only(Role::Assistant, reply));
-        Self::of(client, model, system, &turns)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::openai::Role;
 
     #[test]
     fn fingerprints_match_the_next_turns_prefix() {
         let c = ClientId("k".into());
-        let turn1 = vec![Message::text_only(Role::User, "hi")];
-        let after = Fingerprint::after_reply(&c, "m", Some("sys"), turn1, "hello");
         let turn2 = [
             Message::text_only(Role::User, "hi"),
             Message::text_only(Role::Assistant, "hello"),
         ];
-        assert_eq!(after, Fingerprint::of(&c, "m", Some("sys"), &turn2));
+        let after = Fingerprint::of(&c, "m", Some("sys"), &turn2);
+        let empty_reply = |content: Option<&str>| Message {
+            role: Role::Assistant,
+            parts: content
+                .map(|c| vec![crate::openai::ContentPart::Text(c.into())])
+                .unwrap_or_default(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        };
+        assert_eq!(
+            Fingerprint::of(&c, "m", None, &[Message::text_only(Role::Assistant, "")]),
+            Fingerprint::of(&c, "m", None, &[empty_reply(None)]),
+            "an empty answer is no content at all"
+        );
         assert_ne!(
             after,
             Fingerprint::of(&ClientId("other".into()), "m", Some("sys"), &turn2)

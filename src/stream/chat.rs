@@ -9,7 +9,10 @@ use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::adapter::Output;
-use crate::openai::{ChatCompletionChunk, ChunkChoice, Delta, Role, Usage};
+use crate::adapter::ToolCallOutput;
+use crate::openai::{
+    ChatCompletionChunk, ChunkChoice, ChunkFunction, ChunkToolCall, Delta, Role, Usage,
+};
 use crate::run::Run;
 
 /// What every chunk of one stream shares.
@@ -32,7 +35,7 @@ impl Chunks {
             Delta {
                 role: Some(Role::Assistant),
                 content: Some(String::new()),
-                reasoning_content: None,
+                ..Delta::default()
             },
             None,
         );
@@ -58,6 +61,7 @@ impl Chunks {
                 },
                 None,
             )],
+            Output::ToolCall(call) => self.tool_call(call),
             Output::Finished {
                 finish_reason,
                 usage,
@@ -74,6 +78,28 @@ impl Chunks {
                 vec![json_event(&e.body())]
             }
         }
+    }
+
+    /// A tool call as OpenAI streams it: a chunk announcing it (id, type, name), then its
+    /// arguments.
+    fn tool_call(&self, call: ToolCallOutput) -> Vec<Event> {
+        let piece = |id, kind, name, arguments| Delta {
+            tool_calls: Some(vec![ChunkToolCall {
+                index: call.index,
+                id,
+                kind,
+                function: ChunkFunction { name, arguments },
+            }]),
+            ..Delta::default()
+        };
+        let head = piece(
+            Some(call.id.clone()),
+            Some("function"),
+            Some(call.name.clone()),
+            String::new(),
+        );
+        let arguments = piece(None, None, None, call.arguments.clone());
+        vec![self.chunk(head, None), self.chunk(arguments, None)]
     }
 
     fn chunk(&self, delta: Delta, finish_reason: Option<&'static str>) -> Event {

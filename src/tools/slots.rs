@@ -1,0 +1,430 @@
+//! The slot pool: MCP servers the gateway registers with OpenCode, one per run that uses
+//! client tools at that moment.
+//!
+//! OpenCode lists an MCP server's tools once, when it connects, and its tool calls carry no trace
+//! of the session they belong to. So a run leases a *slot* (`ptk00`, `ptk01`, …: one MCP server
+//! path each), the slot serves that run's tools, and every call arriving on it is that run's.
+//! When the run's tools differ from what OpenCode last listed for the slot, the slot is
+//! registered again (`POST /mcp` with the same name replaces the server and re-lists its tools,
+//! synchronously). Slots are never removed upstream — OpenCode keeps every server it was ever
+//! given — so the pool is fixed-size (`tools.max_concurrent_runs`), and idle slots cost OpenCode
+//! nothing per prompt.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::ApiError;
+use crate::openai::ToolSpec;
+use crate::opencode::OpenCodeClient;
+use crate::sync::lock;
+
+/// Prefix of slot names; a tools map entry `"ptk*": false` hides every slot from a prompt.
+pub const SLOT_PREFIX: &str = "ptk";
+/// Longest tool name OpenCode may show the model (providers commonly refuse longer ones).
+const MAX_TOOL_NAME: usize = 64;
+/// Calls buffered between the MCP endpoint and the run.
+const CALL_BUFFER: usize = 64;
+
+/// One tool as the slot serves it.
+#[derive(Debug, Clone)]
+pub struct SlotTool {
+    /// The client's name.
+    pub client_name: String,
+    /// The name on the MCP server (the client's, shortened when `<slot>_<name>` would be too long).
+    pub mcp_name: String,
+    /// Description for the model.
+    pub description: Option<String>,
+    /// JSON Schema of the arguments.
+    pub schema: Value,
+}
+
+/// What a tool call's result is.
+#[derive(Debug, Clone)]
+pub struct CallResult {
+    /// The text the model receives.
+    pub text: String,
+    /// Whether the call failed.
+    pub is_error: bool,
+}
+
+/// A `tools/call` held open until the client answers it.
+#[derive(Debug)]
+pub struct HeldCall {
+    /// The tool, as the MCP server knows it.
+    pub mcp_name: String,
+    /// The arguments the model gave.
+    pub arguments: Value,
+    reply: oneshot::Sender<CallResult>,
+}
+
+impl HeldCall {
+    /// Answers the call; OpenCode hands the text to the model as the tool's result.
+    pub fn answer(self, result: CallResult) {
+        // The endpoint may have given up (OpenCode cancelled the call): nothing to do then.
+        let _ = self.reply.send(result);
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    /// The tools it serves now.
+    tools: Arc<Vec<SlotTool>>,
+    /// Hash of the tool list OpenCode last listed for it (None: not registered).
+    registered: Option<[u8; 32]>,
+    /// The run holding it: lease id and where its calls go.
+    lease: Option<(u64, mpsc::Sender<HeldCall>)>,
+}
+
+struct Inner {
+    client: OpenCodeClient,
+    /// Sent by OpenCode as `Authorization: Bearer …` on every MCP request; new at every start.
+    secret: String,
+    /// Base URL OpenCode reaches the MCP endpoint at (set once the endpoint listens).
+    endpoint: OnceLock<String>,
+    /// MCP `timeout` given to OpenCode (bounds a held call on OpenCode's side).
+    call_timeout: Duration,
+    slots: Mutex<Vec<Slot>>,
+    max: usize,
+    next_lease: AtomicU64,
+}
+
+/// The slot pool; cheap to clone.
+#[derive(Clone)]
+pub struct Slots {
+    inner: Arc<Inner>,
+}
+
+/// A run's exclusive use of one slot; the slot is free again when this is dropped (calls still
+/// held are then answered with an error by the endpoint).
+pub struct SlotLease {
+    slots: Slots,
+    index: usize,
+    id: u64,
+    /// The slot's name (`ptkNN`), the prefix of its tools in OpenCode.
+    pub name: String,
+    /// Calls of this run, as they arrive.
+    pub calls: mpsc::Receiver<HeldCall>,
+    /// The tools it serves.
+    pub tools: Arc<Vec<SlotTool>>,
+}
+
+impl std::fmt::Debug for SlotLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlotLease")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SlotLease {
+    /// The client's name of a tool the MCP server knows as `mcp_name`.
+    pub fn client_name(&self, mcp_name: &str) -> Option<&str> {
+        self.tools
+            .iter()
+            .find(|t| t.mcp_name == mcp_name)
+            .map(|t| t.client_name.as_str())
+    }
+
+    /// The MCP name of the client's tool `client_name`.
+    pub fn mcp_name(&self, client_name: &str) -> Option<&str> {
+        self.tools
+            .iter()
+            .find(|t| t.client_name == client_name)
+            .map(|t| t.mcp_name.as_str())
+    }
+}
+
+impl Drop for SlotLease {
+    fn drop(&mut self) {
+        let mut slots = lock(&self.slots.inner.slots);
+        if let Some(slot) = slots.get_mut(self.index) {
+            if slot.lease.as_ref().is_some_and(|(id, _)| *id == self.id) {
+                slot.lease = None;
+            }
+        }
+    }
+}
+
+/// The slot name for an index.
+pub fn slot_name(index: usize) -> String {
+    format!("{SLOT_PREFIX}{index:02}")
+}
+
+/// The tool table for `tools` on slot `slot`: names kept unless `<slot>_<name>` would exceed
+/// [`MAX_TOOL_NAME`], then shortened with a hash so they stay unique.
+fn table(slot: &str, tools: &[ToolSpec]) -> Vec<SlotTool> {
+    let room = MAX_TOOL_NAME - slot.len() - 1;
+    tools
+        .iter()
+        .map(|t| {
+            let mcp_name = if t.name.len() <= room {
+                t.name.clone()
+            } else {
+                let digest = Sha256::digest(t.name.as_bytes());
+                let tag: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+                format!("{}_{tag}", &t.name[..room - 9])
+            };
+            SlotTool {
+                client_name: t.name.clone(),
+                mcp_name,
+                description: t.description.clone(),
+                schema: t.parameters.clone(),
+            }
+        })
+        .collect()
+}
+
+fn hash(tools: &[SlotTool]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for t in tools {
+        h.update(t.mcp_name.as_bytes());
+        h.update([0]);
+        h.update(t.description.as_deref().unwrap_or("").as_bytes());
+        h.update([0]);
+        h.update(t.schema.to_string().as_bytes());
+        h.update([0]);
+    }
+    h.finalize().into()
+}
+
+impl Slots {
+    /// A pool of at most `max` slots whose held calls OpenCode gives up on after `call_timeout`.
+    pub fn new(client: OpenCodeClient, max: usize, call_timeout: Duration) -> Slots {
+        let secret: String = {
+            use rand::Rng;
+            let bytes: [u8; 32] = rand::thread_rng().gen();
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        };
+        Slots {
+            inner: Arc::new(Inner {
+                client,
+                secret,
+                endpoint: OnceLock::new(),
+                call_timeout,
+                slots: Mutex::new(Vec::new()),
+                max,
+                next_lease: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// Where OpenCode reaches the MCP endpoint (`http://host:port`); set once it listens.
+    pub fn set_endpoint(&self, base_url: String) {
+        let _ = self
+            .inner
+            .endpoint
+            .set(base_url.trim_end_matches('/').to_string());
+    }
+
+    /// Whether client tools can be served (the MCP endpoint is listening).
+    pub fn available(&self) -> bool {
+        self.inner.endpoint.get().is_some()
+    }
+
+    /// Whether `presented` is this start's secret (constant time).
+    pub fn check_secret(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let a = Sha256::digest(presented.as_bytes());
+        let b = Sha256::digest(self.inner.secret.as_bytes());
+        bool::from(a.ct_eq(&b))
+    }
+
+    /// OpenCode forgot its MCP servers (it restarted): register slots again on next use.
+    pub fn forget_registrations(&self) {
+        for slot in lock(&self.inner.slots).iter_mut() {
+            slot.registered = None;
+        }
+    }
+
+    /// The tools slot `name` serves (for `tools/list`).
+    pub fn tools_of(&self, name: &str) -> Option<Arc<Vec<SlotTool>>> {
+        let index = slot_index(name)?;
+        lock(&self.inner.slots).get(index).map(|s| s.tools.clone())
+    }
+
+    /// Hands a call on slot `name` to the run holding it; `None` when no run does.
+    pub fn deliver(
+        &self,
+        name: &str,
+        mcp_name: String,
+        arguments: Value,
+    ) -> Option<oneshot::Receiver<CallResult>> {
+        let index = slot_index(name)?;
+        let sender = lock(&self.inner.slots)
+            .get(index)?
+            .lease
+            .as_ref()?
+            .1
+            .clone();
+        let (reply, answer) = oneshot::channel();
+        let call = HeldCall {
+            mcp_name,
+            arguments,
+            reply,
+        };
+        sender.try_send(call).ok()?;
+        Some(answer)
+    }
+
+    /// Number of slots leased right now.
+    pub fn in_use(&self) -> usize {
+        lock(&self.inner.slots)
+            .iter()
+            .filter(|s| s.lease.is_some())
+            .count()
+    }
+
+    /// Leases a slot serving `tools`, registering it with OpenCode when its tools changed.
+    pub async fn acquire(&self, tools: &[ToolSpec]) -> Result<SlotLease, ApiError> {
+        let endpoint = self.inner.endpoint.get().ok_or_else(|| {
+            ApiError::Unavailable(
+                "Client tools are not available: the gateway's MCP endpoint is not running.".into(),
+            )
+        })?;
+        let (index, lease_id, calls, needs_registration, table) = self.claim(tools)?;
+        let name = slot_name(index);
+        let lease = SlotLease {
+            slots: self.clone(),
+            index,
+            id: lease_id,
+            name: name.clone(),
+            calls,
+            tools: table.clone(),
+        };
+        if let Some(digest) = needs_registration {
+            self.register(&name, endpoint).await?;
+            if let Some(slot) = lock(&self.inner.slots).get_mut(index) {
+                slot.registered = Some(digest);
+            }
+        }
+        Ok(lease)
+    }
+
+    /// Picks a free slot (one already serving the same tools first), grows the pool if needed.
+    #[allow(clippy::type_complexity)]
+    fn claim(
+        &self,
+        tools: &[ToolSpec],
+    ) -> Result<
+        (
+            usize,
+            u64,
+            mpsc::Receiver<HeldCall>,
+            Option<[u8; 32]>,
+            Arc<Vec<SlotTool>>,
+        ),
+        ApiError,
+    > {
+        let mut slots = lock(&self.inner.slots);
+        let wanted = |i: usize| hash(&table(&slot_name(i), tools));
+        let free = slots.iter().enumerate().filter(|(_, s)| s.lease.is_none());
+        let same = free
+            .clone()
+            .find(|(i, s)| s.registered == Some(wanted(*i)))
+            .map(|(i, _)| i);
+        let index = match same.or_else(|| free.map(|(i, _)| i).next()) {
+            Some(i) => i,
+            None if slots.len() < self.inner.max => {
+                slots.push(Slot::default());
+                slots.len() - 1
+            }
+            None => {
+                return Err(ApiError::TooManyRequests {
+                    message: format!(
+                        "All {} tool slots are in use by runs waiting for tool results; try again shortly.",
+                        self.inner.max
+                    ),
+                    code: "too_many_tool_runs",
+                })
+            }
+        };
+        let table = Arc::new(table(&slot_name(index), tools));
+        let digest = hash(&table);
+        let (tx, rx) = mpsc::channel(CALL_BUFFER);
+        let id = self.inner.next_lease.fetch_add(1, Ordering::Relaxed);
+        let slot = &mut slots[index];
+        slot.tools = table.clone();
+        slot.lease = Some((id, tx));
+        let needs = (slot.registered != Some(digest)).then_some(digest);
+        Ok((index, id, rx, needs, table))
+    }
+
+    /// `POST /mcp` for slot `name`: OpenCode (re)connects and lists its tools.
+    async fn register(&self, name: &str, endpoint: &str) -> Result<(), ApiError> {
+        let timeout_ms = self.inner.call_timeout.as_millis().min(i32::MAX as u128) as u64;
+        let config = json!({
+            "type": "remote",
+            "url": format!("{endpoint}/mcp/{name}"),
+            "headers": { "Authorization": format!("Bearer {}", self.inner.secret) },
+            "oauth": false,
+            "enabled": true,
+            "timeout": timeout_ms,
+        });
+        let status = self.inner.client.add_mcp(name, &config).await?;
+        match status
+            .pointer(&format!("/{name}/status"))
+            .and_then(Value::as_str)
+        {
+            Some("connected") => Ok(()),
+            other => Err(ApiError::Upstream(format!(
+                "OpenCode could not connect to the gateway's tool server {name}: {}",
+                status
+                    .pointer(&format!("/{name}/error"))
+                    .and_then(Value::as_str)
+                    .or(other)
+                    .unwrap_or("unknown status")
+            ))),
+        }
+    }
+}
+
+/// The index of slot `name` (`ptkNN`).
+pub fn slot_index(name: &str) -> Option<usize> {
+    let digits = name.strip_prefix(SLOT_PREFIX)?;
+    if digits.len() != 2 {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The slots' tool tables by slot, for tests and `/status`.
+pub type Tables = HashMap<String, Arc<Vec<SlotTool>>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str) -> ToolSpec {
+        ToolSpec {
+            name: name.into(),
+            description: None,
+            parameters: json!({"type": "object"}),
+            strict: false,
+        }
+    }
+
+    #[test]
+    fn names_fit_the_providers_limit_and_stay_unique() {
+        let long_a = "a".repeat(64);
+        let long_b = format!("{}b", "a".repeat(63));
+        let t = table("ptk07", &[spec("short"), spec(&long_a), spec(&long_b)]);
+        assert_eq!(t[0].mcp_name, "short");
+        for tool in &t {
+            assert!(
+                format!("ptk07_{}", tool.mcp_name).len() <= 64,
+                "{}",
+                tool.mcp_name
+            );
+        }
+        assert_ne!(t[1].mcp_name, t[2].mcp_name);
+        assert_eq!(slot_index("ptk07"), Some(7));
+        assert_eq!(slot_index("ptk7"), None);
+        assert_eq!(slot_index("xyz07"), None);
+    }
+}

@@ -1,0 +1,289 @@
+//! When has the model finished asking for tools? The end of a step, told from OpenCode's events
+//! and the MCP calls held for the run.
+//!
+//! OpenCode runs a tool as soon as the model has streamed its arguments, and only marks the step
+//! finished (`step-finish`, `message.updated` with `finish: "tool-calls"`) once every tool has
+//! returned — here, once the client has answered. So no event says "the model is done asking";
+//! it has to be inferred (probed against OpenCode 1.18.34):
+//! - a tool part is `pending` while the model streams a call's arguments, `running` once they
+//!   are complete (and OpenCode sends the MCP call at that instant);
+//! - the step is complete when at least one held call is waiting to go to the client, every
+//!   held call is paired with its `running` part (by tool name and arguments — either may be
+//!   seen first), no part is `pending`, every `running` part of the run's slot is paired, and
+//!   nothing happened in the step for [`QUIET`].
+//!
+//! A model that pauses longer than [`QUIET`] between two calls of one step gets them sent in two
+//! rounds (call → result → call → result): valid for every OpenAI client, nothing is lost.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::opencode::Event;
+
+/// How long a step must be quiet before its held calls go to the client.
+pub const QUIET: Duration = Duration::from_millis(250);
+
+#[derive(Debug)]
+struct ToolPart {
+    call_id: String,
+    tool: String,
+    status: String,
+    input: Value,
+    /// Paired with a held call (waiting, or already sent to the client).
+    paired: bool,
+}
+
+#[derive(Debug)]
+struct Held<T> {
+    /// Full OpenCode tool name (`<slot>_<name>`).
+    tool: String,
+    arguments: Value,
+    part: Option<usize>,
+    call: T,
+}
+
+/// Tracks one run's tool parts and held calls; `T` is whatever stands for a held call.
+#[derive(Debug)]
+pub struct StepTracker<T> {
+    /// `<slot>_`: only tools with this prefix are the client's.
+    prefix: String,
+    /// The assistant message of the current step.
+    message: Option<String>,
+    parts: Vec<ToolPart>,
+    held: Vec<Held<T>>,
+    last_activity: Option<Instant>,
+}
+
+impl<T> StepTracker<T> {
+    /// A tracker for the tools of `slot`.
+    pub fn new(slot: &str) -> StepTracker<T> {
+        StepTracker {
+            prefix: format!("{slot}_"),
+            message: None,
+            parts: Vec::new(),
+            held: Vec::new(),
+            last_activity: None,
+        }
+    }
+
+    /// Whether any call is held and not yet sent to the client.
+    pub fn has_held(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// When the step could next be complete (now + the rest of the quiet window).
+    pub fn ready_at(&self) -> Option<Instant> {
+        if self.held.is_empty() {
+            return None;
+        }
+        Some(self.last_activity.map_or_else(Instant::now, |t| t + QUIET))
+    }
+
+    /// Feeds one event of the run's session.
+    pub fn on_event(&mut self, event: &Event, now: Instant) {
+        let p = &event.properties;
+        match event.kind.as_str() {
+            "message.updated" => {
+                let info = &p["info"];
+                if info["role"] != "assistant" || !info["time"]["completed"].is_null() {
+                    return;
+                }
+                let id = info["id"].as_str().map(str::to_string);
+                if id.is_some() && id != self.message {
+                    // A new step: the previous step's parts are done with.
+                    self.message = id;
+                    self.parts.clear();
+                    for h in &mut self.held {
+                        h.part = None;
+                    }
+                }
+                self.last_activity = Some(now);
+            }
+            "message.part.updated" => self.on_part(&p["part"], now),
+            "message.part.delta" if p["messageID"].as_str() == self.message.as_deref() => {
+                self.last_activity = Some(now);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_part(&mut self, part: &Value, now: Instant) {
+        if part["messageID"].as_str().is_none()
+            || part["messageID"].as_str() != self.message.as_deref()
+        {
+            return;
+        }
+        self.last_activity = Some(now);
+        if part["type"] != "tool" {
+            return;
+        }
+        let call_id = part["callID"].as_str().unwrap_or_default();
+        let status = part["state"]["status"].as_str().unwrap_or_default();
+        let input = part["state"]["input"].clone();
+        let index = match self.parts.iter().position(|x| x.call_id == call_id) {
+            Some(i) => i,
+            None => {
+                self.parts.push(ToolPart {
+                    call_id: call_id.to_string(),
+                    tool: part["tool"].as_str().unwrap_or_default().to_string(),
+                    status: String::new(),
+                    input: Value::Null,
+                    paired: false,
+                });
+                self.parts.len() - 1
+            }
+        };
+        let entry = &mut self.parts[index];
+        entry.status = status.to_string();
+        entry.input = input;
+        self.pair();
+    }
+
+    /// A call arrived on the run's slot (`name` as the MCP server knows it).
+    pub fn on_call(&mut self, name: &str, arguments: Value, call: T, now: Instant) {
+        self.held.push(Held {
+            tool: format!("{}{name}", self.prefix),
+            arguments,
+            part: None,
+            call,
+        });
+        self.last_activity = Some(now);
+        self.pair();
+    }
+
+    fn pair(&mut self) {
+        for h in self.held.iter_mut().filter(|h| h.part.is_none()) {
+            let hit = self.parts.iter().position(|p| {
+                !p.paired && p.status != "pending" && p.tool == h.tool && p.input == h.arguments
+            });
+            if let Some(i) = hit {
+                h.part = Some(i);
+                self.parts[i].paired = true;
+            }
+        }
+    }
+
+    /// Whether the step is complete at `now` (see the module docs).
+    pub fn is_complete(&self, now: Instant) -> bool {
+        !self.held.is_empty()
+            && self.held.iter().all(|h| h.part.is_some())
+            && !self.parts.iter().any(|p| p.status == "pending")
+            && !self
+                .parts
+                .iter()
+                .any(|p| p.status == "running" && p.tool.starts_with(&self.prefix) && !p.paired)
+            && self
+                .last_activity
+                .is_none_or(|t| now.duration_since(t) >= QUIET)
+    }
+
+    /// Takes up to `max` held calls of a complete step, in the order the model made them.
+    pub fn take(&mut self, max: usize) -> Vec<T> {
+        self.held.sort_by_key(|h| h.part.unwrap_or(usize::MAX));
+        let n = max.min(self.held.len());
+        self.held.drain(..n).map(|h| h.call).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ev(kind: &str, properties: Value) -> Event {
+        Event {
+            kind: kind.into(),
+            properties,
+        }
+    }
+
+    fn assistant(id: &str) -> Event {
+        ev(
+            "message.updated",
+            json!({"info": {"id": id, "role": "assistant", "time": {"created": 1}}}),
+        )
+    }
+
+    fn part(call: &str, tool: &str, status: &str, input: Value) -> Event {
+        ev(
+            "message.part.updated",
+            json!({"part": {"messageID": "msg_a", "type": "tool", "tool": tool, "callID": call,
+                "state": {"status": status, "input": input}}}),
+        )
+    }
+
+    #[test]
+    fn a_step_completes_when_every_call_is_held_paired_and_quiet() {
+        let now = Instant::now();
+        let mut t: StepTracker<u32> = StepTracker::new("ptk01");
+        t.on_event(&assistant("msg_a"), now);
+        t.on_event(&part("c1", "ptk01_get_weather", "pending", json!({})), now);
+        t.on_event(
+            &part(
+                "c1",
+                "ptk01_get_weather",
+                "running",
+                json!({"city": "Paris"}),
+            ),
+            now,
+        );
+        t.on_call("get_weather", json!({"city": "Paris"}), 1, now);
+        t.on_event(&part("c2", "ptk01_get_weather", "pending", json!({})), now);
+        let later = now + Duration::from_secs(5);
+        assert!(!t.is_complete(later), "c2 still streaming");
+        t.on_event(
+            &part(
+                "c2",
+                "ptk01_get_weather",
+                "running",
+                json!({"city": "Oslo"}),
+            ),
+            later,
+        );
+        assert!(!t.is_complete(later + QUIET), "c2's call not held yet");
+        t.on_call("get_weather", json!({"city": "Oslo"}), 2, later);
+        assert!(!t.is_complete(later), "quiet window");
+        assert_eq!(t.ready_at(), Some(later + QUIET));
+        assert!(t.is_complete(later + QUIET));
+        assert_eq!(t.take(10), vec![1, 2]);
+        assert!(!t.has_held());
+    }
+
+    #[test]
+    fn calls_go_out_in_the_models_order_and_one_at_a_time_when_asked() {
+        let now = Instant::now();
+        let mut t: StepTracker<&str> = StepTracker::new("ptk01");
+        t.on_event(&assistant("msg_a"), now);
+        // The second call's MCP request arrives first.
+        t.on_call("b", json!({}), "second", now);
+        t.on_call("a", json!({}), "first", now);
+        t.on_event(&part("c1", "ptk01_a", "running", json!({})), now);
+        t.on_event(&part("c2", "ptk01_b", "running", json!({})), now);
+        assert!(t.is_complete(now + QUIET));
+        assert_eq!(t.take(1), vec!["first"]);
+        assert!(
+            t.is_complete(now + QUIET),
+            "the rest stays ready for the next round"
+        );
+        assert_eq!(t.take(1), vec!["second"]);
+    }
+
+    #[test]
+    fn other_tools_and_a_new_step_are_handled() {
+        let now = Instant::now();
+        let mut t: StepTracker<u8> = StepTracker::new("ptk02");
+        t.on_event(&assistant("msg_a"), now);
+        // A slot tool of another run cannot appear; OpenCode's own tools run by themselves.
+        t.on_event(
+            &part("c0", "bash", "running", json!({"command": "ls"})),
+            now,
+        );
+        t.on_event(&part("c1", "ptk02_f", "running", json!({"x": 1})), now);
+        t.on_call("f", json!({"x": 1}), 7, now);
+        assert!(t.is_complete(now + QUIET));
+        assert_eq!(t.take(5), vec![7]);
+        assert!(!t.is_complete(now + QUIET), "nothing held");
+    }
+}
