@@ -11,6 +11,20 @@
 //! * `[hang]`      -> send headers, then nothing (connection stays open)
 //! * `[count]`     -> reply `echo: <text> (messages: K)`, K = number of messages in the request
 //!
+//! Tool calling:
+//!
+//! * `[call:NAME:{json args}]` -> answer with a tool call instead of text; several markers -> several
+//!   parallel calls (`delta.tool_calls` index 0, 1, …), `finish_reason: "tool_calls"`. NAME is matched
+//!   against the request's `tools`: an exact name wins, else the unique offered tool whose name ends with
+//!   `_NAME` (OpenCode prefixes MCP tools with `<server>_`), else NAME as written. Only when the last
+//!   message is the user's (so the run ends after one round of tool results), unless `[sticky]`.
+//! * `[sticky]`      -> emit the calls again after tool results too (at most 5 tool rounds per user turn).
+//! * `[toolgap:MS]`  -> streaming: sleep MS ms between the chunks of successive tool calls (and
+//!   before `finish_reason`), to show that OpenCode starts executing a call before the step ends.
+//! * When the last message is `role: tool` (and no call is emitted), the reply is
+//!   `echo tool results: <tool_call_id>=<content>; <tool_call_id>=<content>` over the trailing tool
+//!   messages, in order.
+//!
 //! Usage (`prompt_tokens: 11, completion_tokens: 7, total_tokens: 18`) is always sent: in the
 //! final streaming chunk (`choices: []`) and in the non-streaming response.
 #![allow(dead_code)]
@@ -165,6 +179,135 @@ pub fn last_user_text(body: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// One scripted tool call: `[call:NAME:{json}]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScriptedCall {
+    pub name: String,
+    /// The arguments as written in the marker (must be a JSON value; sent as this exact string).
+    pub arguments: String,
+}
+
+/// Every `[call:NAME:ARGS]` marker in `text`, in order. ARGS extends to the `]` that closes the
+/// marker with balanced `{}`/`[]` (JSON strings may contain brackets).
+pub fn parse_calls(text: &str) -> Vec<ScriptedCall> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("[call:") {
+        let after = &rest[start + 6..];
+        let Some(colon) = after.find(':') else { break };
+        let name = after[..colon].to_string();
+        let args_start = &after[colon + 1..];
+        // Scan a balanced JSON value.
+        let (mut depth, mut in_str, mut esc, mut end) = (0i32, false, false, None);
+        for (i, c) in args_start.char_indices() {
+            if in_str {
+                match (esc, c) {
+                    (true, _) => esc = false,
+                    (false, '\\') => esc = true,
+                    (false, '"') => in_str = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match c {
+                '"' => in_str = true,
+                '{' | '[' => depth += 1,
+                '}' | ']' if depth > 0 => depth -= 1,
+                ']' if depth == 0 => {
+                    end = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let Some(end) = end else { break };
+        out.push(ScriptedCall { name, arguments: args_start[..end].trim().to_string() });
+        rest = &args_start[end + 1..];
+    }
+    out
+}
+
+/// Resolve a scripted tool name against the request's offered `tools` (see module docs).
+pub fn resolve_tool_name(body: &Value, name: &str) -> String {
+    let offered: Vec<&str> = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .map(|ts| {
+            ts.iter()
+                .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    if offered.contains(&name) {
+        return name.to_string();
+    }
+    let suffix = format!("_{name}");
+    let hits: Vec<&&str> = offered.iter().filter(|t| t.ends_with(&suffix)).collect();
+    if hits.len() == 1 {
+        return hits[0].to_string();
+    }
+    name.to_string()
+}
+
+/// The trailing `role: tool` messages of a request (after the last non-tool message).
+pub fn trailing_tool_messages(body: &Value) -> Vec<Value> {
+    let msgs = body.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut out: Vec<Value> = msgs
+        .iter()
+        .rev()
+        .take_while(|m| m.get("role").and_then(Value::as_str) == Some("tool"))
+        .cloned()
+        .collect();
+    out.reverse();
+    out
+}
+
+/// Number of assistant messages with `tool_calls` after the last user message.
+fn tool_rounds_since_user(body: &Value) -> usize {
+    let msgs = body.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
+    msgs.iter()
+        .rev()
+        .take_while(|m| m.get("role").and_then(Value::as_str) != Some("user"))
+        .filter(|m| {
+            m.get("role").and_then(Value::as_str) == Some("assistant")
+                && m.get("tool_calls").and_then(Value::as_array).is_some_and(|a| !a.is_empty())
+        })
+        .count()
+}
+
+/// The tool calls the mock answers `body` with (empty: answer with text). Ids are `call_<k>_<i>`,
+/// k = tool rounds so far in this user turn, i = index.
+pub fn expected_tool_calls(body: &Value) -> Vec<Value> {
+    let text = last_user_text(body);
+    let calls = parse_calls(&text);
+    if calls.is_empty() {
+        return vec![];
+    }
+    let last_role = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let rounds = tool_rounds_since_user(body);
+    let sticky = text.contains("[sticky]");
+    if last_role != "user" && !(sticky && rounds < 5) {
+        return vec![];
+    }
+    calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            json!({
+                "id": format!("call_{rounds}_{i}"),
+                "type": "function",
+                "function": {"name": resolve_tool_name(body, &c.name), "arguments": c.arguments},
+            })
+        })
+        .collect()
+}
+
 /// Parsed behaviour markers of one request.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Script {
@@ -175,6 +318,7 @@ pub struct Script {
     pub length: bool,
     pub hang: bool,
     pub count: bool,
+    pub toolgap_ms: Option<u64>,
 }
 
 fn marker_value<T: std::str::FromStr>(text: &str, name: &str) -> Option<T> {
@@ -194,12 +338,27 @@ impl Script {
             length: text.contains("[length]"),
             hang: text.contains("[hang]"),
             count: text.contains("[count]"),
+            toolgap_ms: marker_value(text, "toolgap"),
         }
     }
 }
 
 /// The reply text the mock produces for a request body.
 pub fn expected_reply(body: &Value) -> String {
+    let tools = trailing_tool_messages(body);
+    if !tools.is_empty() {
+        let parts: Vec<String> = tools
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}={}",
+                    m.get("tool_call_id").and_then(Value::as_str).unwrap_or("?"),
+                    content_text(m.get("content").unwrap_or(&Value::Null))
+                )
+            })
+            .collect();
+        return format!("echo tool results: {}", parts.join("; "));
+    }
     let text = last_user_text(body);
     let script = Script::parse(&text);
     if script.count {
@@ -317,7 +476,14 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
         .to_string();
     let reply = expected_reply(&body);
     let reasoning = script.reasoning.then(|| expected_reasoning(&body));
-    let finish = if script.length { "length" } else { "stop" };
+    let tool_calls = expected_tool_calls(&body);
+    let finish = if !tool_calls.is_empty() {
+        "tool_calls"
+    } else if script.length {
+        "length"
+    } else {
+        "stop"
+    };
     let id = format!("chatcmpl-mock{}", now_secs());
     let created = now_secs();
     let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
@@ -330,6 +496,10 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         let mut message = json!({"role": "assistant", "content": reply, "refusal": null});
+        if !tool_calls.is_empty() {
+            message["content"] = Value::Null;
+            message["tool_calls"] = json!(tool_calls);
+        }
         if let Some(r) = reasoning {
             message["reasoning_content"] = json!(r);
         }
@@ -368,7 +538,8 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
                     .is_ok()
             }
         };
-        if !send(chunk(json!({"role": "assistant", "content": ""}), None)).await {
+        let first = if tool_calls.is_empty() { json!("") } else { Value::Null };
+        if !send(chunk(json!({"role": "assistant", "content": first}), None)).await {
             return;
         }
         if let Some(r) = reasoning {
@@ -379,7 +550,37 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
                 }
             }
         }
-        let pieces = split_chunks(&reply, script.chunks);
+        // Tool calls: per call, a first chunk with id/type/name and empty arguments, then the
+        // arguments in two pieces (OpenAI's shape); `[toolgap:MS]` pauses between calls.
+        for (i, call) in tool_calls.iter().enumerate() {
+            if i > 0 {
+                if let Some(ms) = script.toolgap_ms {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+            }
+            let args = call["function"]["arguments"].as_str().unwrap_or("{}").to_string();
+            let head = json!({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""}}]});
+            if !send(chunk(head, None)).await {
+                return;
+            }
+            let cut = args.char_indices().nth(args.chars().count() / 2).map_or(args.len(), |(b, _)| b);
+            for piece in [&args[..cut], &args[cut..]] {
+                if piece.is_empty() {
+                    continue;
+                }
+                let d = json!({"tool_calls": [{"index": i, "function": {"arguments": piece}}]});
+                if !send(chunk(d, None)).await {
+                    return;
+                }
+            }
+        }
+        if !tool_calls.is_empty() {
+            if let Some(ms) = script.toolgap_ms {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+        }
+        let pieces = if tool_calls.is_empty() { split_chunks(&reply, script.chunks) } else { vec![] };
         for (i, piece) in pieces.into_iter().enumerate() {
             if i > 0 {
                 if let Some(ms) = script.slow_ms {
