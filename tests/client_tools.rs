@@ -14,7 +14,8 @@ fn weather_tool() -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn single_call_round_trip() {
     let bed = TestBed::start().await;
-    let user = json!({"role": "user", "content": "weather? [call:get_weather:{\"city\":\"Paris\"}]"});
+    let user =
+        json!({"role": "user", "content": "weather? [call:get_weather:{\"city\":\"Paris\"}]"});
     let (status, v) = bed
         .chat(json!({"model": "mock/echo", "tools": [weather_tool()], "messages": [user.clone()]}))
         .await;
@@ -26,8 +27,10 @@ async fn single_call_round_trip() {
     let id = call["id"].as_str().unwrap().to_string();
     let assistant = v["choices"][0]["message"].clone();
     let (status, v2) = bed
-        .chat(json!({"model": "mock/echo", "tools": [weather_tool()], "messages": [
-            user, assistant, {"role": "tool", "tool_call_id": id, "content": "sunny, 21 C"}]}))
+        .chat(
+            json!({"model": "mock/echo", "tools": [weather_tool()], "messages": [
+            user, assistant, {"role": "tool", "tool_call_id": id, "content": "sunny, 21 C"}]}),
+        )
         .await;
     eprintln!("second: {v2:#}");
     assert_eq!(status, 200, "{v2}");

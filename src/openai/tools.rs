@@ -167,12 +167,14 @@ pub fn parse_tool_choice(f: &Fields<'_>, tools: &[ToolSpec]) -> Result<ToolChoic
             "none" => ToolChoice::None,
             "auto" => ToolChoice::Auto,
             "required" => ToolChoice::Required,
-            other => return Err(bad(
-                format!(
+            other => {
+                return Err(bad(
+                    format!(
                     "Invalid `tool_choice` {other:?}: expected none, auto, required or a function."
                 ),
-                param,
-            )),
+                    param,
+                ))
+            }
         },
         Some(Value::Object(o)) => {
             let name = o

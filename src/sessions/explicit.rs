@@ -6,32 +6,23 @@
 //! replicas; only the busy flag and the floor are local. A key never learns whether another
 //! key's session exists: both are the same 404.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::lease::{Lease, Owner, Seed};
+use super::claims::Claims;
+use super::lease::Lease;
 use super::upstream::{not_found_as_session, SessionUpstream};
 use crate::auth::ClientId;
 use crate::config::SessionsConfig;
 use crate::error::ApiError;
 use crate::opencode::{Session, UpstreamError};
-use crate::sync::lock;
-
-/// Local state of an explicit session (its ownership lives upstream, in its title).
-#[derive(Debug, Default)]
-struct Local {
-    /// A request is running on it.
-    busy: bool,
-    /// The newest message id known to predate the next request (see [`Lease::floor`]).
-    floor: Option<String>,
-}
 
 struct Inner {
     upstream: SessionUpstream,
     title: String,
-    local: Mutex<HashMap<String, Local>>,
+    /// Busy flags and floors (ownership lives upstream, in the title).
+    claims: Claims,
     max_per_key: usize,
     /// Makes "check the cap, then create" one step.
     create_lock: tokio::sync::Mutex<()>,
@@ -77,9 +68,9 @@ impl ExplicitSessions {
     pub fn new(upstream: SessionUpstream, title: String, config: &SessionsConfig) -> Self {
         ExplicitSessions {
             inner: Arc::new(Inner {
+                claims: Claims::new(upstream.clone()),
                 upstream,
                 title,
-                local: Mutex::new(HashMap::new()),
                 max_per_key: config.max_explicit_per_key,
                 create_lock: tokio::sync::Mutex::new(()),
             }),
@@ -149,10 +140,7 @@ impl ExplicitSessions {
         // The copies get fresh ids, and their events may still be in flight: remember the
         // newest so they are not taken for the next run's.
         let floor = upstream.newest_message_id(&fork.id).await.unwrap_or(None);
-        lock(&self.inner.local)
-            .entry(fork.id.clone())
-            .or_default()
-            .floor = floor;
+        self.inner.claims.set_floor(&fork.id, floor);
         Ok(fork)
     }
 
@@ -160,7 +148,7 @@ impl ExplicitSessions {
     pub async fn delete(&self, owner: &ClientId, id: &str) -> Result<(), ApiError> {
         self.owned(owner, id).await?;
         self.inner.upstream.delete(id).await?;
-        lock(&self.inner.local).remove(id);
+        self.inner.claims.forget(id);
         Ok(())
     }
 
@@ -186,50 +174,13 @@ impl ExplicitSessions {
 
     /// Number of explicit sessions this gateway has local state for.
     pub fn count(&self) -> usize {
-        lock(&self.inner.local).len()
+        self.inner.claims.count()
     }
 
     /// Claims `owner`'s session `id` for one request (409 while another runs on it).
     pub async fn acquire(&self, owner: &ClientId, id: &str) -> Result<Lease, ApiError> {
         self.owned(owner, id).await?;
-        let mut local = lock(&self.inner.local);
-        let state = local.entry(id.to_string()).or_default();
-        if state.busy {
-            return Err(ApiError::Conflict(format!(
-                "Session {id} is already running a request; OpenCode runs one prompt per session at a time."
-            )));
-        }
-        state.busy = true;
-        let owner = Owner::Explicit(self.clone());
-        Ok(Lease::new(
-            id.to_string(),
-            Seed::LastOnly,
-            state.floor.clone(),
-            owner,
-        ))
-    }
-
-    /// A request on the session ended: it is free, and `last_seen` is the next one's floor.
-    pub(super) fn free(&self, session_id: &str, last_seen: Option<String>) {
-        if let Some(state) = lock(&self.inner.local).get_mut(session_id) {
-            state.busy = false;
-            if last_seen.is_some() {
-                state.floor = last_seen;
-            }
-        }
-    }
-
-    /// The failure path of a lease. The run may still be going upstream (a prompt that timed
-    /// out, a request cut short): stop it before the session takes the next request, which
-    /// OpenCode would otherwise fold into this run.
-    pub(super) fn discard(&self, session_id: String, last_seen: Option<String>) {
-        let this = self.clone();
-        self.inner.upstream.spawn_cleanup(async move {
-            if let Err(e) = this.inner.upstream.abort(&session_id).await {
-                tracing::warn!(session = %session_id, error = %e, "abort failed");
-            }
-            this.free(&session_id, last_seen);
-        });
+        self.inner.claims.claim(id)
     }
 }
 

@@ -8,8 +8,8 @@
 
 use tokio::sync::watch;
 
+use super::claims::Claims;
 use super::conversations::ConversationPool;
-use super::explicit::ExplicitSessions;
 use super::fingerprint::Fingerprint;
 
 /// How the leased session relates to the request's history.
@@ -40,8 +40,8 @@ pub(super) enum Owner {
         pool: ConversationPool,
         claimed: Option<Fingerprint>,
     },
-    /// Explicit sessions.
-    Explicit(ExplicitSessions),
+    /// A claim on a named session (explicit sessions, Responses chains).
+    Claimed(Claims),
 }
 
 /// Exclusive use of one OpenCode session for one request.
@@ -113,7 +113,7 @@ impl Lease {
     }
 
     /// Hands the session back: an answered pooled session is remembered for the next turn, a
-    /// failed one deleted upstream; an explicit one becomes free again.
+    /// failed one deleted upstream; a claimed one becomes free again.
     pub async fn release(mut self, outcome: Outcome) {
         let Outcome::Answered { fingerprint } = outcome else {
             return; // the drop discards it
@@ -128,8 +128,8 @@ impl Lease {
                 self.owner = None;
                 pool.unclaim(claimed);
             }
-            Some(Owner::Explicit(explicit)) => {
-                explicit.free(&self.session_id, self.last_seen.take());
+            Some(Owner::Claimed(claims)) => {
+                claims.free(&self.session_id, self.last_seen.take());
                 self.owner = None;
             }
             None => {}
@@ -142,9 +142,7 @@ impl Drop for Lease {
         let session_id = std::mem::take(&mut self.session_id);
         match self.owner.take() {
             Some(Owner::Conversations { pool, claimed }) => pool.discard(claimed, session_id),
-            Some(Owner::Explicit(explicit)) => {
-                explicit.discard(session_id, self.last_seen.take());
-            }
+            Some(Owner::Claimed(claims)) => claims.discard(session_id, self.last_seen.take()),
             None => {}
         }
     }

@@ -10,6 +10,7 @@
 //! [`Lease::release`], cleaned up if dropped). All session calls to OpenCode go through
 //! [`SessionUpstream`], which also runs the clean-up that shutdown waits for.
 
+mod claims;
 mod conversations;
 mod explicit;
 mod fingerprint;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub use claims::Claims;
 pub use conversations::ConversationPool;
 pub use explicit::{display_title, is_session_id, ExplicitSessions};
 pub use fingerprint::Fingerprint;

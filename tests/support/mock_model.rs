@@ -221,7 +221,10 @@ pub fn parse_calls(text: &str) -> Vec<ScriptedCall> {
             }
         }
         let Some(end) = end else { break };
-        out.push(ScriptedCall { name, arguments: args_start[..end].trim().to_string() });
+        out.push(ScriptedCall {
+            name,
+            arguments: args_start[..end].trim().to_string(),
+        });
         rest = &args_start[end + 1..];
     }
     out
@@ -251,7 +254,11 @@ pub fn resolve_tool_name(body: &Value, name: &str) -> String {
 
 /// The trailing `role: tool` messages of a request (after the last non-tool message).
 pub fn trailing_tool_messages(body: &Value) -> Vec<Value> {
-    let msgs = body.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
+    let msgs = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let mut out: Vec<Value> = msgs
         .iter()
         .rev()
@@ -264,13 +271,19 @@ pub fn trailing_tool_messages(body: &Value) -> Vec<Value> {
 
 /// Number of assistant messages with `tool_calls` after the last user message.
 fn tool_rounds_since_user(body: &Value) -> usize {
-    let msgs = body.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
+    let msgs = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     msgs.iter()
         .rev()
         .take_while(|m| m.get("role").and_then(Value::as_str) != Some("user"))
         .filter(|m| {
             m.get("role").and_then(Value::as_str) == Some("assistant")
-                && m.get("tool_calls").and_then(Value::as_array).is_some_and(|a| !a.is_empty())
+                && m.get("tool_calls")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| !a.is_empty())
         })
         .count()
 }
@@ -538,7 +551,11 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
                     .is_ok()
             }
         };
-        let first = if tool_calls.is_empty() { json!("") } else { Value::Null };
+        let first = if tool_calls.is_empty() {
+            json!("")
+        } else {
+            Value::Null
+        };
         if !send(chunk(json!({"role": "assistant", "content": first}), None)).await {
             return;
         }
@@ -558,13 +575,19 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                 }
             }
-            let args = call["function"]["arguments"].as_str().unwrap_or("{}").to_string();
+            let args = call["function"]["arguments"]
+                .as_str()
+                .unwrap_or("{}")
+                .to_string();
             let head = json!({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
                 "function": {"name": call["function"]["name"], "arguments": ""}}]});
             if !send(chunk(head, None)).await {
                 return;
             }
-            let cut = args.char_indices().nth(args.chars().count() / 2).map_or(args.len(), |(b, _)| b);
+            let cut = args
+                .char_indices()
+                .nth(args.chars().count() / 2)
+                .map_or(args.len(), |(b, _)| b);
             for piece in [&args[..cut], &args[cut..]] {
                 if piece.is_empty() {
                     continue;
@@ -580,7 +603,11 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
         }
-        let pieces = if tool_calls.is_empty() { split_chunks(&reply, script.chunks) } else { vec![] };
+        let pieces = if tool_calls.is_empty() {
+            split_chunks(&reply, script.chunks)
+        } else {
+            vec![]
+        };
         for (i, piece) in pieces.into_iter().enumerate() {
             if i > 0 {
                 if let Some(ms) = script.slow_ms {
