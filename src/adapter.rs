@@ -439,6 +439,7 @@ pub fn usage_from_tokens(t: &Value) -> Usage {
         completion_tokens_details: CompletionTokensDetails {
             reasoning_tokens: reasoning,
         },
+        cache_write_tokens: n("/cache/write"),
     }
 }
 

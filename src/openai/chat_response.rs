@@ -19,6 +19,10 @@ pub struct Usage {
     pub prompt_tokens_details: PromptTokensDetails,
     /// Breakdown of the completion tokens.
     pub completion_tokens_details: CompletionTokensDetails,
+    /// Tokens written to the provider's cache (part of `prompt_tokens`; chat completions have
+    /// no field for it, the Responses API has).
+    #[serde(skip)]
+    pub cache_write_tokens: u64,
 }
 
 impl std::ops::Add for Usage {
@@ -38,6 +42,7 @@ impl std::ops::Add for Usage {
                 reasoning_tokens: self.completion_tokens_details.reasoning_tokens
                     + b.completion_tokens_details.reasoning_tokens,
             },
+            cache_write_tokens: self.cache_write_tokens + b.cache_write_tokens,
         }
     }
 }
@@ -64,6 +69,9 @@ impl Usage {
                     .reasoning_tokens
                     .saturating_sub(earlier.completion_tokens_details.reasoning_tokens),
             },
+            cache_write_tokens: self
+                .cache_write_tokens
+                .saturating_sub(earlier.cache_write_tokens),
         }
     }
 }

@@ -5,6 +5,8 @@
 mod chat_request;
 mod chat_response;
 mod models;
+mod responses_request;
+mod responses_response;
 pub mod tools;
 pub mod validate;
 
@@ -15,4 +17,9 @@ pub use chat_response::{
     ResponseMessage, Usage,
 };
 pub use models::{Model, ModelList};
+pub use responses_request::ResponsesRequest;
+pub use responses_response::{
+    IncompleteDetails, InputItemList, InputTokensDetails, OutputItem, OutputText,
+    OutputTokensDetails, ResponseError, ResponseObject, ResponseStatus, ResponseUsage, SummaryText,
+};
 pub use tools::{ResponseFormat, ToolChoice, ToolSpec};

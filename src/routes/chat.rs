@@ -16,7 +16,7 @@ use crate::openai::{
     ChatCompletion, ChatRequest, Choice, FunctionCall, MessageToolCall, ResponseMessage, Role,
 };
 use crate::routes::now_secs;
-use crate::run;
+use crate::run::{self, Target};
 use crate::stream::chat::Chunks;
 
 /// Header pinning a request to an explicit session created through `/v1/sessions`.
@@ -32,8 +32,11 @@ pub async fn completions(
     let limit = state.config.limits.max_body_bytes;
     let body = body.map_err(|r| ApiError::from_body_rejection(&r, limit))?;
     let req = ChatRequest::parse(&body)?;
-    let explicit = explicit_session(&headers)?;
-    let run = run::start(&state, &client, explicit, &(&req).into()).await?;
+    let target = match explicit_session(&headers)? {
+        Some(id) => Target::Explicit(id.to_string()),
+        None => Target::Conversation,
+    };
+    let run = run::start_or_resume(&state, &client, target, &(&req).into()).await?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now_secs();
     if req.stream {

@@ -33,6 +33,7 @@ use crate::openai::tools::compile_schema;
 use crate::openai::{Message, Role, ToolCall, Usage};
 use crate::opencode::Event;
 use crate::sessions::{not_found_as_session, Lease, Outcome, Seed};
+use crate::tools::{ParkKey, SlotLease};
 use tools::ToolRun;
 
 /// How long a request waits for the upstream event connection before answering 503.
@@ -70,8 +71,8 @@ pub struct Run {
     /// Usage reported by earlier responses of the same run.
     reported: Usage,
     conversation: Conversation,
-    /// The explicit session the run is on, if any.
-    explicit: Option<String>,
+    /// Where the run parks for tool results (`None`: by its conversation's fingerprint).
+    park: Option<ParkKey>,
     tools: Option<ToolRun>,
     /// The upstream run is over (answered or failed).
     ended: bool,
@@ -81,31 +82,74 @@ pub struct Run {
     _live: TaskTrackerToken,
 }
 
-/// Starts a run for `req` — or, when `req` carries the results a parked run waits for, resumes
-/// that run. The configured deadline covers everything from here to the end of the response.
-pub async fn start(
+/// Where a run takes its session from.
+pub enum Target {
+    /// The conversation pool: the session that holds this history, or a new one.
+    Conversation,
+    /// The client's explicit session (`x-session-id`).
+    Explicit(String),
+    /// A session the caller already holds (a Responses chain); a run that suspends for tool
+    /// results is parked under `park`.
+    Leased {
+        /// The session.
+        lease: Lease,
+        /// Where the run waits for tool results.
+        park: ParkKey,
+    },
+}
+
+/// Resumes the run parked under `key` with `conversation`'s tool results; `None` when no run
+/// waits there. A request whose results do not fit gets its 400 and leaves the run parked.
+pub fn resume(
+    state: &AppState,
+    key: &ParkKey,
+    conversation: Conversation,
+) -> Option<Result<Run, ApiError>> {
+    let mut run = state.tools.parked.take(key)?;
+    let deadline = Instant::now() + state.config.prompt.deadline;
+    Some(match run.resume(conversation, deadline) {
+        Ok(()) => Ok(run),
+        Err(e) => {
+            run.park();
+            Err(e)
+        }
+    })
+}
+
+/// Starts a run for `req` on `target` — or, when `req` carries the tool results a parked run
+/// of the same conversation waits for, resumes that run.
+pub async fn start_or_resume(
     state: &AppState,
     client: &ClientId,
-    explicit_session: Option<&str>,
+    target: Target,
     req: &RunRequest,
 ) -> Result<Run, ApiError> {
-    let deadline = Instant::now() + state.config.prompt.deadline;
     let conversation = Conversation::of(client, req);
     if conversation.answers_tools() {
-        let key = conversation.waiting_key(explicit_session);
-        if let Some(mut run) = state.tools.parked.take(&key) {
-            return match run.resume(conversation, deadline) {
-                Ok(()) => Ok(run),
-                Err(e) => {
-                    run.park();
-                    Err(e)
-                }
-            };
+        let key = match &target {
+            Target::Conversation => Some(ParkKey::Conversation(conversation.prior_fingerprint())),
+            Target::Explicit(id) => Some(ParkKey::Session(id.clone())),
+            Target::Leased { .. } => None,
+        };
+        if let Some(resumed) = key.and_then(|k| resume(state, &k, conversation.clone())) {
+            return resumed;
         }
         // Not waiting here (another process, or it was abandoned): the results are written
         // into the prompt instead (see `prompt::parts`).
     }
-    let begun = begin(state, conversation, explicit_session, req, deadline);
+    start(state, conversation, target, req).await
+}
+
+/// Starts a run. The configured deadline covers everything from here to the end of the
+/// response.
+pub async fn start(
+    state: &AppState,
+    conversation: Conversation,
+    target: Target,
+    req: &RunRequest,
+) -> Result<Run, ApiError> {
+    let deadline = Instant::now() + state.config.prompt.deadline;
+    let begun = begin(state, conversation, target, req, deadline);
     tokio::time::timeout_at(deadline, begun)
         .await
         .map_err(|_| {
@@ -119,7 +163,7 @@ pub async fn start(
 async fn begin(
     state: &AppState,
     conversation: Conversation,
-    explicit_session: Option<&str>,
+    target: Target,
     req: &RunRequest,
     deadline: Instant,
 ) -> Result<Run, ApiError> {
@@ -136,20 +180,28 @@ async fn begin(
         )),
         false => None,
     };
-    let lease = lease(state, &conversation, explicit_session).await?;
+    let (lease, park, explicit) = match target {
+        Target::Conversation => (lease(state, &conversation, None).await?, None, None),
+        Target::Explicit(id) => {
+            let lease = lease(state, &conversation, Some(&id)).await?;
+            (lease, Some(ParkKey::Session(id.clone())), Some(id))
+        }
+        Target::Leased { lease, park } => (lease, Some(park), None),
+    };
     let subscription = state
         .hub
         .subscribe(&lease.session_id, EVENT_CONNECT_WAIT)
         .await
         .ok_or_else(ApiError::event_stream_down)?;
+    let slot = tools.as_ref().map(|t| &t.lease);
     send(
         state,
         &lease,
         &model,
         &conversation,
         req,
-        tools.as_ref(),
-        explicit_session,
+        slot,
+        explicit.as_deref(),
     )
     .await?;
     let mut adapter = Adapter::new(state.config.prompt.max_model_retries, lease.floor.clone());
@@ -170,7 +222,7 @@ async fn begin(
         calls: Vec::new(),
         reported: Usage::default(),
         conversation,
-        explicit: explicit_session.map(String::from),
+        park,
         tools,
         ended: false,
         suspended: false,
@@ -178,7 +230,7 @@ async fn begin(
     })
 }
 
-/// Claims the session the run will use.
+/// Claims the session the run will use (the explicit one named, or the conversation's).
 async fn lease(
     state: &AppState,
     conversation: &Conversation,
@@ -207,11 +259,10 @@ async fn send(
     model: &ModelInfo,
     conversation: &Conversation,
     req: &RunRequest,
-    tools: Option<&ToolRun>,
+    slot: Option<&SlotLease>,
     explicit_session: Option<&str>,
 ) -> Result<(), ApiError> {
     let parts = prompt::parts(lease.seed, &conversation.prior, &conversation.new);
-    let slot = tools.map(|t| &t.lease);
     let body = prompt::body(&state.config.prompt, model, parts, req, slot);
     let sent = state.client.prompt_async(&lease.session_id, &body).await;
     if let Err(e) = sent {
@@ -421,18 +472,27 @@ impl Run {
             return;
         }
         let tools = self.state.tools.clone();
-        let key = self
-            .conversation
-            .park_key(self.explicit.as_deref(), &self.content, &self.calls);
+        let key = match &self.park {
+            Some(key) => key.clone(),
+            None => self.conversation.park_key(&self.content, &self.calls),
+        };
         tools.parked.park(key, self, tools.result_timeout);
+    }
+
+    /// The id of the user message this run answers, once known.
+    pub fn user_message_id(&self) -> Option<&str> {
+        self.adapter.user_message_id()
     }
 
     /// Continues a parked run with the new request's tool results.
     fn resume(&mut self, conversation: Conversation, deadline: Instant) -> Result<(), ApiError> {
         if conversation.client != self.conversation.client {
-            return Err(match &self.explicit {
-                Some(id) => ApiError::session_not_found(id),
-                None => ApiError::Internal("a parked run was found under another key".into()),
+            return Err(match &self.park {
+                Some(ParkKey::Session(id)) => ApiError::session_not_found(id),
+                _ => ApiError::invalid(
+                    "These tool results answer a conversation of another API key.",
+                    Some("messages".into()),
+                ),
             });
         }
         let tools = self

@@ -139,17 +139,21 @@ fn message_parts(m: &Message) -> Vec<PartInput> {
 /// The new messages as parts: the user's message, or tool results written out (for a session
 /// whose run that asked for them is gone).
 fn new_parts(new: &[Message]) -> Vec<PartInput> {
-    match new {
-        [m] if m.role != Role::Tool => message_parts(m),
-        results => {
-            let mut text = String::from("The results of the tool calls you made:");
-            for r in results {
-                text.push('\n');
-                text.push_str(&render(r));
-            }
-            vec![PartInput::Text { text }]
+    if new.iter().all(|m| m.role == Role::Tool) {
+        let mut text = String::from("The results of the tool calls you made:");
+        for r in new {
+            text.push('\n');
+            text.push_str(&render(r));
         }
+        return vec![PartInput::Text { text }];
     }
+    // Usually one user message; a Responses input may add several items at once.
+    new.iter()
+        .flat_map(|m| match m.role {
+            Role::User => message_parts(m),
+            _ => vec![PartInput::Text { text: render(m) }],
+        })
+        .collect()
 }
 
 /// One earlier message written out for a seeded history.

@@ -93,6 +93,18 @@ impl Conversation {
         }
     }
 
+    /// All of `req`'s turns as new messages, for a session that holds the history already
+    /// (a Responses chain continued with `previous_response_id`).
+    pub fn continuing(client: &ClientId, req: &RunRequest) -> Conversation {
+        Conversation {
+            client: client.clone(),
+            model: req.model.clone(),
+            system: req.system.clone(),
+            prior: Vec::new(),
+            new: req.turns.clone(),
+        }
+    }
+
     /// Whether the new messages are tool results.
     pub fn answers_tools(&self) -> bool {
         self.new.first().is_some_and(|m| m.role == Role::Tool)
@@ -113,30 +125,13 @@ impl Conversation {
         Fingerprint::of(&self.client, &self.model, system, &turns)
     }
 
-    /// Where a run that answers with `content` and `calls` is parked: the key the client's
-    /// next request, carrying this answer and the results, presents.
-    pub fn park_key(
-        &self,
-        explicit_session: Option<&str>,
-        content: &str,
-        calls: &[ToolCall],
-    ) -> ParkKey {
-        match explicit_session {
-            Some(id) => ParkKey::Session(id.to_string()),
-            None => {
-                let mut reply = Message::text_only(Role::Assistant, content);
-                reply.tool_calls = calls.to_vec();
-                ParkKey::Conversation(self.fingerprint_after(reply))
-            }
-        }
-    }
-
-    /// The key under which a run waiting for these new tool results was parked.
-    pub fn waiting_key(&self, explicit_session: Option<&str>) -> ParkKey {
-        match explicit_session {
-            Some(id) => ParkKey::Session(id.to_string()),
-            None => ParkKey::Conversation(self.prior_fingerprint()),
-        }
+    /// Where a pooled run that answers with `content` and `calls` is parked: the key the
+    /// client's next request, carrying this answer and the results, presents (as its
+    /// [`prior_fingerprint`](Self::prior_fingerprint)).
+    pub fn park_key(&self, content: &str, calls: &[ToolCall]) -> ParkKey {
+        let mut reply = Message::text_only(Role::Assistant, content);
+        reply.tool_calls = calls.to_vec();
+        ParkKey::Conversation(self.fingerprint_after(reply))
     }
 }
 
@@ -189,7 +184,7 @@ mod tests {
         ];
         let first = Conversation::of(&client, &request(vec![msg(Role::User, "hi")]));
         assert!(!first.answers_tools());
-        let parked = first.park_key(None, "", &calls);
+        let parked = first.park_key("", &calls);
 
         let mut assistant = msg(Role::Assistant, "");
         assistant.tool_calls = calls;
@@ -204,10 +199,6 @@ mod tests {
         );
         assert!(second.answers_tools());
         assert_eq!(second.new.len(), 2);
-        assert_eq!(second.waiting_key(None), parked);
-        assert_eq!(
-            second.waiting_key(Some("ses_x")),
-            ParkKey::Session("ses_x".into())
-        );
+        assert_eq!(ParkKey::Conversation(second.prior_fingerprint()), parked);
     }
 }

@@ -46,6 +46,8 @@ pub enum ParkKey {
     Conversation(Fingerprint),
     /// The explicit session the run is on.
     Session(String),
+    /// The Responses API response that ended with the calls.
+    Response(String),
 }
 
 /// The slot pool and the parked runs; cheap to clone.
