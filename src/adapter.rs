@@ -49,6 +49,13 @@ pub enum Output {
     Failed(ApiError),
 }
 
+impl Output {
+    /// Whether nothing follows this output in its response.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Output::Finished { .. } | Output::Failed(_))
+    }
+}
+
 /// A tool call as the client sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolCallOutput {
@@ -168,10 +175,7 @@ impl Adapter {
             return Vec::new();
         }
         let out = self.translate(event);
-        if out
-            .iter()
-            .any(|o| matches!(o, Output::Finished { .. } | Output::Failed(_)))
-        {
+        if out.iter().any(Output::is_terminal) {
             self.done = true;
         }
         out

@@ -19,6 +19,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::hub::EventHub;
 use crate::opencode::{OpenCodeClient, UpstreamError};
+use crate::responses::ResponseStore;
 use crate::routes;
 use crate::sessions::Sessions;
 use crate::tools::ClientTools;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub sessions: Sessions,
     /// Client tools: MCP slots and runs waiting for tool results.
     pub tools: ClientTools,
+    /// Stored responses of the Responses API.
+    pub responses: ResponseStore,
     /// Client API keys.
     pub keys: Keys,
     /// Cancelled when the shutdown grace period is over: runs still going fail and abort.
@@ -61,9 +64,21 @@ impl AppState {
         let title = config.prompt.session_title.clone();
         let sessions = Sessions::new(client.clone(), title, &config.sessions);
         sessions.spawn_background(hub.watch_connected(), shutdown.child_token());
+        let responses = ResponseStore::new(
+            sessions.upstream().clone(),
+            config.prompt.session_title.clone(),
+            config.responses.ttl,
+            config.responses.max_sessions,
+        );
+        let sweep_every = (config.responses.ttl / 4).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(600),
+        );
+        responses.spawn_sweeper(sweep_every, shutdown.child_token());
         let tools = ClientTools::new(client.clone(), &config);
         tools.spawn_watch(hub.watch_connected(), shutdown.child_token());
         Ok(AppState {
+            responses,
             tools,
             hard_stop: CancellationToken::new(),
             live_runs: TaskTracker::new(),
@@ -79,11 +94,21 @@ impl AppState {
 
 /// The routes that need an API key (when keys are configured).
 fn keyed_routes(keys: Keys) -> Router<AppState> {
-    use routes::{chat, health, models, sessions};
+    use routes::{chat, health, models, responses, sessions};
     Router::new()
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*id}", get(models::get))
         .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/responses", post(responses::create))
+        .route(
+            "/v1/responses/{id}",
+            get(responses::get).delete(responses::delete),
+        )
+        .route(
+            "/v1/responses/{id}/input_items",
+            get(responses::input_items),
+        )
+        .route("/v1/responses/{id}/cancel", post(responses::cancel))
         .route("/v1/sessions", post(sessions::create).get(sessions::list))
         .route(
             "/v1/sessions/{id}",

@@ -25,6 +25,7 @@ pub mod error;
 pub mod hub;
 pub mod openai;
 pub mod opencode;
+pub mod responses;
 pub mod routes;
 pub mod run;
 pub mod server;

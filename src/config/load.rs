@@ -116,6 +116,7 @@ impl Config {
             ),
             ("limits.max_body_bytes", self.limits.max_body_bytes as u64),
             ("sessions.max_capacity", self.sessions.max_capacity),
+            ("responses.max_sessions", self.responses.max_sessions as u64),
             (
                 "sessions.max_explicit_per_key",
                 self.sessions.max_explicit_per_key as u64,
@@ -148,7 +149,7 @@ impl Config {
     }
 
     /// Every duration setting with its key.
-    fn durations(&self) -> [(&'static str, Duration); 10] {
+    fn durations(&self) -> [(&'static str, Duration); 11] {
         [
             ("opencode.connect_timeout_ms", self.opencode.connect_timeout),
             ("opencode.request_timeout_ms", self.opencode.request_timeout),
@@ -163,6 +164,7 @@ impl Config {
                 "client_tools.result_timeout_secs",
                 self.client_tools.result_timeout,
             ),
+            ("responses.ttl_secs", self.responses.ttl),
         ]
     }
 

@@ -91,6 +91,8 @@ pub struct Config {
     pub sessions: SessionsConfig,
     /// Client-defined tools (OpenAI function calling), served to OpenCode over MCP.
     pub client_tools: ClientToolsConfig,
+    /// The Responses API's stored responses.
+    pub responses: ResponsesConfig,
 }
 
 /// How log lines are written.
@@ -221,6 +223,27 @@ pub struct ClientToolsConfig {
     pub advertise_url: Option<String>,
 }
 
+/// `[responses]`: stored responses (`/v1/responses` with `store: true`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResponsesConfig {
+    /// Idle time after which a conversation of stored responses is deleted upstream, and its
+    /// responses answer 404 (`ttl_secs`).
+    #[serde(rename = "ttl_secs", with = "units::secs")]
+    pub ttl: Duration,
+    /// Most conversations of stored responses kept; the least recently used are deleted beyond.
+    pub max_sessions: usize,
+}
+
+impl Default for ResponsesConfig {
+    fn default() -> Self {
+        ResponsesConfig {
+            ttl: Duration::from_secs(86_400),
+            max_sessions: 10_000,
+        }
+    }
+}
+
 impl Default for ClientToolsConfig {
     fn default() -> Self {
         ClientToolsConfig {
@@ -245,6 +268,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             sessions: SessionsConfig::default(),
             client_tools: ClientToolsConfig::default(),
+            responses: ResponsesConfig::default(),
         }
     }
 }

@@ -201,17 +201,14 @@ impl OpenCodeClient {
     }
 
     /// `POST /session` with a title (a title spares OpenCode a title-generation model call) and
-    /// a `marker` in its metadata (`{"portatek":{"create":marker}}`), by which a session created
-    /// by a call that timed out can be found later.
-    pub async fn create_session(
+    /// metadata, which carries the gateway's creation marker (`{"portatek":{"create":…}}`) by
+    /// which a session created by a call that timed out can be found later.
+    pub async fn create_session_with(
         &self,
         title: &str,
-        marker: &str,
+        metadata: &Value,
     ) -> Result<Session, UpstreamError> {
-        let body = serde_json::json!({
-            "title": title,
-            "metadata": { "portatek": { "create": marker } },
-        });
+        let body = serde_json::json!({ "title": title, "metadata": metadata });
         self.retrying_creation("create session", || {
             self.json(
                 "create session",
@@ -241,6 +238,27 @@ impl OpenCodeClient {
                 self.request(Method::GET, "session").query(&query),
                 self.timeout,
             )
+        })
+        .await
+    }
+
+    /// `PATCH /session/:id {metadata}`: replaces the session's metadata.
+    pub async fn set_session_metadata(
+        &self,
+        id: &str,
+        metadata: &Value,
+    ) -> Result<(), UpstreamError> {
+        let body = serde_json::json!({ "metadata": metadata });
+        self.retrying("update session", || async {
+            let _: Value = self
+                .json(
+                    "update session",
+                    self.request(Method::PATCH, &format!("session/{id}"))
+                        .json(&body),
+                    self.timeout,
+                )
+                .await?;
+            Ok(())
         })
         .await
     }

@@ -89,6 +89,15 @@ pub struct Session {
 }
 
 impl Session {
+    /// Last update time in epoch milliseconds (0 when unknown).
+    pub fn updated_ms(&self) -> u64 {
+        self.time
+            .as_ref()
+            .and_then(|t| t.get("updated"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    }
+
     /// The marker the gateway put in the session's metadata when creating it.
     pub fn creation_marker(&self) -> Option<&str> {
         self.metadata

@@ -4,6 +4,7 @@
 pub mod chat;
 pub mod health;
 pub mod models;
+pub mod responses;
 pub mod sessions;
 
 use axum::http::{Method, Uri};

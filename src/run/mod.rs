@@ -92,7 +92,7 @@ pub enum Target {
     /// results is parked under `park`.
     Leased {
         /// The session.
-        lease: Lease,
+        lease: Box<Lease>,
         /// Where the run waits for tool results.
         park: ParkKey,
     },
@@ -186,7 +186,7 @@ async fn begin(
             let lease = lease(state, &conversation, Some(&id)).await?;
             (lease, Some(ParkKey::Session(id.clone())), Some(id))
         }
-        Target::Leased { lease, park } => (lease, Some(park), None),
+        Target::Leased { lease, park } => (*lease, Some(park), None),
     };
     let subscription = state
         .hub
@@ -432,7 +432,7 @@ impl Run {
         if let Output::Content(t) = &output {
             self.content.push_str(t);
         }
-        let terminal = matches!(output, Output::Finished { .. } | Output::Failed(_));
+        let terminal = output.is_terminal();
         self.queue.push_back(output);
         terminal
     }

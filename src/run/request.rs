@@ -2,7 +2,9 @@
 //! continues as the session pool fingerprints it.
 
 use crate::auth::ClientId;
-use crate::openai::{ChatRequest, Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolSpec};
+use crate::openai::{
+    ChatRequest, Message, ResponseFormat, ResponsesRequest, Role, ToolCall, ToolChoice, ToolSpec,
+};
 use crate::sessions::Fingerprint;
 use crate::tools::ParkKey;
 
@@ -47,6 +49,22 @@ impl From<&ChatRequest> for RunRequest {
             parallel_tool_calls: req.parallel_tool_calls,
             response_format: req.response_format.clone(),
             first_image,
+        }
+    }
+}
+
+impl From<&ResponsesRequest> for RunRequest {
+    fn from(req: &ResponsesRequest) -> Self {
+        RunRequest {
+            model: req.model.clone(),
+            system: req.system.clone(),
+            turns: req.turns.clone(),
+            reasoning_effort: req.reasoning_effort.clone(),
+            tools: req.tools.clone(),
+            tool_choice: req.tool_choice.clone(),
+            parallel_tool_calls: req.parallel_tool_calls,
+            response_format: req.response_format.clone(),
+            first_image: req.first_image.clone(),
         }
     }
 }

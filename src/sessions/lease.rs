@@ -137,6 +137,18 @@ impl Lease {
     }
 }
 
+impl Lease {
+    /// Ends the lease with nothing to remember: a claimed session is free again (nothing ran
+    /// on it); a pooled one is discarded, as after a failure.
+    pub fn free(mut self) {
+        match self.owner.take() {
+            Some(Owner::Claimed(claims)) => claims.free(&self.session_id, self.last_seen.take()),
+            // Dropped just below, which discards it.
+            other => self.owner = other,
+        }
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         let session_id = std::mem::take(&mut self.session_id);

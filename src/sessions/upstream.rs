@@ -49,9 +49,21 @@ impl SessionUpstream {
     /// `POST /session` with a title. When the call fails in a way that may still have created
     /// the session (timed out, connection lost mid-call), the reaper hunts it down later.
     pub async fn create(&self, title: &str) -> Result<Session, UpstreamError> {
+        self.create_with(title, serde_json::Map::new()).await
+    }
+
+    /// Like [`create`](Self::create), with more of the gateway's metadata (the `portatek`
+    /// object of the session's metadata, beside the creation marker).
+    pub async fn create_with(
+        &self,
+        title: &str,
+        mut ours: serde_json::Map<String, Value>,
+    ) -> Result<Session, UpstreamError> {
         let marker = uuid::Uuid::new_v4().simple().to_string();
+        ours.insert("create".into(), Value::String(marker.clone()));
+        let metadata = serde_json::json!({ "portatek": ours });
         let started = Reaper::create_started();
-        let created = self.client.create_session(title, &marker).await;
+        let created = self.client.create_session_with(title, &metadata).await;
         if let Err(UpstreamError::Timeout(_) | UpstreamError::Unreachable(_)) = &created {
             self.reaper.hunt(title, &marker, started);
         }
@@ -71,6 +83,11 @@ impl SessionUpstream {
     /// Up to `limit` sessions whose title contains `text`.
     pub async fn search(&self, text: &str, limit: usize) -> Result<Vec<Session>, UpstreamError> {
         self.client.search_sessions(text, limit, None).await
+    }
+
+    /// Replaces a session's metadata.
+    pub async fn set_metadata(&self, id: &str, metadata: &Value) -> Result<(), UpstreamError> {
+        self.client.set_session_metadata(id, metadata).await
     }
 
     /// A session's history as OpenCode's `[{info, parts}]`.

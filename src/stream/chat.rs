@@ -39,7 +39,7 @@ impl Chunks {
             },
             None,
         );
-        let rest = ReceiverStream::new(super::spawn(run))
+        let rest = ReceiverStream::new(super::spawn(run, |_| {}))
             .flat_map(move |output| futures::stream::iter(self.encode(output)));
         futures::stream::once(async { first }).chain(rest).map(Ok)
     }

@@ -1,0 +1,164 @@
+//! The Responses API (`/v1/responses`) on OpenCode sessions.
+//!
+//! `previous_response_id` is what an OpenCode session is: the server keeps the conversation,
+//! the client sends only what is new. So a stored response (`store: true`, the default) lives in
+//! a session of its own chain ([`store`]): a new conversation gets a new session, a follow-up
+//! continues the session of the response it names — or, when that response is no longer the
+//! latest there (the client branches from an older one), a fork of it holding the conversation
+//! up to that response, so both branches live. `store: false` responses are stateless: they
+//! go through the conversation pool, exactly as chat completions do.
+//!
+//! A run is the same [`Run`] chat completions use; [`builder`] turns its outputs into the
+//! `response` object and the typed stream events. Function tools share the client-tools
+//! machinery: a response that ends with `function_call` items parks its run under its own id,
+//! and `function_call_output` items sent with `previous_response_id` resume it.
+
+pub mod builder;
+pub mod store;
+
+use serde_json::{Map, Value};
+
+use crate::app::AppState;
+use crate::auth::ClientId;
+use crate::error::ApiError;
+use crate::openai::{ResponseObject, ResponseStatus, ResponsesRequest};
+use crate::run::{self, Conversation, Run, RunRequest, Target};
+use crate::tools::ParkKey;
+use builder::Builder;
+pub use store::{Record, ResponseStore, Running};
+
+/// A response under way: its run, its builder, and where it is stored.
+pub struct Started {
+    /// The run producing it.
+    pub run: Run,
+    /// The response being built.
+    pub builder: Builder,
+    /// The input items, when the response is stored.
+    pub store_input: Option<Vec<Value>>,
+    /// Whether the run continues a run parked for tool results (its user message is not its own).
+    pub resumed: bool,
+}
+
+impl Started {
+    /// The response's id.
+    pub fn id(&self) -> &str {
+        &self.builder.response().id
+    }
+}
+
+/// The `response` object a request starts with (`in_progress`, no output).
+fn snapshot(id: String, req: &ResponsesRequest) -> ResponseObject {
+    ResponseObject {
+        id,
+        object: "response".into(),
+        created_at: crate::routes::now_secs(),
+        status: ResponseStatus::InProgress,
+        completed_at: None,
+        error: None,
+        incomplete_details: None,
+        instructions: req.instructions.clone(),
+        max_output_tokens: req.max_output_tokens,
+        model: req.model.clone(),
+        output: Vec::new(),
+        parallel_tool_calls: req.parallel_tool_calls,
+        previous_response_id: req.previous_response_id.clone(),
+        reasoning: req.reasoning_json.clone(),
+        store: req.store,
+        temperature: req.temperature.unwrap_or(1.0),
+        text: req.text_json.clone(),
+        tool_choice: req.tool_choice_json.clone(),
+        tools: req.tools_json.clone(),
+        top_p: req.top_p.unwrap_or(1.0),
+        truncation: req.truncation.clone().unwrap_or_else(|| "disabled".into()),
+        usage: None,
+        metadata: Map::clone(&req.metadata),
+    }
+}
+
+/// Starts (or resumes) the run of a `POST /v1/responses`.
+pub async fn start(
+    state: &AppState,
+    client: &ClientId,
+    req: &ResponsesRequest,
+) -> Result<Started, ApiError> {
+    let run_req = RunRequest::from(req);
+    let store = &state.responses;
+    let (run, id, resumed) = match (&req.previous_response_id, req.store) {
+        (Some(_), false) => {
+            return Err(ApiError::invalid(
+                "`store: false` cannot continue a stored response: omit `store`, or send the whole conversation as `input` without `previous_response_id`.",
+                Some("store".into()),
+            ))
+        }
+        (Some(previous), true) => {
+            let conversation = Conversation::continuing(client, &run_req);
+            let key = ParkKey::Response(previous.clone());
+            match conversation.answers_tools().then(|| run::resume(state, &key, conversation.clone())).flatten() {
+                Some(resumed) => {
+                    let run = resumed?;
+                    let id = store::new_id(run.session_id());
+                    (run, id, true)
+                }
+                None => {
+                    // The stored chain must name it (a 404 for an unknown or foreign id).
+                    let lease = store.continue_from(client, previous).await?;
+                    let id = store::new_id(&lease.session_id);
+                    let target = Target::Leased {
+                        lease: Box::new(lease),
+                        park: ParkKey::Response(id.clone()),
+                    };
+                    (run::start(state, conversation, target, &run_req).await?, id, false)
+                }
+            }
+        }
+        (None, true) => {
+            let lease = store.open(client).await?;
+            let id = store::new_id(&lease.session_id);
+            let conversation = Conversation::of(client, &run_req);
+            let target = Target::Leased {
+                lease: Box::new(lease),
+                park: ParkKey::Response(id.clone()),
+            };
+            (run::start(state, conversation, target, &run_req).await?, id, false)
+        }
+        (None, false) => {
+            let run = run::start_or_resume(state, client, Target::Conversation, &run_req).await?;
+            (run, store::unstored_id(), false)
+        }
+    };
+    let snapshot = snapshot(id, req);
+    if req.store {
+        store.started(store::Running {
+            session_id: run.session_id().to_string(),
+            owner: client.clone(),
+            snapshot: snapshot.clone(),
+        });
+    }
+    Ok(Started {
+        builder: Builder::new(snapshot),
+        run,
+        store_input: req.store.then(|| req.input_items.clone()),
+        resumed,
+    })
+}
+
+/// Stores a finished response (when it is stored) and marks it no longer running.
+pub async fn finish(
+    state: &AppState,
+    response: &ResponseObject,
+    session_id: &str,
+    input: Option<Vec<Value>>,
+    start: Option<String>,
+) {
+    let store = &state.responses;
+    store.finished(&response.id);
+    let Some(input) = input else { return };
+    let record = Record {
+        response: response.clone(),
+        input,
+        start,
+    };
+    if let Err(e) = store.save(session_id, record).await {
+        tracing::warn!(response = %response.id, error = %e, "could not store the response");
+    }
+}

@@ -1,0 +1,199 @@
+//! The Responses API: `POST /v1/responses` (JSON or SSE), and a stored response's `GET`,
+//! `DELETE`, `input_items` and `cancel`, all scoped to the calling key.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::adapter::Output;
+use crate::app::AppState;
+use crate::auth::ClientId;
+use crate::error::ApiError;
+use crate::openai::{InputItemList, ResponseStatus, ResponsesRequest};
+use crate::responses::{self, Started};
+use crate::stream;
+
+/// The `{id}` of a response route (a malformed one is the same 404 as an unknown one).
+pub struct ResponseId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ResponseId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(ResponseId(id)),
+            Err(_) => Err(ApiError::NotFound {
+                message: "No response found with that id.".into(),
+                code: "response_not_found",
+            }),
+        }
+    }
+}
+
+/// `POST /v1/responses`.
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(client): Extension<ClientId>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let limit = state.config.limits.max_body_bytes;
+    let body = body.map_err(|r| ApiError::from_body_rejection(&r, limit))?;
+    let req = ResponsesRequest::parse(&body)?;
+    let started = responses::start(&state, &client, &req).await?;
+    if req.stream {
+        let keepalive = KeepAlive::new()
+            .interval(state.config.prompt.keepalive)
+            .text("keep-alive");
+        let events = stream::responses::events(state, started);
+        return Ok(Sse::new(events).keep_alive(keepalive).into_response());
+    }
+    collect(&state, started).await
+}
+
+/// Runs a response to its end (the non-streaming mode). A failure after the run started is the
+/// same HTTP error chat completions give; the stored response then says `failed`.
+async fn collect(state: &AppState, started: Started) -> Result<Response, ApiError> {
+    let Started {
+        mut run,
+        mut builder,
+        store_input,
+        resumed,
+    } = started;
+    let mut failure = None;
+    while let Some(output) = run.next().await {
+        if let Output::Failed(e) = &output {
+            failure = Some(e.clone());
+        }
+        builder.feed(output);
+    }
+    let session = run.session_id().to_string();
+    let start = if resumed {
+        None
+    } else {
+        run.user_message_id().map(String::from)
+    };
+    run.park();
+    responses::finish(state, builder.response(), &session, store_input, start).await;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(Json(builder.into_response()).into_response()),
+    }
+}
+
+/// `GET /v1/responses/{id}`.
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(client): Extension<ClientId>,
+    ResponseId(id): ResponseId,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(running) = state.responses.running(&client, &id) {
+        return Ok(Json(json!(running.snapshot)));
+    }
+    let found = state.responses.find(&client, &id).await?;
+    Ok(Json(json!(found.record().response)))
+}
+
+/// `DELETE /v1/responses/{id}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(client): Extension<ClientId>,
+    ResponseId(id): ResponseId,
+) -> Result<Json<Value>, ApiError> {
+    state.responses.delete(&client, &id).await?;
+    Ok(Json(
+        json!({ "id": id, "object": "response.deleted", "deleted": true }),
+    ))
+}
+
+/// `POST /v1/responses/{id}/cancel`: stops a running response.
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(client): Extension<ClientId>,
+    ResponseId(id): ResponseId,
+) -> Result<Json<Value>, ApiError> {
+    let Some(running) = state.responses.running(&client, &id) else {
+        // Stored (404 if not this key's) but no longer running.
+        state.responses.find(&client, &id).await?;
+        return Err(ApiError::invalid(
+            "Only a response that is still in progress can be cancelled.",
+            None,
+        ));
+    };
+    state.responses.abort(&running.session_id).await?;
+    let mut response = running.snapshot;
+    response.status = ResponseStatus::Cancelled;
+    Ok(Json(json!(response)))
+}
+
+/// Query of `GET /v1/responses/{id}/input_items`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// 1 to 100 items (default 20).
+    limit: Option<usize>,
+    /// `asc` or `desc` (default).
+    order: Option<String>,
+    /// Start after this item id.
+    after: Option<String>,
+}
+
+/// `GET /v1/responses/{id}/input_items`.
+pub async fn input_items(
+    State(state): State<AppState>,
+    Extension(client): Extension<ClientId>,
+    ResponseId(id): ResponseId,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<InputItemList>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid(
+            "`limit` must be between 1 and 100.",
+            Some("limit".into()),
+        ));
+    }
+    let mut items = state
+        .responses
+        .find(&client, &id)
+        .await?
+        .record()
+        .input
+        .clone();
+    match query.order.as_deref() {
+        None | Some("desc") => items.reverse(),
+        Some("asc") => {}
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "`order` must be `asc` or `desc`.",
+                Some("order".into()),
+            ))
+        }
+    }
+    if let Some(after) = &query.after {
+        let position = items
+            .iter()
+            .position(|i| i["id"].as_str() == Some(after))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "`after` names no item of this response.",
+                    Some("after".into()),
+                )
+            })?;
+        items.drain(..=position);
+    }
+    let has_more = items.len() > limit;
+    items.truncate(limit);
+    let id_of = |v: Option<&Value>| v.and_then(|i| i["id"].as_str()).map(String::from);
+    Ok(Json(InputItemList {
+        object: "list",
+        first_id: id_of(items.first()),
+        last_id: id_of(items.last()),
+        has_more,
+        data: items,
+    }))
+}
