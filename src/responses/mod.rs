@@ -132,6 +132,7 @@ pub async fn start(
             session_id: run.session_id().to_string(),
             owner: client.clone(),
             snapshot: snapshot.clone(),
+            cancelled: false,
         });
     }
     Ok(Started {
@@ -151,14 +152,19 @@ pub async fn finish(
     start: Option<String>,
 ) {
     let store = &state.responses;
-    store.finished(&response.id);
+    let mut response = response.clone();
+    if store.finished(&response.id) {
+        response.status = ResponseStatus::Cancelled;
+        response.error = None;
+    }
     let Some(input) = input else { return };
+    let id = response.id.clone();
     let record = Record {
-        response: response.clone(),
+        response,
         input,
         start,
     };
     if let Err(e) = store.save(session_id, record).await {
-        tracing::warn!(response = %response.id, error = %e, "could not store the response");
+        tracing::warn!(response = %id, error = %e, "could not store the response");
     }
 }

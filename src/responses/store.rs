@@ -69,6 +69,8 @@ pub struct Running {
     pub owner: ClientId,
     /// The response as it started.
     pub snapshot: ResponseObject,
+    /// The client cancelled it.
+    pub cancelled: bool,
 }
 
 /// Responses in OpenCode sessions; cheap to clone.
@@ -310,9 +312,16 @@ impl ResponseStore {
         lock(&self.running).insert(running.snapshot.id.clone(), running);
     }
 
-    /// `id` is no longer running.
-    pub fn finished(&self, id: &str) {
-        lock(&self.running).remove(id);
+    /// `id` is no longer running; returns whether it was cancelled.
+    pub fn finished(&self, id: &str) -> bool {
+        lock(&self.running).remove(id).is_some_and(|r| r.cancelled)
+    }
+
+    /// Marks `id` cancelled (its run is being aborted).
+    pub fn mark_cancelled(&self, id: &str) {
+        if let Some(r) = lock(&self.running).get_mut(id) {
+            r.cancelled = true;
+        }
     }
 
     /// `client`'s response `id`, if it runs now.

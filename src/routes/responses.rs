@@ -125,6 +125,7 @@ pub async fn cancel(
             None,
         ));
     };
+    state.responses.mark_cancelled(&id);
     state.responses.abort(&running.session_id).await?;
     let mut response = running.snapshot;
     response.status = ResponseStatus::Cancelled;
