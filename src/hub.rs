@@ -289,7 +289,7 @@ mod tests {
         let go = Arc::new(Notify::new());
         let url = flooding_upstream(go.clone(), SUBSCRIBER_BUFFER + 1_000).await;
         let client = OpenCodeClient::new(&OpenCodeConfig {
-            base_url: url,
+            base_url: Some(url),
             ..OpenCodeConfig::default()
         })
         .unwrap();

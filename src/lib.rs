@@ -21,6 +21,7 @@ pub mod auth;
 pub mod body;
 pub mod catalog;
 pub mod config;
+pub mod embedded;
 pub mod error;
 pub mod hub;
 pub mod openai;

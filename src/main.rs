@@ -18,6 +18,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.check_config {
+        print!("{}", config.masked_toml());
+        eprintln!("portatek-gateway: configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    if cli.healthcheck {
+        return healthcheck(&config).await;
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -36,7 +44,7 @@ async fn main() -> ExitCode {
         }
     };
     let local = listener.local_addr().map_or(addr, |a| a);
-    tracing::info!(%local, opencode = %config.opencode.base_url, "starting");
+    tracing::info!(%local, opencode = config.opencode.base_url.as_deref().unwrap_or("embedded"), "starting");
     println!("portatek-gateway listening on http://{local}");
     let _ = std::io::stdout().flush();
 
@@ -44,6 +52,36 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("portatek-gateway: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `--healthcheck`: is a gateway answering `/livez` on the configured address?
+async fn healthcheck(config: &Config) -> ExitCode {
+    let mut addr = config.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .no_proxy()
+        .build();
+    let answered = match client {
+        Ok(c) => c.get(format!("http://{addr}/livez")).send().await,
+        Err(e) => {
+            eprintln!("portatek-gateway: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match answered {
+        Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
+        Ok(r) => {
+            eprintln!("portatek-gateway: /livez answered {}", r.status());
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("portatek-gateway: /livez: {e}");
             ExitCode::from(1)
         }
     }

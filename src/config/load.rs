@@ -44,7 +44,10 @@ impl Config {
     fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let set = |name: &str| env(name).filter(|v| !v.is_empty());
         if let Some(v) = set("OPENCODE_BASE_URL") {
-            self.opencode.base_url = v;
+            self.opencode.base_url = Some(v);
+        }
+        if let Some(v) = set("OPENCODE_BIN") {
+            self.opencode.binary = Some(PathBuf::from(v));
         }
         if let Some(v) = set("PORTATEK_LISTEN") {
             self.listen = parse_address(&v).map_err(|m| invalid("listen", m))?;
@@ -83,7 +86,7 @@ impl Config {
             self.listen = parse_address(v).map_err(|m| invalid("listen", m))?;
         }
         if let Some(v) = &cli.opencode_url {
-            self.opencode.base_url = v.clone();
+            self.opencode.base_url = Some(v.clone());
         }
         Ok(())
     }
@@ -169,14 +172,15 @@ impl Config {
     }
 
     fn validate_upstream(&self) -> Result<(), ConfigError> {
-        let base = &self.opencode.base_url;
-        let url = reqwest::Url::parse(base)
-            .map_err(|e| invalid("opencode.base_url", format!("{base:?}: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(invalid(
-                "opencode.base_url",
-                format!("{base:?} is not an http(s) URL"),
-            ));
+        if let Some(base) = &self.opencode.base_url {
+            let url = reqwest::Url::parse(base)
+                .map_err(|e| invalid("opencode.base_url", format!("{base:?}: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                return Err(invalid(
+                    "opencode.base_url",
+                    format!("{base:?} is not an http(s) URL"),
+                ));
+            }
         }
         if self.opencode.username.is_empty() {
             return Err(invalid("opencode.username", "must not be empty"));
@@ -261,7 +265,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:3");
-        assert_eq!(c.opencode.base_url, "http://127.0.0.1:4");
+        assert_eq!(c.opencode.base_url.as_deref(), Some("http://127.0.0.1:4"));
         assert_eq!(c.opencode.username, "env");
         assert_eq!(c.opencode.password.as_deref(), Some("pw"));
         assert_eq!(c.auth.api_keys, vec!["a", "b"]);
@@ -273,7 +277,7 @@ mod tests {
         };
         let c = load(cli, &[("PORTATEK_LISTEN", "127.0.0.1:3")]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:5");
-        assert_eq!(c.opencode.base_url, "http://127.0.0.1:6");
+        assert_eq!(c.opencode.base_url.as_deref(), Some("http://127.0.0.1:6"));
     }
 
     #[test]

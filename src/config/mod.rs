@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Command-line flags. Each one overrides the environment and the config file.
 #[derive(Debug, Default, Parser)]
@@ -34,6 +34,13 @@ pub struct Cli {
     /// Base URL of the OpenCode server, e.g. `http://127.0.0.1:4096` (also `OPENCODE_BASE_URL`).
     #[arg(long, value_name = "URL")]
     pub opencode_url: Option<String>,
+    /// Validate the configuration, print it (secrets masked) and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Ask a running gateway's `/livez` (on the configured listen address) and exit 0 when it
+    /// answers, 1 otherwise: a container `HEALTHCHECK` without curl.
+    #[arg(long)]
+    pub healthcheck: bool,
 }
 
 /// A configuration problem, always naming the key at fault.
@@ -66,7 +73,7 @@ pub enum ConfigError {
 }
 
 /// The whole gateway configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Socket address to listen on (`listen`, env `PORTATEK_LISTEN`, flag `--listen`).
@@ -96,7 +103,7 @@ pub struct Config {
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -107,16 +114,26 @@ pub enum LogFormat {
 }
 
 /// `[opencode]`: where the upstream is and how to talk to it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OpenCodeConfig {
-    /// Base URL (env `OPENCODE_BASE_URL`, flag `--opencode-url`).
-    pub base_url: String,
+    /// Base URL of a running OpenCode server (env `OPENCODE_BASE_URL`, flag `--opencode-url`).
+    /// Unset: the gateway starts and supervises its own (see [`crate::embedded`]).
+    pub base_url: Option<String>,
+    /// The `opencode` binary for the embedded server (env `OPENCODE_BIN`); unset: `opencode` on
+    /// `PATH`, else the pinned version installed with npm.
+    pub binary: Option<PathBuf>,
+    /// An `opencode.json` for the embedded server (providers, agents), passed as
+    /// `OPENCODE_CONFIG`.
+    pub config_file: Option<PathBuf>,
+    /// Where the pinned OpenCode is installed when needed (default: the user's cache directory).
+    pub cache_dir: Option<PathBuf>,
     /// Basic-auth user name (env `OPENCODE_SERVER_USERNAME`).
     pub username: String,
     /// Basic-auth password; unset means no auth (env `OPENCODE_SERVER_PASSWORD`).
     pub password: Option<String>,
-    /// Project directory sent as `x-opencode-directory`; unset uses the server's own.
+    /// Project directory: sent as `x-opencode-directory`, and the embedded server's working
+    /// directory; unset uses the server's own.
     pub directory: Option<String>,
     /// TCP connect timeout (`connect_timeout_ms`).
     #[serde(rename = "connect_timeout_ms", with = "units::millis")]
@@ -132,7 +149,7 @@ pub struct OpenCodeConfig {
 }
 
 /// `[auth]`: bearer API keys for clients.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Accepted client keys (env `PORTATEK_API_KEYS`, comma-separated).
@@ -142,7 +159,7 @@ pub struct AuthConfig {
 }
 
 /// `[models]`: the catalog exposed at `/v1/models`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelsConfig {
     /// Only these model ids are exposed (`provider/model`; a trailing `*` matches a prefix). Empty = all.
@@ -153,7 +170,7 @@ pub struct ModelsConfig {
 }
 
 /// `[prompt]`: how each chat request runs upstream.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PromptConfig {
     /// OpenCode agent to run prompts with; unset uses OpenCode's default agent.
@@ -175,7 +192,7 @@ pub struct PromptConfig {
 }
 
 /// `[limits]`: request limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Largest accepted request body, bytes (larger → 413).
@@ -190,7 +207,7 @@ pub struct LimitsConfig {
 }
 
 /// `[sessions]`: the conversation → OpenCode session pool.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionsConfig {
     /// Idle time after which a pooled session is evicted and deleted upstream (`ttl_secs`).
@@ -205,7 +222,7 @@ pub struct SessionsConfig {
 }
 
 /// `[client_tools]`: OpenAI function calling through the gateway's MCP endpoint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientToolsConfig {
     /// Most runs using client tools at once (each holds one MCP server slot in OpenCode, from
@@ -224,7 +241,7 @@ pub struct ClientToolsConfig {
 }
 
 /// `[responses]`: stored responses (`/v1/responses` with `store: true`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ResponsesConfig {
     /// Idle time after which a conversation of stored responses is deleted upstream, and its
@@ -255,6 +272,19 @@ impl Default for ClientToolsConfig {
     }
 }
 
+impl Config {
+    /// The configuration as `--check-config` prints it: TOML, secrets masked.
+    pub fn masked_toml(&self) -> String {
+        let mut shown = self.clone();
+        let mask = |s: &mut String| *s = "********".into();
+        if let Some(p) = shown.opencode.password.as_mut() {
+            mask(p);
+        }
+        shown.auth.api_keys.iter_mut().for_each(mask);
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -276,7 +306,10 @@ impl Default for Config {
 impl Default for OpenCodeConfig {
     fn default() -> Self {
         OpenCodeConfig {
-            base_url: "http://127.0.0.1:4096".into(),
+            base_url: None,
+            binary: None,
+            config_file: None,
+            cache_dir: None,
             username: "opencode".into(),
             password: None,
             directory: None,

@@ -38,7 +38,11 @@ pub struct OpenCodeClient {
 impl OpenCodeClient {
     /// Builds a client (TCP_NODELAY on, connect timeout from config).
     pub fn new(config: &OpenCodeConfig) -> Result<Self, UpstreamError> {
-        let mut base = Url::parse(&config.base_url)
+        let base_url = config
+            .base_url
+            .as_deref()
+            .ok_or_else(|| UpstreamError::Unreachable("no OpenCode URL configured".into()))?;
+        let mut base = Url::parse(base_url)
             .map_err(|e| UpstreamError::Unreachable(format!("bad base URL: {e}")))?;
         if !base.path().ends_with('/') {
             let path = format!("{}/", base.path());

@@ -19,7 +19,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{router, AppState};
 use crate::config::Config;
+use crate::embedded::{Embedded, EmbeddedError};
 use crate::opencode::UpstreamError;
+
+/// Why the gateway could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The upstream client could not be built.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The embedded OpenCode could not be started.
+    #[error(transparent)]
+    Embedded(#[from] EmbeddedError),
+}
 
 /// Accepts connections until `stop` (TCP_NODELAY on each, and a deadline for a client to send
 /// its request headers: hyper's `header_read_timeout`, which `axum::serve` does not set).
@@ -67,10 +79,19 @@ async fn accept(
 /// Serves the API on `listener` until `shutdown` resolves, then drains for at most the
 /// configured grace period.
 pub async fn serve(
-    config: Config,
+    mut config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), UpstreamError> {
+) -> Result<(), ServeError> {
+    let embedded = match config.opencode.base_url {
+        Some(_) => None,
+        None => {
+            let embedded = Embedded::start(&config.opencode).await?;
+            config.opencode.base_url = Some(embedded.url.clone());
+            config.opencode.password = Some(embedded.password.clone());
+            Some(embedded)
+        }
+    };
     // Two stages: `stop` ends accepting and starts the drain; `background` (event hub, catalog
     // refresh, pool janitor) keeps running until in-flight requests are done, so they can finish.
     let stop = CancellationToken::new();
@@ -78,6 +99,10 @@ pub async fn serve(
     let grace = config.shutdown_grace;
     let delete_on_shutdown = config.sessions.delete_on_shutdown;
     let state = AppState::start(config, &background)?;
+    match &embedded {
+        Some(embedded) => forget_on_restart(&state, embedded.generation.clone()),
+        None => warn_if_unreachable(&state),
+    }
     let app = router(state.clone());
     let header_timeout = state.config.limits.header_timeout;
     let signalled = stop.clone();
@@ -112,7 +137,36 @@ pub async fn serve(
     if let Some(mcp) = mcp {
         let _ = tokio::time::timeout(Duration::from_secs(2), mcp).await;
     }
+    if let Some(embedded) = embedded {
+        embedded.stop().await;
+    }
     Ok(())
+}
+
+/// When the embedded OpenCode restarts, the runs it held are gone: runs waiting for tool
+/// results are abandoned and the pool's sessions let go (deleted once it is back).
+fn forget_on_restart(state: &AppState, mut generation: tokio::sync::watch::Receiver<u64>) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        while generation.changed().await.is_ok() {
+            tracing::info!("embedded OpenCode restarted; forgetting the sessions of the old one");
+            state.tools.parked.clear();
+            state.sessions.conversations.delete_all();
+        }
+    });
+}
+
+/// Says at start when the configured OpenCode does not answer (readiness stays 503 until it
+/// does), rather than leaving the operator to find out from the first request.
+fn warn_if_unreachable(state: &AppState) {
+    let client = state.client.clone();
+    let timeout = state.config.opencode.health_timeout;
+    let url = state.config.opencode.base_url.clone().unwrap_or_default();
+    tokio::spawn(async move {
+        if let Err(e) = client.health(timeout).await {
+            tracing::warn!(opencode = %url, error = %e, "OpenCode is not reachable; /health answers 503 until it is");
+        }
+    });
 }
 
 /// Binds the MCP endpoint OpenCode calls back for client tools (see [`crate::tools`]). A bind
