@@ -19,6 +19,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::hub::EventHub;
 use crate::opencode::{OpenCodeClient, UpstreamError};
+use crate::ratelimit::RateLimits;
 use crate::responses::ResponseStore;
 use crate::routes;
 use crate::sessions::Sessions;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub tools: ClientTools,
     /// Stored responses of the Responses API.
     pub responses: ResponseStore,
+    /// Per-key rate limits.
+    pub rate_limits: RateLimits,
     /// Client API keys.
     pub keys: Keys,
     /// Cancelled when the shutdown grace period is over: runs still going fail and abort.
@@ -78,6 +81,7 @@ impl AppState {
         let tools = ClientTools::new(client.clone(), &config);
         tools.spawn_watch(hub.watch_connected(), shutdown.child_token());
         Ok(AppState {
+            rate_limits: RateLimits::new(&config.rate_limits),
             responses,
             tools,
             hard_stop: CancellationToken::new(),
@@ -93,9 +97,15 @@ impl AppState {
 }
 
 /// The routes that need an API key (when keys are configured).
-fn keyed_routes(keys: Keys) -> Router<AppState> {
+fn keyed_routes(keys: Keys, limits: RateLimits, metrics_here: bool) -> Router<AppState> {
     use routes::{chat, health, models, responses, sessions};
-    Router::new()
+    let router = Router::new();
+    let router = if metrics_here {
+        router.route("/metrics", get(crate::metrics::render))
+    } else {
+        router
+    };
+    router
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*id}", get(models::get))
         .route("/v1/chat/completions", post(chat::completions))
@@ -118,17 +128,38 @@ fn keyed_routes(keys: Keys) -> Router<AppState> {
         .route("/v1/sessions/{id}/fork", post(sessions::fork))
         .route("/v1/sessions/{id}/abort", post(sessions::abort))
         .route("/status", get(health::status))
+        .route_layer(middleware::from_fn_with_state(
+            limits,
+            crate::ratelimit::enforce,
+        ))
         .route_layer(middleware::from_fn_with_state(keys, auth::require_key))
+}
+
+/// `/metrics` alone, for its own listener (`metrics.listen`): no key, nothing else exposed.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(crate::metrics::render))
+        .with_state(state)
 }
 
 /// The HTTP API.
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let limits = &state.config.limits;
+    let metrics = &state.config.metrics;
+    let metrics_here = metrics.enabled && metrics.listen.is_none();
+    if metrics.enabled {
+        crate::metrics::handle();
+    }
     Router::new()
         .route("/health", get(routes::health::ready))
         .route("/livez", get(routes::health::live))
-        .merge(keyed_routes(state.keys.clone()))
+        .merge(keyed_routes(
+            state.keys.clone(),
+            state.rate_limits.clone(),
+            metrics_here,
+        ))
+        .route_layer(middleware::from_fn(crate::metrics::track))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))

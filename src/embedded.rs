@@ -376,6 +376,7 @@ async fn supervise(
             Ok(c) => {
                 child = c;
                 restarts.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::opencode_restarted();
                 generation.send_modify(|g| *g += 1);
             }
             Err(e) => {

@@ -58,8 +58,10 @@ pub enum ApiError {
     TooManyRequests {
         /// Explanation.
         message: String,
-        /// Machine-readable code, e.g. `too_many_sessions`.
+        /// Machine-readable code, e.g. `too_many_sessions`, `rate_limit_exceeded`.
         code: &'static str,
+        /// When to try again (sent as `Retry-After`).
+        retry_after: Option<std::time::Duration>,
     },
     /// 502: OpenCode or the model provider answered with an error.
     #[error("{0}")]
@@ -109,6 +111,7 @@ impl ApiError {
         ApiError::TooManyRequests {
             message: message.into(),
             code: "too_many_sessions",
+            retry_after: None,
         }
     }
 
@@ -207,7 +210,20 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(status = self.status().as_u16(), error = %self, "request rejected");
         }
-        (self.status(), Json(self.body())).into_response()
+        let mut response = (self.status(), Json(self.body())).into_response();
+        if let ApiError::TooManyRequests {
+            retry_after: Some(wait),
+            ..
+        } = &self
+        {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(value) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, value);
+            }
+        }
+        response
     }
 }
 

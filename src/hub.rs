@@ -224,6 +224,7 @@ async fn connect_once(client: &OpenCodeClient, inner: &Inner) -> String {
         };
         if next.kind == "server.connected" {
             tracing::debug!("OpenCode event stream connected");
+            crate::metrics::event_stream_connected();
             inner.connected.send_replace(true);
             continue;
         }

@@ -274,6 +274,7 @@ mod tests {
             config: Some(path),
             listen: Some("127.0.0.1:5".into()),
             opencode_url: Some("http://127.0.0.1:6".into()),
+            ..Cli::default()
         };
         let c = load(cli, &[("PORTATEK_LISTEN", "127.0.0.1:3")]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:5");

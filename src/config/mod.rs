@@ -100,6 +100,10 @@ pub struct Config {
     pub client_tools: ClientToolsConfig,
     /// The Responses API's stored responses.
     pub responses: ResponsesConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
+    /// Per-key rate limits.
+    pub rate_limits: RateLimitsConfig,
 }
 
 /// How log lines are written.
@@ -240,6 +244,56 @@ pub struct ClientToolsConfig {
     pub advertise_url: Option<String>,
 }
 
+/// `[rate_limits]`: limits per API key (0 = none), with overrides for some keys.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    /// Requests per minute on `/v1/…`, per key.
+    pub requests_per_minute: u32,
+    /// Tokens (in + out) per minute, per key, counted after each run.
+    pub tokens_per_minute: u64,
+    /// Runs at once, per key (a run waiting for tool results counts).
+    pub concurrent_runs: u32,
+    /// Other limits for some keys (`[[rate_limits.keys]]`).
+    pub keys: Vec<KeyLimitsConfig>,
+}
+
+/// `[[rate_limits.keys]]`: one key's own limits (unset fields take the defaults).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyLimitsConfig {
+    /// The key's id as the gateway names it: `k` and the first 16 hex digits of the key's
+    /// SHA-256 (`printf %s "$KEY" | sha256sum | cut -c1-16`).
+    pub key_id: String,
+    /// Requests per minute.
+    pub requests_per_minute: Option<u32>,
+    /// Tokens per minute.
+    pub tokens_per_minute: Option<u64>,
+    /// Runs at once.
+    pub concurrent_runs: Option<u32>,
+}
+
+/// `[metrics]`: Prometheus `/metrics`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics`.
+    pub enabled: bool,
+    /// Serve it on this address instead, without a key (e.g. `0.0.0.0:9090` for a scraper
+    /// inside the cluster); unset: on the API's listener, behind the API keys.
+    #[serde(default, with = "units::optional_address")]
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: None,
+        }
+    }
+}
+
 /// `[responses]`: stored responses (`/v1/responses` with `store: true`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -299,6 +353,8 @@ impl Default for Config {
             sessions: SessionsConfig::default(),
             client_tools: ClientToolsConfig::default(),
             responses: ResponsesConfig::default(),
+            metrics: MetricsConfig::default(),
+            rate_limits: RateLimitsConfig::default(),
         }
     }
 }

@@ -47,6 +47,31 @@ pub mod millis {
     }
 }
 
+/// `Option<SocketAddr>` ↔ an optional `"host:port"`.
+pub mod optional_address {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `"ip:port"` (or nothing).
+    pub fn serialize<S: Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match a {
+            Some(a) => s.collect_str(a),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads an optional `"ip:port"`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(text) => super::parse_address(&text)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
+}
+
 /// `SocketAddr` ↔ `"host:port"`.
 pub mod address {
     use std::net::SocketAddr;

@@ -47,6 +47,19 @@ impl UpstreamError {
         }
     }
 
+    /// A short name for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect(_) => "connect",
+            UpstreamError::Unreachable(_) => "unreachable",
+            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::NotFound(_) => "not_found",
+            UpstreamError::Status { status, .. } if *status >= 500 => "status_5xx",
+            UpstreamError::Status { .. } => "status_4xx",
+            UpstreamError::Decode(_) => "decode",
+        }
+    }
+
     /// Whether retrying a call that creates something could help without risking a duplicate:
     /// the request was not sent, or OpenCode answered with a server error.
     pub(super) fn is_safe_to_resend(&self) -> bool {

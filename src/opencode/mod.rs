@@ -125,9 +125,14 @@ impl OpenCodeClient {
             serde_json::from_slice(&bytes)
                 .map_err(|e| UpstreamError::Decode(format!("{what}: {e}")))
         };
-        tokio::time::timeout(timeout, fut)
+        let result = tokio::time::timeout(timeout, fut)
             .await
-            .map_err(|_| UpstreamError::Timeout(format!("{what} took longer than {timeout:?}")))?
+            .map_err(|_| UpstreamError::Timeout(format!("{what} took longer than {timeout:?}")))
+            .and_then(|r| r);
+        if let Err(e) = &result {
+            crate::metrics::upstream_error(e.kind());
+        }
+        result
     }
 
     /// Runs an idempotent call up to `retry_attempts` times with exponential backoff.
@@ -338,10 +343,14 @@ impl OpenCodeClient {
         let rb = self
             .request(Method::POST, &format!("session/{id}/prompt_async"))
             .json(body);
-        tokio::time::timeout(self.timeout, self.send("send prompt", rb))
+        let sent = tokio::time::timeout(self.timeout, self.send("send prompt", rb))
             .await
-            .map_err(|_| UpstreamError::Timeout("send prompt".into()))??;
-        Ok(())
+            .map_err(|_| UpstreamError::Timeout("send prompt".into()))
+            .and_then(|r| r);
+        if let Err(e) = &sent {
+            crate::metrics::upstream_error(e.kind());
+        }
+        sent.map(|_| ())
     }
 
     /// `POST /session/:id/abort`.

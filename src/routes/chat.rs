@@ -12,6 +12,7 @@ use axum::{Extension, Json};
 use crate::app::AppState;
 use crate::auth::ClientId;
 use crate::error::ApiError;
+use crate::metrics::ModelLabel;
 use crate::openai::{
     ChatCompletion, ChatRequest, Choice, FunctionCall, MessageToolCall, ResponseMessage, Role,
 };
@@ -37,6 +38,7 @@ pub async fn completions(
         None => Target::Conversation,
     };
     let run = run::start_or_resume(&state, &client, target, &(&req).into()).await?;
+    let label = ModelLabel(req.model.clone());
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now_secs();
     if req.stream {
@@ -49,9 +51,11 @@ pub async fn completions(
         let keepalive = KeepAlive::new()
             .interval(state.config.prompt.keepalive)
             .text("keep-alive");
-        return Ok(Sse::new(chunks.stream(run))
+        let mut response = Sse::new(chunks.stream(run))
             .keep_alive(keepalive)
-            .into_response());
+            .into_response();
+        response.extensions_mut().insert(label);
+        return Ok(response);
     }
     let done = run.collect().await?;
     let tool_calls: Vec<MessageToolCall> = done
@@ -74,7 +78,7 @@ pub async fn completions(
         reasoning_content: done.reasoning,
         tool_calls,
     };
-    Ok(Json(ChatCompletion {
+    let mut response = Json(ChatCompletion {
         id,
         object: "chat.completion",
         created,
@@ -87,7 +91,9 @@ pub async fn completions(
         }],
         usage: done.usage,
     })
-    .into_response())
+    .into_response();
+    response.extensions_mut().insert(label);
+    Ok(response)
 }
 
 /// The explicit session named by `x-session-id`, if any (an unreadable one is a 404).

@@ -13,6 +13,7 @@ use crate::error::ApiError;
 
 /// Unknown route → 404 in OpenAI's error shape.
 pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+    crate::metrics::unmatched(method.as_str(), 404);
     ApiError::NotFound {
         message: format!("Unknown request URL: {method} {}.", uri.path()),
         code: "unknown_url",
@@ -21,6 +22,7 @@ pub async fn not_found(method: Method, uri: Uri) -> ApiError {
 
 /// Known route, wrong method → 405 in OpenAI's error shape.
 pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    crate::metrics::unmatched(method.as_str(), 405);
     ApiError::MethodNotAllowed(format!(
         "Method {method} is not allowed for {}.",
         uri.path()

@@ -46,14 +46,19 @@ pub async fn create(
     let body = body.map_err(|r| ApiError::from_body_rejection(&r, limit))?;
     let req = ResponsesRequest::parse(&body)?;
     let started = responses::start(&state, &client, &req).await?;
-    if req.stream {
+    let mut response = if req.stream {
         let keepalive = KeepAlive::new()
             .interval(state.config.prompt.keepalive)
             .text("keep-alive");
         let events = stream::responses::events(state, started);
-        return Ok(Sse::new(events).keep_alive(keepalive).into_response());
-    }
-    collect(&state, started).await
+        Sse::new(events).keep_alive(keepalive).into_response()
+    } else {
+        collect(&state, started).await?
+    };
+    response
+        .extensions_mut()
+        .insert(crate::metrics::ModelLabel(req.model));
+    Ok(response)
 }
 
 /// Runs a response to its end (the non-streaming mode). A failure after the run started is the

@@ -78,6 +78,11 @@ pub struct Run {
     ended: bool,
     /// The response ended with tool calls; the upstream run waits for their results.
     suspended: bool,
+    /// When the run started, and whether its first output came (time to first token).
+    started: std::time::Instant,
+    first_output_seen: bool,
+    /// The run's share of its key's concurrent runs, held until it ends.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Held while the run lives, so shutdown can wait for it.
     _live: TaskTrackerToken,
 }
@@ -173,6 +178,7 @@ async fn begin(
         Some(schema) => Some(compile_schema(&schema, "response_format")?),
         None => None,
     };
+    let permit = state.rate_limits.start_run(&conversation.client)?;
     let tools = match req.offers_tools() {
         true => Some(ToolRun::new(
             state.tools.slots.acquire(&req.tools).await?,
@@ -226,6 +232,9 @@ async fn begin(
         tools,
         ended: false,
         suspended: false,
+        started: std::time::Instant::now(),
+        first_output_seen: false,
+        _permit: permit,
         _live: state.live_runs.token(),
     })
 }
@@ -394,6 +403,9 @@ impl Run {
             usage: usage.minus(self.reported),
         });
         self.reported = usage;
+        for output in &out {
+            self.measure(output);
+        }
         self.queue.extend(out);
         Vec::new()
     }
@@ -407,6 +419,38 @@ impl Run {
             None => ApiError::UpstreamTimeout(format!(
                 "The model did not finish within the {secs}s deadline."
             )),
+        }
+    }
+
+    /// Records what the metrics want of an output: the time to the first one, and how each
+    /// response ended with its tokens.
+    fn measure(&mut self, output: &Output) {
+        if !self.first_output_seen && !output.is_terminal() {
+            self.first_output_seen = true;
+            crate::metrics::first_token(&self.conversation.model, self.started.elapsed());
+        }
+        let model = &self.conversation.model;
+        match output {
+            Output::Finished {
+                finish_reason,
+                usage,
+            } => {
+                let outcome = if *finish_reason == "tool_calls" {
+                    "tool_calls"
+                } else {
+                    "completed"
+                };
+                crate::metrics::run_ended(
+                    model,
+                    outcome,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                );
+                let rate_limits = &self.state.rate_limits;
+                rate_limits.spend_tokens(&self.conversation.client, usage.total_tokens);
+            }
+            Output::Failed(_) => crate::metrics::run_ended(model, "failed", 0, 0),
+            _ => {}
         }
     }
 
@@ -433,6 +477,7 @@ impl Run {
             self.content.push_str(t);
         }
         let terminal = output.is_terminal();
+        self.measure(&output);
         self.queue.push_back(output);
         terminal
     }

@@ -112,6 +112,7 @@ pub async fn serve(
         signalled.cancel();
     });
     let mcp = start_mcp_endpoint(&state, background.clone()).await;
+    start_metrics_listener(&state, background.clone()).await;
     let connections = accept(listener, app, header_timeout, &stop).await;
     tokio::select! {
         _ = connections.shutdown() => {}
@@ -165,6 +166,35 @@ fn warn_if_unreachable(state: &AppState) {
     tokio::spawn(async move {
         if let Err(e) = client.health(timeout).await {
             tracing::warn!(opencode = %url, error = %e, "OpenCode is not reachable; /health answers 503 until it is");
+        }
+    });
+}
+
+/// Serves `/metrics` on its own address when `metrics.listen` is set.
+async fn start_metrics_listener(state: &AppState, stop: CancellationToken) {
+    let Some(addr) = state
+        .config
+        .metrics
+        .listen
+        .filter(|_| state.config.metrics.enabled)
+    else {
+        return;
+    };
+    let listener = match TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot listen for metrics (`metrics.listen`)");
+            return;
+        }
+    };
+    tracing::info!(addr = %listener.local_addr().map_or(addr, |a| a), "metrics listening");
+    let app = crate::app::metrics_router(state.clone());
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "metrics listener stopped");
         }
     });
 }

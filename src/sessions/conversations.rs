@@ -84,6 +84,7 @@ impl ConversationPool {
                     // Explicit removal is a claim: the session is in use.
                     RemovalCause::Explicit => return,
                 };
+                crate::metrics::eviction(why);
                 evict.delete_later(value.session_id, why);
             })
             .build();

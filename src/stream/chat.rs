@@ -39,8 +39,11 @@ impl Chunks {
             },
             None,
         );
-        let rest = ReceiverStream::new(super::spawn(run, |_| {}))
-            .flat_map(move |output| futures::stream::iter(self.encode(output)));
+        let gauge = crate::metrics::StreamGauge::open();
+        let rest = ReceiverStream::new(super::spawn(run, |_| {})).flat_map(move |output| {
+            let _open = &gauge;
+            futures::stream::iter(self.encode(output))
+        });
         futures::stream::once(async { first }).chain(rest).map(Ok)
     }
 

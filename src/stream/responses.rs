@@ -33,6 +33,7 @@ struct State {
     resumed: bool,
     pending: std::collections::VecDeque<Value>,
     done: bool,
+    _open: crate::metrics::StreamGauge,
 }
 
 impl Drop for State {
@@ -90,6 +91,7 @@ pub fn events(app: AppState, started: Started) -> impl Stream<Item = Result<Even
         resumed,
         pending: first.into(),
         done: false,
+        _open: crate::metrics::StreamGauge::open(),
     };
     futures::stream::unfold(state, |mut s| async move {
         loop {

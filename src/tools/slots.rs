@@ -341,6 +341,7 @@ impl Slots {
                         self.inner.max
                     ),
                     code: "too_many_tool_runs",
+                    retry_after: Some(std::time::Duration::from_secs(1)),
                 })
             }
         };

@@ -1,0 +1,395 @@
+//! Per-key rate limits and fair share: requests per minute, tokens per minute, runs at once.
+//!
+//! - **Requests per minute** use `governor`'s GCRA limiter, one per key (so each key can have
+//!   its own quota), on every `/v1/…` request.
+//! - **Tokens per minute** are only known after a run, so they are a bucket debited afterwards
+//!   (`governor` only takes cells up front): a key whose bucket is empty (or in debt after a
+//!   long answer) is refused until it refills, at `tokens_per_minute / 60` a second.
+//! - **Concurrent runs** are a semaphore per key; a run holds its permit until it ends,
+//!   including while it waits for the client's tool results.
+//!
+//! A refusal is a 429 in OpenAI's shape with `Retry-After` and OpenAI's `x-ratelimit-*` headers
+//! (`limit`, `remaining`, `reset` for requests and tokens), which the SDKs' own back-off reads;
+//! the same headers go with every completion response.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::auth::ClientId;
+use crate::config::RateLimitsConfig;
+use crate::error::ApiError;
+use crate::sync::lock;
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+
+/// One key's limits (0 = none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyLimits {
+    /// Requests per minute.
+    pub requests_per_minute: u32,
+    /// Tokens per minute.
+    pub tokens_per_minute: u64,
+    /// Runs at once.
+    pub concurrent_runs: u32,
+}
+
+/// A bucket of tokens refilled continuously, debited after the fact.
+#[derive(Debug)]
+struct Bucket {
+    level: f64,
+    capacity: f64,
+    per_second: f64,
+    updated: Instant,
+}
+
+impl Bucket {
+    fn new(per_minute: u64) -> Bucket {
+        Bucket {
+            level: per_minute as f64,
+            capacity: per_minute as f64,
+            per_second: per_minute as f64 / 60.0,
+            updated: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.updated).as_secs_f64();
+        self.level = (self.level + elapsed * self.per_second).min(self.capacity);
+        self.updated = now;
+    }
+
+    /// Time until the bucket holds `amount`.
+    fn wait_for(&self, amount: f64) -> Duration {
+        let missing = (amount - self.level).max(0.0);
+        Duration::from_secs_f64(missing / self.per_second)
+    }
+}
+
+struct KeyState {
+    limits: KeyLimits,
+    requests: Option<Limiter>,
+    tokens: Option<Mutex<Bucket>>,
+    runs: Option<Arc<Semaphore>>,
+}
+
+/// Per-key limit state; cheap to clone.
+#[derive(Clone)]
+pub struct RateLimits {
+    defaults: KeyLimits,
+    overrides: Arc<HashMap<String, KeyLimits>>,
+    keys: Arc<Mutex<HashMap<ClientId, Arc<KeyState>>>>,
+}
+
+/// What the request-per-minute and token limits say about a request.
+#[derive(Debug, Clone, Default)]
+pub struct Standing {
+    /// `(limit, remaining, reset)` for requests.
+    requests: Option<(u32, u32, Duration)>,
+    /// `(limit, remaining, reset)` for tokens.
+    tokens: Option<(u64, u64, Duration)>,
+}
+
+/// OpenAI's reset format: `20ms`, `1s`, `6m0s`.
+fn reset_text(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let secs = d.as_secs_f64().ceil() as u64;
+    match secs / 60 {
+        0 => format!("{secs}s"),
+        m => format!("{m}m{}s", secs % 60),
+    }
+}
+
+impl Standing {
+    /// The `x-ratelimit-*` headers.
+    pub fn headers(&self) -> Vec<(HeaderName, String)> {
+        let mut out = Vec::new();
+        if let Some((limit, remaining, reset)) = self.requests {
+            out.push(("x-ratelimit-limit-requests", limit.to_string()));
+            out.push(("x-ratelimit-remaining-requests", remaining.to_string()));
+            out.push(("x-ratelimit-reset-requests", reset_text(reset)));
+        }
+        if let Some((limit, remaining, reset)) = self.tokens {
+            out.push(("x-ratelimit-limit-tokens", limit.to_string()));
+            out.push(("x-ratelimit-remaining-tokens", remaining.to_string()));
+            out.push(("x-ratelimit-reset-tokens", reset_text(reset)));
+        }
+        out.into_iter()
+            .map(|(k, v)| (HeaderName::from_static(k), v))
+            .collect()
+    }
+}
+
+fn too_many(message: String, retry_after: Duration, limit: &'static str) -> ApiError {
+    crate::metrics::rate_limited(limit);
+    ApiError::TooManyRequests {
+        message,
+        code: "rate_limit_exceeded",
+        retry_after: Some(retry_after.max(Duration::from_secs(1))),
+    }
+}
+
+impl RateLimits {
+    /// Limits from the config: defaults for every key, overrides by key id.
+    pub fn new(config: &RateLimitsConfig) -> RateLimits {
+        let defaults = KeyLimits {
+            requests_per_minute: config.requests_per_minute,
+            tokens_per_minute: config.tokens_per_minute,
+            concurrent_runs: config.concurrent_runs,
+        };
+        let overrides = config
+            .keys
+            .iter()
+            .map(|o| {
+                let limits = KeyLimits {
+                    requests_per_minute: o
+                        .requests_per_minute
+                        .unwrap_or(defaults.requests_per_minute),
+                    tokens_per_minute: o.tokens_per_minute.unwrap_or(defaults.tokens_per_minute),
+                    concurrent_runs: o.concurrent_runs.unwrap_or(defaults.concurrent_runs),
+                };
+                (o.key_id.clone(), limits)
+            })
+            .collect();
+        RateLimits {
+            defaults,
+            overrides: Arc::new(overrides),
+            keys: Arc::default(),
+        }
+    }
+
+    fn key(&self, client: &ClientId) -> Arc<KeyState> {
+        let mut keys = lock(&self.keys);
+        keys.entry(client.clone())
+            .or_insert_with(|| {
+                let limits = self
+                    .overrides
+                    .get(client.0.as_ref())
+                    .copied()
+                    .unwrap_or(self.defaults);
+                Arc::new(KeyState {
+                    limits,
+                    requests: NonZeroU32::new(limits.requests_per_minute).map(|n| {
+                        RateLimiter::direct(Quota::per_minute(n))
+                            .with_middleware::<StateInformationMiddleware>()
+                    }),
+                    tokens: (limits.tokens_per_minute > 0)
+                        .then(|| Mutex::new(Bucket::new(limits.tokens_per_minute))),
+                    runs: (limits.concurrent_runs > 0)
+                        .then(|| Arc::new(Semaphore::new(limits.concurrent_runs as usize))),
+                })
+            })
+            .clone()
+    }
+
+    /// Counts one request against `client`'s requests per minute and checks its tokens.
+    pub fn admit(
+        &self,
+        client: &ClientId,
+        uses_tokens: bool,
+    ) -> Result<Standing, (ApiError, Standing)> {
+        let key = self.key(client);
+        let mut standing = Standing::default();
+        if let Some(tokens) = key.tokens.as_ref().filter(|_| uses_tokens) {
+            let mut bucket = lock(tokens);
+            bucket.refill();
+            let limit = key.limits.tokens_per_minute;
+            let reset = bucket.wait_for(bucket.capacity);
+            standing.tokens = Some((limit, bucket.level.max(0.0) as u64, reset));
+            if bucket.level < 1.0 {
+                let wait = bucket.wait_for(1.0);
+                let e = too_many(
+                    format!("Rate limit reached: {limit} tokens per minute for this API key. Try again in {}.", reset_text(wait)),
+                    wait,
+                    "tokens",
+                );
+                return Err((e, standing));
+            }
+        }
+        if let Some(limiter) = &key.requests {
+            let limit = key.limits.requests_per_minute;
+            let per_request = Duration::from_secs(60) / limit;
+            match limiter.check() {
+                Ok(state) => {
+                    let remaining = state.remaining_burst_capacity();
+                    standing.requests = Some((limit, remaining, per_request * (limit - remaining)));
+                }
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(DefaultClock::default().now());
+                    standing.requests = Some((limit, 0, per_request * limit));
+                    let e = too_many(
+                        format!("Rate limit reached: {limit} requests per minute for this API key. Try again in {}.", reset_text(wait)),
+                        wait,
+                        "requests",
+                    );
+                    return Err((e, standing));
+                }
+            }
+        }
+        Ok(standing)
+    }
+
+    /// A permit for one more run of `client` (429 when it already runs as many as it may).
+    pub fn start_run(&self, client: &ClientId) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
+        let key = self.key(client);
+        let Some(runs) = &key.runs else {
+            return Ok(None);
+        };
+        runs.clone().try_acquire_owned().map(Some).map_err(|_| {
+            too_many(
+                format!(
+                    "This API key already runs {} requests at once, its limit; try again when one ends.",
+                    key.limits.concurrent_runs
+                ),
+                Duration::from_secs(1),
+                "concurrent_runs",
+            )
+        })
+    }
+
+    /// Takes the tokens a run used from `client`'s bucket.
+    pub fn spend_tokens(&self, client: &ClientId, tokens: u64) {
+        if let Some(bucket) = &self.key(client).tokens {
+            let mut bucket = lock(bucket);
+            bucket.refill();
+            bucket.level -= tokens as f64;
+        }
+    }
+
+    /// Whether any limit is configured at all (else the middleware does nothing).
+    pub fn active(&self) -> bool {
+        self.defaults
+            != (KeyLimits {
+                requests_per_minute: 0,
+                tokens_per_minute: 0,
+                concurrent_runs: 0,
+            })
+            || !self.overrides.is_empty()
+    }
+}
+
+/// Whether a request runs the model (and so draws on the token budget).
+fn runs_model(req: &Request) -> bool {
+    req.method() == Method::POST
+        && matches!(req.uri().path(), "/v1/chat/completions" | "/v1/responses")
+}
+
+/// Middleware (after authentication): admits `/v1/…` requests by the calling key's limits and
+/// puts the `x-ratelimit-*` headers on the response.
+pub async fn enforce(State(limits): State<RateLimits>, req: Request, next: Next) -> Response {
+    if !limits.active() || !req.uri().path().starts_with("/v1/") {
+        return next.run(req).await;
+    }
+    let Some(client) = req.extensions().get::<ClientId>().cloned() else {
+        return next.run(req).await;
+    };
+    let (mut response, standing) = match limits.admit(&client, runs_model(&req)) {
+        Ok(standing) => (next.run(req).await, standing),
+        Err((refusal, standing)) => (refusal.into_response(), standing),
+    };
+    for (name, value) in standing.headers() {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KeyLimitsConfig;
+
+    fn limits(rpm: u32, tpm: u64, runs: u32) -> RateLimits {
+        RateLimits::new(&RateLimitsConfig {
+            requests_per_minute: rpm,
+            tokens_per_minute: tpm,
+            concurrent_runs: runs,
+            keys: vec![KeyLimitsConfig {
+                key_id: "kbig".into(),
+                requests_per_minute: Some(100),
+                tokens_per_minute: None,
+                concurrent_runs: None,
+            }],
+        })
+    }
+
+    #[tokio::test]
+    async fn requests_per_minute_per_key_with_overrides() {
+        let l = limits(2, 0, 0);
+        let a = ClientId("ka".into());
+        assert!(l.admit(&a, true).is_ok());
+        let second = l.admit(&a, true).unwrap();
+        assert_eq!(second.requests.unwrap().1, 0, "none remaining");
+        let (e, standing) = l.admit(&a, true).unwrap_err();
+        assert!(matches!(
+            e,
+            ApiError::TooManyRequests {
+                retry_after: Some(_),
+                ..
+            }
+        ));
+        let names: Vec<String> = standing
+            .headers()
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        assert!(names.contains(&"x-ratelimit-reset-requests".to_string()));
+        assert!(
+            l.admit(&ClientId("kb".into()), true).is_ok(),
+            "another key is not affected"
+        );
+        for _ in 0..50 {
+            assert!(l.admit(&ClientId("kbig".into()), true).is_ok(), "override");
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_are_debited_after_the_run_and_block_until_refilled() {
+        let l = limits(0, 600, 0);
+        let a = ClientId("ka".into());
+        assert!(l.admit(&a, true).is_ok());
+        l.spend_tokens(&a, 700);
+        let (e, standing) = l.admit(&a, true).unwrap_err();
+        assert!(matches!(e, ApiError::TooManyRequests { .. }));
+        assert_eq!(standing.tokens.unwrap().1, 0);
+        assert!(
+            l.admit(&a, false).is_ok(),
+            "requests that run no model pass"
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_runs_are_capped_per_key() {
+        let l = limits(0, 0, 1);
+        let a = ClientId("ka".into());
+        let first = l.start_run(&a).unwrap();
+        assert!(l.start_run(&a).is_err());
+        assert!(l.start_run(&ClientId("kb".into())).is_ok());
+        drop(first);
+        assert!(l.start_run(&a).is_ok());
+    }
+
+    #[test]
+    fn reset_texts() {
+        assert_eq!(reset_text(Duration::from_millis(20)), "20ms");
+        assert_eq!(reset_text(Duration::from_secs(1)), "1s");
+        assert_eq!(reset_text(Duration::from_secs(360)), "6m0s");
+    }
+}
