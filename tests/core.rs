@@ -1121,7 +1121,7 @@ async fn opencode_directory_scopes_sessions_and_events() {
         .send()
         .await
         .expect("chat");
-    let (status, v) = support::gateway::read_json(resp).await;
+    let (status, v) = support::api::read_json(resp).await;
     assert_eq!(status, StatusCode::OK, "{v}\n{}", gw.logs());
     assert_eq!(content(&v), "echo: in sub");
     let url = reqwest::Url::parse_with_params(

@@ -130,7 +130,7 @@ async fn send(
         .send()
         .await
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    support::gateway::read_json(resp).await
+    support::api::read_json(resp).await
 }
 
 /// Non-streaming chat with a key (and optional pinned session).
