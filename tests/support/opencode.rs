@@ -418,6 +418,29 @@ impl OpenCode {
         }
     }
 
+    /// `DELETE /session/:id`, panicking unless it succeeds.
+    pub async fn delete_session(&self, id: &str) {
+        let resp = self
+            .client
+            .delete(format!("{}/session/{id}", self.url()))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("DELETE /session/{id}: {e}"));
+        assert!(
+            resp.status().is_success(),
+            "DELETE /session/{id} -> {}",
+            resp.status()
+        );
+    }
+
+    /// Deletes every session `GET /session` lists.
+    pub async fn delete_all_sessions(&self) {
+        for id in self.session_ids().await {
+            self.delete_session(&id).await;
+        }
+    }
+
     /// Ids of every session `GET /session` lists.
     pub async fn session_ids(&self) -> std::collections::BTreeSet<String> {
         self.sessions()
