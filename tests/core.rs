@@ -22,6 +22,7 @@ use support::api::{read_json, send};
 use support::gateway::test_client;
 use support::mock_model::{self, content_text, expected_reply, last_user_text, FAILURE_MESSAGE};
 use support::opencode::opencode_version;
+use support::scenarios::scenario;
 use support::schema::assert_valid;
 use support::{assert_error, assistant, chat_body, content, user, ECHO, THINKER, VISION};
 use support::{Gateway, GatewayOptions, OpenCodeOptions, Scenarios, TestBed};
@@ -93,47 +94,20 @@ async fn chat_through_opencode() {
     let bed = TestBed::start_with(opencode_opts, GatewayOptions::default()).await;
     let mut s = Scenarios::new();
     // First: it counts every model call and session so far.
-    s.run(
-        "first chat: one model call, titled session, no tools",
-        first_chat(&bed),
-    )
-    .await;
-    s.run("models come from OpenCode", models_come_from_opencode(&bed))
-        .await;
-    s.run(
-        "completion shape and usage",
-        completion_shape_and_usage(&bed),
-    )
-    .await;
-    s.run("finish_reason length", finish_reason_length(&bed))
-        .await;
-    s.run(
-        "unknown model: no session, no model call",
-        unknown_model_stays_here(&bed),
-    )
-    .await;
-    s.run(
-        "system and developer prompts",
-        system_and_developer_prompts(&bed),
-    )
-    .await;
-    s.run(
-        "unseen history: one model call",
-        unseen_history_in_one_call(&bed),
-    )
-    .await;
-    s.run("images", images(&bed)).await;
-    s.run("16 concurrent chats", concurrent_chats(&bed)).await;
+    scenario!(s, first_chat(&bed));
+    scenario!(s, models_come_from_opencode(&bed));
+    scenario!(s, completion_shape_and_usage(&bed));
+    scenario!(s, finish_reason_length(&bed));
+    scenario!(s, unknown_model_stays_here(&bed));
+    scenario!(s, system_and_developer_prompts(&bed));
+    scenario!(s, unseen_history_in_one_call(&bed));
+    scenario!(s, images(&bed));
+    scenario!(s, concurrent_chats(&bed));
     // Settings that reach OpenCode.
-    s.run(
-        "reasoning_effort against the variants",
-        reasoning_effort(&bed),
-    )
-    .await;
-    s.run("prompt.agent, tools off", agent_without_tools(&bed))
-        .await;
-    s.run("prompt.tools_enabled", agent_with_tools(&bed)).await;
-    s.run("opencode.directory", opencode_directory(&bed)).await;
+    scenario!(s, reasoning_effort(&bed));
+    scenario!(s, agent_without_tools(&bed));
+    scenario!(s, agent_with_tools(&bed));
+    scenario!(s, opencode_directory(&bed));
     s.finish(&bed.gateway.logs());
 }
 
@@ -552,20 +526,11 @@ async fn upstream_failures() {
     )
     .await;
     let mut s = Scenarios::new();
-    s.run("basic auth towards OpenCode", upstream_basic_auth(&bed))
-        .await;
-    s.run(
-        "a failing model: the retry budget",
-        model_failure_retry_budget(&bed),
-    )
-    .await;
-    s.run(
-        "a failing model: the deadline",
-        model_failure_deadline(&bed),
-    )
-    .await;
+    scenario!(s, upstream_basic_auth(&bed));
+    scenario!(s, model_failure_retry_budget(&bed));
+    scenario!(s, model_failure_deadline(&bed));
     // Last: it kills OpenCode.
-    s.run("OpenCode dies", opencode_dies(&mut bed)).await;
+    scenario!(s, opencode_dies(&mut bed));
     s.finish(&bed.gateway.logs());
 }
 

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 
 use support::api::read_json;
 use support::mock_model::content_text;
+use support::scenarios::scenario;
 use support::{assert_error, assistant, chat_body, eventually, reply_of, streaming, user, ECHO};
 use support::{Gateway, GatewayOptions, Scenarios, TestBed};
 
@@ -165,6 +166,38 @@ async fn one_call<F: std::future::Future>(
     (out, call)
 }
 
+/// Turn 1 of a new conversation (as `key`) on an OpenCode without sessions: the one session it
+/// created upstream, and its reply.
+async fn first_turn(bed: &TestBed, key: Option<&str>, text: &str) -> (String, String) {
+    let (s, v) = chat_as(bed, key, None, &conversation(vec![user(text)])).await;
+    let reply = reply_of(s, &v);
+    let ids = upstream_ids(bed).await;
+    assert_eq!(ids.len(), 1, "turn 1 should create one session: {ids:?}");
+    (ids.into_iter().next().unwrap(), reply)
+}
+
+/// Turn 2 of the conversation [`first_turn`] started with "hi one" (as `key`): answered, the
+/// model seeing both earlier turns exactly once, as real messages (no transcript replayed).
+async fn turn_two_continues(bed: &TestBed, key: Option<&str>, r1: &str, what: &str) {
+    let turn2 = conversation(vec![user("hi one"), assistant(r1), user("second")]);
+    let ((s, v), call) = one_call(bed, what, chat_as(bed, key, None, &turn2)).await;
+    assert_eq!(reply_of(s, &v), "echo: second", "{what}");
+    let want = vec![
+        rt("user", "hi one"),
+        rt("assistant", r1),
+        rt("user", "second"),
+    ];
+    assert_eq!(
+        turns_of(&call),
+        want,
+        "{what} must reach the model as real messages, each exactly once"
+    );
+    assert!(
+        !call.to_string().contains(TRANSCRIPT_MARK),
+        "{what} replayed a transcript: {call}"
+    );
+}
+
 /// Replaces the bed's gateway with one started with `opts`, on an OpenCode without sessions
 /// (the old gateway is killed first, then every upstream session is deleted).
 async fn fresh_gateway(bed: &mut TestBed, opts: GatewayOptions) {
@@ -198,26 +231,13 @@ fn listed_ids(list: &Value) -> Vec<&str> {
 async fn conversation_pool() {
     let mut bed = TestBed::start().await;
     let mut s = Scenarios::new();
-    s.run(
-        "affinity without replay; clean-up on shutdown",
-        pool_keeps_affinity_without_replay_and_cleans_up_on_shutdown(&mut bed),
-    )
-    .await;
-    s.run(
-        "concurrent branches fork",
-        pool_forks_concurrent_branches(&mut bed),
-    )
-    .await;
-    s.run(
-        "capacity eviction",
-        capacity_eviction_deletes_sessions_upstream(&mut bed),
-    )
-    .await;
-    s.run(
-        "a vanished session",
-        vanished_session_falls_back_to_a_seeded_one(&mut bed),
-    )
-    .await;
+    scenario!(
+        s,
+        pool_keeps_affinity_without_replay_and_cleans_up_on_shutdown(&mut bed)
+    );
+    scenario!(s, pool_forks_concurrent_branches(&mut bed));
+    scenario!(s, capacity_eviction_deletes_sessions_upstream(&mut bed));
+    scenario!(s, vanished_session_falls_back_to_a_seeded_one(&mut bed));
     s.finish(&bed.gateway.logs());
 }
 
@@ -236,29 +256,10 @@ async fn pool_keeps_affinity_without_replay_and_cleans_up_on_shutdown(bed: &mut 
 /// JSON: turn 1 creates a session; turn 2 continues it with only the new message, the model
 /// seeing every turn once as a real message (no transcript). Returns (session, turn-1 reply).
 async fn json_turn_two_continues_the_session(bed: &TestBed) -> (String, String) {
-    let (s, v) = bed.chat(conversation(vec![user("hi one")])).await;
-    let r1 = reply_of(s, &v);
+    let (s1, r1) = first_turn(bed, None, "hi one").await;
     assert_eq!(r1, "echo: hi one");
-    let ids = upstream_ids(bed).await;
-    assert_eq!(ids.len(), 1, "turn 1 should create one session: {ids:?}");
-    let s1 = ids.iter().next().unwrap().clone();
 
-    let turn2 = conversation(vec![user("hi one"), assistant(&r1), user("second")]);
-    let ((s, v), call) = one_call(bed, "JSON turn 2", bed.chat(turn2)).await;
-    assert_eq!(reply_of(s, &v), "echo: second");
-    assert_eq!(
-        turns_of(&call),
-        vec![
-            rt("user", "hi one"),
-            rt("assistant", &r1),
-            rt("user", "second")
-        ],
-        "turn 2 must reach the model as real messages, each exactly once"
-    );
-    assert!(
-        !call.to_string().contains(TRANSCRIPT_MARK),
-        "turn 2 replayed a transcript: {call}"
-    );
+    turn_two_continues(bed, None, &r1, "JSON turn 2").await;
     assert_eq!(
         upstream_ids(bed).await,
         BTreeSet::from([s1.clone()]),
@@ -396,11 +397,7 @@ async fn shutdown_deletes_every_pooled_session(bed: &mut TestBed) {
 /// Findings are collected and reported together, so one defect does not hide the others.
 async fn pool_forks_concurrent_branches(bed: &mut TestBed) {
     fresh_gateway(bed, GatewayOptions::default()).await;
-    let (s, v) = bed.chat(conversation(vec![user("hi par")])).await;
-    let r = reply_of(s, &v);
-    let ids = upstream_ids(&bed).await;
-    assert_eq!(ids.len(), 1);
-    let s1 = ids.iter().next().unwrap().clone();
+    let (s1, r) = first_turn(bed, None, "hi par").await;
     let mut problems: Vec<String> = Vec::new();
 
     // The same turn-2 body twice at once; the slow marker makes the runs overlap.
@@ -416,7 +413,7 @@ async fn pool_forks_concurrent_branches(bed: &mut TestBed) {
             ));
         }
     }
-    for call in new_calls(&bed, before, 2, "concurrent branches") {
+    for call in new_calls(bed, before, 2, "concurrent branches") {
         let t = turns_of(&call);
         let want = vec![
             rt("user", "hi par"),
@@ -432,10 +429,10 @@ async fn pool_forks_concurrent_branches(bed: &mut TestBed) {
     // Both branches answered alike, so they end under one fingerprint: the pool keeps one and
     // deletes the replaced one upstream (off the request path) rather than orphaning it.
     eventually(Duration::from_secs(5), || async {
-        upstream_ids(&bed).await.len() <= 1
+        upstream_ids(bed).await.len() <= 1
     })
     .await;
-    let ids = upstream_ids(&bed).await;
+    let ids = upstream_ids(bed).await;
     if ids.len() != 1 {
         problems.push(format!(
             "expected the replaced branch's session deleted, leaving one of {s1} or its fork upstream, got {ids:?}"
@@ -453,7 +450,7 @@ async fn pool_forks_concurrent_branches(bed: &mut TestBed) {
     // Shutdown deletes what the pool holds; neither branch's session may be orphaned.
     let status = bed.gateway.terminate(Duration::from_secs(20)).await;
     assert!(status.is_some(), "gateway did not exit on SIGTERM");
-    let left = upstream_ids(&bed).await;
+    let left = upstream_ids(bed).await;
     if !left.is_empty() {
         let deletions: Vec<String> = bed
             .gateway
@@ -480,10 +477,10 @@ async fn capacity_eviction_deletes_sessions_upstream(bed: &mut TestBed) {
     let (s, v) = bed.chat(conversation(vec![user("cap two")])).await;
     assert_eq!(reply_of(s, &v), "echo: cap two");
     eventually(Duration::from_secs(6), || async {
-        upstream_ids(&bed).await.len() <= 1
+        upstream_ids(bed).await.len() <= 1
     })
     .await;
-    let left = upstream_ids(&bed).await;
+    let left = upstream_ids(bed).await;
     assert!(
         left.len() <= 1,
         "with max_capacity = 1, at most one pooled session may remain upstream: {left:?}"
@@ -495,16 +492,12 @@ async fn capacity_eviction_deletes_sessions_upstream(bed: &mut TestBed) {
 /// seeded with the history, in one model call, and the conversation carries on from there.
 async fn vanished_session_falls_back_to_a_seeded_one(bed: &mut TestBed) {
     fresh_gateway(bed, GatewayOptions::default()).await;
-    let (s, v) = bed.chat(conversation(vec![user("gone one")])).await;
-    let r1 = reply_of(s, &v);
-    let ids = upstream_ids(&bed).await;
-    assert_eq!(ids.len(), 1, "{ids:?}");
-    let old = ids.iter().next().unwrap().clone();
+    let (old, r1) = first_turn(bed, None, "gone one").await;
     bed.opencode.delete_session(&old).await;
 
     // Turn 2 runs in a new session seeded with the earlier turns.
     let turn2 = conversation(vec![user("gone one"), assistant(&r1), user("gone two")]);
-    let ((s, v), call) = one_call(&bed, "turn after the session vanished", bed.chat(turn2)).await;
+    let ((s, v), call) = one_call(bed, "turn after the session vanished", bed.chat(turn2)).await;
     let r2 = reply_of(s, &v);
     assert!(r2.ends_with("gone two"), "{r2}");
     let seen = call.to_string();
@@ -512,7 +505,7 @@ async fn vanished_session_falls_back_to_a_seeded_one(bed: &mut TestBed) {
         seen.contains(TRANSCRIPT_MARK) && seen.contains("gone one") && seen.contains(&r1),
         "the new session must be seeded with the earlier turns: {seen}"
     );
-    let ids = upstream_ids(&bed).await;
+    let ids = upstream_ids(bed).await;
     assert_eq!(ids.len(), 1, "{ids:?}");
     assert!(!ids.contains(&old));
 
@@ -524,7 +517,7 @@ async fn vanished_session_falls_back_to_a_seeded_one(bed: &mut TestBed) {
         assistant(&r2),
         user("gone three"),
     ]);
-    let ((s, v), call) = one_call(&bed, "turn 3", bed.chat(turn3)).await;
+    let ((s, v), call) = one_call(bed, "turn 3", bed.chat(turn3)).await;
     assert!(reply_of(s, &v).ends_with("gone three"));
     let turns = turns_of(&call);
     assert_eq!(
@@ -542,7 +535,7 @@ async fn vanished_session_falls_back_to_a_seeded_one(bed: &mut TestBed) {
         "turn 3 continues the seeded session (seeded turn 2, its reply, the new message): {turns:?}"
     );
     assert_eq!(
-        upstream_ids(&bed).await,
+        upstream_ids(bed).await,
         ids,
         "turn 3 reuses the new session"
     );
@@ -562,21 +555,9 @@ const K2: Option<&str> = Some("k2");
 async fn session_api() {
     let mut bed = TestBed::start().await;
     let mut s = Scenarios::new();
-    s.run(
-        "keys isolate sessions; the session API works",
-        keys_isolate_sessions_and_session_api_works(&mut bed),
-    )
-    .await;
-    s.run(
-        "TTL and the explicit-session cap",
-        ttl_evicts_pooled_sessions_but_not_pinned_ones(&mut bed),
-    )
-    .await;
-    s.run(
-        "explicit sessions survive a gateway restart",
-        explicit_sessions_survive_a_gateway_restart(&mut bed),
-    )
-    .await;
+    scenario!(s, keys_isolate_sessions_and_session_api_works(&mut bed));
+    scenario!(s, ttl_evicts_pooled_sessions_but_not_pinned_ones(&mut bed));
+    scenario!(s, explicit_sessions_survive_a_gateway_restart(&mut bed));
     s.finish(&bed.gateway.logs());
 }
 
@@ -600,11 +581,7 @@ async fn keys_isolate_sessions_and_session_api_works(bed: &mut TestBed) {
 /// Pool isolation by key: k2 sending k1's turn 2 gets its own session (it does not see k1's
 /// real messages); k1's own turn 2 continues k1's session.
 async fn pooled_sessions_are_per_key(bed: &TestBed) {
-    let (s, v) = chat_as(bed, K1, None, &conversation(vec![user("hi one")])).await;
-    let r1 = reply_of(s, &v);
-    let ids = upstream_ids(bed).await;
-    assert_eq!(ids.len(), 1);
-    let s1 = ids.iter().next().unwrap().clone();
+    let (s1, r1) = first_turn(bed, K1, "hi one").await;
 
     let turn2 = conversation(vec![user("hi one"), assistant(&r1), user("second")]);
     let ((s, v), call) = one_call(bed, "k2 turn 2", chat_as(bed, K2, None, &turn2)).await;
@@ -622,17 +599,7 @@ async fn pooled_sessions_are_per_key(bed: &TestBed) {
     );
     assert_eq!(upstream_ids(bed).await.len(), 2, "k2 needs its own session");
 
-    let ((s, v), call) = one_call(bed, "k1 turn 2", chat_as(bed, K1, None, &turn2)).await;
-    assert_eq!(reply_of(s, &v), "echo: second");
-    assert_eq!(
-        turns_of(&call),
-        vec![
-            rt("user", "hi one"),
-            rt("assistant", &r1),
-            rt("user", "second")
-        ],
-        "k1's own turn 2 continues its session"
-    );
+    turn_two_continues(bed, K1, &r1, "k1's own turn 2").await;
     assert_eq!(bed.opencode.messages(&s1).await.len(), 4);
     assert_eq!(upstream_ids(bed).await.len(), 2);
 }

@@ -25,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use support::gateway::{test_client, FRAME_WAIT};
 use support::mock_model::{self, FAILURE_MESSAGE};
+use support::scenarios::scenario;
 use support::schema;
 use support::sse::{datas, final_error, streamed_content, Frame};
 use support::{chat_body, streaming, user, ECHO, THINKER};
@@ -209,41 +210,18 @@ async fn streaming_through_one_event_connection() {
         api_key: None,
     };
     let mut s = Scenarios::new();
-    s.run("basic stream shape (stop)", basic_stream_shape(&bed))
-        .await;
-    s.run("finish_reason length", finish_reason_length(&bed))
-        .await;
-    s.run(
-        "stream equals non-stream; no user echo",
-        stream_equals_non_stream(&bed),
-    )
-    .await;
-    s.run("several chunks, incremental arrival", real_streaming(&bed))
-        .await;
-    s.run("reasoning_content", reasoning_content(&bed)).await;
-    s.run("include_usage", include_usage(&bed)).await;
-    s.run("keep-alive comments", keepalive_comments(&bed)).await;
-    s.run(
-        "client disconnect aborts upstream",
-        client_disconnect_aborts(&bed),
-    )
-    .await;
-    s.run(
-        "model failure: error event",
-        model_failure_error_event(&bed),
-    )
-    .await;
-    s.run(
-        "50 concurrent streams, one event connection",
-        fifty_streams(&bed, &proxy),
-    )
-    .await;
+    scenario!(s, basic_stream_shape(&bed));
+    scenario!(s, finish_reason_length(&bed));
+    scenario!(s, stream_equals_non_stream(&bed));
+    scenario!(s, real_streaming(&bed));
+    scenario!(s, reasoning_content(&bed));
+    scenario!(s, include_usage(&bed));
+    scenario!(s, keepalive_comments(&bed));
+    scenario!(s, client_disconnect_aborts(&bed));
+    scenario!(s, model_failure_error_event(&bed));
+    scenario!(s, fifty_streams(&bed, &proxy));
     // Last: it kills OpenCode.
-    s.run(
-        "OpenCode killed mid-stream",
-        opencode_killed_mid_stream(&mut bed),
-    )
-    .await;
+    scenario!(s, opencode_killed_mid_stream(&mut bed));
     s.finish(&bed.gateway.logs());
 }
 
@@ -560,26 +538,10 @@ async fn opencode_killed_mid_stream(bed: &mut TestBed) {
 async fn runs_end_when_clients_leave_deadlines_pass_or_the_gateway_stops() {
     let mut bed = TestBed::start().await;
     let mut s = Scenarios::new();
-    s.run(
-        "non-streaming disconnect aborts",
-        non_streaming_disconnect_aborts(&bed),
-    )
-    .await;
-    s.run(
-        "stream in flight at SIGTERM completes",
-        stream_in_flight_at_sigterm_completes(&mut bed),
-    )
-    .await;
-    s.run(
-        "deadline on a silent model",
-        deadline_on_a_silent_model(&mut bed),
-    )
-    .await;
-    s.run(
-        "stream outliving the grace period",
-        stream_outliving_the_grace_period(&mut bed),
-    )
-    .await;
+    scenario!(s, non_streaming_disconnect_aborts(&bed));
+    scenario!(s, stream_in_flight_at_sigterm_completes(&mut bed));
+    scenario!(s, deadline_on_a_silent_model(&mut bed));
+    scenario!(s, stream_outliving_the_grace_period(&mut bed));
     s.finish(&bed.gateway.logs());
 }
 

@@ -5,7 +5,7 @@ use crate::support::api::request_id;
 use crate::support::fake_opencode::FAKE_ANSWER;
 use crate::support::in_process::{App, Settings};
 use crate::support::schema::assert_valid;
-use crate::support::{assert_error, chat_body, content, user, ECHO};
+use crate::support::{chat_body, content, user, ECHO};
 
 async fn with_keys() -> App {
     App::start_with(Settings::default().env("PORTATEK_API_KEYS", "k1,k2")).await
@@ -14,7 +14,7 @@ async fn with_keys() -> App {
 /// Asserts a 401 `invalid_api_key` for `GET /v1/models` with these headers.
 async fn assert_refused(app: &App, headers: &[(&str, &str)], what: &str) {
     let r = app.call("GET", "/v1/models", headers).await;
-    assert_error(r.status, &r.body, 401, Some("invalid_api_key"), None, what);
+    r.assert_error(401, Some("invalid_api_key"), None, what);
     assert!(request_id(&r.headers).is_some(), "no x-request-id on 401");
 }
 
@@ -34,14 +34,7 @@ async fn missing_key_is_401() {
     let app = with_keys().await;
     assert_refused(&app, &[], "no key").await;
     let r = app.chat(&chat_body(ECHO, vec![user("no key")])).await;
-    assert_error(
-        r.status,
-        &r.body,
-        401,
-        Some("invalid_api_key"),
-        None,
-        "chat without key",
-    );
+    r.assert_error(401, Some("invalid_api_key"), None, "chat without key");
     app.fake.assert_untouched("a request without a key");
 }
 

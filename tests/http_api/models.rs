@@ -4,12 +4,12 @@
 use crate::support::fake_opencode::FAKE_ANSWER;
 use crate::support::in_process::{App, Settings};
 use crate::support::schema::assert_valid;
-use crate::support::{assert_error, chat_body, content, user, ECHO, THINKER};
+use crate::support::{chat_body, content, user, ECHO, THINKER};
 
 /// Asserts a 404 `model_not_found` for `GET path`.
 async fn assert_no_model(app: &App, path: &str) {
     let r = app.get(path).await;
-    assert_error(r.status, &r.body, 404, Some("model_not_found"), None, path);
+    r.assert_error(404, Some("model_not_found"), None, path);
 }
 
 /// `GET /v1/models/{id}` of a model OpenCode does not list, or of an id without a provider, is
@@ -44,9 +44,7 @@ async fn allowlist_hides_other_models() {
     assert_no_model(&app, "/v1/models/mock/thinker").await;
 
     let r = app.chat(&chat_body(THINKER, vec![user("hidden")])).await;
-    assert_error(
-        r.status,
-        &r.body,
+    r.assert_error(
         404,
         Some("model_not_found"),
         Some("model"),

@@ -3,7 +3,7 @@
 
 use crate::support::api::request_id;
 use crate::support::in_process::App;
-use crate::support::{assert_error, chat_body, user, ECHO};
+use crate::support::{chat_body, user, ECHO};
 
 /// An unknown route is a 404 `unknown_url` in error shape, with a request id.
 #[tokio::test]
@@ -11,7 +11,7 @@ async fn unknown_route_is_404() {
     let app = App::start().await;
     for path in ["/v1/nope", "/", "/v2/chat/completions"] {
         let r = app.get(path).await;
-        assert_error(r.status, &r.body, 404, Some("unknown_url"), None, path);
+        r.assert_error(404, Some("unknown_url"), None, path);
         assert!(
             request_id(&r.headers).is_some(),
             "no x-request-id on 404 {path}"
@@ -24,17 +24,10 @@ async fn unknown_route_is_404() {
 async fn wrong_method_is_405() {
     let app = App::start().await;
     let r = app.get("/v1/chat/completions").await;
-    assert_error(
-        r.status,
-        &r.body,
-        405,
-        None,
-        None,
-        "GET /v1/chat/completions",
-    );
+    r.assert_error(405, None, None, "GET /v1/chat/completions");
     assert!(request_id(&r.headers).is_some(), "no x-request-id on 405");
     let r = app.call("DELETE", "/v1/models", &[]).await;
-    assert_error(r.status, &r.body, 405, None, None, "DELETE /v1/models");
+    r.assert_error(405, None, None, "DELETE /v1/models");
 }
 
 /// Without a client id every answer gets a generated `x-request-id`, a new one each time.

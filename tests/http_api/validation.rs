@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use crate::support::api::request_id;
 use crate::support::in_process::{App, Settings};
-use crate::support::{assert_error, assistant, chat_body, user, ECHO, THINKER, VISION};
+use crate::support::{assistant, chat_body, user, ECHO, THINKER, VISION};
 
 /// A 1x1 transparent PNG.
 const PNG_B64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
@@ -14,7 +14,7 @@ const PNG_B64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42
 async fn assert_rejected(body: Value, param: &str) {
     let app = App::start().await;
     let r = app.chat(&body).await;
-    assert_error(r.status, &r.body, 400, None, Some(param), &body);
+    r.assert_error(400, None, Some(param), &body.to_string());
     app.fake.assert_untouched("a rejected request");
 }
 
@@ -98,7 +98,7 @@ async fn invalid_json_is_400() {
             &[],
         )
         .await;
-    assert_error(r.status, &r.body, 400, None, None, "invalid JSON");
+    r.assert_error(400, None, None, "invalid JSON");
     assert!(request_id(&r.headers).is_some(), "no x-request-id on a 400");
     app.fake.assert_untouched("invalid JSON");
 }
@@ -112,14 +112,7 @@ async fn body_over_the_limit_is_413() {
     let body = chat_body(ECHO, vec![user(&"a".repeat(2000))]).to_string();
     assert!(body.len() >= 2000);
     let r = app.post_raw("/v1/chat/completions", body, &[]).await;
-    assert_error(
-        r.status,
-        &r.body,
-        413,
-        Some("request_too_large"),
-        None,
-        "2000-byte body",
-    );
+    r.assert_error(413, Some("request_too_large"), None, "2000-byte body");
     assert!(request_id(&r.headers).is_some(), "no x-request-id on 413");
     app.fake.assert_untouched("an oversized body");
 }
@@ -131,14 +124,7 @@ async fn unknown_model_is_404() {
     let app = App::start().await;
     for model in ["mock/unknown", "nosuchprovider/echo", "echo"] {
         let r = app.chat(&chat_body(model, vec![user("hello?")])).await;
-        assert_error(
-            r.status,
-            &r.body,
-            404,
-            Some("model_not_found"),
-            Some("model"),
-            model,
-        );
+        r.assert_error(404, Some("model_not_found"), Some("model"), model);
     }
     app.fake.assert_untouched("an unknown model");
 }
@@ -153,7 +139,7 @@ async fn image_to_a_text_only_model_is_400() {
         {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{PNG_B64}")}}
     ]});
     let r = app.chat(&chat_body(ECHO, vec![image])).await;
-    assert_error(r.status, &r.body, 400, None, None, "image to mock/echo");
+    r.assert_error(400, None, None, "image to mock/echo");
     assert!(
         r.body["error"]["param"]
             .as_str()
@@ -176,20 +162,11 @@ async fn reasoning_effort_outside_the_models_variants_is_400() {
         body
     };
     let r = app.chat(&with_effort(THINKER, "extreme")).await;
-    assert_error(
-        r.status,
-        &r.body,
-        400,
-        None,
-        Some("reasoning_effort"),
-        "extreme",
-    );
+    r.assert_error(400, None, Some("reasoning_effort"), "extreme");
     let message = r.body["error"]["message"].as_str().unwrap();
     assert!(message.contains("high"), "{}", r.body);
     let r = app.chat(&with_effort(ECHO, "high")).await;
-    assert_error(
-        r.status,
-        &r.body,
+    r.assert_error(
         400,
         None,
         Some("reasoning_effort"),

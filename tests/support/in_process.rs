@@ -17,7 +17,7 @@ use tower::ServiceExt;
 use portatek_gateway::app::{router, AppState};
 use portatek_gateway::config::{Cli, Config};
 
-use super::api::body_json;
+use super::api::{assert_error, body_json};
 use super::fake_opencode::{mock_models, FakeOpenCode};
 
 /// Largest response body read (every answer here is small).
@@ -52,6 +52,14 @@ pub struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Value,
+}
+
+impl Reply {
+    /// Asserts an OpenAI-shaped error answer (see [`assert_error`]).
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: Option<&str>, param: Option<&str>, what: &str) {
+        assert_error(self.status, &self.body, status, code, param, what);
+    }
 }
 
 /// The router and its fake upstream. Background tasks stop when it is dropped.

@@ -50,3 +50,12 @@ impl Scenarios {
         }
     }
 }
+
+/// `scenario!(s, name(args…))` runs the scenario `name(args…)` in `s`, named after its function.
+#[allow(unused_macros)]
+macro_rules! scenario {
+    ($s:expr, $name:ident($($arg:expr),* $(,)?)) => {
+        $s.run(stringify!($name), $name($($arg),*)).await
+    };
+}
+pub(crate) use scenario;
