@@ -3,9 +3,10 @@
 //! seconds to start, and its first prompt more; the two beds run in parallel):
 //! - [`chat_through_opencode`]: models, completions, conversation seeding, images, titles, tools
 //!   off, concurrency; then settings that reach OpenCode: `reasoning_effort` variants,
-//!   `prompt.agent`, `prompt.tools_enabled`, `opencode.directory`;
-//! - [`upstream_failures`]: basic auth towards OpenCode, a failing model (retry budget,
-//!   deadline), OpenCode dying.
+//!   `prompt.agent`, `prompt.tools_enabled`, `opencode.directory`; a failing model cut off by
+//!   the retry budget;
+//! - [`upstream_failures`]: basic auth towards OpenCode, a failing model cut off by the
+//!   deadline, OpenCode dying.
 //!
 //! Validation, client auth, fallbacks, request ids and the catalog's filtering are checked
 //! in-process (`tests/http_api`); the binary without OpenCode in `tests/gateway_process.rs`.
@@ -73,8 +74,8 @@ async fn assert_quiet_upstream(bed: &TestBed, after: &str) {
 
 /// Chat completions through OpenCode: models and answers come from it, conversations and images
 /// reach the model as they should, sessions are titled without a model call, the model gets no
-/// tools, and concurrent chats do not mix. Then the settings that change what OpenCode runs
-/// (their scenarios start their own gateways). OpenCode defines the `chatty` agent (whose own
+/// tools, and concurrent chats do not mix. Then the settings that change what OpenCode runs,
+/// and a failing model cut off by the retry budget (these scenarios start their own gateways). OpenCode defines the `chatty` agent (whose own
 /// config allows `bash`) and reasoning-effort variants for `mock/thinker`.
 #[tokio::test(flavor = "multi_thread")]
 async fn chat_through_opencode() {
@@ -108,6 +109,7 @@ async fn chat_through_opencode() {
     scenario!(s, agent_without_tools(&bed));
     scenario!(s, agent_with_tools(&bed));
     scenario!(s, opencode_directory(&bed));
+    scenario!(s, model_failure_retry_budget(&bed));
     s.finish(&bed.gateway.logs());
 }
 
@@ -496,6 +498,49 @@ async fn opencode_directory(bed: &TestBed) {
     assert_eq!(dirs, vec![dir.to_str().unwrap()], "{sessions}");
 }
 
+/// A failing model provider and `prompt.max_model_retries = 1` (its own gateway): OpenCode
+/// retries after ~2 s and the gateway gives up at that retry, well within the deadline, with a 502 carrying the
+/// provider's message; OpenCode's run is stopped and retries no more.
+async fn model_failure_retry_budget(bed: &TestBed) {
+    let gw = Gateway::start_with(
+        &bed.opencode.url(),
+        GatewayOptions::default().config("[prompt]\nmax_model_retries = 1\ndeadline_secs = 20\n"),
+    )
+    .await;
+    // Warm up OpenCode (provider load, first model call) so the timing below measures the
+    // gateway's retry budget, not OpenCode's cold start.
+    let (status, v) = chat_via(&gw, &ask(ECHO, "warm up")).await;
+    assert_eq!(status, 200, "{v}");
+
+    let calls_before = bed.mock.call_count();
+    let t = Instant::now();
+    let (status, e) = chat_via(&gw, &ask(ECHO, "please [fail]")).await;
+    let took = t.elapsed();
+    eprintln!("retry-budget failure answered after {took:?}");
+    assert_error(status, &e, 502, None, None, "model failure (retry budget)");
+    let msg = e["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(FAILURE_MESSAGE),
+        "502 should carry the provider's message: {e}"
+    );
+    assert!(
+        took < Duration::from_secs(12),
+        "retry budget 1 should fail well within the 20 s deadline, took {took:?}"
+    );
+    assert!(
+        bed.mock.call_count() > calls_before,
+        "the model was never called"
+    );
+    assert_quiet_upstream(bed, "the retry budget").await;
+    let calls_after = bed.mock.call_count();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        bed.mock.call_count(),
+        calls_after,
+        "OpenCode kept retrying after the gateway gave up"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Upstream failures
 // ---------------------------------------------------------------------------------------------
@@ -503,17 +548,16 @@ async fn opencode_directory(bed: &TestBed) {
 const OC_USER: &str = "ocuser";
 const OC_PASSWORD: &str = "oc-s3cret";
 
-/// Gateway options with the upstream basic-auth credentials (and `extra` config).
-fn with_credentials(config: &str) -> GatewayOptions {
+/// Gateway options with the upstream basic-auth credentials.
+fn with_credentials() -> GatewayOptions {
     GatewayOptions::default()
         .env("OPENCODE_SERVER_PASSWORD", OC_PASSWORD)
         .env("OPENCODE_SERVER_USERNAME", OC_USER)
-        .config(config)
 }
 
 /// When OpenCode or the model fails, on one password-protected OpenCode (every gateway gets the
 /// credentials unless the scenario is about not having them): basic auth, a failing model cut
-/// off by the retry budget or the deadline, and last OpenCode dying.
+/// off by the deadline, and last OpenCode dying.
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_failures() {
     let mut bed = TestBed::start_with(
@@ -522,12 +566,11 @@ async fn upstream_failures() {
             username: Some(OC_USER.into()),
             ..OpenCodeOptions::default()
         },
-        with_credentials("[prompt]\nmax_model_retries = 1\ndeadline_secs = 20\n"),
+        with_credentials(),
     )
     .await;
     let mut s = Scenarios::new();
     scenario!(s, upstream_basic_auth(&bed));
-    scenario!(s, model_failure_retry_budget(&bed));
     scenario!(s, model_failure_deadline(&bed));
     // Last: it kills OpenCode.
     scenario!(s, opencode_dies(&mut bed));
@@ -571,50 +614,12 @@ async fn upstream_basic_auth(bed: &TestBed) {
     }
 }
 
-/// A failing model provider and `prompt.max_model_retries = 1`: OpenCode retries after ~2 s and
-/// the gateway gives up at that retry, well within the deadline, with a 502 carrying the
-/// provider's message; OpenCode's run is stopped and retries no more.
-async fn model_failure_retry_budget(bed: &TestBed) {
-    // Warm up OpenCode (provider load, first model call) so the timing below measures the
-    // gateway's retry budget, not OpenCode's cold start.
-    let (status, v) = bed.chat(ask(ECHO, "warm up")).await;
-    assert_eq!(status, 200, "{v}");
-
-    let calls_before = bed.mock.call_count();
-    let t = Instant::now();
-    let (status, e) = bed.chat(ask(ECHO, "please [fail]")).await;
-    let took = t.elapsed();
-    eprintln!("retry-budget failure answered after {took:?}");
-    assert_error(status, &e, 502, None, None, "model failure (retry budget)");
-    let msg = e["error"]["message"].as_str().unwrap_or_default();
-    assert!(
-        msg.contains(FAILURE_MESSAGE),
-        "502 should carry the provider's message: {e}"
-    );
-    assert!(
-        took < Duration::from_secs(12),
-        "retry budget 1 should fail well within the 20 s deadline, took {took:?}"
-    );
-    assert!(
-        bed.mock.call_count() > calls_before,
-        "the model was never called"
-    );
-    assert_quiet_upstream(bed, "the retry budget").await;
-    let calls_after = bed.mock.call_count();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        bed.mock.call_count(),
-        calls_after,
-        "OpenCode kept retrying after the gateway gave up"
-    );
-}
-
 /// A failing model with a huge retry budget: the 5 s `prompt.deadline_secs` ends the request
 /// after ~5 s with a 502 carrying the provider's message, and OpenCode's run is stopped.
 async fn model_failure_deadline(bed: &TestBed) {
     let gw = Gateway::start_with(
         &bed.opencode.url(),
-        with_credentials("[prompt]\nmax_model_retries = 100\ndeadline_secs = 5\n"),
+        with_credentials().config("[prompt]\nmax_model_retries = 100\ndeadline_secs = 5\n"),
     )
     .await;
     let t = Instant::now();
