@@ -25,18 +25,13 @@ use support::mock_model::{self, content_text, expected_reply, last_user_text, FA
 use support::opencode::opencode_version;
 use support::scenarios::scenario;
 use support::schema::assert_valid;
-use support::{assert_error, assistant, chat_body, content, user, ECHO, THINKER, VISION};
+use support::{ask, assert_error, assistant, chat_body, content, user, ECHO, THINKER, VISION};
 use support::{Gateway, GatewayOptions, OpenCodeOptions, Scenarios, TestBed};
 
 /// A 1x1 transparent PNG.
 const PNG_B64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
 /// The title the gateway gives its sessions by default.
 const TITLE: &str = "PorTaTek Gateway";
-
-/// A one-message chat body for `model`.
-fn ask(model: &str, text: &str) -> Value {
-    chat_body(model, vec![user(text)])
-}
 
 /// Every message text of a model request with one of `roles` (all roles when empty), joined.
 fn texts(req: &Value, roles: &[&str]) -> String {

@@ -17,7 +17,7 @@ use support::api::{content, read_json};
 use support::fake_opencode::{ALWAYS, FAKE_ANSWER};
 use support::gateway::test_client;
 use support::sse::{final_error, read_payloads, streamed_content};
-use support::{chat_body, eventually, streaming, user, FakeOpenCode, Gateway, ECHO};
+use support::{ask, eventually, streaming, FakeOpenCode, Gateway, ECHO};
 
 /// No single request of these tests may take longer than this (so a hang fails, not stalls).
 const REQUEST_CAP: Duration = Duration::from_secs(30);
@@ -25,11 +25,6 @@ const REQUEST_CAP: Duration = Duration::from_secs(30);
 // ---------------------------------------------------------------------------------------------
 // Client helpers
 // ---------------------------------------------------------------------------------------------
-
-/// A one-message chat body.
-fn ask(text: &str) -> Value {
-    chat_body(ECHO, vec![user(text)])
-}
 
 /// Sends a request, capped at [`REQUEST_CAP`] → (status, JSON body, elapsed).
 async fn timed_json(rb: reqwest::RequestBuilder, what: &str) -> (StatusCode, Value, Duration) {
@@ -54,7 +49,7 @@ async fn get_json(gw: &Gateway, path: &str) -> (StatusCode, Value, Duration) {
 async fn chat(gw: &Gateway, text: &str) -> (StatusCode, Value, Duration) {
     let rb = test_client()
         .post(format!("{}/v1/chat/completions", gw.url()))
-        .json(&ask(text));
+        .json(&ask(ECHO, text));
     timed_json(rb, "chat completion").await
 }
 
@@ -64,7 +59,7 @@ async fn chat_stream(gw: &Gateway, text: &str) -> (StatusCode, bool, Vec<String>
     let fut = async {
         let resp = test_client()
             .post(format!("{}/v1/chat/completions", gw.url()))
-            .json(&streaming(ask(text)))
+            .json(&streaming(ask(ECHO, text)))
             .send()
             .await
             .expect("POST /v1/chat/completions (stream)");
@@ -394,7 +389,7 @@ async fn stalled_stream_reader_is_cut_at_the_deadline() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut tcp = socket.connect(addr).await.expect("connect");
-    let body = streaming(ask("flood")).to_string();
+    let body = streaming(ask(ECHO, "flood")).to_string();
     let request = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
          content-length: {}\r\n\r\n{body}",

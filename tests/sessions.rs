@@ -20,7 +20,9 @@ use serde_json::{json, Value};
 use support::api::read_json;
 use support::mock_model::content_text;
 use support::scenarios::scenario;
-use support::{assert_error, assistant, chat_body, eventually, reply_of, streaming, user, ECHO};
+use support::{
+    ask, assert_error, assistant, chat_body, eventually, reply_of, streaming, user, ECHO,
+};
 use support::{Gateway, GatewayOptions, Scenarios, TestBed};
 
 /// The text the gateway uses to introduce a replayed transcript (a seeded new session).
@@ -31,11 +33,6 @@ const TITLE: &str = "PorTaTek Gateway";
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// A chat body for the echo model.
-fn conversation(messages: Vec<Value>) -> Value {
-    chat_body(ECHO, messages)
-}
 
 /// `(role, text)` of every non-system message the model received in one call.
 fn turns_of(request: &Value) -> Vec<(String, String)> {
@@ -129,7 +126,7 @@ async fn chat_as(
 
 /// Streaming chat (bed's own key): the content of a conforming stream ending in `[DONE]`.
 async fn stream_content(bed: &TestBed, messages: Vec<Value>) -> String {
-    bed.read_ok_stream(streaming(conversation(messages)))
+    bed.read_ok_stream(streaming(chat_body(ECHO, messages)))
         .await
         .content
 }
@@ -169,7 +166,7 @@ async fn one_call<F: std::future::Future>(
 /// Turn 1 of a new conversation (as `key`) on an OpenCode without sessions: the one session it
 /// created upstream, and its reply.
 async fn first_turn(bed: &TestBed, key: Option<&str>, text: &str) -> (String, String) {
-    let (s, v) = chat_as(bed, key, None, &conversation(vec![user(text)])).await;
+    let (s, v) = chat_as(bed, key, None, &ask(ECHO, text)).await;
     let reply = reply_of(s, &v);
     let ids = upstream_ids(bed).await;
     assert_eq!(ids.len(), 1, "turn 1 should create one session: {ids:?}");
@@ -179,7 +176,7 @@ async fn first_turn(bed: &TestBed, key: Option<&str>, text: &str) -> (String, St
 /// Turn 2 of the conversation [`first_turn`] started with "hi one" (as `key`): answered, the
 /// model seeing both earlier turns exactly once, as real messages (no transcript replayed).
 async fn turn_two_continues(bed: &TestBed, key: Option<&str>, r1: &str, what: &str) {
-    let turn2 = conversation(vec![user("hi one"), assistant(r1), user("second")]);
+    let turn2 = chat_body(ECHO, vec![user("hi one"), assistant(r1), user("second")]);
     let ((s, v), call) = one_call(bed, what, chat_as(bed, key, None, &turn2)).await;
     assert_eq!(reply_of(s, &v), "echo: second", "{what}");
     let want = vec![
@@ -304,7 +301,10 @@ async fn streaming_turn_two_continues_the_session(bed: &TestBed, s1: &str) {
 /// new session seeded with the earlier turns as a transcript, in one model call; the original
 /// session is untouched.
 async fn edited_history_starts_a_seeded_session(bed: &TestBed, s1: &str, r1: &str) {
-    let edited = conversation(vec![user("hi one, edited"), assistant(r1), user("second")]);
+    let edited = chat_body(
+        ECHO,
+        vec![user("hi one, edited"), assistant(r1), user("second")],
+    );
     let ((s, v), call) = one_call(bed, "edited history", bed.chat(edited)).await;
     let reply = reply_of(s, &v);
     assert!(
@@ -339,13 +339,16 @@ async fn turn_after_an_opencode_restart_answers(bed: &mut TestBed, r1: &str) {
     let restart_took = restart.elapsed();
     let asked = Instant::now();
     let (s, v) = bed
-        .chat(conversation(vec![
-            user("hi one"),
-            assistant(r1),
-            user("second"),
-            assistant("echo: second"),
-            user("after restart"),
-        ]))
+        .chat(chat_body(
+            ECHO,
+            vec![
+                user("hi one"),
+                assistant(r1),
+                user("second"),
+                assistant("echo: second"),
+                user("after restart"),
+            ],
+        ))
         .await;
     eprintln!(
         "[restart] OpenCode restart took {restart_took:?}; the next turn answered {s} after {:?}",
@@ -402,7 +405,7 @@ async fn pool_forks_concurrent_branches(bed: &mut TestBed) {
 
     // The same turn-2 body twice at once; the slow marker makes the runs overlap.
     let branch = "branch [slow:300] [chunks:4]";
-    let body = conversation(vec![user("hi par"), assistant(&r), user(branch)]);
+    let body = chat_body(ECHO, vec![user("hi par"), assistant(&r), user(branch)]);
     let before = bed.mock.call_count();
     let ((sa, va), (sb, vb)) = tokio::join!(bed.chat(body.clone()), bed.chat(body.clone()));
     let expected = format!("echo: {branch}");
@@ -472,9 +475,9 @@ async fn pool_forks_concurrent_branches(bed: &mut TestBed) {
 async fn capacity_eviction_deletes_sessions_upstream(bed: &mut TestBed) {
     let config = "[sessions]\nmax_capacity = 1\n";
     fresh_gateway(bed, GatewayOptions::default().config(config)).await;
-    let (s, v) = bed.chat(conversation(vec![user("cap one")])).await;
+    let (s, v) = bed.chat(ask(ECHO, "cap one")).await;
     assert_eq!(reply_of(s, &v), "echo: cap one");
-    let (s, v) = bed.chat(conversation(vec![user("cap two")])).await;
+    let (s, v) = bed.chat(ask(ECHO, "cap two")).await;
     assert_eq!(reply_of(s, &v), "echo: cap two");
     eventually(Duration::from_secs(6), || async {
         upstream_ids(bed).await.len() <= 1
@@ -496,7 +499,10 @@ async fn vanished_session_falls_back_to_a_seeded_one(bed: &mut TestBed) {
     bed.opencode.delete_session(&old).await;
 
     // Turn 2 runs in a new session seeded with the earlier turns.
-    let turn2 = conversation(vec![user("gone one"), assistant(&r1), user("gone two")]);
+    let turn2 = chat_body(
+        ECHO,
+        vec![user("gone one"), assistant(&r1), user("gone two")],
+    );
     let ((s, v), call) = one_call(bed, "turn after the session vanished", bed.chat(turn2)).await;
     let r2 = reply_of(s, &v);
     assert!(r2.ends_with("gone two"), "{r2}");
@@ -510,13 +516,16 @@ async fn vanished_session_falls_back_to_a_seeded_one(bed: &mut TestBed) {
     assert!(!ids.contains(&old));
 
     // Turn 3 continues the new session without a transcript.
-    let turn3 = conversation(vec![
-        user("gone one"),
-        assistant(&r1),
-        user("gone two"),
-        assistant(&r2),
-        user("gone three"),
-    ]);
+    let turn3 = chat_body(
+        ECHO,
+        vec![
+            user("gone one"),
+            assistant(&r1),
+            user("gone two"),
+            assistant(&r2),
+            user("gone three"),
+        ],
+    );
     let ((s, v), call) = one_call(bed, "turn 3", bed.chat(turn3)).await;
     assert!(reply_of(s, &v).ends_with("gone three"));
     let turns = turns_of(&call);
@@ -583,7 +592,7 @@ async fn keys_isolate_sessions_and_session_api_works(bed: &mut TestBed) {
 async fn pooled_sessions_are_per_key(bed: &TestBed) {
     let (s1, r1) = first_turn(bed, K1, "hi one").await;
 
-    let turn2 = conversation(vec![user("hi one"), assistant(&r1), user("second")]);
+    let turn2 = chat_body(ECHO, vec![user("hi one"), assistant(&r1), user("second")]);
     let ((s, v), call) = one_call(bed, "k2 turn 2", chat_as(bed, K2, None, &turn2)).await;
     let other = reply_of(s, &v);
     assert!(other.ends_with("second"), "k2 reply: {other}");
@@ -646,7 +655,10 @@ async fn create_list_and_get(bed: &TestBed) -> String {
 /// A chat pinned with `x-session-id` sends only its last message (the session holds the
 /// history); the next one continues the same session.
 async fn pinned_session_gets_only_the_last_message(bed: &TestBed, p: &str) {
-    let body = conversation(vec![user("ctx a"), assistant("ctx b"), user("pinned one")]);
+    let body = chat_body(
+        ECHO,
+        vec![user("ctx a"), assistant("ctx b"), user("pinned one")],
+    );
     let ((s, v), call) = one_call(bed, "pinned turn 1", chat_as(bed, K1, Some(p), &body)).await;
     assert_eq!(reply_of(s, &v), "echo: pinned one");
     assert_eq!(
@@ -655,7 +667,7 @@ async fn pinned_session_gets_only_the_last_message(bed: &TestBed, p: &str) {
         "a pinned session gets only the last message"
     );
 
-    let body = conversation(vec![user("whatever"), user("pinned two")]);
+    let body = chat_body(ECHO, vec![user("whatever"), user("pinned two")]);
     let ((s, v), call) = one_call(bed, "pinned turn 2", chat_as(bed, K1, Some(p), &body)).await;
     assert_eq!(reply_of(s, &v), "echo: pinned two");
     assert_eq!(
@@ -714,7 +726,7 @@ async fn assert_hidden_from(bed: &TestBed, key: Option<&str>, id: &str) {
         let (s, v) = call(bed, key, method.clone(), &path).await;
         assert_not_found(&format!("{key:?} {method} {path}"), s, &v);
     }
-    let (s, v) = chat_as(bed, key, Some(id), &conversation(vec![user("intrude")])).await;
+    let (s, v) = chat_as(bed, key, Some(id), &ask(ECHO, "intrude")).await;
     assert_not_found(&format!("{key:?} chat with x-session-id {id}"), s, &v);
 }
 
@@ -757,7 +769,7 @@ async fn busy_pinned_session_is_409(bed: &TestBed) {
     let busy = created["id"].as_str().unwrap().to_string();
     let slow = "slow pinned [slow:400] [chunks:5]";
     let before = bed.mock.call_count();
-    let slow_body = conversation(vec![user(slow)]);
+    let slow_body = ask(ECHO, slow);
     let first = chat_as(bed, K1, Some(&busy), &slow_body);
     let second = async {
         assert!(
@@ -766,14 +778,14 @@ async fn busy_pinned_session_is_409(bed: &TestBed) {
                 .await,
             "the first pinned request never reached the model"
         );
-        let jumper = conversation(vec![user("queue jumper")]);
+        let jumper = ask(ECHO, "queue jumper");
         chat_as(bed, K1, Some(&busy), &jumper).await
     };
     let ((s1, v1), (s2, v2)) = tokio::join!(first, second);
     assert_eq!(reply_of(s1, &v1), format!("echo: {slow}"));
     assert_error(s2, &v2, 409, None, None, "second request on a busy session");
     new_calls(bed, before, 1, "busy pinned session");
-    let after = conversation(vec![user("after busy")]);
+    let after = ask(ECHO, "after busy");
     let (s, v) = chat_as(bed, K1, Some(&busy), &after).await;
     assert_eq!(reply_of(s, &v), "echo: after busy");
 }
@@ -819,12 +831,12 @@ async fn idle_pooled_session_is_evicted(bed: &TestBed) -> String {
     let (s, created) = bed.post("/v1/sessions", &json!({})).await;
     assert_eq!(s, StatusCode::CREATED, "{created}");
     let p = created["id"].as_str().unwrap().to_string();
-    let pin = conversation(vec![user("pin ttl")]);
+    let pin = ask(ECHO, "pin ttl");
     let (s, v) = chat_as(bed, None, Some(&p), &pin).await;
     assert_eq!(reply_of(s, &v), "echo: pin ttl");
     let pinned_used = Instant::now();
 
-    let (s, v) = bed.chat(conversation(vec![user("hi ttl")])).await;
+    let (s, v) = bed.chat(ask(ECHO, "hi ttl")).await;
     assert_eq!(reply_of(s, &v), "echo: hi ttl");
     let ids = upstream_ids(bed).await;
     assert_eq!(ids.len(), 2, "{ids:?}");
@@ -849,7 +861,7 @@ async fn idle_pooled_session_is_evicted(bed: &TestBed) -> String {
     );
     let (s, v) = bed.get(&format!("/v1/sessions/{p}")).await;
     assert_eq!(s, StatusCode::OK, "pinned session after the TTL: {v}");
-    let again = conversation(vec![user("still here")]);
+    let again = ask(ECHO, "still here");
     let ((s, v), call) = one_call(
         bed,
         "pinned after TTL",
@@ -922,10 +934,10 @@ async fn explicit_session_outlives_its_gateway(bed: &mut TestBed) -> String {
         created["title"], TITLE,
         "the owner tag is not shown: {created}"
     );
-    let before = conversation(vec![user("before restart")]);
+    let before = ask(ECHO, "before restart");
     let (s, v) = chat_as(bed, K1, Some(&id), &before).await;
     assert_eq!(reply_of(s, &v), "echo: before restart");
-    let pooled = conversation(vec![user("pooled")]);
+    let pooled = ask(ECHO, "pooled");
     let (s, v) = chat_as(bed, K1, None, &pooled).await;
     assert_eq!(reply_of(s, &v), "echo: pooled");
     assert_eq!(upstream_ids(bed).await.len(), 2);
@@ -953,7 +965,7 @@ async fn owner_keeps_it_after_the_restart(bed: &TestBed, id: &str) {
     let (s, v) = call(bed, K2, Method::GET, &format!("/v1/sessions/{id}")).await;
     assert_not_found("other key after restart", s, &v);
 
-    let after = conversation(vec![user("after restart")]);
+    let after = ask(ECHO, "after restart");
     let what = "explicit session after restart";
     let ((s, v), call) = one_call(bed, what, chat_as(bed, K1, Some(id), &after)).await;
     assert_eq!(reply_of(s, &v), "echo: after restart");
@@ -971,7 +983,7 @@ async fn owner_keeps_it_after_the_restart(bed: &TestBed, id: &str) {
 /// the one-request-at-a-time guard cannot be sidestepped.
 async fn aliases_of_the_id_are_404(bed: &TestBed, id: &str) {
     for alias in [format!("{id}/"), format!("{id}?x=1"), format!("{id}%2F")] {
-        let body = conversation(vec![user("alias")]);
+        let body = ask(ECHO, "alias");
         let (s, v) = chat_as(bed, K1, Some(&alias), &body).await;
         assert_not_found(&format!("x-session-id {alias}"), s, &v);
     }

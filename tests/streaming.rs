@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -28,17 +28,12 @@ use support::mock_model::{self, FAILURE_MESSAGE};
 use support::scenarios::scenario;
 use support::schema;
 use support::sse::{datas, final_error, streamed_content, Frame};
-use support::{chat_body, streaming, user, ECHO, THINKER};
+use support::{ask, streaming, ECHO, THINKER};
 use support::{Gateway, GatewayOptions, MockModel, OpenCode, OpenCodeOptions, Scenarios, TestBed};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// A one-message streaming chat body.
-fn stream_of(model: &str, text: &str) -> Value {
-    streaming(chat_body(model, vec![user(text)]))
-}
 
 fn echo(text: &str) -> String {
     format!("echo: {text}")
@@ -229,7 +224,7 @@ async fn streaming_through_one_event_connection() {
 /// usage unless asked for, no reasoning from a plain model.
 async fn basic_stream_shape(bed: &TestBed) {
     let text = "hello stream";
-    let st = bed.read_ok_stream(stream_of(ECHO, text)).await;
+    let st = bed.read_ok_stream(streaming(ask(ECHO, text))).await;
     assert_eq!(st.finish_reason, "stop");
     assert_eq!(st.content, echo(text));
     assert!(
@@ -247,7 +242,7 @@ async fn basic_stream_shape(bed: &TestBed) {
 /// The model's `length` finish reason ends the stream.
 async fn finish_reason_length(bed: &TestBed) {
     let text = "cut short [length]";
-    let st = bed.read_ok_stream(stream_of(ECHO, text)).await;
+    let st = bed.read_ok_stream(streaming(ask(ECHO, text))).await;
     assert_eq!(st.finish_reason, "length");
     assert_eq!(st.content, echo(text));
 }
@@ -256,8 +251,8 @@ async fn finish_reason_length(bed: &TestBed) {
 /// text never comes back as a delta).
 async fn stream_equals_non_stream(bed: &TestBed) {
     let text = "same answer both ways [chunks:4]";
-    let st = bed.read_ok_stream(stream_of(ECHO, text)).await;
-    let (status, v) = bed.chat(chat_body(ECHO, vec![user(text)])).await;
+    let st = bed.read_ok_stream(streaming(ask(ECHO, text))).await;
+    let (status, v) = bed.chat(ask(ECHO, text)).await;
     assert_eq!(status, 200, "{v}");
     schema::assert_valid("CreateChatCompletionResponse", &v);
     let plain = v["choices"][0]["message"]["content"]
@@ -275,7 +270,7 @@ async fn stream_equals_non_stream(bed: &TestBed) {
 /// Several chunks, not one blob; with a slow model the first chunk arrives well before the last.
 async fn real_streaming(bed: &TestBed) {
     let text = "one two three four five six seven [chunks:5]";
-    let st = bed.read_ok_stream(stream_of(ECHO, text)).await;
+    let st = bed.read_ok_stream(streaming(ask(ECHO, text))).await;
     assert_eq!(st.content, echo(text));
     assert!(
         st.content_pieces.len() >= 3,
@@ -285,7 +280,7 @@ async fn real_streaming(bed: &TestBed) {
     );
 
     let text = "slowly but surely we get there [slow:300] [chunks:5]";
-    let st = bed.read_ok_stream(stream_of(ECHO, text)).await;
+    let st = bed.read_ok_stream(streaming(ask(ECHO, text))).await;
     assert_eq!(st.content, echo(text));
     assert!(
         st.content_pieces.len() >= 5,
@@ -304,7 +299,7 @@ async fn real_streaming(bed: &TestBed) {
 /// into a content chunk) and as `message.reasoning_content` without streaming.
 async fn reasoning_content(bed: &TestBed) {
     let text = "ponder deeply [reasoning]";
-    let st = bed.read_ok_stream(stream_of(THINKER, text)).await;
+    let st = bed.read_ok_stream(streaming(ask(THINKER, text))).await;
     assert_eq!(st.reasoning, reasoning_of(text), "streamed reasoning");
     assert_eq!(st.content, echo(text), "streamed content");
     assert!(
@@ -333,7 +328,7 @@ async fn reasoning_content(bed: &TestBed) {
     }
 
     let text2 = "ponder again [reasoning]";
-    let (status, v) = bed.chat(chat_body(THINKER, vec![user(text2)])).await;
+    let (status, v) = bed.chat(ask(THINKER, text2)).await;
     assert_eq!(status, 200, "{v}");
     schema::assert_valid("CreateChatCompletionResponse", &v);
     let m = &v["choices"][0]["message"];
@@ -345,7 +340,7 @@ async fn reasoning_content(bed: &TestBed) {
 /// usage), right before `[DONE]`.
 async fn include_usage(bed: &TestBed) {
     let text = "count my tokens";
-    let mut req = stream_of(ECHO, text);
+    let mut req = streaming(ask(ECHO, text));
     req["stream_options"] = json!({"include_usage": true});
     let st = bed.read_ok_stream(req).await;
     assert_eq!(st.content, echo(text));
@@ -369,7 +364,7 @@ async fn include_usage(bed: &TestBed) {
 /// Keep-alive comments go out while the model is silent between chunks.
 async fn keepalive_comments(bed: &TestBed) {
     let text = "wait for it [slow:2500] [chunks:2]";
-    let st = bed.read_ok_stream(stream_of(ECHO, text)).await;
+    let st = bed.read_ok_stream(streaming(ask(ECHO, text))).await;
     assert_eq!(st.content, echo(text));
     let idx: Vec<usize> = st
         .frames
@@ -398,7 +393,7 @@ async fn keepalive_comments(bed: &TestBed) {
 /// A streaming client that disconnects mid-stream gets its run aborted upstream within 1 s.
 async fn client_disconnect_aborts(bed: &TestBed) {
     let text = "a long answer nobody waits for [slow:500] [chunks:20]";
-    let mut reader = bed.open_stream(stream_of(ECHO, text)).await;
+    let mut reader = bed.open_stream(streaming(ask(ECHO, text))).await;
     let mut contents = 0;
     while contents < 2 {
         let f = reader
@@ -422,7 +417,9 @@ async fn client_disconnect_aborts(bed: &TestBed) {
 /// within the deadline, and no session left busy.
 async fn model_failure_error_event(bed: &TestBed) {
     let started = Instant::now();
-    let mut reader = bed.open_stream(stream_of(ECHO, "this breaks [fail]")).await;
+    let mut reader = bed
+        .open_stream(streaming(ask(ECHO, "this breaks [fail]")))
+        .await;
     let frames = reader.rest(FRAME_WAIT).await;
     let took = started.elapsed();
     let v = final_error(&datas(&frames));
@@ -449,7 +446,7 @@ async fn fifty_streams(bed: &TestBed, proxy: &Proxy) {
     let streams = futures::future::join_all((0..50).map(|i| {
         let one = async move {
             let text = format!("stream number {i} says hi [slow:150] [chunks:4]");
-            let st = bed.read_ok_stream(stream_of(ECHO, &text)).await;
+            let st = bed.read_ok_stream(streaming(ask(ECHO, &text))).await;
             assert_eq!(
                 st.content,
                 echo(&text),
@@ -510,7 +507,7 @@ async fn fifty_streams(bed: &TestBed, proxy: &Proxy) {
 /// `[DONE]`, within 5 s.
 async fn opencode_killed_mid_stream(bed: &mut TestBed) {
     let mut reader = bed
-        .open_stream(stream_of(ECHO, "interrupted [slow:500] [chunks:10]"))
+        .open_stream(streaming(ask(ECHO, "interrupted [slow:500] [chunks:10]")))
         .await;
     reader.until_content(FRAME_WAIT).await;
     bed.opencode.kill().await;
@@ -560,10 +557,7 @@ async fn non_streaming_disconnect_aborts(bed: &TestBed) {
     let request = bed
         .client
         .post(bed.url("/v1/chat/completions"))
-        .json(&chat_body(
-            ECHO,
-            vec![user("give up [slow:500] [chunks:40]")],
-        ))
+        .json(&ask(ECHO, "give up [slow:500] [chunks:40]"))
         .send();
     let pending = tokio::spawn(request);
     // Once the model is streaming (it would go on for ~20 s), the client gives up.
@@ -585,7 +579,7 @@ async fn non_streaming_disconnect_aborts(bed: &TestBed) {
 /// then exits cleanly.
 async fn stream_in_flight_at_sigterm_completes(bed: &mut TestBed) {
     let text = "drain me [slow:300] [chunks:6]";
-    let mut reader = bed.open_stream(stream_of(ECHO, text)).await;
+    let mut reader = bed.open_stream(streaming(ask(ECHO, text))).await;
     // Wait for the first content chunk, so the run is under way upstream.
     let mut frames = reader.until_content(FRAME_WAIT).await;
     let rest = tokio::spawn(async move { reader.rest(FRAME_WAIT).await });
@@ -622,7 +616,9 @@ async fn deadline_on_a_silent_model(bed: &mut TestBed) {
         .await;
     assert!(status.is_success(), "warm-up prompt: {status} {v}");
     let started = Instant::now();
-    let mut reader = bed.open_stream(stream_of(ECHO, "say nothing [hang]")).await;
+    let mut reader = bed
+        .open_stream(streaming(ask(ECHO, "say nothing [hang]")))
+        .await;
     // Headers go out when the run has started upstream.
     let run_started = started.elapsed();
     let frames = reader.rest(Duration::from_secs(20)).await;
@@ -651,7 +647,7 @@ async fn stream_outliving_the_grace_period(bed: &mut TestBed) {
     )
     .await;
     let mut reader = bed
-        .open_stream(stream_of(ECHO, "long [slow:500] [chunks:30]"))
+        .open_stream(streaming(ask(ECHO, "long [slow:500] [chunks:30]")))
         .await;
     let mut frames = reader.until_content(FRAME_WAIT).await;
     let rest = tokio::spawn(async move { reader.rest(FRAME_WAIT).await });

@@ -5,7 +5,7 @@ use crate::support::api::request_id;
 use crate::support::fake_opencode::FAKE_ANSWER;
 use crate::support::in_process::{App, Settings};
 use crate::support::schema::assert_valid;
-use crate::support::{chat_body, content, user, ECHO};
+use crate::support::{ask, content, ECHO};
 
 async fn with_keys() -> App {
     App::start_with(Settings::default().env("PORTATEK_API_KEYS", "k1,k2")).await
@@ -33,7 +33,7 @@ async fn probes_need_no_key() {
 async fn missing_key_is_401() {
     let app = with_keys().await;
     assert_refused(&app, &[], "no key").await;
-    let r = app.chat(&chat_body(ECHO, vec![user("no key")])).await;
+    let r = app.chat(&ask(ECHO, "no key")).await;
     r.assert_error(401, Some("invalid_api_key"), None, "chat without key");
     app.fake.assert_untouched("a request without a key");
 }
@@ -70,10 +70,7 @@ async fn configured_keys_are_accepted() {
         .await;
     assert_eq!(r.status, 200, "lower-case scheme: {}", r.body);
     let r = app
-        .chat_with(
-            &chat_body(ECHO, vec![user("with key")]),
-            &[("authorization", "Bearer k2")],
-        )
+        .chat_with(&ask(ECHO, "with key"), &[("authorization", "Bearer k2")])
         .await;
     assert_eq!(r.status, 200, "k2: {}", r.body);
     assert_eq!(content(&r.body), FAKE_ANSWER);

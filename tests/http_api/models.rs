@@ -4,7 +4,7 @@
 use crate::support::fake_opencode::FAKE_ANSWER;
 use crate::support::in_process::{App, Settings};
 use crate::support::schema::assert_valid;
-use crate::support::{chat_body, content, user, ECHO, THINKER};
+use crate::support::{ask, content, ECHO, THINKER};
 
 /// Asserts a 404 `model_not_found` for `GET path`.
 async fn assert_no_model(app: &App, path: &str) {
@@ -43,7 +43,7 @@ async fn allowlist_hides_other_models() {
     assert_valid("Model", &r.body);
     assert_no_model(&app, "/v1/models/mock/thinker").await;
 
-    let r = app.chat(&chat_body(THINKER, vec![user("hidden")])).await;
+    let r = app.chat(&ask(THINKER, "hidden")).await;
     r.assert_error(
         404,
         Some("model_not_found"),
@@ -51,7 +51,7 @@ async fn allowlist_hides_other_models() {
         "chat hidden model",
     );
     app.fake.assert_untouched("a chat with a hidden model");
-    let r = app.chat(&chat_body(ECHO, vec![user("allowed")])).await;
+    let r = app.chat(&ask(ECHO, "allowed")).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(content(&r.body), FAKE_ANSWER);
 }

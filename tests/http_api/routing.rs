@@ -3,7 +3,7 @@
 
 use crate::support::api::request_id;
 use crate::support::in_process::App;
-use crate::support::{chat_body, user, ECHO};
+use crate::support::{ask, ECHO};
 
 /// An unknown route is a 404 `unknown_url` in error shape, with a request id.
 #[tokio::test]
@@ -56,7 +56,7 @@ async fn client_request_ids_are_echoed() {
     assert_eq!(request_id(&r.headers).as_deref(), Some("client-req-42"));
     let r = app
         .chat_with(
-            &chat_body(ECHO, vec![user("with my id")]),
+            &ask(ECHO, "with my id"),
             &[("x-request-id", "client-req-43")],
         )
         .await;
@@ -64,7 +64,7 @@ async fn client_request_ids_are_echoed() {
     assert_eq!(request_id(&r.headers).as_deref(), Some("client-req-43"));
     let r = app
         .chat_with(
-            &chat_body("mock/unknown", vec![user("x")]),
+            &ask("mock/unknown", "x"),
             &[("x-request-id", "client-req-44")],
         )
         .await;

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use crate::support::api::request_id;
 use crate::support::in_process::{App, Settings};
-use crate::support::{assistant, chat_body, user, ECHO, THINKER, VISION};
+use crate::support::{ask, assistant, chat_body, user, ECHO, THINKER, VISION};
 
 /// A 1x1 transparent PNG.
 const PNG_B64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
@@ -63,7 +63,7 @@ async fn image_url_over_http_is_400() {
 /// Several choices are not supported: `n = 2` is a 400 naming `n`.
 #[tokio::test]
 async fn n_above_one_is_400() {
-    let mut body = chat_body(ECHO, vec![user("hi")]);
+    let mut body = ask(ECHO, "hi");
     body["n"] = json!(2);
     assert_rejected(body, "n").await;
 }
@@ -71,7 +71,7 @@ async fn n_above_one_is_400() {
 /// Function calling is not supported: `tools` is a 400 naming `tools`.
 #[tokio::test]
 async fn tools_are_400() {
-    let mut body = chat_body(ECHO, vec![user("hi")]);
+    let mut body = ask(ECHO, "hi");
     body["tools"] = json!([
         {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
     ]);
@@ -81,7 +81,7 @@ async fn tools_are_400() {
 /// `stream` must be a boolean: `"yes"` is a 400 naming `stream`.
 #[tokio::test]
 async fn non_boolean_stream_is_400() {
-    let mut body = chat_body(ECHO, vec![user("hi")]);
+    let mut body = ask(ECHO, "hi");
     body["stream"] = json!("yes");
     assert_rejected(body, "stream").await;
 }
@@ -123,7 +123,7 @@ async fn body_over_the_limit_is_413() {
 async fn unknown_model_is_404() {
     let app = App::start().await;
     for model in ["mock/unknown", "nosuchprovider/echo", "echo"] {
-        let r = app.chat(&chat_body(model, vec![user("hello?")])).await;
+        let r = app.chat(&ask(model, "hello?")).await;
         r.assert_error(404, Some("model_not_found"), Some("model"), model);
     }
     app.fake.assert_untouched("an unknown model");
@@ -157,7 +157,7 @@ async fn image_to_a_text_only_model_is_400() {
 async fn reasoning_effort_outside_the_models_variants_is_400() {
     let app = App::start().await;
     let with_effort = |model: &str, effort: &str| {
-        let mut body = chat_body(model, vec![user("effort")]);
+        let mut body = ask(model, "effort");
         body["reasoning_effort"] = json!(effort);
         body
     };

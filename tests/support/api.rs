@@ -31,6 +31,11 @@ pub fn chat_body(model: &str, messages: Vec<Value>) -> Value {
     json!({"model": model, "messages": messages})
 }
 
+/// A one-message body: `text` from the user to `model`.
+pub fn ask(model: &str, text: &str) -> Value {
+    chat_body(model, vec![user(text)])
+}
+
 /// The same body with `"stream": true`.
 pub fn streaming(mut body: Value) -> Value {
     body["stream"] = json!(true);

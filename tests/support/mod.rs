@@ -18,7 +18,9 @@ pub mod sse;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-pub use api::{assert_error, assistant, chat_body, content, reply_of, streaming, system, user};
+pub use api::{
+    ask, assert_error, assistant, chat_body, content, reply_of, streaming, system, user,
+};
 pub use fake_opencode::FakeOpenCode;
 pub use gateway::{Gateway, GatewayOptions, TestBed};
 pub use mock_model::MockModel;
