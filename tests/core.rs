@@ -70,8 +70,9 @@ async fn assert_quiet_upstream(bed: &TestBed, after: &str) {
 /// Chat completions through OpenCode: models and answers come from it, conversations and images
 /// reach the model as they should, sessions are titled without a model call, the model gets no
 /// tools, and concurrent chats do not mix. Then the settings that change what OpenCode runs,
-/// and a failing model cut off by the retry budget (these scenarios start their own gateways). OpenCode defines the `chatty` agent (whose own
-/// config allows `bash`) and reasoning-effort variants for `mock/thinker`.
+/// and a failing model cut off by the retry budget (these scenarios start their own gateways).
+/// OpenCode defines the `chatty` agent (whose own config allows `bash`) and reasoning-effort
+/// variants for `mock/thinker`.
 #[tokio::test(flavor = "multi_thread")]
 async fn chat_through_opencode() {
     let opencode_opts = OpenCodeOptions {
@@ -494,8 +495,8 @@ async fn opencode_directory(bed: &TestBed) {
 }
 
 /// A failing model provider and `prompt.max_model_retries = 1` (its own gateway): OpenCode
-/// retries after ~2 s and the gateway gives up at that retry, well within the deadline, with a 502 carrying the
-/// provider's message; OpenCode's run is stopped and retries no more.
+/// retries after ~2 s and the gateway gives up at that retry, well within the deadline, with a
+/// 502 carrying the provider's message; OpenCode's run is stopped and retries no more.
 async fn model_failure_retry_budget(bed: &TestBed) {
     let gw = Gateway::start_with(
         &bed.opencode.url(),

@@ -11,11 +11,13 @@ async fn with_keys() -> App {
     App::start_with(Settings::default().env("PORTATEK_API_KEYS", "k1,k2")).await
 }
 
-/// Asserts a 401 `invalid_api_key` for `GET /v1/models` with these headers.
+/// Asserts a 401 `invalid_api_key` with a request id for `GET /v1/models` with these headers,
+/// and that no session was created or prompted upstream so far.
 async fn assert_refused(app: &App, headers: &[(&str, &str)], what: &str) {
     let r = app.call("GET", "/v1/models", headers).await;
     r.assert_error(401, Some("invalid_api_key"), None, what);
     assert!(request_id(&r.headers).is_some(), "no x-request-id on 401");
+    app.fake.assert_untouched(what);
 }
 
 /// `/health` and `/livez` answer without a key.
@@ -53,7 +55,6 @@ async fn a_key_outside_a_bearer_token_is_401() {
     assert_refused(&app, &[("authorization", "Basic azE6azE=")], "basic auth").await;
     assert_refused(&app, &[("authorization", "Token k1")], "another scheme").await;
     assert_refused(&app, &[("authorization", "Bearer")], "no key after Bearer").await;
-    app.fake.assert_untouched("a request without a bearer key");
 }
 
 /// Every configured key works (the scheme's case does not matter): models listed, chats answered.
