@@ -1,48 +1,38 @@
-//! Integration tests of the conversation → OpenCode session pool and the session API, against a
-//! real `opencode serve` and the scripted mock model.
+//! The conversation → OpenCode session pool and the session API, against a real
+//! `opencode serve` and the scripted mock model.
 //!
-//! Beds are shared between related checks to keep the runtime modest: each bed costs a fresh
-//! OpenCode (a few seconds to start, and a slow first model call).
+//! Two beds (an OpenCode takes a few seconds to start, and its first model call more), running
+//! in parallel, each one OpenCode shared by named scenarios; every scenario starts with a fresh
+//! gateway on an OpenCode without sessions ([`fresh_gateway`]), and its steps are named
+//! functions with doc comments:
+//! - [`conversation_pool`]: affinity, seeding, forks, eviction, vanished sessions, shutdown;
+//! - [`session_api`]: keys isolating sessions, the session API, pinned sessions, restarts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::mock_model::content_text;
-use support::{Gateway, GatewayOptions, OpenCodeOptions, TestBed};
 
-const MODEL: &str = "mock/echo";
+use support::api::read_json;
+use support::mock_model::content_text;
+use support::scenarios::scenario;
+use support::{
+    ask, assert_error, assistant, chat_body, eventually, reply_of, streaming, user, ECHO,
+};
+use support::{Gateway, GatewayOptions, Scenarios, TestBed};
+
 /// The text the gateway uses to introduce a replayed transcript (a seeded new session).
 const TRANSCRIPT_MARK: &str = "The conversation so far";
+/// The title the gateway gives its sessions by default.
+const TITLE: &str = "PorTaTek Gateway";
 
-fn user(text: &str) -> Value {
-    json!({"role": "user", "content": text})
-}
-
-fn assistant(text: &str) -> Value {
-    json!({"role": "assistant", "content": text})
-}
-
-fn chat_body(messages: Vec<Value>) -> Value {
-    json!({"model": MODEL, "messages": messages})
-}
-
-fn stream_body(messages: Vec<Value>) -> Value {
-    json!({"model": MODEL, "messages": messages, "stream": true})
-}
-
-/// The answer text of a non-streaming chat completion (panics with the body otherwise).
-fn reply_of(status: StatusCode, v: &Value) -> String {
-    assert_eq!(status, StatusCode::OK, "chat completion failed: {v}");
-    v["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no message content in {v}"))
-        .to_string()
-}
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
 
 /// `(role, text)` of every non-system message the model received in one call.
 fn turns_of(request: &Value) -> Vec<(String, String)> {
@@ -79,32 +69,10 @@ fn rt(role: &str, text: &str) -> (String, String) {
     (role.to_string(), text.to_string())
 }
 
-/// Ids of every session OpenCode lists (only the gateway creates sessions in these beds).
+/// Ids of every session OpenCode lists (each scenario starts without any, and only its gateway
+/// creates sessions).
 async fn upstream_ids(bed: &TestBed) -> BTreeSet<String> {
-    bed.opencode
-        .sessions()
-        .await
-        .iter()
-        .map(|s| s["id"].as_str().expect("session id").to_string())
-        .collect()
-}
-
-/// Polls `cond` every 200 ms until it holds or `timeout` passes; returns whether it held.
-async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    bed.opencode.session_ids().await
 }
 
 /// One gateway request with an explicit key and optional `x-session-id` → (status, JSON body).
@@ -130,7 +98,12 @@ async fn send(
         .send()
         .await
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    support::gateway::read_json(resp).await
+    read_json(resp).await
+}
+
+/// `method path` without a body, as `key`.
+async fn call(bed: &TestBed, key: Option<&str>, method: Method, path: &str) -> (StatusCode, Value) {
+    send(bed, key, method, path, None, None).await
 }
 
 /// Non-streaming chat with a key (and optional pinned session).
@@ -151,43 +124,17 @@ async fn chat_as(
     .await
 }
 
-/// Streaming chat (bed's own key): the assembled content; asserts a clean `[DONE]` ending.
-async fn stream_content(bed: &TestBed, body: Value) -> String {
-    let (status, payloads) = bed.chat_stream(body).await;
-    assert_eq!(status, StatusCode::OK, "stream failed: {payloads:?}");
-    assert_eq!(
-        payloads.last().map(String::as_str),
-        Some("[DONE]"),
-        "stream did not end with [DONE]: {payloads:?}"
-    );
-    let mut content = String::new();
-    for p in &payloads[..payloads.len() - 1] {
-        let v: Value = serde_json::from_str(p).unwrap_or_else(|e| panic!("bad chunk {p}: {e}"));
-        assert!(v.get("error").is_none(), "error in stream: {v}");
-        if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
-            content.push_str(t);
-        }
-    }
-    content
+/// Streaming chat (bed's own key): the content of a conforming stream ending in `[DONE]`.
+async fn stream_content(bed: &TestBed, messages: Vec<Value>) -> String {
+    bed.read_ok_stream(streaming(chat_body(ECHO, messages)))
+        .await
+        .content
 }
 
 /// Asserts a 404 in OpenAI's error shape.
+#[track_caller]
 fn assert_not_found(what: &str, status: StatusCode, v: &Value) {
-    assert_eq!(
-        status,
-        StatusCode::NOT_FOUND,
-        "{what}: expected 404, got {status}: {v}"
-    );
-    let err = &v["error"];
-    assert!(
-        err["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{what}: error.message missing: {v}"
-    );
-    assert!(err["type"].is_string(), "{what}: error.type missing: {v}");
-    assert!(
-        err.get("param").is_some() && err.get("code").is_some(),
-        "{what}: error.param/code missing: {v}"
-    );
+    assert_error(status, v, 404, None, None, what);
 }
 
 /// Model calls made since `before`, checked to be exactly `n`.
@@ -204,72 +151,138 @@ fn new_calls(bed: &TestBed, before: usize, n: usize, what: &str) -> Vec<Value> {
     new
 }
 
-/// Affinity without replay (JSON and streaming), an edited history starting a seeded session,
-/// an OpenCode restart between turns, and `delete_on_shutdown` deleting every pooled session
-/// when the gateway gets SIGTERM.
-#[tokio::test(flavor = "multi_thread")]
-async fn pool_keeps_affinity_without_replay_and_cleans_up_on_shutdown() {
-    let mut bed = TestBed::start().await;
-
-    // ---- JSON: turn 1 creates a session, turn 2 continues it with only the new message.
-    let (s, v) = bed.chat(chat_body(vec![user("hi one")])).await;
-    let r1 = reply_of(s, &v);
-    assert_eq!(r1, "echo: hi one");
-    let ids = upstream_ids(&bed).await;
-    assert_eq!(ids.len(), 1, "turn 1 should create one session: {ids:?}");
-    let s1 = ids.iter().next().unwrap().clone();
-
+/// The one model call of a chat, made while `chat` runs.
+async fn one_call<F: std::future::Future>(
+    bed: &TestBed,
+    what: &str,
+    chat: F,
+) -> (F::Output, Value) {
     let before = bed.mock.call_count();
-    let (s, v) = bed
-        .chat(chat_body(vec![
-            user("hi one"),
-            assistant(&r1),
-            user("second"),
-        ]))
-        .await;
-    assert_eq!(reply_of(s, &v), "echo: second");
-    let call = &new_calls(&bed, before, 1, "JSON turn 2")[0];
+    let out = chat.await;
+    let call = new_calls(bed, before, 1, what).remove(0);
+    (out, call)
+}
+
+/// Turn 1 of a new conversation (as `key`) on an OpenCode without sessions: the one session it
+/// created upstream, and its reply.
+async fn first_turn(bed: &TestBed, key: Option<&str>, text: &str) -> (String, String) {
+    let (s, v) = chat_as(bed, key, None, &ask(ECHO, text)).await;
+    let reply = reply_of(s, &v);
+    let ids = upstream_ids(bed).await;
+    assert_eq!(ids.len(), 1, "turn 1 should create one session: {ids:?}");
+    (ids.into_iter().next().unwrap(), reply)
+}
+
+/// Turn 2 of the conversation [`first_turn`] started with "hi one" (as `key`): answered, the
+/// model seeing both earlier turns exactly once, as real messages (no transcript replayed).
+async fn turn_two_continues(bed: &TestBed, key: Option<&str>, r1: &str, what: &str) {
+    let turn2 = chat_body(ECHO, vec![user("hi one"), assistant(r1), user("second")]);
+    let ((s, v), call) = one_call(bed, what, chat_as(bed, key, None, &turn2)).await;
+    assert_eq!(reply_of(s, &v), "echo: second", "{what}");
+    let want = vec![
+        rt("user", "hi one"),
+        rt("assistant", r1),
+        rt("user", "second"),
+    ];
     assert_eq!(
-        turns_of(call),
-        vec![
-            rt("user", "hi one"),
-            rt("assistant", &r1),
-            rt("user", "second")
-        ],
-        "turn 2 must reach the model as real messages, each exactly once"
+        turns_of(&call),
+        want,
+        "{what} must reach the model as real messages, each exactly once"
     );
     assert!(
         !call.to_string().contains(TRANSCRIPT_MARK),
-        "turn 2 replayed a transcript: {call}"
+        "{what} replayed a transcript: {call}"
     );
+}
+
+/// Replaces the bed's gateway with one started with `opts`, on an OpenCode without sessions
+/// (the old gateway is killed first, then every upstream session is deleted).
+async fn fresh_gateway(bed: &mut TestBed, opts: GatewayOptions) {
+    bed.gateway.kill().await;
+    bed.opencode.delete_all_sessions().await;
+    bed.gateway = Gateway::start_with(&bed.opencode.url(), opts).await;
+}
+
+/// Gateway options with the API keys `k1` and `k2` (in this order or another).
+fn with_keys(keys: &str) -> GatewayOptions {
+    GatewayOptions::default().env("PORTATEK_API_KEYS", keys)
+}
+
+/// The ids of a `GET /v1/sessions` answer.
+fn listed_ids(list: &Value) -> Vec<&str> {
+    list["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no data list: {list}"))
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The conversation pool
+// ---------------------------------------------------------------------------------------------
+
+/// The conversation → session pool on one OpenCode: affinity without replay and clean-up on
+/// shutdown, concurrent branches, capacity eviction, a vanished session.
+#[tokio::test(flavor = "multi_thread")]
+async fn conversation_pool() {
+    let mut bed = TestBed::start().await;
+    let mut s = Scenarios::new();
+    scenario!(
+        s,
+        pool_keeps_affinity_without_replay_and_cleans_up_on_shutdown(&mut bed)
+    );
+    scenario!(s, pool_forks_concurrent_branches(&mut bed));
+    scenario!(s, capacity_eviction_deletes_sessions_upstream(&mut bed));
+    scenario!(s, vanished_session_falls_back_to_a_seeded_one(&mut bed));
+    s.finish(&bed.gateway.logs());
+}
+
+/// Affinity without replay (JSON and streaming), an edited history starting a seeded session,
+/// an OpenCode restart between turns, and `delete_on_shutdown` deleting every pooled session
+/// when the gateway gets SIGTERM.
+async fn pool_keeps_affinity_without_replay_and_cleans_up_on_shutdown(bed: &mut TestBed) {
+    fresh_gateway(bed, GatewayOptions::default()).await;
+    let (s1, r1) = json_turn_two_continues_the_session(bed).await;
+    streaming_turn_two_continues_the_session(bed, &s1).await;
+    edited_history_starts_a_seeded_session(bed, &s1, &r1).await;
+    turn_after_an_opencode_restart_answers(bed, &r1).await;
+    shutdown_deletes_every_pooled_session(bed).await;
+}
+
+/// JSON: turn 1 creates a session; turn 2 continues it with only the new message, the model
+/// seeing every turn once as a real message (no transcript). Returns (session, turn-1 reply).
+async fn json_turn_two_continues_the_session(bed: &TestBed) -> (String, String) {
+    let (s1, r1) = first_turn(bed, None, "hi one").await;
+    assert_eq!(r1, "echo: hi one");
+
+    turn_two_continues(bed, None, &r1, "JSON turn 2").await;
     assert_eq!(
-        upstream_ids(&bed).await,
+        upstream_ids(bed).await,
         BTreeSet::from([s1.clone()]),
         "turn 2 must reuse the turn-1 session"
     );
     assert_eq!(bed.opencode.messages(&s1).await.len(), 4);
+    (s1, r1)
+}
 
-    // ---- Streaming: same behaviour.
-    let rs = stream_content(&bed, stream_body(vec![user("hi stream")])).await;
+/// Streaming: the same — a new conversation gets its own session, and its turn 2 continues it.
+async fn streaming_turn_two_continues_the_session(bed: &TestBed, s1: &str) {
+    let rs = stream_content(bed, vec![user("hi stream")]).await;
     assert_eq!(rs, "echo: hi stream");
-    let ids = upstream_ids(&bed).await;
+    let ids = upstream_ids(bed).await;
     assert_eq!(
         ids.len(),
         2,
         "a new conversation gets its own session: {ids:?}"
     );
-    let s2 = ids.iter().find(|i| **i != s1).unwrap().clone();
+    let s2 = ids.iter().find(|i| *i != s1).unwrap().clone();
 
-    let before = bed.mock.call_count();
-    let rs2 = stream_content(
-        &bed,
-        stream_body(vec![user("hi stream"), assistant(&rs), user("more")]),
-    )
-    .await;
+    let turn2 = vec![user("hi stream"), assistant(&rs), user("more")];
+    let (rs2, call) = one_call(bed, "streaming turn 2", stream_content(bed, turn2)).await;
     assert_eq!(rs2, "echo: more");
-    let call = &new_calls(&bed, before, 1, "streaming turn 2")[0];
     assert_eq!(
-        turns_of(call),
+        turns_of(&call),
         vec![
             rt("user", "hi stream"),
             rt("assistant", &rs),
@@ -278,59 +291,64 @@ async fn pool_keeps_affinity_without_replay_and_cleans_up_on_shutdown() {
     );
     assert!(!call.to_string().contains(TRANSCRIPT_MARK));
     assert_eq!(
-        upstream_ids(&bed).await,
-        BTreeSet::from([s1.clone(), s2.clone()])
+        upstream_ids(bed).await,
+        BTreeSet::from([s1.to_string(), s2.clone()])
     );
     assert_eq!(bed.opencode.messages(&s2).await.len(), 4);
+}
 
-    // ---- Edited history: a changed earlier user text cannot continue s1: a new, seeded session.
-    let before = bed.mock.call_count();
-    let (s, v) = bed
-        .chat(chat_body(vec![
-            user("hi one, edited"),
-            assistant(&r1),
-            user("second"),
-        ]))
-        .await;
-    let edited = reply_of(s, &v);
-    assert!(
-        edited.starts_with("echo: ") && edited.ends_with("second"),
-        "edited-history reply: {edited}"
+/// An edited history (a changed earlier user text) cannot continue the remembered session: a
+/// new session seeded with the earlier turns as a transcript, in one model call; the original
+/// session is untouched.
+async fn edited_history_starts_a_seeded_session(bed: &TestBed, s1: &str, r1: &str) {
+    let edited = chat_body(
+        ECHO,
+        vec![user("hi one, edited"), assistant(r1), user("second")],
     );
-    let call = &new_calls(&bed, before, 1, "edited history")[0];
-    let t = turns_of(call);
+    let ((s, v), call) = one_call(bed, "edited history", bed.chat(edited)).await;
+    let reply = reply_of(s, &v);
+    assert!(
+        reply.starts_with("echo: ") && reply.ends_with("second"),
+        "edited-history reply: {reply}"
+    );
+    let t = turns_of(&call);
     assert_eq!(t.len(), 1, "a seeded session gets one user message: {t:?}");
     assert_eq!(t[0].0, "user");
     assert!(
-        t[0].1.contains("hi one, edited") && t[0].1.contains(&r1) && t[0].1.ends_with("second"),
+        t[0].1.contains("hi one, edited") && t[0].1.contains(r1) && t[0].1.ends_with("second"),
         "the seeded call must carry the prior turns as a transcript: {t:?}"
     );
-    let ids = upstream_ids(&bed).await;
+    let ids = upstream_ids(bed).await;
     assert_eq!(
         ids.len(),
         3,
         "the edited history needs its own session: {ids:?}"
     );
     assert_eq!(
-        bed.opencode.messages(&s1).await.len(),
+        bed.opencode.messages(s1).await.len(),
         4,
         "the original session must be untouched"
     );
+}
 
-    // ---- OpenCode restarts between turns: the next turn still answers (whether or not the
-    // remembered session survived the restart).
+/// OpenCode restarts between turns: the next turn still answers (whether or not the remembered
+/// session survived the restart).
+async fn turn_after_an_opencode_restart_answers(bed: &mut TestBed, r1: &str) {
     let restart = Instant::now();
     bed.opencode.restart().await;
     let restart_took = restart.elapsed();
     let asked = Instant::now();
     let (s, v) = bed
-        .chat(chat_body(vec![
-            user("hi one"),
-            assistant(&r1),
-            user("second"),
-            assistant("echo: second"),
-            user("after restart"),
-        ]))
+        .chat(chat_body(
+            ECHO,
+            vec![
+                user("hi one"),
+                assistant(r1),
+                user("second"),
+                assistant("echo: second"),
+                user("after restart"),
+            ],
+        ))
         .await;
     eprintln!(
         "[restart] OpenCode restart took {restart_took:?}; the next turn answered {s} after {:?}",
@@ -357,16 +375,18 @@ async fn pool_keeps_affinity_without_replay_and_cleans_up_on_shutdown() {
         after.starts_with("echo: ") && after.ends_with("after restart"),
         "turn after an OpenCode restart: {after}"
     );
-    let ids = upstream_ids(&bed).await;
+}
 
-    // ---- delete_on_shutdown (default true): SIGTERM deletes every pooled session upstream.
+/// `delete_on_shutdown` (default true): SIGTERM deletes every pooled session upstream.
+async fn shutdown_deletes_every_pooled_session(bed: &mut TestBed) {
+    let ids = upstream_ids(bed).await;
     let status = bed.gateway.terminate(Duration::from_secs(20)).await;
     assert!(
         status.is_some_and(|s| s.success()),
         "gateway did not exit cleanly on SIGTERM: {status:?}\n{}",
         bed.gateway.logs()
     );
-    let left = upstream_ids(&bed).await;
+    let left = upstream_ids(bed).await;
     assert!(
         left.is_empty(),
         "pooled sessions left upstream after shutdown: {left:?} (had {ids:?})"
@@ -378,19 +398,14 @@ async fn pool_keeps_affinity_without_replay_and_cleans_up_on_shutdown() {
 /// once. Shutdown then leaves neither branch's session behind.
 ///
 /// Findings are collected and reported together, so one defect does not hide the others.
-#[tokio::test(flavor = "multi_thread")]
-async fn pool_forks_concurrent_branches() {
-    let mut bed = TestBed::start().await;
-    let (s, v) = bed.chat(chat_body(vec![user("hi par")])).await;
-    let r = reply_of(s, &v);
-    let ids = upstream_ids(&bed).await;
-    assert_eq!(ids.len(), 1);
-    let s1 = ids.iter().next().unwrap().clone();
+async fn pool_forks_concurrent_branches(bed: &mut TestBed) {
+    fresh_gateway(bed, GatewayOptions::default()).await;
+    let (s1, r) = first_turn(bed, None, "hi par").await;
     let mut problems: Vec<String> = Vec::new();
 
-    // ---- The same turn-2 body twice at once; the slow marker makes the runs overlap.
+    // The same turn-2 body twice at once; the slow marker makes the runs overlap.
     let branch = "branch [slow:300] [chunks:4]";
-    let body = chat_body(vec![user("hi par"), assistant(&r), user(branch)]);
+    let body = chat_body(ECHO, vec![user("hi par"), assistant(&r), user(branch)]);
     let before = bed.mock.call_count();
     let ((sa, va), (sb, vb)) = tokio::join!(bed.chat(body.clone()), bed.chat(body.clone()));
     let expected = format!("echo: {branch}");
@@ -401,7 +416,7 @@ async fn pool_forks_concurrent_branches() {
             ));
         }
     }
-    for call in new_calls(&bed, before, 2, "concurrent branches") {
+    for call in new_calls(bed, before, 2, "concurrent branches") {
         let t = turns_of(&call);
         let want = vec![
             rt("user", "hi par"),
@@ -416,14 +431,11 @@ async fn pool_forks_concurrent_branches() {
     }
     // Both branches answered alike, so they end under one fingerprint: the pool keeps one and
     // deletes the replaced one upstream (off the request path) rather than orphaning it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let ids = loop {
-        let ids = upstream_ids(&bed).await;
-        if ids.len() <= 1 || std::time::Instant::now() > deadline {
-            break ids;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    eventually(Duration::from_secs(5), || async {
+        upstream_ids(bed).await.len() <= 1
+    })
+    .await;
+    let ids = upstream_ids(bed).await;
     if ids.len() != 1 {
         problems.push(format!(
             "expected the replaced branch's session deleted, leaving one of {s1} or its fork upstream, got {ids:?}"
@@ -438,10 +450,10 @@ async fn pool_forks_concurrent_branches() {
         }
     }
 
-    // ---- Shutdown deletes what the pool holds; neither branch's session may be orphaned.
+    // Shutdown deletes what the pool holds; neither branch's session may be orphaned.
     let status = bed.gateway.terminate(Duration::from_secs(20)).await;
     assert!(status.is_some(), "gateway did not exit on SIGTERM");
-    let left = upstream_ids(&bed).await;
+    let left = upstream_ids(bed).await;
     if !left.is_empty() {
         let deletions: Vec<String> = bed
             .gateway
@@ -459,456 +471,19 @@ async fn pool_forks_concurrent_branches() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// Different API keys never share a pooled session, even with identical histories.
-/// Then the session API (CRUD, scoping to the key, unknown ids) and pinned sessions via
-/// `x-session-id` (only the last message sent, continuation, 409 while busy).
-#[tokio::test(flavor = "multi_thread")]
-async fn keys_isolate_sessions_and_session_api_works() {
-    let bed = TestBed::start_with(
-        OpenCodeOptions::default(),
-        GatewayOptions::default().env("PORTATEK_API_KEYS", "k1,k2"),
-    )
-    .await;
-    let k1 = Some("k1");
-    let k2 = Some("k2");
-
-    // ---- Pool isolation by key.
-    let (s, v) = chat_as(&bed, k1, None, &chat_body(vec![user("hi one")])).await;
-    let r1 = reply_of(s, &v);
-    let ids = upstream_ids(&bed).await;
-    assert_eq!(ids.len(), 1);
-    let s1 = ids.iter().next().unwrap().clone();
-
-    let turn2 = chat_body(vec![user("hi one"), assistant(&r1), user("second")]);
-    let before = bed.mock.call_count();
-    let (s, v) = chat_as(&bed, k2, None, &turn2).await;
-    let other = reply_of(s, &v);
-    assert!(other.ends_with("second"), "k2 reply: {other}");
-    let call = &new_calls(&bed, before, 1, "k2 turn 2")[0];
-    let t = turns_of(call);
-    assert!(
-        !t.iter().any(|(role, _)| role == "assistant"),
-        "k2 must not continue k1's session (it saw k1's real messages): {t:?}"
-    );
-    assert_eq!(
-        bed.opencode.messages(&s1).await.len(),
-        2,
-        "k1's session must be untouched by k2"
-    );
-    assert_eq!(
-        upstream_ids(&bed).await.len(),
-        2,
-        "k2 needs its own session"
-    );
-
-    let before = bed.mock.call_count();
-    let (s, v) = chat_as(&bed, k1, None, &turn2).await;
-    assert_eq!(reply_of(s, &v), "echo: second");
-    let call = &new_calls(&bed, before, 1, "k1 turn 2")[0];
-    assert_eq!(
-        turns_of(call),
-        vec![
-            rt("user", "hi one"),
-            rt("assistant", &r1),
-            rt("user", "second")
-        ],
-        "k1's own turn 2 continues its session"
-    );
-    assert_eq!(bed.opencode.messages(&s1).await.len(), 4);
-    assert_eq!(upstream_ids(&bed).await.len(), 2);
-
-    // ---- POST /v1/sessions.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let (s, created) = send(&bed, k1, Method::POST, "/v1/sessions", None, None).await;
-    assert_eq!(s, StatusCode::CREATED, "POST /v1/sessions: {created}");
-    let p = created["id"].as_str().expect("session id").to_string();
-    assert_eq!(created["object"], "session", "{created}");
-    let c = created["created"].as_u64().expect("created (unix seconds)");
-    assert!(c + 60 > now && c < now + 60, "created {c} vs now {now}");
-    assert!(created.get("title").is_some(), "title missing: {created}");
-    assert!(
-        upstream_ids(&bed).await.contains(&p),
-        "the session must exist upstream"
-    );
-
-    // ---- Listing is scoped to the key.
-    let (s, list1) = send(&bed, k1, Method::GET, "/v1/sessions", None, None).await;
-    assert_eq!(s, StatusCode::OK, "{list1}");
-    let listed: Vec<&str> = list1["data"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no data list: {list1}"))
-        .iter()
-        .filter_map(|x| x["id"].as_str())
-        .collect();
-    assert!(listed.contains(&p.as_str()), "k1's list lacks {p}: {list1}");
-    let (s, list2) = send(&bed, k2, Method::GET, "/v1/sessions", None, None).await;
-    assert_eq!(s, StatusCode::OK, "{list2}");
-    assert!(
-        !list2.to_string().contains(&p),
-        "k2's list shows k1's session: {list2}"
-    );
-
-    // ---- GET one.
-    let (s, got) = send(
-        &bed,
-        k1,
-        Method::GET,
-        &format!("/v1/sessions/{p}"),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{got}");
-    assert_eq!(got["id"], p.as_str());
-    assert_eq!(got["object"], "session");
-
-    // ---- Pinned chat: only the last message is sent.
-    let before = bed.mock.call_count();
-    let (s, v) = chat_as(
-        &bed,
-        k1,
-        Some(&p),
-        &chat_body(vec![user("ctx a"), assistant("ctx b"), user("pinned one")]),
-    )
-    .await;
-    assert_eq!(reply_of(s, &v), "echo: pinned one");
-    let call = &new_calls(&bed, before, 1, "pinned turn 1")[0];
-    assert_eq!(
-        turns_of(call),
-        vec![rt("user", "pinned one")],
-        "a pinned session gets only the last message"
-    );
-
-    // ---- A second request continues the same session.
-    let before = bed.mock.call_count();
-    let (s, v) = chat_as(
-        &bed,
-        k1,
-        Some(&p),
-        &chat_body(vec![user("whatever"), user("pinned two")]),
-    )
-    .await;
-    assert_eq!(reply_of(s, &v), "echo: pinned two");
-    let call = &new_calls(&bed, before, 1, "pinned turn 2")[0];
-    assert_eq!(
-        turns_of(call),
-        vec![
-            rt("user", "pinned one"),
-            rt("assistant", "echo: pinned one"),
-            rt("user", "pinned two")
-        ]
-    );
-    assert_eq!(bed.opencode.messages(&p).await.len(), 4);
-
-    // ---- Messages in chat form.
-    let (s, msgs) = send(
-        &bed,
-        k1,
-        Method::GET,
-        &format!("/v1/sessions/{p}/messages"),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{msgs}");
-    let history = history_of(&msgs);
-    let expected_history = vec![
-        rt("user", "pinned one"),
-        rt("assistant", "echo: pinned one"),
-        rt("user", "pinned two"),
-        rt("assistant", "echo: pinned two"),
-    ];
-    assert_eq!(history, expected_history);
-
-    // ---- Fork: new id, same history, owned by k1.
-    let (s, forked) = send(
-        &bed,
-        k1,
-        Method::POST,
-        &format!("/v1/sessions/{p}/fork"),
-        None,
-        None,
-    )
-    .await;
-    assert!(s.is_success(), "fork: {s} {forked}");
-    let f = forked["id"].as_str().expect("fork id").to_string();
-    assert_ne!(f, p);
-    assert_eq!(forked["object"], "session");
-    let (s, fmsgs) = send(
-        &bed,
-        k1,
-        Method::GET,
-        &format!("/v1/sessions/{f}/messages"),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{fmsgs}");
-    let fhistory = history_of(&fmsgs);
-    assert_eq!(fhistory, expected_history, "a fork has the same history");
-    let (_, list1) = send(&bed, k1, Method::GET, "/v1/sessions", None, None).await;
-    assert!(list1.to_string().contains(&f), "fork not listed: {list1}");
-
-    // ---- Abort (idle session): accepted.
-    let (s, v) = send(
-        &bed,
-        k1,
-        Method::POST,
-        &format!("/v1/sessions/{p}/abort"),
-        None,
-        None,
-    )
-    .await;
-    assert!(s.is_success(), "abort: {s} {v}");
-
-    // ---- Cross-key: every route is 404 for k2, and nothing changes for k1.
-    let before = bed.mock.call_count();
-    for (method, path) in [
-        (Method::GET, format!("/v1/sessions/{p}")),
-        (Method::GET, format!("/v1/sessions/{p}/messages")),
-        (Method::POST, format!("/v1/sessions/{p}/fork")),
-        (Method::POST, format!("/v1/sessions/{p}/abort")),
-        (Method::DELETE, format!("/v1/sessions/{p}")),
-    ] {
-        let (s, v) = send(&bed, k2, method.clone(), &path, None, None).await;
-        assert_not_found(&format!("k2 {method} {path}"), s, &v);
-    }
-    let (s, v) = chat_as(&bed, k2, Some(&p), &chat_body(vec![user("intrude")])).await;
-    assert_not_found("k2 chat with k1's x-session-id", s, &v);
-    assert_eq!(
-        bed.mock.call_count(),
-        before,
-        "k2's requests reached the model"
-    );
-    let (s, v) = send(
-        &bed,
-        k1,
-        Method::GET,
-        &format!("/v1/sessions/{p}"),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(
-        s,
-        StatusCode::OK,
-        "k1 lost its session after k2's attempts: {v}"
-    );
-    assert_eq!(bed.opencode.messages(&p).await.len(), 4);
-    let (_, list2) = send(&bed, k2, Method::GET, "/v1/sessions", None, None).await;
-    assert!(
-        !list2.to_string().contains(&p) && !list2.to_string().contains(&f),
-        "k2's list shows k1's sessions: {list2}"
-    );
-
-    // ---- Unknown ids: 404 in OpenAI shape, on every route.
-    for id in ["nope", "ses_doesnotexist"] {
-        for (method, path) in [
-            (Method::GET, format!("/v1/sessions/{id}")),
-            (Method::GET, format!("/v1/sessions/{id}/messages")),
-            (Method::POST, format!("/v1/sessions/{id}/fork")),
-            (Method::POST, format!("/v1/sessions/{id}/abort")),
-            (Method::DELETE, format!("/v1/sessions/{id}")),
-        ] {
-            let (s, v) = send(&bed, k1, method.clone(), &path, None, None).await;
-            assert_not_found(&format!("{method} {path}"), s, &v);
-        }
-        let (s, v) = chat_as(&bed, k1, Some(id), &chat_body(vec![user("x")])).await;
-        assert_not_found(&format!("chat with x-session-id {id}"), s, &v);
-    }
-
-    // ---- A busy pinned session refuses a second request with 409.
-    let (s, created) = send(&bed, k1, Method::POST, "/v1/sessions", None, None).await;
-    assert_eq!(s, StatusCode::CREATED, "{created}");
-    let busy = created["id"].as_str().unwrap().to_string();
-    let slow = "slow pinned [slow:400] [chunks:5]";
-    let before = bed.mock.call_count();
-    let slow_body = chat_body(vec![user(slow)]);
-    let first = chat_as(&bed, k1, Some(&busy), &slow_body);
-    let second = async {
-        assert!(
-            bed.mock
-                .wait_for_calls(before + 1, Duration::from_secs(30))
-                .await,
-            "the first pinned request never reached the model"
-        );
-        chat_as(
-            &bed,
-            k1,
-            Some(&busy),
-            &chat_body(vec![user("queue jumper")]),
-        )
-        .await
-    };
-    let ((s1, v1), (s2, v2)) = tokio::join!(first, second);
-    assert_eq!(reply_of(s1, &v1), format!("echo: {slow}"));
-    assert_eq!(
-        s2,
-        StatusCode::CONFLICT,
-        "second request on a busy session: {v2}"
-    );
-    assert!(
-        v2["error"]["message"].is_string(),
-        "409 not in OpenAI shape: {v2}"
-    );
-    new_calls(&bed, before, 1, "busy pinned session");
-    // Free again afterwards.
-    let (s, v) = chat_as(&bed, k1, Some(&busy), &chat_body(vec![user("after busy")])).await;
-    assert_eq!(reply_of(s, &v), "echo: after busy");
-
-    // ---- DELETE: gone from the API and upstream.
-    let (s, v) = send(
-        &bed,
-        k1,
-        Method::DELETE,
-        &format!("/v1/sessions/{p}"),
-        None,
-        None,
-    )
-    .await;
-    assert!(s.is_success(), "delete: {s} {v}");
-    let (s, v) = send(
-        &bed,
-        k1,
-        Method::GET,
-        &format!("/v1/sessions/{p}"),
-        None,
-        None,
-    )
-    .await;
-    assert_not_found("GET after DELETE", s, &v);
-    let (s, v) = send(
-        &bed,
-        k1,
-        Method::GET,
-        &format!("/v1/sessions/{p}/messages"),
-        None,
-        None,
-    )
-    .await;
-    assert_not_found("messages after DELETE", s, &v);
-    assert!(
-        !upstream_ids(&bed).await.contains(&p),
-        "deleted session still exists upstream"
-    );
-    let (_, list1) = send(&bed, k1, Method::GET, "/v1/sessions", None, None).await;
-    assert!(
-        !list1.to_string().contains(&p),
-        "deleted session listed: {list1}"
-    );
-    assert!(
-        list1.to_string().contains(&f),
-        "the fork must survive: {list1}"
-    );
-}
-
-/// `ttl_secs = 2`: an idle pooled session is deleted upstream within seconds; a pinned one is
-/// never evicted.
-#[tokio::test(flavor = "multi_thread")]
-async fn ttl_evicts_pooled_sessions_but_not_pinned_ones() {
-    let bed = TestBed::start_with(
-        OpenCodeOptions::default(),
-        GatewayOptions::default().config("[sessions]\nttl_secs = 2\nmax_explicit_per_key = 2\n"),
-    )
-    .await;
-
-    // A pinned session, used once.
-    let (s, created) = bed.post("/v1/sessions", &json!({})).await;
-    assert_eq!(s, StatusCode::CREATED, "{created}");
-    let p = created["id"].as_str().unwrap().to_string();
-    let (s, v) = chat_as(&bed, None, Some(&p), &chat_body(vec![user("pin ttl")])).await;
-    assert_eq!(reply_of(s, &v), "echo: pin ttl");
-    let pinned_used = Instant::now();
-
-    // A pooled conversation.
-    let (s, v) = bed.chat(chat_body(vec![user("hi ttl")])).await;
-    assert_eq!(reply_of(s, &v), "echo: hi ttl");
-    let ids = upstream_ids(&bed).await;
-    assert_eq!(ids.len(), 2, "{ids:?}");
-    let pooled = ids.iter().find(|i| **i != p).unwrap().clone();
-
-    let gone = eventually(Duration::from_secs(8), || async {
-        !upstream_ids(&bed).await.contains(&pooled)
+/// `max_capacity = 1`: a second conversation evicts one of the two, deleting it upstream.
+async fn capacity_eviction_deletes_sessions_upstream(bed: &mut TestBed) {
+    let config = "[sessions]\nmax_capacity = 1\n";
+    fresh_gateway(bed, GatewayOptions::default().config(config)).await;
+    let (s, v) = bed.chat(ask(ECHO, "cap one")).await;
+    assert_eq!(reply_of(s, &v), "echo: cap one");
+    let (s, v) = bed.chat(ask(ECHO, "cap two")).await;
+    assert_eq!(reply_of(s, &v), "echo: cap two");
+    eventually(Duration::from_secs(6), || async {
+        upstream_ids(bed).await.len() <= 1
     })
     .await;
-    assert!(
-        gone,
-        "the idle pooled session {pooled} was not deleted upstream within 8 s of a 2 s TTL"
-    );
-
-    let waited = pinned_used.elapsed();
-    if waited < Duration::from_secs(4) {
-        tokio::time::sleep(Duration::from_secs(4) - waited).await;
-    }
-    assert!(
-        upstream_ids(&bed).await.contains(&p),
-        "the pinned session was evicted by the TTL"
-    );
-    let (s, v) = bed.get(&format!("/v1/sessions/{p}")).await;
-    assert_eq!(s, StatusCode::OK, "pinned session after the TTL: {v}");
-    let before = bed.mock.call_count();
-    let (s, v) = chat_as(&bed, None, Some(&p), &chat_body(vec![user("still here")])).await;
-    assert_eq!(reply_of(s, &v), "echo: still here");
-    let call = &new_calls(&bed, before, 1, "pinned after TTL")[0];
-    assert_eq!(
-        turns_of(call),
-        vec![
-            rt("user", "pin ttl"),
-            rt("assistant", "echo: pin ttl"),
-            rt("user", "still here")
-        ]
-    );
-
-    // Explicit sessions are capped per key (here 2): create and fork both count.
-    let (s, second) = bed.post("/v1/sessions", &json!({})).await;
-    assert_eq!(s, StatusCode::CREATED, "{second}");
-    let (s, v) = bed.post("/v1/sessions", &json!({})).await;
-    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
-    assert_eq!(v["error"]["code"], "too_many_sessions", "{v}");
-    let (s, v) = bed
-        .post(&format!("/v1/sessions/{p}/fork"), &json!({}))
-        .await;
-    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
-    let second = second["id"].as_str().unwrap().to_string();
-    let (s, v) = send(
-        &bed,
-        None,
-        Method::DELETE,
-        &format!("/v1/sessions/{second}"),
-        None,
-        None,
-    )
-    .await;
-    assert!(s.is_success(), "{v}");
-    let (s, v) = bed.post("/v1/sessions", &json!({})).await;
-    assert_eq!(
-        s,
-        StatusCode::CREATED,
-        "after a delete there is room again: {v}"
-    );
-}
-
-/// `max_capacity = 1`: a second conversation evicts one of the two, deleting it upstream.
-#[tokio::test(flavor = "multi_thread")]
-async fn capacity_eviction_deletes_sessions_upstream() {
-    let bed = TestBed::start_with(
-        OpenCodeOptions::default(),
-        GatewayOptions::default().config("[sessions]\nmax_capacity = 1\n"),
-    )
-    .await;
-    let (s, v) = bed.chat(chat_body(vec![user("cap one")])).await;
-    assert_eq!(reply_of(s, &v), "echo: cap one");
-    let (s, v) = bed.chat(chat_body(vec![user("cap two")])).await;
-    assert_eq!(reply_of(s, &v), "echo: cap two");
-    let deadline = Instant::now() + Duration::from_secs(6);
-    let mut left = upstream_ids(&bed).await;
-    while left.len() > 1 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        left = upstream_ids(&bed).await;
-    }
+    let left = upstream_ids(bed).await;
     assert!(
         left.len() <= 1,
         "with max_capacity = 1, at most one pooled session may remain upstream: {left:?}"
@@ -918,57 +493,42 @@ async fn capacity_eviction_deletes_sessions_upstream() {
 /// A remembered session that vanished upstream (deleted behind the gateway's back, or OpenCode
 /// restarted with fresh storage) is dropped transparently: the next turn runs in a new session
 /// seeded with the history, in one model call, and the conversation carries on from there.
-#[tokio::test(flavor = "multi_thread")]
-async fn vanished_session_falls_back_to_a_seeded_one() {
-    let bed = TestBed::start().await;
-    let (s, v) = bed.chat(chat_body(vec![user("gone one")])).await;
-    let r1 = reply_of(s, &v);
-    let ids = upstream_ids(&bed).await;
-    assert_eq!(ids.len(), 1, "{ids:?}");
-    let old = ids.iter().next().unwrap().clone();
-    let resp = bed
-        .opencode
-        .client()
-        .delete(format!("{}/session/{old}", bed.opencode.url()))
-        .send()
-        .await
-        .expect("delete upstream");
-    assert!(resp.status().is_success(), "{}", resp.status());
+async fn vanished_session_falls_back_to_a_seeded_one(bed: &mut TestBed) {
+    fresh_gateway(bed, GatewayOptions::default()).await;
+    let (old, r1) = first_turn(bed, None, "gone one").await;
+    bed.opencode.delete_session(&old).await;
 
-    let before = bed.mock.call_count();
-    let (s, v) = bed
-        .chat(chat_body(vec![
-            user("gone one"),
-            assistant(&r1),
-            user("gone two"),
-        ]))
-        .await;
+    // Turn 2 runs in a new session seeded with the earlier turns.
+    let turn2 = chat_body(
+        ECHO,
+        vec![user("gone one"), assistant(&r1), user("gone two")],
+    );
+    let ((s, v), call) = one_call(bed, "turn after the session vanished", bed.chat(turn2)).await;
     let r2 = reply_of(s, &v);
     assert!(r2.ends_with("gone two"), "{r2}");
-    let calls = new_calls(&bed, before, 1, "turn after the session vanished");
-    let seen = calls[0].to_string();
+    let seen = call.to_string();
     assert!(
         seen.contains(TRANSCRIPT_MARK) && seen.contains("gone one") && seen.contains(&r1),
         "the new session must be seeded with the earlier turns: {seen}"
     );
-    let ids = upstream_ids(&bed).await;
+    let ids = upstream_ids(bed).await;
     assert_eq!(ids.len(), 1, "{ids:?}");
     assert!(!ids.contains(&old));
 
     // Turn 3 continues the new session without a transcript.
-    let before = bed.mock.call_count();
-    let (s, v) = bed
-        .chat(chat_body(vec![
+    let turn3 = chat_body(
+        ECHO,
+        vec![
             user("gone one"),
             assistant(&r1),
             user("gone two"),
             assistant(&r2),
             user("gone three"),
-        ]))
-        .await;
+        ],
+    );
+    let ((s, v), call) = one_call(bed, "turn 3", bed.chat(turn3)).await;
     assert!(reply_of(s, &v).ends_with("gone three"));
-    let calls = new_calls(&bed, before, 1, "turn 3");
-    let turns = turns_of(&calls[0]);
+    let turns = turns_of(&call);
     assert_eq!(
         turns.last(),
         Some(&rt("user", "gone three")),
@@ -984,25 +544,384 @@ async fn vanished_session_falls_back_to_a_seeded_one() {
         "turn 3 continues the seeded session (seeded turn 2, its reply, the new message): {turns:?}"
     );
     assert_eq!(
-        upstream_ids(&bed).await,
+        upstream_ids(bed).await,
         ids,
         "turn 3 reuses the new session"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The session API: keys, explicit and pinned sessions
+// ---------------------------------------------------------------------------------------------
+
+const K1: Option<&str> = Some("k1");
+const K2: Option<&str> = Some("k2");
+
+/// The session API on one OpenCode: keys isolate pooled and explicit sessions, the session
+/// routes and pinned chats work, explicit sessions outlive the TTL (and are capped per key) and
+/// survive a gateway restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn session_api() {
+    let mut bed = TestBed::start().await;
+    let mut s = Scenarios::new();
+    scenario!(s, keys_isolate_sessions_and_session_api_works(&mut bed));
+    scenario!(s, ttl_evicts_pooled_sessions_but_not_pinned_ones(&mut bed));
+    scenario!(s, explicit_sessions_survive_a_gateway_restart(&mut bed));
+    s.finish(&bed.gateway.logs());
+}
+
+/// Different API keys never share a pooled session, even with identical histories. Then the
+/// session API (create, list, get, messages, fork, abort, delete; scoped to the key; unknown
+/// ids) and pinned sessions via `x-session-id` (only the last message sent, continuation, 409
+/// while busy).
+async fn keys_isolate_sessions_and_session_api_works(bed: &mut TestBed) {
+    fresh_gateway(bed, with_keys("k1,k2")).await;
+    let bed = &*bed;
+    pooled_sessions_are_per_key(bed).await;
+    let p = create_list_and_get(bed).await;
+    pinned_session_gets_only_the_last_message(bed, &p).await;
+    let f = messages_fork_and_abort(bed, &p).await;
+    another_key_gets_404_everywhere(bed, &p, &f).await;
+    unknown_ids_are_404(bed).await;
+    busy_pinned_session_is_409(bed).await;
+    delete_removes_it_from_api_and_upstream(bed, &p, &f).await;
+}
+
+/// Pool isolation by key: k2 sending k1's turn 2 gets its own session (it does not see k1's
+/// real messages); k1's own turn 2 continues k1's session.
+async fn pooled_sessions_are_per_key(bed: &TestBed) {
+    let (s1, r1) = first_turn(bed, K1, "hi one").await;
+
+    let turn2 = chat_body(ECHO, vec![user("hi one"), assistant(&r1), user("second")]);
+    let ((s, v), call) = one_call(bed, "k2 turn 2", chat_as(bed, K2, None, &turn2)).await;
+    let other = reply_of(s, &v);
+    assert!(other.ends_with("second"), "k2 reply: {other}");
+    let t = turns_of(&call);
+    assert!(
+        !t.iter().any(|(role, _)| role == "assistant"),
+        "k2 must not continue k1's session (it saw k1's real messages): {t:?}"
+    );
+    assert_eq!(
+        bed.opencode.messages(&s1).await.len(),
+        2,
+        "k1's session must be untouched by k2"
+    );
+    assert_eq!(upstream_ids(bed).await.len(), 2, "k2 needs its own session");
+
+    turn_two_continues(bed, K1, &r1, "k1's own turn 2").await;
+    assert_eq!(bed.opencode.messages(&s1).await.len(), 4);
+    assert_eq!(upstream_ids(bed).await.len(), 2);
+}
+
+/// `POST /v1/sessions` creates a session (201, `{id, object, created, title}`, upstream too);
+/// `GET /v1/sessions` lists it for its key only; `GET /v1/sessions/{id}` returns it.
+async fn create_list_and_get(bed: &TestBed) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (s, created) = call(bed, K1, Method::POST, "/v1/sessions").await;
+    assert_eq!(s, StatusCode::CREATED, "POST /v1/sessions: {created}");
+    let p = created["id"].as_str().expect("session id").to_string();
+    assert_eq!(created["object"], "session", "{created}");
+    let c = created["created"].as_u64().expect("created (unix seconds)");
+    assert!(c + 60 > now && c < now + 60, "created {c} vs now {now}");
+    assert!(created.get("title").is_some(), "title missing: {created}");
+    assert!(
+        upstream_ids(bed).await.contains(&p),
+        "the session must exist upstream"
+    );
+
+    let (s, list1) = call(bed, K1, Method::GET, "/v1/sessions").await;
+    assert_eq!(s, StatusCode::OK, "{list1}");
+    assert!(
+        listed_ids(&list1).contains(&p.as_str()),
+        "k1's list lacks {p}: {list1}"
+    );
+    let (s, list2) = call(bed, K2, Method::GET, "/v1/sessions").await;
+    assert_eq!(s, StatusCode::OK, "{list2}");
+    assert!(
+        !list2.to_string().contains(&p),
+        "k2's list shows k1's session: {list2}"
+    );
+
+    let (s, got) = call(bed, K1, Method::GET, &format!("/v1/sessions/{p}")).await;
+    assert_eq!(s, StatusCode::OK, "{got}");
+    assert_eq!(got["id"], p.as_str());
+    assert_eq!(got["object"], "session");
+    p
+}
+
+/// A chat pinned with `x-session-id` sends only its last message (the session holds the
+/// history); the next one continues the same session.
+async fn pinned_session_gets_only_the_last_message(bed: &TestBed, p: &str) {
+    let body = chat_body(
+        ECHO,
+        vec![user("ctx a"), assistant("ctx b"), user("pinned one")],
+    );
+    let ((s, v), call) = one_call(bed, "pinned turn 1", chat_as(bed, K1, Some(p), &body)).await;
+    assert_eq!(reply_of(s, &v), "echo: pinned one");
+    assert_eq!(
+        turns_of(&call),
+        vec![rt("user", "pinned one")],
+        "a pinned session gets only the last message"
+    );
+
+    let body = chat_body(ECHO, vec![user("whatever"), user("pinned two")]);
+    let ((s, v), call) = one_call(bed, "pinned turn 2", chat_as(bed, K1, Some(p), &body)).await;
+    assert_eq!(reply_of(s, &v), "echo: pinned two");
+    assert_eq!(
+        turns_of(&call),
+        vec![
+            rt("user", "pinned one"),
+            rt("assistant", "echo: pinned one"),
+            rt("user", "pinned two")
+        ]
+    );
+    assert_eq!(bed.opencode.messages(p).await.len(), 4);
+}
+
+/// `GET …/messages` gives the history in chat form; `POST …/fork` copies it into a new session
+/// of the same key; `POST …/abort` on an idle session is accepted. Returns the fork's id.
+async fn messages_fork_and_abort(bed: &TestBed, p: &str) -> String {
+    let (s, msgs) = call(bed, K1, Method::GET, &format!("/v1/sessions/{p}/messages")).await;
+    assert_eq!(s, StatusCode::OK, "{msgs}");
+    let expected_history = vec![
+        rt("user", "pinned one"),
+        rt("assistant", "echo: pinned one"),
+        rt("user", "pinned two"),
+        rt("assistant", "echo: pinned two"),
+    ];
+    assert_eq!(history_of(&msgs), expected_history);
+
+    let (s, forked) = call(bed, K1, Method::POST, &format!("/v1/sessions/{p}/fork")).await;
+    assert!(s.is_success(), "fork: {s} {forked}");
+    let f = forked["id"].as_str().expect("fork id").to_string();
+    assert_ne!(f, p);
+    assert_eq!(forked["object"], "session");
+    let (s, fmsgs) = call(bed, K1, Method::GET, &format!("/v1/sessions/{f}/messages")).await;
+    assert_eq!(s, StatusCode::OK, "{fmsgs}");
+    assert_eq!(
+        history_of(&fmsgs),
+        expected_history,
+        "a fork has the same history"
+    );
+    let (_, list1) = call(bed, K1, Method::GET, "/v1/sessions").await;
+    assert!(list1.to_string().contains(&f), "fork not listed: {list1}");
+
+    let (s, v) = call(bed, K1, Method::POST, &format!("/v1/sessions/{p}/abort")).await;
+    assert!(s.is_success(), "abort: {s} {v}");
+    f
+}
+
+/// Every session route of `id` (and a chat pinned to it) is a 404 for `key`.
+async fn assert_hidden_from(bed: &TestBed, key: Option<&str>, id: &str) {
+    for (method, path) in [
+        (Method::GET, format!("/v1/sessions/{id}")),
+        (Method::GET, format!("/v1/sessions/{id}/messages")),
+        (Method::POST, format!("/v1/sessions/{id}/fork")),
+        (Method::POST, format!("/v1/sessions/{id}/abort")),
+        (Method::DELETE, format!("/v1/sessions/{id}")),
+    ] {
+        let (s, v) = call(bed, key, method.clone(), &path).await;
+        assert_not_found(&format!("{key:?} {method} {path}"), s, &v);
+    }
+    let (s, v) = chat_as(bed, key, Some(id), &ask(ECHO, "intrude")).await;
+    assert_not_found(&format!("{key:?} chat with x-session-id {id}"), s, &v);
+}
+
+/// Another key gets 404 on every route of k1's session (and reaches no model); nothing changes
+/// for k1, and k2's list shows none of k1's sessions.
+async fn another_key_gets_404_everywhere(bed: &TestBed, p: &str, f: &str) {
+    let before = bed.mock.call_count();
+    assert_hidden_from(bed, K2, p).await;
+    assert_eq!(
+        bed.mock.call_count(),
+        before,
+        "k2's requests reached the model"
+    );
+    let (s, v) = call(bed, K1, Method::GET, &format!("/v1/sessions/{p}")).await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "k1 lost its session after k2's attempts: {v}"
+    );
+    assert_eq!(bed.opencode.messages(p).await.len(), 4);
+    let (_, list2) = call(bed, K2, Method::GET, "/v1/sessions").await;
+    assert!(
+        !list2.to_string().contains(p) && !list2.to_string().contains(f),
+        "k2's list shows k1's sessions: {list2}"
+    );
+}
+
+/// Unknown ids: 404 in OpenAI shape, on every route.
+async fn unknown_ids_are_404(bed: &TestBed) {
+    for id in ["nope", "ses_doesnotexist"] {
+        assert_hidden_from(bed, K1, id).await;
+    }
+}
+
+/// A busy pinned session refuses a second request with 409 (no model call for it), and is
+/// free again afterwards.
+async fn busy_pinned_session_is_409(bed: &TestBed) {
+    let (s, created) = call(bed, K1, Method::POST, "/v1/sessions").await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let busy = created["id"].as_str().unwrap().to_string();
+    let slow = "slow pinned [slow:400] [chunks:5]";
+    let before = bed.mock.call_count();
+    let slow_body = ask(ECHO, slow);
+    let first = chat_as(bed, K1, Some(&busy), &slow_body);
+    let second = async {
+        assert!(
+            bed.mock
+                .wait_for_calls(before + 1, Duration::from_secs(30))
+                .await,
+            "the first pinned request never reached the model"
+        );
+        let jumper = ask(ECHO, "queue jumper");
+        chat_as(bed, K1, Some(&busy), &jumper).await
+    };
+    let ((s1, v1), (s2, v2)) = tokio::join!(first, second);
+    assert_eq!(reply_of(s1, &v1), format!("echo: {slow}"));
+    assert_error(s2, &v2, 409, None, None, "second request on a busy session");
+    new_calls(bed, before, 1, "busy pinned session");
+    let after = ask(ECHO, "after busy");
+    let (s, v) = chat_as(bed, K1, Some(&busy), &after).await;
+    assert_eq!(reply_of(s, &v), "echo: after busy");
+}
+
+/// `DELETE /v1/sessions/{id}`: gone from the API (404, not listed) and upstream; its fork
+/// survives.
+async fn delete_removes_it_from_api_and_upstream(bed: &TestBed, p: &str, f: &str) {
+    let (s, v) = call(bed, K1, Method::DELETE, &format!("/v1/sessions/{p}")).await;
+    assert!(s.is_success(), "delete: {s} {v}");
+    let (s, v) = call(bed, K1, Method::GET, &format!("/v1/sessions/{p}")).await;
+    assert_not_found("GET after DELETE", s, &v);
+    let (s, v) = call(bed, K1, Method::GET, &format!("/v1/sessions/{p}/messages")).await;
+    assert_not_found("messages after DELETE", s, &v);
+    assert!(
+        !upstream_ids(bed).await.contains(p),
+        "deleted session still exists upstream"
+    );
+    let (_, list1) = call(bed, K1, Method::GET, "/v1/sessions").await;
+    assert!(
+        !list1.to_string().contains(p),
+        "deleted session listed: {list1}"
+    );
+    assert!(
+        list1.to_string().contains(f),
+        "the fork must survive: {list1}"
+    );
+}
+
+/// `ttl_secs = 2`: an idle pooled session is deleted upstream within seconds; a pinned one is
+/// never evicted and still holds its history. Explicit sessions are capped per key
+/// (`max_explicit_per_key = 2`).
+async fn ttl_evicts_pooled_sessions_but_not_pinned_ones(bed: &mut TestBed) {
+    let config = "[sessions]\nttl_secs = 2\nmax_explicit_per_key = 2\n";
+    fresh_gateway(bed, GatewayOptions::default().config(config)).await;
+    let p = idle_pooled_session_is_evicted(bed).await;
+    explicit_sessions_are_capped_per_key(bed, &p).await;
+}
+
+/// A pinned session used once and a pooled conversation: the pooled one is deleted upstream
+/// within 8 s of its 2 s TTL; 4 s on, the pinned one is still there (API and upstream) and
+/// continues its history. Returns the pinned session.
+async fn idle_pooled_session_is_evicted(bed: &TestBed) -> String {
+    let (s, created) = bed.post("/v1/sessions", &json!({})).await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let p = created["id"].as_str().unwrap().to_string();
+    let pin = ask(ECHO, "pin ttl");
+    let (s, v) = chat_as(bed, None, Some(&p), &pin).await;
+    assert_eq!(reply_of(s, &v), "echo: pin ttl");
+    let pinned_used = Instant::now();
+
+    let (s, v) = bed.chat(ask(ECHO, "hi ttl")).await;
+    assert_eq!(reply_of(s, &v), "echo: hi ttl");
+    let ids = upstream_ids(bed).await;
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let pooled = ids.iter().find(|i| **i != p).unwrap().clone();
+
+    let gone = eventually(Duration::from_secs(8), || async {
+        !upstream_ids(bed).await.contains(&pooled)
+    })
+    .await;
+    assert!(
+        gone,
+        "the idle pooled session {pooled} was not deleted upstream within 8 s of a 2 s TTL"
+    );
+
+    let waited = pinned_used.elapsed();
+    if waited < Duration::from_secs(4) {
+        tokio::time::sleep(Duration::from_secs(4) - waited).await;
+    }
+    assert!(
+        upstream_ids(bed).await.contains(&p),
+        "the pinned session was evicted by the TTL"
+    );
+    let (s, v) = bed.get(&format!("/v1/sessions/{p}")).await;
+    assert_eq!(s, StatusCode::OK, "pinned session after the TTL: {v}");
+    let again = ask(ECHO, "still here");
+    let ((s, v), call) = one_call(
+        bed,
+        "pinned after TTL",
+        chat_as(bed, None, Some(&p), &again),
+    )
+    .await;
+    assert_eq!(reply_of(s, &v), "echo: still here");
+    assert_eq!(
+        turns_of(&call),
+        vec![
+            rt("user", "pin ttl"),
+            rt("assistant", "echo: pin ttl"),
+            rt("user", "still here")
+        ]
+    );
+    p
+}
+
+/// With one explicit session `p` already held and a cap of 2: a second is created, a third is a
+/// 429 `too_many_sessions`, and so is a fork; after a delete there is room again.
+async fn explicit_sessions_are_capped_per_key(bed: &TestBed, p: &str) {
+    let (s, second) = bed.post("/v1/sessions", &json!({})).await;
+    assert_eq!(s, StatusCode::CREATED, "{second}");
+    let (s, v) = bed.post("/v1/sessions", &json!({})).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(v["error"]["code"], "too_many_sessions", "{v}");
+    let (s, v) = bed
+        .post(&format!("/v1/sessions/{p}/fork"), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    let second = second["id"].as_str().unwrap().to_string();
+    let (s, v) = call(bed, None, Method::DELETE, &format!("/v1/sessions/{second}")).await;
+    assert!(s.is_success(), "{v}");
+    let (s, v) = bed.post("/v1/sessions", &json!({})).await;
+    assert_eq!(
+        s,
+        StatusCode::CREATED,
+        "after a delete there is room again: {v}"
     );
 }
 
 /// Explicit sessions survive a gateway restart (ownership is recorded upstream, keyed by the
 /// API key itself, not its position in the key list): the owner still lists and uses them,
 /// another key still gets 404, while pooled sessions are deleted on shutdown as configured.
-#[tokio::test(flavor = "multi_thread")]
-async fn explicit_sessions_survive_a_gateway_restart() {
-    let mut bed = TestBed::start_with(
-        OpenCodeOptions::default(),
-        GatewayOptions::default().env("PORTATEK_API_KEYS", "k1,k2"),
-    )
-    .await;
+/// Aliases of an id are not the session, and an old session is listed behind many newer ones.
+async fn explicit_sessions_survive_a_gateway_restart(bed: &mut TestBed) {
+    fresh_gateway(bed, with_keys("k1,k2")).await;
+    let id = explicit_session_outlives_its_gateway(bed).await;
+    owner_keeps_it_after_the_restart(bed, &id).await;
+    aliases_of_the_id_are_404(bed, &id).await;
+    old_session_is_listed_behind_newer_ones(bed, &id).await;
+}
+
+/// An explicit session (its title shown without the owner tag) and a pooled conversation; on
+/// SIGTERM the pooled session is deleted and the explicit one kept; the gateway comes back with
+/// its keys in another order. Returns the explicit session.
+async fn explicit_session_outlives_its_gateway(bed: &mut TestBed) -> String {
     let (s, created) = send(
-        &bed,
-        Some("k1"),
+        bed,
+        K1,
         Method::POST,
         "/v1/sessions",
         Some(&json!({})),
@@ -1012,112 +931,77 @@ async fn explicit_sessions_survive_a_gateway_restart() {
     assert_eq!(s, StatusCode::CREATED, "{created}");
     let id = created["id"].as_str().unwrap().to_string();
     assert_eq!(
-        created["title"], "PorTaTek Gateway",
+        created["title"], TITLE,
         "the owner tag is not shown: {created}"
     );
-    let (s, v) = chat_as(
-        &bed,
-        Some("k1"),
-        Some(&id),
-        &chat_body(vec![user("before restart")]),
-    )
-    .await;
+    let before = ask(ECHO, "before restart");
+    let (s, v) = chat_as(bed, K1, Some(&id), &before).await;
     assert_eq!(reply_of(s, &v), "echo: before restart");
-    // A pooled conversation too, which shutdown deletes.
-    let (s, v) = chat_as(&bed, Some("k1"), None, &chat_body(vec![user("pooled")])).await;
+    let pooled = ask(ECHO, "pooled");
+    let (s, v) = chat_as(bed, K1, None, &pooled).await;
     assert_eq!(reply_of(s, &v), "echo: pooled");
-    assert_eq!(upstream_ids(&bed).await.len(), 2);
+    assert_eq!(upstream_ids(bed).await.len(), 2);
 
     let status = bed.gateway.terminate(Duration::from_secs(20)).await;
     assert!(status.is_some(), "gateway did not exit on SIGTERM");
     assert_eq!(
-        upstream_ids(&bed).await,
+        upstream_ids(bed).await,
         BTreeSet::from([id.clone()]),
         "shutdown deletes pooled sessions, keeps explicit ones"
     );
-    bed.gateway = Gateway::start_with(
-        &bed.opencode.url(),
-        GatewayOptions::default().env("PORTATEK_API_KEYS", "k2,k1"),
-    )
-    .await;
+    bed.gateway = Gateway::start_with(&bed.opencode.url(), with_keys("k2,k1")).await;
+    id
+}
 
-    let (s, list) = send(&bed, Some("k1"), Method::GET, "/v1/sessions", None, None).await;
+/// After the restart the owner lists and continues the session (its history intact); another
+/// key sees nothing of it.
+async fn owner_keeps_it_after_the_restart(bed: &TestBed, id: &str) {
+    let (s, list) = call(bed, K1, Method::GET, "/v1/sessions").await;
     assert_eq!(s, StatusCode::OK, "{list}");
-    let ids: Vec<&str> = list["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|s| s["id"].as_str())
-        .collect();
-    assert_eq!(ids, vec![id.as_str()], "{list}");
-    let (s, v) = send(&bed, Some("k2"), Method::GET, "/v1/sessions", None, None).await;
+    assert_eq!(listed_ids(&list), vec![id], "{list}");
+    let (s, v) = call(bed, K2, Method::GET, "/v1/sessions").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["data"], json!([]), "{v}");
-    let (s, v) = send(
-        &bed,
-        Some("k2"),
-        Method::GET,
-        &format!("/v1/sessions/{id}"),
-        None,
-        None,
-    )
-    .await;
+    let (s, v) = call(bed, K2, Method::GET, &format!("/v1/sessions/{id}")).await;
     assert_not_found("other key after restart", s, &v);
 
-    let before = bed.mock.call_count();
-    let (s, v) = chat_as(
-        &bed,
-        Some("k1"),
-        Some(&id),
-        &chat_body(vec![user("after restart")]),
-    )
-    .await;
+    let after = ask(ECHO, "after restart");
+    let what = "explicit session after restart";
+    let ((s, v), call) = one_call(bed, what, chat_as(bed, K1, Some(id), &after)).await;
     assert_eq!(reply_of(s, &v), "echo: after restart");
-    let call = &new_calls(&bed, before, 1, "explicit session after restart")[0];
     assert_eq!(
-        turns_of(call),
+        turns_of(&call),
         vec![
             rt("user", "before restart"),
             rt("assistant", "echo: before restart"),
             rt("user", "after restart")
         ]
     );
+}
 
-    // Aliases of the id (OpenCode is lenient with a trailing slash) are not the session: 404,
-    // so the one-request-at-a-time guard cannot be sidestepped.
+/// Aliases of the id (OpenCode is lenient with a trailing slash) are not the session: 404, so
+/// the one-request-at-a-time guard cannot be sidestepped.
+async fn aliases_of_the_id_are_404(bed: &TestBed, id: &str) {
     for alias in [format!("{id}/"), format!("{id}?x=1"), format!("{id}%2F")] {
-        let (s, v) = chat_as(
-            &bed,
-            Some("k1"),
-            Some(&alias),
-            &chat_body(vec![user("alias")]),
-        )
-        .await;
+        let body = ask(ECHO, "alias");
+        let (s, v) = chat_as(bed, K1, Some(&alias), &body).await;
         assert_not_found(&format!("x-session-id {alias}"), s, &v);
     }
-    let (s, v) = send(
-        &bed,
-        Some("k1"),
-        Method::GET,
-        &format!("/v1/sessions/{id}%2F"),
-        None,
-        None,
-    )
-    .await;
+    let (s, v) = call(bed, K1, Method::GET, &format!("/v1/sessions/{id}%2F")).await;
     assert_not_found("encoded alias in the path", s, &v);
+}
 
-    // OpenCode lists only its 100 newest sessions by default: an older explicit session must
-    // still be listed (and counted) when many other sessions exist.
+/// OpenCode lists only its 100 newest sessions by default: an older explicit session must
+/// still be listed (and counted) when many other sessions exist.
+async fn old_session_is_listed_behind_newer_ones(bed: &TestBed, id: &str) {
     for i in 0..110 {
         bed.opencode.create_session(&format!("noise {i}")).await;
     }
-    let (s, list) = send(&bed, Some("k1"), Method::GET, "/v1/sessions", None, None).await;
+    let (s, list) = call(bed, K1, Method::GET, "/v1/sessions").await;
     assert_eq!(s, StatusCode::OK, "{list}");
-    let ids: Vec<&str> = list["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|s| s["id"].as_str())
-        .collect();
-    assert_eq!(ids, vec![id.as_str()], "behind 110 newer sessions: {list}");
+    assert_eq!(
+        listed_ids(&list),
+        vec![id],
+        "behind 110 newer sessions: {list}"
+    );
 }

@@ -3,6 +3,7 @@
 //!
 //! Re-record the stream-adapter fixtures with
 //! `cargo test --test testbed_selftest -- --ignored record`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -12,6 +13,7 @@ use serde_json::{json, Value};
 use support::mock_model::{self, MockModel};
 use support::opencode::{event_session_id, OpenCode};
 use support::schema;
+use support::user;
 
 fn client() -> reqwest::Client {
     support::gateway::test_client()
@@ -26,10 +28,6 @@ async fn mock_chat(mock: &MockModel, body: Value) -> (reqwest::StatusCode, Strin
         .unwrap();
     let status = resp.status();
     (status, resp.text().await.unwrap())
-}
-
-fn user(text: &str) -> Value {
-    json!({"role": "user", "content": text})
 }
 
 /// (reasoning text, content text, finish_reason, usage) of a mock SSE stream.
@@ -60,6 +58,8 @@ fn assemble(payloads: &[String]) -> (String, String, Option<String>, Option<Valu
     (reasoning, content, finish, usage)
 }
 
+/// The SSE `data:` parser: comments and other fields ignored, multi-line data joined, CRLF and a
+/// trailing frame without a blank line handled.
 #[test]
 fn sse_parser() {
     let v = support::parse_sse_data(
@@ -68,6 +68,7 @@ fn sse_parser() {
     assert_eq!(v, vec!["a", "b", "{\"x\":1}\ny", "[DONE]"]);
 }
 
+/// The mock model's chunking loses nothing and makes the asked number of chunks.
 #[test]
 fn chunk_splitting_is_lossless() {
     for text in [
@@ -87,6 +88,8 @@ fn chunk_splitting_is_lossless() {
     assert_eq!(mock_model::split_chunks("echo: a b c d", None).len(), 3);
 }
 
+/// The mock model without streaming: a schema-valid echo of the last user message with fixed
+/// usage, the `[count]` and `[length]` markers, request recording, and its model list.
 #[tokio::test]
 async fn mock_model_non_streaming() {
     let mock = MockModel::start().await;
@@ -140,6 +143,7 @@ async fn mock_model_non_streaming() {
     assert_eq!(models["data"].as_array().unwrap().len(), 3);
 }
 
+/// Dropping the mock model closes its keep-alive connections too: "down" really means down.
 #[tokio::test]
 async fn mock_model_drop_closes_keepalive_connections() {
     let mock = MockModel::start().await;
@@ -152,6 +156,8 @@ async fn mock_model_drop_closes_keepalive_connections() {
     assert!(c.get(&url).send().await.is_err());
 }
 
+/// The mock model's streams: plain, with reasoning/chunks/slow/length markers, `[fail]` (500)
+/// and `[hang]` (headers, then nothing).
 #[tokio::test]
 async fn mock_model_streaming_modes() {
     let mock = MockModel::start().await;
@@ -233,6 +239,8 @@ async fn mock_model_streaming_modes() {
     assert_eq!(mock.call_count(), 4);
 }
 
+/// The OpenAI schema check accepts valid chunks, completions, model lists and errors, and
+/// rejects broken ones.
 #[test]
 fn schema_accepts_good_and_rejects_bad() {
     let good_chunk = json!({
@@ -307,6 +315,9 @@ fn schema_accepts_good_and_rejects_bad() {
     ));
 }
 
+/// A real OpenCode in front of the mock model: healthy at the pinned version, lists the mock
+/// models with their capabilities, answers a prompt in one model call, and sends the model what
+/// the gateway relies on (streaming with usage, no tools).
 #[tokio::test]
 async fn opencode_lists_mock_models_and_answers() {
     let mock = MockModel::start().await;
@@ -387,6 +398,8 @@ async fn opencode_lists_mock_models_and_answers() {
     );
 }
 
+/// A password-protected OpenCode wants basic auth (the bed's client has it); after a kill and a
+/// restart it is back on the same port with its sessions.
 #[tokio::test]
 async fn opencode_password_and_restart() {
     let mock = MockModel::start().await;
@@ -523,6 +536,7 @@ async fn record_one(
     out
 }
 
+/// Re-records the adapter fixtures (`tests/fixtures/events/*.jsonl`) from a real OpenCode.
 #[tokio::test]
 #[ignore = "re-records tests/fixtures/events/*.jsonl (slow)"]
 async fn record_event_fixtures() {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -12,8 +12,10 @@ use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use super::api::read_json;
 use super::mock_model::MockModel;
 use super::opencode::{set_pdeathsig, tail_file, OpenCode, OpenCodeOptions};
+use super::sse::{check_ok_stream, is_event_stream, read_payloads, SseReader, Streamed};
 
 pub const GATEWAY_BIN: &str = env!("CARGO_BIN_EXE_portatek-gateway");
 pub const READY_PREFIX: &str = "portatek-gateway listening on ";
@@ -27,6 +29,9 @@ pub const GATEWAY_ENV_VARS: &[&str] = &[
     "OPENCODE_SERVER_USERNAME",
     "PORTATEK_CONFIG",
 ];
+
+/// Upper bound for waiting on any single SSE frame (so a broken gateway fails instead of hanging).
+pub const FRAME_WAIT: Duration = Duration::from_secs(30);
 
 /// URL used for `--opencode-url` by [`Gateway::run_expect_exit`] (nothing listens there).
 pub const UNUSED_OPENCODE_URL: &str = "http://127.0.0.1:9";
@@ -215,6 +220,7 @@ impl Gateway {
     pub async fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
         if let Some(pid) = self.child.id() {
             // SAFETY: plain kill(2) on our own child's pid.
+            #[allow(unsafe_code)]
             unsafe {
                 libc::kill(pid as libc::pid_t, libc::SIGTERM);
             }
@@ -350,18 +356,34 @@ impl TestBed {
     /// For a non-SSE answer (e.g. an error), the single element is the whole body.
     pub async fn chat_stream(&self, body: Value) -> (StatusCode, Vec<String>) {
         let resp = self.chat_raw(body).await;
-        let status = resp.status();
-        let is_sse = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        let text = resp.text().await.expect("read stream body");
-        if is_sse {
-            (status, super::parse_sse_data(&text))
-        } else {
-            (status, vec![text])
-        }
+        let (status, _, payloads) = read_payloads(resp, FRAME_WAIT).await;
+        (status, payloads)
+    }
+
+    /// Starts a streaming chat and returns the reader of its 200 `text/event-stream` answer
+    /// (frame times count from the request).
+    pub async fn open_stream(&self, body: Value) -> SseReader {
+        let started = Instant::now();
+        let resp = self.chat_raw(body).await;
+        assert_eq!(
+            resp.status(),
+            200,
+            "streaming request answered {}",
+            resp.status()
+        );
+        assert!(
+            is_event_stream(resp.headers()),
+            "content-type is {:?}, not text/event-stream",
+            resp.headers().get(reqwest::header::CONTENT_TYPE)
+        );
+        SseReader::since(resp, started)
+    }
+
+    /// Reads a streaming chat to its end, checked for OpenAI conformance ([`check_ok_stream`]).
+    pub async fn read_ok_stream(&self, body: Value) -> Streamed {
+        let model = body["model"].as_str().unwrap().to_string();
+        let frames = self.open_stream(body).await.rest(FRAME_WAIT).await;
+        check_ok_stream(frames, &model)
     }
 }
 
@@ -372,16 +394,4 @@ pub fn test_client() -> reqwest::Client {
         .timeout(Duration::from_secs(120))
         .build()
         .unwrap()
-}
-
-/// Status and body of a response: JSON, a JSON string for a non-JSON body, `null` when empty.
-pub async fn read_json(resp: reqwest::Response) -> (StatusCode, Value) {
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    let v = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    (status, v)
 }

@@ -1,31 +1,54 @@
-//! Integration-test bed: a scripted model server, a real `opencode serve`, the gateway binary,
-//! and OpenAI schema validation. Use from an integration test file with `mod support;`.
+//! The integration-test bed: a scripted model server ([`mock_model`]), a real `opencode serve`
+//! ([`opencode`]), the gateway binary ([`gateway`]), a fault-injecting fake OpenCode
+//! ([`fake_opencode`]), the router in-process ([`in_process`]), client helpers ([`api`], [`sse`]),
+//! OpenAI schema validation ([`schema`]) and shared-bed scenarios ([`scenarios`]).
+//! Use from an integration test file with `mod support;`.
 #![allow(dead_code, unused_imports)]
 
+pub mod api;
+pub mod fake_opencode;
 pub mod gateway;
+pub mod in_process;
 pub mod mock_model;
 pub mod opencode;
+pub mod scenarios;
 pub mod schema;
+pub mod sse;
 
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+pub use api::{
+    ask, assert_error, assistant, chat_body, content, reply_of, streaming, system, user,
+};
+pub use fake_opencode::FakeOpenCode;
 pub use gateway::{Gateway, GatewayOptions, TestBed};
 pub use mock_model::MockModel;
 pub use opencode::{OpenCode, OpenCodeOptions};
+pub use scenarios::Scenarios;
+pub use sse::parse_sse_data;
 
-/// The `data:` payloads of an SSE text, in order (multi-line data joined with `\n`; comments,
-/// `event:`/`id:`/`retry:` lines ignored; a trailing frame without a blank line is included).
-pub fn parse_sse_data(text: &str) -> Vec<String> {
-    let text = text.replace("\r\n", "\n").replace('\r', "\n");
-    let mut out = Vec::new();
-    for frame in text.split("\n\n") {
-        let mut data: Vec<&str> = Vec::new();
-        for line in frame.lines() {
-            if let Some(rest) = line.strip_prefix("data:") {
-                data.push(rest.strip_prefix(' ').unwrap_or(rest));
-            }
+/// The mock provider's text model, as the gateway exposes it (`provider/model`).
+pub const ECHO: &str = "mock/echo";
+/// The mock provider's image-input model.
+pub const VISION: &str = "mock/vision";
+/// The mock provider's reasoning model.
+pub const THINKER: &str = "mock/thinker";
+
+/// Polls `cond` every 50 ms until it holds or `within` passes; returns whether it held.
+pub async fn eventually<F, Fut>(within: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if cond().await {
+            return true;
         }
-        if !data.is_empty() {
-            out.push(data.join("\n"));
+        if Instant::now() >= deadline {
+            return false;
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    out
 }

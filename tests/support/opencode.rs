@@ -7,11 +7,12 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
+
+use super::sse::SseReader;
 
 /// The pinned OpenCode version (from `/OPENCODE_VERSION`, the single place the pin lives).
 pub fn opencode_version() -> &'static str {
@@ -98,6 +99,7 @@ pub fn free_port() -> u16 {
 /// Make the child die with SIGKILL when the spawning thread/process goes away.
 pub(crate) fn set_pdeathsig(cmd: &mut Command) {
     // SAFETY: prctl is async-signal-safe; nothing else happens between fork and exec.
+    #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
@@ -416,6 +418,74 @@ impl OpenCode {
         }
     }
 
+    /// `DELETE /session/:id`, panicking unless it succeeds.
+    pub async fn delete_session(&self, id: &str) {
+        let resp = self
+            .client
+            .delete(format!("{}/session/{id}", self.url()))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("DELETE /session/{id}: {e}"));
+        assert!(
+            resp.status().is_success(),
+            "DELETE /session/{id} -> {}",
+            resp.status()
+        );
+    }
+
+    /// Deletes every session `GET /session` lists.
+    pub async fn delete_all_sessions(&self) {
+        for id in self.session_ids().await {
+            self.delete_session(&id).await;
+        }
+    }
+
+    /// Ids of every session `GET /session` lists.
+    pub async fn session_ids(&self) -> std::collections::BTreeSet<String> {
+        self.sessions()
+            .await
+            .iter()
+            .map(|s| s["id"].as_str().expect("session id").to_string())
+            .collect()
+    }
+
+    /// Ids of the sessions whose title starts with `prefix` (each gateway of a bed shared by
+    /// several gateways gets its own `prompt.session_title`).
+    pub async fn session_ids_titled(&self, prefix: &str) -> std::collections::BTreeSet<String> {
+        self.sessions()
+            .await
+            .iter()
+            .filter(|s| s["title"].as_str().is_some_and(|t| t.starts_with(prefix)))
+            .map(|s| s["id"].as_str().expect("session id").to_string())
+            .collect()
+    }
+
+    /// Sessions OpenCode reports as busy or retrying.
+    pub async fn busy_sessions(&self) -> Vec<(String, Value)> {
+        self.session_status()
+            .await
+            .into_iter()
+            .filter(|(_, v)| matches!(v["type"].as_str(), Some("busy") | Some("retry")))
+            .collect()
+    }
+
+    /// Polls until no session is busy or retrying: how long it took, or the busy ones after
+    /// `within`.
+    pub async fn wait_not_busy(&self, within: Duration) -> Result<Duration, Vec<(String, Value)>> {
+        let start = Instant::now();
+        loop {
+            let busy = self.busy_sessions().await;
+            if busy.is_empty() {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() >= within {
+                return Err(busy);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `GET /session/status` → `{sessionID: {"type": "busy"|"retry"|"idle", ...}}`.
     pub async fn session_status(&self) -> serde_json::Map<String, Value> {
         match self.get_json("/session/status").await {
@@ -451,19 +521,11 @@ impl OpenCode {
         );
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
-            let mut body = resp.bytes_stream();
-            let mut buf = String::new();
-            while let Some(Ok(bytes)) = body.next().await {
-                buf.push_str(&String::from_utf8_lossy(&bytes));
-                buf = buf.replace("\r\n", "\n");
-                while let Some(pos) = buf.find("\n\n") {
-                    let frame: String = buf.drain(..pos + 2).collect();
-                    for data in super::parse_sse_data(&frame) {
-                        if let Ok(v) = serde_json::from_str::<Value>(&data) {
-                            if tx.send(v).is_err() {
-                                return;
-                            }
-                        }
+            let mut reader = SseReader::new(resp);
+            while let Some(frame) = reader.next_frame().await {
+                if let Some(v) = frame.json() {
+                    if tx.send(v).is_err() {
+                        return;
                     }
                 }
             }
