@@ -68,14 +68,65 @@ async fn n_above_one_is_400() {
     assert_rejected(body, "n").await;
 }
 
-/// Function calling is not supported: `tools` is a 400 naming `tools`.
+/// A tool without a name: 400 naming it.
 #[tokio::test]
-async fn tools_are_400() {
+async fn tool_without_a_name_is_400() {
     let mut body = ask(ECHO, "hi");
-    body["tools"] = json!([
-        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
-    ]);
-    assert_rejected(body, "tools").await;
+    body["tools"] = json!([{"type": "function", "function": {"parameters": {"type": "object"}}}]);
+    assert_rejected(body, "tools[0].function.name").await;
+}
+
+/// Tool `parameters` that are not an object schema: 400 naming them.
+#[tokio::test]
+async fn tool_parameters_that_are_not_an_object_schema_are_400() {
+    let mut body = ask(ECHO, "hi");
+    body["tools"] =
+        json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]);
+    assert_rejected(body, "tools[0].function.parameters").await;
+}
+
+/// `tool_choice` naming a function that is not in `tools`: 400 naming `tool_choice`.
+#[tokio::test]
+async fn tool_choice_naming_an_unknown_tool_is_400() {
+    let mut body = ask(ECHO, "hi");
+    body["tools"] = json!([{"type": "function", "function": {"name": "f"}}]);
+    body["tool_choice"] = json!({"type": "function", "function": {"name": "g"}});
+    assert_rejected(body, "tool_choice").await;
+}
+
+/// A `tool` message answering no earlier call: 400 naming its `tool_call_id`.
+#[tokio::test]
+async fn tool_result_for_no_call_is_400() {
+    let body = chat_body(
+        ECHO,
+        vec![
+            user("hi"),
+            json!({"role": "tool", "tool_call_id": "call_nowhere", "content": "42"}),
+        ],
+    );
+    assert_rejected(body, "messages[1].tool_call_id").await;
+}
+
+/// A `response_format` schema that does not compile: 400 naming it.
+#[tokio::test]
+async fn invalid_response_format_schema_is_400() {
+    let mut body = ask(ECHO, "hi");
+    body["response_format"] = json!({"type": "json_schema",
+        "json_schema": {"name": "s", "schema": {"type": "no-such-type"}}});
+    assert_rejected(body, "response_format.json_schema.schema").await;
+}
+
+/// A malformed image data URL (a space after the comma) is refused up front, not after a
+/// failed upstream call: 400 naming it.
+#[tokio::test]
+async fn malformed_image_data_url_is_400() {
+    let body = chat_body(
+        VISION,
+        vec![json!({"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": format!("data:image/png;base64, {PNG_B64}")}}
+        ]})],
+    );
+    assert_rejected(body, "messages[0].content[0].image_url.url").await;
 }
 
 /// `stream` must be a boolean: `"yes"` is a 400 naming `stream`.
