@@ -81,12 +81,12 @@ impl AppState {
         let tools = ClientTools::new(client.clone(), &config);
         tools.spawn_watch(hub.watch_connected(), shutdown.child_token());
         Ok(AppState {
-            rate_limits: RateLimits::new(&config.rate_limits),
+            rate_limits: RateLimits::with_keys(&config.rate_limits, &config.auth),
             responses,
             tools,
             hard_stop: CancellationToken::new(),
             live_runs: TaskTracker::new(),
-            keys: Keys::new(config.auth.api_keys.clone()),
+            keys: Keys::new(&config.auth),
             config: Arc::new(config),
             client,
             hub,

@@ -30,6 +30,9 @@ pub enum ApiError {
     /// 401: missing or wrong API key.
     #[error("{0}")]
     Unauthorized(String),
+    /// 403: the key may not do this (its role or scope).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// 404: the model does not exist or is not exposed.
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     ModelNotFound(String),
@@ -140,6 +143,7 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
             ApiError::ModelNotFound(_) | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -161,6 +165,7 @@ impl ApiError {
             ApiError::Unavailable(_) => "service_unavailable",
             ApiError::UpstreamTimeout(_) => "timeout",
             ApiError::Internal(_) => "server_error",
+            ApiError::PermissionDenied(_) => "permission_error",
             _ => "invalid_request_error",
         }
     }
@@ -170,6 +175,7 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest { code, .. } => *code,
             ApiError::Unauthorized(_) => Some("invalid_api_key"),
+            ApiError::PermissionDenied(_) => Some("permission_denied"),
             ApiError::ModelNotFound(_) => Some("model_not_found"),
             ApiError::NotFound { code, .. }
             | ApiError::TooManyRequests { code, .. }

@@ -174,6 +174,36 @@ impl RateLimits {
         }
     }
 
+    /// Limits from the config: defaults for every key, overrides by key id from
+    /// `[[rate_limits.keys]]` and from the limits of `[[auth.keys]]` entries.
+    pub fn with_keys(config: &RateLimitsConfig, auth: &crate::config::AuthConfig) -> RateLimits {
+        let mut limits = Self::new(config);
+        let d = limits.defaults;
+        let mut overrides = (*limits.overrides).clone();
+        for k in &auth.keys {
+            let own = k.requests_per_minute.is_some()
+                || k.tokens_per_minute.is_some()
+                || k.concurrent_runs.is_some();
+            let id = match (&k.key, &k.key_sha256) {
+                (Some(key), _) => Some(ClientId::of_key(key)),
+                (None, Some(hex)) => {
+                    crate::auth::parse_digest(hex).map(|d| ClientId::of_digest(&d))
+                }
+                _ => None,
+            };
+            if let (Some(id), true) = (id, own) {
+                let key_limits = KeyLimits {
+                    requests_per_minute: k.requests_per_minute.unwrap_or(d.requests_per_minute),
+                    tokens_per_minute: k.tokens_per_minute.unwrap_or(d.tokens_per_minute),
+                    concurrent_runs: k.concurrent_runs.unwrap_or(d.concurrent_runs),
+                };
+                overrides.insert(id.0.to_string(), key_limits);
+            }
+        }
+        limits.overrides = Arc::new(overrides);
+        limits
+    }
+
     fn key(&self, client: &ClientId) -> Arc<KeyState> {
         let mut keys = lock(&self.keys);
         keys.entry(client.clone())

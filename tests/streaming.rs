@@ -63,17 +63,22 @@ struct ConnLog {
 }
 
 impl ConnLog {
-    /// Request lines starting with `GET /event` (`/event` or `/event?…`, not `/events`).
+    /// Request lines of an event subscription: `GET /global/event` or `GET /event` (with or
+    /// without a query, not `/events`).
     fn event_requests(&self) -> usize {
-        let pat = b"GET /event";
         let s = &self.sent;
-        (0..s.len())
-            .filter(|&i| {
-                s[i..].starts_with(pat)
-                    && (i == 0 || s[..i].ends_with(b"\r\n"))
-                    && matches!(s.get(i + pat.len()), Some(b' ') | Some(b'?'))
+        [b"GET /event".as_slice(), b"GET /global/event".as_slice()]
+            .iter()
+            .map(|pat| {
+                (0..s.len())
+                    .filter(|&i| {
+                        s[i..].starts_with(pat)
+                            && (i == 0 || s[..i].ends_with(b"\r\n"))
+                            && matches!(s.get(i + pat.len()), Some(b' ') | Some(b'?'))
+                    })
+                    .count()
             })
-            .count()
+            .sum()
     }
 }
 

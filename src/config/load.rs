@@ -192,7 +192,34 @@ impl Config {
         if self.auth.api_keys.iter().any(|k| k.trim().is_empty()) {
             return Err(invalid("auth.api_keys", "keys must not be empty"));
         }
-        if self.auth.api_keys.is_empty() && !self.auth.disabled && !self.listen.ip().is_loopback() {
+        let mut names = std::collections::HashSet::new();
+        for (i, k) in self.auth.keys.iter().enumerate() {
+            let at = format!("auth.keys[{i}]");
+            if k.name.trim().is_empty() || !names.insert(k.name.as_str()) {
+                return Err(invalid(
+                    &format!("{at}.name"),
+                    "each key needs a unique, non-empty name",
+                ));
+            }
+            match (&k.key, &k.key_sha256) {
+                (Some(key), None) if !key.trim().is_empty() => {}
+                (None, Some(hex)) if crate::auth::parse_digest(hex).is_some() => {}
+                (None, Some(_)) => {
+                    return Err(invalid(
+                        &format!("{at}.key_sha256"),
+                        "must be 64 hex digits",
+                    ))
+                }
+                _ => {
+                    return Err(invalid(
+                        &format!("{at}.key"),
+                        "give exactly one of `key` and `key_sha256`",
+                    ))
+                }
+            }
+        }
+        let no_keys = self.auth.api_keys.is_empty() && self.auth.keys.is_empty();
+        if no_keys && !self.auth.disabled && !self.listen.ip().is_loopback() {
             return Err(invalid(
                 "auth.api_keys",
                 format!(

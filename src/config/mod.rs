@@ -152,14 +152,57 @@ pub struct OpenCodeConfig {
     pub retry_attempts: u32,
 }
 
-/// `[auth]`: bearer API keys for clients.
+/// `[auth]`: bearer API keys.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Accepted client keys (env `PORTATEK_API_KEYS`, comma-separated).
+    /// Accepted client keys (env `PORTATEK_API_KEYS`, comma-separated): role `client`.
     pub api_keys: Vec<String>,
     /// Must be `true` to run without keys on a non-loopback address.
     pub disabled: bool,
+    /// Keys with a name, a role and a scope (`[[auth.keys]]`).
+    pub keys: Vec<KeyConfig>,
+}
+
+/// A key's role.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyRole {
+    /// Its own sessions and responses only.
+    #[default]
+    Client,
+    /// Everything, admin routes included.
+    Admin,
+}
+
+/// `[[auth.keys]]`: one key with its name, role and scope.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Shown in logs and audit lines (never the key).
+    pub name: String,
+    /// The key itself…
+    pub key: Option<String>,
+    /// …or its SHA-256 in hex (`printf %s "$KEY" | sha256sum`), so the file holds no secret.
+    pub key_sha256: Option<String>,
+    /// `client` (default) or `admin`.
+    pub role: KeyRole,
+    /// Agents it may select per request (empty: only its default).
+    pub agents: Vec<String>,
+    /// Project directories it may select per request (empty: only its default).
+    pub directories: Vec<String>,
+    /// Whether its runs may use OpenCode's own tools (unset: `prompt.tools_enabled`).
+    pub tools: Option<bool>,
+    /// Agent when a request names none (unset: `prompt.agent`).
+    pub default_agent: Option<String>,
+    /// Directory when a request names none (unset: `opencode.directory`).
+    pub default_directory: Option<String>,
+    /// Its own requests per minute (unset: `rate_limits`).
+    pub requests_per_minute: Option<u32>,
+    /// Its own tokens per minute.
+    pub tokens_per_minute: Option<u64>,
+    /// Its own runs at once.
+    pub concurrent_runs: Option<u32>,
 }
 
 /// `[models]`: the catalog exposed at `/v1/models`.
@@ -335,6 +378,12 @@ impl Config {
             mask(p);
         }
         shown.auth.api_keys.iter_mut().for_each(mask);
+        shown
+            .auth
+            .keys
+            .iter_mut()
+            .filter_map(|k| k.key.as_mut())
+            .for_each(mask);
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }
 }

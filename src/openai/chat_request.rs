@@ -132,6 +132,9 @@ pub struct ChatRequest {
     pub parallel_tool_calls: bool,
     /// The shape of the answer.
     pub response_format: ResponseFormat,
+    /// `metadata` (string values): `opencode_agent` / `opencode_directory` select the agent and
+    /// directory for clients that cannot set headers.
+    pub metadata: Option<Map<String, Value>>,
 }
 
 impl ChatRequest {
@@ -151,6 +154,13 @@ impl ChatRequest {
         let tool_choice = parse_tool_choice(&f, &tools)?;
         let parallel_tool_calls = f.bool("parallel_tool_calls")?.unwrap_or(true);
         let response_format = parse_response_format(&f)?;
+        let metadata = f.object("metadata")?.cloned();
+        if let Some((k, _)) = metadata.iter().flatten().find(|(_, v)| !v.is_string()) {
+            return Err(bad(
+                "`metadata` values must be strings.",
+                format!("metadata.{k}"),
+            ));
+        }
         // Accepted and ignored (OpenCode does not take them per prompt), but type-checked.
         for key in [
             "temperature",
@@ -183,6 +193,7 @@ impl ChatRequest {
             tool_choice,
             parallel_tool_calls,
             response_format,
+            metadata,
         })
     }
 

@@ -19,8 +19,8 @@ use crate::config::OpenCodeConfig;
 
 pub use error::{error_message, public_message, upstream_message, UpstreamError};
 pub use types::{
-    Capabilities, Event, Health, InputCapabilities, ModelRef, PartInput, PromptBody, Provider,
-    ProviderModel, Providers, Session, ToolSwitches,
+    is_sync_frame, Capabilities, Event, Frame, Health, InputCapabilities, ModelRef, PartInput,
+    PromptBody, Provider, ProviderModel, Providers, Session, ToolSwitches,
 };
 
 /// A cheap-to-clone client for one OpenCode server.
@@ -63,6 +63,16 @@ impl OpenCodeClient {
             timeout: config.request_timeout,
             retry_attempts: config.retry_attempts.max(1),
         })
+    }
+
+    /// The same client for project directory `dir` (sent as `x-opencode-directory`; `None`
+    /// keeps the configured one).
+    pub fn in_directory(&self, dir: Option<&str>) -> OpenCodeClient {
+        let mut scoped = self.clone();
+        if let Some(dir) = dir {
+            scoped.directory = Some(dir.to_string());
+        }
+        scoped
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -403,7 +413,9 @@ impl OpenCodeClient {
         Ok(())
     }
 
-    /// Opens `GET /event` and yields its events until the connection ends.
+    /// Opens OpenCode's event stream and yields its events until the connection ends: `GET
+    /// /global/event` (every project directory; its frames are unwrapped), or `GET /event` (the
+    /// server's own directory) on a server without it.
     ///
     /// Only the connect and the response headers are bounded (by `headers_within`); the body is a
     /// long-lived stream whose liveness the caller watches (OpenCode sends a heartbeat every 10 s).
@@ -413,20 +425,26 @@ impl OpenCodeClient {
     ) -> Result<impl Stream<Item = Result<Event, UpstreamError>> + Send + 'static, UpstreamError>
     {
         use eventsource_stream::Eventsource;
-        let rb = self
-            .request(Method::GET, "event")
-            .header("accept", "text/event-stream");
-        let resp = tokio::time::timeout(headers_within, self.send("subscribe to events", rb))
-            .await
-            .map_err(|_| UpstreamError::Timeout("subscribe to events".into()))??;
+        let subscribe = |path: &str| {
+            let rb = self
+                .request(Method::GET, path)
+                .header("accept", "text/event-stream");
+            tokio::time::timeout(headers_within, self.send("subscribe to events", rb))
+        };
+        let resp = match subscribe("global/event").await {
+            Ok(Err(UpstreamError::NotFound(_))) => subscribe("event").await,
+            other => other,
+        }
+        .map_err(|_| UpstreamError::Timeout("subscribe to events".into()))??;
         Ok(resp
             .bytes_stream()
             .eventsource()
             .filter_map(|item| async move {
                 match item {
-                    Ok(ev) if ev.data.trim().is_empty() => None,
+                    Ok(ev) if ev.data.trim().is_empty() || is_sync_frame(&ev.data) => None,
                     Ok(ev) => Some(
-                        serde_json::from_str::<Event>(&ev.data)
+                        serde_json::from_str::<Frame>(&ev.data)
+                            .map(Frame::into_event)
                             .map_err(|e| UpstreamError::Decode(format!("event: {e}"))),
                     ),
                     Err(e) => Some(Err(UpstreamError::Unreachable(format!(

@@ -209,6 +209,37 @@ pub struct Event {
     pub properties: Value,
 }
 
+/// A frame of `GET /global/event` (`{directory, payload: Event}`) or of `GET /event` (the
+/// event itself).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Frame {
+    /// `/global/event`.
+    Global {
+        /// The event.
+        payload: Event,
+    },
+    /// `/event`.
+    Bare(Event),
+}
+
+impl Frame {
+    /// The event inside.
+    pub fn into_event(self) -> Event {
+        match self {
+            Frame::Global { payload } | Frame::Bare(payload) => payload,
+        }
+    }
+}
+
+/// Whether a raw frame is one of `/global/event`'s `sync` frames (a replication copy of an
+/// event already delivered): skipped before it is parsed.
+pub fn is_sync_frame(data: &str) -> bool {
+    data.get(..200)
+        .unwrap_or(data)
+        .contains(r#""payload":{"type":"sync""#)
+}
+
 impl Event {
     /// The session the event belongs to, wherever the payload keeps it.
     pub fn session_id(&self) -> Option<&str> {

@@ -19,9 +19,10 @@ pub mod store;
 use serde_json::{Map, Value};
 
 use crate::app::AppState;
-use crate::auth::ClientId;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::openai::{ResponseObject, ResponseStatus, ResponsesRequest};
+use crate::run::placement::{self, Requested};
 use crate::run::{self, Conversation, Run, RunRequest, Target};
 use crate::tools::ParkKey;
 use builder::Builder;
@@ -78,10 +79,14 @@ fn snapshot(id: String, req: &ResponsesRequest) -> ResponseObject {
 /// Starts (or resumes) the run of a `POST /v1/responses`.
 pub async fn start(
     state: &AppState,
-    client: &ClientId,
+    caller: &Caller,
     req: &ResponsesRequest,
+    requested: Requested,
 ) -> Result<Started, ApiError> {
-    let run_req = RunRequest::from(req);
+    let client = &caller.id;
+    let mut run_req = RunRequest::from(req);
+    run_req.requested = requested;
+    let placement = placement::resolve(&state.config, caller, &run_req.requested)?;
     let store = &state.responses;
     let (run, id, resumed) = match (&req.previous_response_id, req.store) {
         (Some(_), false) => {
@@ -91,7 +96,7 @@ pub async fn start(
             ))
         }
         (Some(previous), true) => {
-            let conversation = Conversation::continuing(client, &run_req);
+            let conversation = Conversation::continuing(client, &run_req, &placement);
             let key = ParkKey::Response(previous.clone());
             match conversation.answers_tools().then(|| run::resume(state, &key, conversation.clone())).flatten() {
                 Some(resumed) => {
@@ -101,28 +106,28 @@ pub async fn start(
                 }
                 None => {
                     // The stored chain must name it (a 404 for an unknown or foreign id).
-                    let lease = store.continue_from(client, previous).await?;
+                    let lease = store.continue_from(caller, previous).await?;
                     let id = store::new_id(&lease.session_id);
                     let target = Target::Leased {
                         lease: Box::new(lease),
                         park: ParkKey::Response(id.clone()),
                     };
-                    (run::start(state, conversation, target, &run_req).await?, id, false)
+                    (run::start(state, caller, conversation, target, &run_req).await?, id, false)
                 }
             }
         }
         (None, true) => {
-            let lease = store.open(client).await?;
+            let lease = store.open(client, placement.directory.as_deref()).await?;
             let id = store::new_id(&lease.session_id);
-            let conversation = Conversation::of(client, &run_req);
+            let conversation = Conversation::of(client, &run_req, &placement);
             let target = Target::Leased {
                 lease: Box::new(lease),
                 park: ParkKey::Response(id.clone()),
             };
-            (run::start(state, conversation, target, &run_req).await?, id, false)
+            (run::start(state, caller, conversation, target, &run_req).await?, id, false)
         }
         (None, false) => {
-            let run = run::start_or_resume(state, client, Target::Conversation, &run_req).await?;
+            let run = run::start_or_resume(state, caller, Target::Conversation, &run_req).await?;
             (run, store::unstored_id(), false)
         }
     };
@@ -130,7 +135,7 @@ pub async fn start(
     if req.store {
         store.started(store::Running {
             session_id: run.session_id().to_string(),
-            owner: client.clone(),
+            owner: caller.id.clone(),
             snapshot: snapshot.clone(),
             cancelled: false,
         });

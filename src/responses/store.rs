@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::ClientId;
+use crate::auth::{Caller, ClientId};
 use crate::error::ApiError;
 use crate::openai::ResponseObject;
 use crate::opencode::Session;
@@ -169,18 +169,19 @@ impl ResponseStore {
     }
 
     /// A new session for a new conversation of `client`, claimed for its first response.
-    pub async fn open(&self, client: &ClientId) -> Result<Lease, ApiError> {
+    pub async fn open(&self, client: &ClientId, dir: Option<&str>) -> Result<Lease, ApiError> {
         let mut ours = Map::new();
         ours.insert("owner".into(), Value::String(owner_tag(client)));
         ours.insert("responses".into(), json!([]));
-        let session = self.upstream.create_with(&self.title, ours).await?;
+        let session = self.upstream.create_with(&self.title, ours, dir).await?;
         let mut lease = self.claims.claim(&session.id)?;
         lease.seed = crate::sessions::Seed::Full;
         Ok(lease)
     }
 
-    /// `client`'s response `id`, with its session (404 when missing or another key's).
-    pub async fn find(&self, client: &ClientId, id: &str) -> Result<Found, ApiError> {
+    /// `caller`'s response `id` (an admin's: any), with its session (404 when missing or
+    /// another key's).
+    pub async fn find(&self, caller: &Caller, id: &str) -> Result<Found, ApiError> {
         let session_id = session_of(id).ok_or_else(|| not_found(id))?;
         let session = match self.upstream.get(&session_id).await {
             Ok(s) if s.id == session_id => s,
@@ -188,7 +189,8 @@ impl ResponseStore {
             Err(e) => return Err(e.into()),
         };
         let meta = ours(&session);
-        if meta.get("owner").and_then(Value::as_str) != Some(owner_tag(client).as_str()) {
+        let owner = meta.get("owner").and_then(Value::as_str);
+        if !caller.is_admin() && owner != Some(owner_tag(&caller.id).as_str()) {
             return Err(not_found(id));
         }
         let records: Vec<Record> = meta
@@ -210,12 +212,13 @@ impl ResponseStore {
 
     /// Claims the session to continue `client`'s response `previous`: its own session when it
     /// is the latest there, else a fork holding the conversation up to it (both branches live).
-    pub async fn continue_from(
-        &self,
-        client: &ClientId,
-        previous: &str,
-    ) -> Result<Lease, ApiError> {
-        let found = self.find(client, previous).await?;
+    pub async fn continue_from(&self, caller: &Caller, previous: &str) -> Result<Lease, ApiError> {
+        let found = self.find(caller, previous).await?;
+        // A branch belongs to whoever owns the conversation (an admin may branch anyone's).
+        let owner = ours(&found.session)
+            .get("owner")
+            .and_then(Value::as_str)
+            .map_or_else(|| owner_tag(&caller.id), String::from);
         if found.latest.as_deref() == Some(previous) {
             return self.claims.claim(&found.session.id);
         }
@@ -234,7 +237,7 @@ impl ResponseStore {
             .fork(&found.session.id, Some(&fork_point))
             .await?;
         let mut meta = Map::new();
-        meta.insert("owner".into(), Value::String(owner_tag(client)));
+        meta.insert("owner".into(), Value::String(owner));
         meta.insert("responses".into(), json!([]));
         meta.insert("latest".into(), Value::String(previous.to_string()));
         if let Err(e) = self
@@ -279,8 +282,8 @@ impl ResponseStore {
     }
 
     /// Deletes `client`'s response `id`; the session goes with its last response.
-    pub async fn delete(&self, client: &ClientId, id: &str) -> Result<(), ApiError> {
-        let found = self.find(client, id).await?;
+    pub async fn delete(&self, caller: &Caller, id: &str) -> Result<(), ApiError> {
+        let found = self.find(caller, id).await?;
         let session_id = found.session.id.clone();
         // Not while a response runs there (its record would be written over this change).
         let lease = self.claims.claim(&session_id)?;
@@ -324,11 +327,11 @@ impl ResponseStore {
         }
     }
 
-    /// `client`'s response `id`, if it runs now.
-    pub fn running(&self, client: &ClientId, id: &str) -> Option<Running> {
+    /// `caller`'s response `id` (an admin's: any), if it runs now.
+    pub fn running(&self, caller: &Caller, id: &str) -> Option<Running> {
         lock(&self.running)
             .get(id)
-            .filter(|r| &r.owner == client)
+            .filter(|r| caller.is_admin() || r.owner == caller.id)
             .cloned()
     }
 

@@ -10,14 +10,15 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 
 use crate::app::AppState;
-use crate::auth::ClientId;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::metrics::ModelLabel;
 use crate::openai::{
     ChatCompletion, ChatRequest, Choice, FunctionCall, MessageToolCall, ResponseMessage, Role,
 };
 use crate::routes::now_secs;
-use crate::run::{self, Target};
+use crate::run::placement::Requested;
+use crate::run::{self, RunRequest, Target};
 use crate::stream::chat::Chunks;
 
 /// Header pinning a request to an explicit session created through `/v1/sessions`.
@@ -26,7 +27,7 @@ pub const SESSION_HEADER: &str = "x-session-id";
 /// The handler.
 pub async fn completions(
     State(state): State<AppState>,
-    Extension(client): Extension<ClientId>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -37,7 +38,9 @@ pub async fn completions(
         Some(id) => Target::Explicit(id.to_string()),
         None => Target::Conversation,
     };
-    let run = run::start_or_resume(&state, &client, target, &(&req).into()).await?;
+    let mut run_req = RunRequest::from(&req);
+    run_req.requested = Requested::from_request(&headers, req.metadata.as_ref())?;
+    let run = run::start_or_resume(&state, &caller, target, &run_req).await?;
     let label = ModelLabel(req.model.clone());
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now_secs();

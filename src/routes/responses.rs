@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -13,10 +14,11 @@ use serde_json::{json, Value};
 
 use crate::adapter::Output;
 use crate::app::AppState;
-use crate::auth::ClientId;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::openai::{InputItemList, ResponseStatus, ResponsesRequest};
 use crate::responses::{self, Started};
+use crate::run::placement::Requested;
 use crate::stream;
 
 /// The `{id}` of a response route (a malformed one is the same 404 as an unknown one).
@@ -39,13 +41,15 @@ impl<S: Send + Sync> FromRequestParts<S> for ResponseId {
 /// `POST /v1/responses`.
 pub async fn create(
     State(state): State<AppState>,
-    Extension(client): Extension<ClientId>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let limit = state.config.limits.max_body_bytes;
     let body = body.map_err(|r| ApiError::from_body_rejection(&r, limit))?;
     let req = ResponsesRequest::parse(&body)?;
-    let started = responses::start(&state, &client, &req).await?;
+    let requested = Requested::from_request(&headers, Some(&req.metadata))?;
+    let started = responses::start(&state, &caller, &req, requested).await?;
     let mut response = if req.stream {
         let keepalive = KeepAlive::new()
             .interval(state.config.prompt.keepalive)
@@ -94,23 +98,23 @@ async fn collect(state: &AppState, started: Started) -> Result<Response, ApiErro
 /// `GET /v1/responses/{id}`.
 pub async fn get(
     State(state): State<AppState>,
-    Extension(client): Extension<ClientId>,
+    Extension(caller): Extension<Caller>,
     ResponseId(id): ResponseId,
 ) -> Result<Json<Value>, ApiError> {
-    if let Some(running) = state.responses.running(&client, &id) {
+    if let Some(running) = state.responses.running(&caller, &id) {
         return Ok(Json(json!(running.snapshot)));
     }
-    let found = state.responses.find(&client, &id).await?;
+    let found = state.responses.find(&caller, &id).await?;
     Ok(Json(json!(found.record().response)))
 }
 
 /// `DELETE /v1/responses/{id}`.
 pub async fn delete(
     State(state): State<AppState>,
-    Extension(client): Extension<ClientId>,
+    Extension(caller): Extension<Caller>,
     ResponseId(id): ResponseId,
 ) -> Result<Json<Value>, ApiError> {
-    state.responses.delete(&client, &id).await?;
+    state.responses.delete(&caller, &id).await?;
     Ok(Json(
         json!({ "id": id, "object": "response.deleted", "deleted": true }),
     ))
@@ -119,12 +123,12 @@ pub async fn delete(
 /// `POST /v1/responses/{id}/cancel`: stops a running response.
 pub async fn cancel(
     State(state): State<AppState>,
-    Extension(client): Extension<ClientId>,
+    Extension(caller): Extension<Caller>,
     ResponseId(id): ResponseId,
 ) -> Result<Json<Value>, ApiError> {
-    let Some(running) = state.responses.running(&client, &id) else {
+    let Some(running) = state.responses.running(&caller, &id) else {
         // Stored (404 if not this key's) but no longer running.
-        state.responses.find(&client, &id).await?;
+        state.responses.find(&caller, &id).await?;
         return Err(ApiError::invalid(
             "Only a response that is still in progress can be cancelled.",
             None,
@@ -151,7 +155,7 @@ pub struct ListQuery {
 /// `GET /v1/responses/{id}/input_items`.
 pub async fn input_items(
     State(state): State<AppState>,
-    Extension(client): Extension<ClientId>,
+    Extension(caller): Extension<Caller>,
     ResponseId(id): ResponseId,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<InputItemList>, ApiError> {
@@ -165,7 +169,7 @@ pub async fn input_items(
     }
     let mut items = state
         .responses
-        .find(&client, &id)
+        .find(&caller, &id)
         .await?
         .record()
         .input

@@ -9,9 +9,10 @@ use axum::{Extension, Json};
 use serde_json::{json, Value};
 
 use crate::app::AppState;
-use crate::auth::ClientId;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::opencode::Session;
+use crate::run::placement::{self, Requested};
 use crate::sessions::display_title;
 
 /// The `{id}` of a session route; a malformed one is the same 404 as an unknown one, in
@@ -45,17 +46,23 @@ fn created(s: &Session) -> Response {
 /// `POST /v1/sessions`.
 pub async fn create(
     State(state): State<AppState>,
-    Extension(owner): Extension<ClientId>,
+    Extension(caller): Extension<Caller>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    Ok(created(&state.sessions.explicit.create(&owner).await?))
+    let requested = Requested::from_request(&headers, None)?;
+    let placement = placement::resolve(&state.config, &caller, &requested)?;
+    let dir = placement.directory.as_deref();
+    Ok(created(
+        &state.sessions.explicit.create(&caller.id, dir).await?,
+    ))
 }
 
 /// `GET /v1/sessions`.
 pub async fn list(
     State(state): State<AppState>,
-    Extension(owner): Extension<ClientId>,
+    Extension(caller): Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
-    let sessions = state.sessions.explicit.list(&owner).await?;
+    let sessions = state.sessions.explicit.list(&caller).await?;
     let data: Vec<Value> = sessions.iter().map(session_json).collect();
     Ok(Json(json!({ "object": "list", "data": data })))
 }
@@ -63,20 +70,20 @@ pub async fn list(
 /// `GET /v1/sessions/{id}`.
 pub async fn get(
     State(state): State<AppState>,
-    Extension(owner): Extension<ClientId>,
+    Extension(caller): Extension<Caller>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
-    let session = state.sessions.explicit.owned(&owner, &id).await?;
+    let session = state.sessions.explicit.owned(&caller, &id).await?;
     Ok(Json(session_json(&session)))
 }
 
 /// `DELETE /v1/sessions/{id}`.
 pub async fn delete(
     State(state): State<AppState>,
-    Extension(owner): Extension<ClientId>,
+    Extension(caller): Extension<Caller>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
-    state.sessions.explicit.delete(&owner, &id).await?;
+    state.sessions.explicit.delete(&caller, &id).await?;
     Ok(Json(
         json!({ "id": id, "object": "session.deleted", "deleted": true }),
     ))
@@ -85,10 +92,10 @@ pub async fn delete(
 /// `GET /v1/sessions/{id}/messages`: the history in chat-message form.
 pub async fn messages(
     State(state): State<AppState>,
-    Extension(owner): Extension<ClientId>,
+    Extension(caller): Extension<Caller>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
-    let raw = state.sessions.explicit.messages(&owner, &id).await?;
+    let raw = state.sessions.explicit.messages(&caller, &id).await?;
     let data: Vec<Value> = raw.iter().filter_map(chat_message).collect();
     Ok(Json(json!({ "object": "list", "data": data })))
 }
@@ -123,19 +130,19 @@ fn chat_message(m: &Value) -> Option<Value> {
 /// `POST /v1/sessions/{id}/fork`: a new session owned by the same key with the same history.
 pub async fn fork(
     State(state): State<AppState>,
-    Extension(owner): Extension<ClientId>,
+    Extension(caller): Extension<Caller>,
     SessionId(id): SessionId,
 ) -> Result<Response, ApiError> {
-    Ok(created(&state.sessions.explicit.fork(&owner, &id).await?))
+    Ok(created(&state.sessions.explicit.fork(&caller, &id).await?))
 }
 
 /// `POST /v1/sessions/{id}/abort`: stops a running request on the session.
 pub async fn abort(
     State(state): State<AppState>,
-    Extension(owner): Extension<ClientId>,
+    Extension(caller): Extension<Caller>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
-    state.sessions.explicit.abort(&owner, &id).await?;
+    state.sessions.explicit.abort(&caller, &id).await?;
     Ok(Json(
         json!({ "id": id, "object": "session", "aborted": true }),
     ))

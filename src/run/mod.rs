@@ -11,6 +11,7 @@
 //! `tool_calls` while the run *suspends* (OpenCode waits on the held calls); the handler then
 //! [parks](Run::park) it, and the request carrying the results [resumes](start) it.
 
+pub mod placement;
 mod prompt;
 mod request;
 mod tools;
@@ -25,7 +26,7 @@ pub use request::{Conversation, RunRequest};
 
 use crate::adapter::{Adapter, Output};
 use crate::app::AppState;
-use crate::auth::ClientId;
+use crate::auth::Caller;
 use crate::catalog::ModelInfo;
 use crate::error::ApiError;
 use crate::hub::{HubMessage, Subscription};
@@ -125,11 +126,12 @@ pub fn resume(
 /// of the same conversation waits for, resumes that run.
 pub async fn start_or_resume(
     state: &AppState,
-    client: &ClientId,
+    caller: &Caller,
     target: Target,
     req: &RunRequest,
 ) -> Result<Run, ApiError> {
-    let conversation = Conversation::of(client, req);
+    let placement = placement::resolve(&state.config, caller, &req.requested)?;
+    let conversation = Conversation::of(&caller.id, req, &placement);
     if conversation.answers_tools() {
         let key = match &target {
             Target::Conversation => Some(ParkKey::Conversation(conversation.prior_fingerprint())),
@@ -142,19 +144,20 @@ pub async fn start_or_resume(
         // Not waiting here (another process, or it was abandoned): the results are written
         // into the prompt instead (see `prompt::parts`).
     }
-    start(state, conversation, target, req).await
+    start(state, caller, conversation, target, req).await
 }
 
 /// Starts a run. The configured deadline covers everything from here to the end of the
 /// response.
 pub async fn start(
     state: &AppState,
+    caller: &Caller,
     conversation: Conversation,
     target: Target,
     req: &RunRequest,
 ) -> Result<Run, ApiError> {
     let deadline = Instant::now() + state.config.prompt.deadline;
-    let begun = begin(state, conversation, target, req, deadline);
+    let begun = begin(state, caller, conversation, target, req, deadline);
     tokio::time::timeout_at(deadline, begun)
         .await
         .map_err(|_| {
@@ -167,6 +170,7 @@ pub async fn start(
 
 async fn begin(
     state: &AppState,
+    caller: &Caller,
     conversation: Conversation,
     target: Target,
     req: &RunRequest,
@@ -179,17 +183,22 @@ async fn begin(
         None => None,
     };
     let permit = state.rate_limits.start_run(&conversation.client)?;
+    let directory = conversation.placement.directory.clone();
     let tools = match req.offers_tools() {
         true => Some(ToolRun::new(
-            state.tools.slots.acquire(&req.tools).await?,
+            state
+                .tools
+                .slots
+                .acquire(&req.tools, directory.as_deref())
+                .await?,
             req.parallel_tool_calls,
         )),
         false => None,
     };
     let (lease, park, explicit) = match target {
-        Target::Conversation => (lease(state, &conversation, None).await?, None, None),
+        Target::Conversation => (lease(state, caller, &conversation, None).await?, None, None),
         Target::Explicit(id) => {
-            let lease = lease(state, &conversation, Some(&id)).await?;
+            let lease = lease(state, caller, &conversation, Some(&id)).await?;
             (lease, Some(ParkKey::Session(id.clone())), Some(id))
         }
         Target::Leased { lease, park } => (*lease, Some(park), None),
@@ -202,6 +211,7 @@ async fn begin(
     let slot = tools.as_ref().map(|t| &t.lease);
     send(
         state,
+        caller,
         &lease,
         &model,
         &conversation,
@@ -242,6 +252,7 @@ async fn begin(
 /// Claims the session the run will use (the explicit one named, or the conversation's).
 async fn lease(
     state: &AppState,
+    caller: &Caller,
     conversation: &Conversation,
     explicit_session: Option<&str>,
 ) -> Result<Lease, ApiError> {
@@ -250,20 +261,20 @@ async fn lease(
         return Err(ApiError::event_stream_down());
     }
     match explicit_session {
-        Some(id) => {
-            let client = &conversation.client;
-            state.sessions.explicit.acquire(client, id).await
-        }
+        Some(id) => state.sessions.explicit.acquire(caller, id).await,
         None => {
             let prior = conversation.prior_fingerprint();
-            state.sessions.conversations.acquire(prior).await
+            let dir = conversation.placement.directory.as_deref();
+            state.sessions.conversations.acquire(prior, dir).await
         }
     }
 }
 
 /// Sends the prompt (subscribe first: OpenCode's events are not replayed).
+#[allow(clippy::too_many_arguments)]
 async fn send(
     state: &AppState,
+    caller: &Caller,
     lease: &Lease,
     model: &ModelInfo,
     conversation: &Conversation,
@@ -272,8 +283,10 @@ async fn send(
     explicit_session: Option<&str>,
 ) -> Result<(), ApiError> {
     let parts = prompt::parts(lease.seed, &conversation.prior, &conversation.new);
-    let body = prompt::body(&state.config.prompt, model, parts, req, slot);
-    let sent = state.client.prompt_async(&lease.session_id, &body).await;
+    let placement = &conversation.placement;
+    let body = prompt::body(model, parts, req, placement, slot);
+    let client = state.client.in_directory(placement.directory.as_deref());
+    let sent = client.prompt_async(&lease.session_id, &body).await;
     if let Err(e) = sent {
         // An explicit session deleted upstream behind the gateway's back is the client's 404.
         return Err(match explicit_session {
@@ -282,6 +295,10 @@ async fn send(
         });
     }
     tracing::debug!(session = %lease.session_id, seed = ?lease.seed, "prompt sent");
+    if placement.tools {
+        tracing::info!(target: "audit", key = %caller.name, session = %lease.session_id,
+            agent = placement.agent.as_deref().unwrap_or("default"), "run with OpenCode's tools on");
+    }
     Ok(())
 }
 

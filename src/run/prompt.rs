@@ -2,13 +2,13 @@
 //! prompt body (parts, model, agent, system prompt, tool switches, variant, output format).
 
 use crate::catalog::ModelInfo;
-use crate::config::PromptConfig;
 use crate::error::ApiError;
 use crate::openai::{ContentPart, Message, Role, ToolChoice};
 use crate::opencode::{ModelRef, PartInput, PromptBody, ToolSwitches};
 use crate::sessions::Seed;
 use crate::tools::slots::{SlotLease, SLOT_PREFIX};
 
+use super::placement::Placement;
 use super::request::RunRequest;
 
 /// Rejects what the model cannot take (images, an unknown reasoning effort) before anything
@@ -50,20 +50,20 @@ pub fn parts(seed: Seed, prior: &[Message], new: &[Message]) -> Vec<PartInput> {
     }
 }
 
-/// The prompt body for `parts`: the operator's agent and tool policy, the client's tools (on
+/// The prompt body for `parts`: the run's agent and tool policy, the client's tools (on
 /// `slot`) and output format.
 pub fn body(
-    config: &PromptConfig,
     model: &ModelInfo,
     parts: Vec<PartInput>,
     req: &RunRequest,
+    placement: &Placement,
     slot: Option<&SlotLease>,
 ) -> PromptBody {
     let mut system = req.system.clone();
     let mut tools = ToolSwitches::default();
-    // OpenCode's own tools stay off unless the operator turned them on, whatever agent runs
-    // the prompt; other runs' client tools are never offered.
-    if config.tools_enabled {
+    // OpenCode's own tools stay off unless the operator turned them on (for the key, or for
+    // everyone), whatever agent runs the prompt; other runs' client tools are never offered.
+    if placement.tools {
         tools.set(format!("{SLOT_PREFIX}*"), false);
     } else {
         tools.set("*", false);
@@ -87,7 +87,7 @@ pub fn body(
             provider_id: model.provider_id.clone(),
             model_id: model.model_id.clone(),
         },
-        agent: config.agent.clone(),
+        agent: placement.agent.clone(),
         system,
         tools,
         variant: req.reasoning_effort.clone(),

@@ -1,6 +1,7 @@
 //! What a run is asked to do, whatever API asked: [`RunRequest`], and the [`Conversation`] it
 //! continues as the session pool fingerprints it.
 
+use super::placement::{Placement, Requested};
 use crate::auth::ClientId;
 use crate::openai::{
     ChatRequest, Message, ResponseFormat, ResponsesRequest, Role, ToolCall, ToolChoice, ToolSpec,
@@ -30,6 +31,8 @@ pub struct RunRequest {
     /// The request parameter of the first image, when there is one (for a 400 if the model
     /// takes none).
     pub first_image: Option<String>,
+    /// The agent and directory the request names.
+    pub requested: Requested,
 }
 
 impl From<&ChatRequest> for RunRequest {
@@ -49,6 +52,7 @@ impl From<&ChatRequest> for RunRequest {
             parallel_tool_calls: req.parallel_tool_calls,
             response_format: req.response_format.clone(),
             first_image,
+            requested: Requested::default(),
         }
     }
 }
@@ -65,6 +69,7 @@ impl From<&ResponsesRequest> for RunRequest {
             parallel_tool_calls: req.parallel_tool_calls,
             response_format: req.response_format.clone(),
             first_image: req.first_image.clone(),
+            requested: Requested::default(),
         }
     }
 }
@@ -83,6 +88,8 @@ pub struct Conversation {
     pub client: ClientId,
     /// The model (fingerprints are per model).
     pub model: String,
+    /// Agent, directory and tools (fingerprints are per placement too).
+    pub placement: Placement,
     /// System and developer instructions.
     pub system: Option<String>,
     /// The turns before the new messages.
@@ -93,7 +100,7 @@ pub struct Conversation {
 
 impl Conversation {
     /// Splits `req`'s turns into history and new messages.
-    pub fn of(client: &ClientId, req: &RunRequest) -> Conversation {
+    pub fn of(client: &ClientId, req: &RunRequest, placement: &Placement) -> Conversation {
         let mut prior = req.turns.clone();
         let trailing_tools = prior
             .iter()
@@ -105,6 +112,7 @@ impl Conversation {
         Conversation {
             client: client.clone(),
             model: req.model.clone(),
+            placement: placement.clone(),
             system: req.system.clone(),
             prior,
             new,
@@ -113,10 +121,11 @@ impl Conversation {
 
     /// All of `req`'s turns as new messages, for a session that holds the history already
     /// (a Responses chain continued with `previous_response_id`).
-    pub fn continuing(client: &ClientId, req: &RunRequest) -> Conversation {
+    pub fn continuing(client: &ClientId, req: &RunRequest, placement: &Placement) -> Conversation {
         Conversation {
             client: client.clone(),
             model: req.model.clone(),
+            placement: placement.clone(),
             system: req.system.clone(),
             prior: Vec::new(),
             new: req.turns.clone(),
@@ -131,7 +140,12 @@ impl Conversation {
     /// The fingerprint of the history the new messages continue.
     pub fn prior_fingerprint(&self) -> Fingerprint {
         let system = self.system.as_deref();
-        Fingerprint::of(&self.client, &self.model, system, &self.prior)
+        Fingerprint::of(&self.client, &self.context(), system, &self.prior)
+    }
+
+    /// Model and placement, as fingerprinted.
+    fn context(&self) -> String {
+        format!("{}\u{0}{}", self.model, self.placement.key())
     }
 
     /// The fingerprint of the whole conversation once `reply` is appended.
@@ -140,7 +154,7 @@ impl Conversation {
         turns.extend(self.new.iter().cloned());
         turns.push(reply);
         let system = self.system.as_deref();
-        Fingerprint::of(&self.client, &self.model, system, &turns)
+        Fingerprint::of(&self.client, &self.context(), system, &turns)
     }
 
     /// Where a pooled run that answers with `content` and `calls` is parked: the key the
@@ -182,6 +196,7 @@ mod tests {
             parallel_tool_calls: true,
             response_format: ResponseFormat::Text,
             first_image: None,
+            requested: Requested::default(),
         }
     }
 
@@ -200,7 +215,8 @@ mod tests {
                 arguments: r#"{"x":1}"#.into(),
             },
         ];
-        let first = Conversation::of(&client, &request(vec![msg(Role::User, "hi")]));
+        let place = Placement::default();
+        let first = Conversation::of(&client, &request(vec![msg(Role::User, "hi")]), &place);
         assert!(!first.answers_tools());
         let parked = first.park_key("", &calls);
 
@@ -214,6 +230,7 @@ mod tests {
                 tool_result("call_a"),
                 tool_result("call_b"),
             ]),
+            &place,
         );
         assert!(second.answers_tools());
         assert_eq!(second.new.len(), 2);

@@ -119,8 +119,8 @@ impl ConversationPool {
     }
 
     /// Claims a session for a conversation whose history before the new message is `prior`:
-    /// the remembered one, a fork of a busy one, or a new one to seed.
-    pub async fn acquire(&self, prior: Fingerprint) -> Result<Lease, ApiError> {
+    /// the remembered one, a fork of a busy one, or a new one (in directory `dir`) to seed.
+    pub async fn acquire(&self, prior: Fingerprint, dir: Option<&str>) -> Result<Lease, ApiError> {
         match self.claim(prior).await {
             Found::Idle(remembered, fork_point) => {
                 if let Some(lease) = self.reuse(prior, remembered, fork_point).await {
@@ -136,7 +136,7 @@ impl ConversationPool {
             }
             Found::Nothing => {}
         }
-        let session = self.inner.upstream.create(&self.inner.title).await?;
+        let session = self.inner.upstream.create(&self.inner.title, dir).await?;
         Ok(self.lease(session.id, Seed::Full, None, None))
     }
 

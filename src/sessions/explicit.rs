@@ -13,10 +13,13 @@ use serde_json::Value;
 use super::claims::Claims;
 use super::lease::Lease;
 use super::upstream::{not_found_as_session, SessionUpstream};
-use crate::auth::ClientId;
+use crate::auth::{Caller, ClientId};
 use crate::config::SessionsConfig;
 use crate::error::ApiError;
 use crate::opencode::{Session, UpstreamError};
+
+/// Most sessions an admin's listing shows.
+const ADMIN_LIST_LIMIT: usize = 10_000;
 
 struct Inner {
     upstream: SessionUpstream,
@@ -77,22 +80,33 @@ impl ExplicitSessions {
         }
     }
 
-    /// `owner`'s explicit session `id`; 404 when it does not exist or is another key's.
-    pub async fn owned(&self, owner: &ClientId, id: &str) -> Result<Session, ApiError> {
+    /// `caller`'s explicit session `id` (an admin's: any session); 404 when it does not exist
+    /// or is another key's.
+    pub async fn owned(&self, caller: &Caller, id: &str) -> Result<Session, ApiError> {
         // Only ids shaped like OpenCode's reach it (it answers 500 for others, and is lenient
         // with trailing slashes and queries that would alias one session under many names).
         if !is_session_id(id) {
             return Err(ApiError::session_not_found(id));
         }
         match self.inner.upstream.get(id).await {
-            Ok(s) if owns(owner, &s) && s.id == id => Ok(s),
+            Ok(s) if (caller.is_admin() || owns(&caller.id, &s)) && s.id == id => Ok(s),
             Ok(_) | Err(UpstreamError::NotFound(_)) => Err(ApiError::session_not_found(id)),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// `owner`'s explicit sessions, oldest first.
-    pub async fn list(&self, owner: &ClientId) -> Result<Vec<Session>, ApiError> {
+    /// `caller`'s explicit sessions (an admin's: everyone's), oldest first.
+    pub async fn list(&self, caller: &Caller) -> Result<Vec<Session>, ApiError> {
+        if caller.is_admin() {
+            let mut all = self
+                .inner
+                .upstream
+                .search("[owner:", ADMIN_LIST_LIMIT)
+                .await?;
+            all.sort_by_key(|s| (s.created_secs(), s.id.clone()));
+            return Ok(all);
+        }
+        let owner = &caller.id;
         // The cap bounds what one key holds; the margin covers creates racing the cap.
         let limit = self.inner.max_per_key * 2 + 16;
         let mut mine: Vec<Session> = self
@@ -109,7 +123,15 @@ impl ExplicitSessions {
 
     /// 429 when `owner` already holds as many explicit sessions as allowed.
     async fn check_quota(&self, owner: &ClientId) -> Result<(), ApiError> {
-        let held = self.list(owner).await?.len();
+        let limit = self.inner.max_per_key * 2 + 16;
+        let held = self
+            .inner
+            .upstream
+            .search(&owner_tag(owner), limit)
+            .await?
+            .iter()
+            .filter(|s| owns(owner, s))
+            .count();
         if held >= self.inner.max_per_key {
             return Err(ApiError::too_many_sessions(format!(
                 "This API key already holds {held} sessions, the limit; delete some first."
@@ -118,20 +140,21 @@ impl ExplicitSessions {
         Ok(())
     }
 
-    /// Creates an explicit session owned by `owner` (429 beyond the per-key limit).
-    pub async fn create(&self, owner: &ClientId) -> Result<Session, ApiError> {
+    /// Creates an explicit session owned by `owner` in directory `dir` (429 beyond the per-key
+    /// limit).
+    pub async fn create(&self, owner: &ClientId, dir: Option<&str>) -> Result<Session, ApiError> {
         let _one_at_a_time = self.inner.create_lock.lock().await;
         self.check_quota(owner).await?;
         let title = format!("{} {}", self.inner.title, owner_tag(owner));
-        Ok(self.inner.upstream.create(&title).await?)
+        Ok(self.inner.upstream.create(&title, dir).await?)
     }
 
     /// Forks `owner`'s session `id` into a new one with the same history, owned by the same
     /// key (OpenCode titles a fork after its source, owner tag included).
-    pub async fn fork(&self, owner: &ClientId, id: &str) -> Result<Session, ApiError> {
-        self.owned(owner, id).await?;
+    pub async fn fork(&self, caller: &Caller, id: &str) -> Result<Session, ApiError> {
+        self.owned(caller, id).await?;
         let _one_at_a_time = self.inner.create_lock.lock().await;
-        self.check_quota(owner).await?;
+        self.check_quota(&caller.id).await?;
         let upstream = &self.inner.upstream;
         let fork = upstream
             .fork(id, None)
@@ -145,16 +168,16 @@ impl ExplicitSessions {
     }
 
     /// Deletes `owner`'s session `id`, upstream too.
-    pub async fn delete(&self, owner: &ClientId, id: &str) -> Result<(), ApiError> {
-        self.owned(owner, id).await?;
+    pub async fn delete(&self, caller: &Caller, id: &str) -> Result<(), ApiError> {
+        self.owned(caller, id).await?;
         self.inner.upstream.delete(id).await?;
         self.inner.claims.forget(id);
         Ok(())
     }
 
     /// `owner`'s session `id`'s history as OpenCode's `[{info, parts}]`.
-    pub async fn messages(&self, owner: &ClientId, id: &str) -> Result<Vec<Value>, ApiError> {
-        self.owned(owner, id).await?;
+    pub async fn messages(&self, caller: &Caller, id: &str) -> Result<Vec<Value>, ApiError> {
+        self.owned(caller, id).await?;
         self.inner
             .upstream
             .messages(id)
@@ -163,8 +186,8 @@ impl ExplicitSessions {
     }
 
     /// Stops whatever runs on `owner`'s session `id`.
-    pub async fn abort(&self, owner: &ClientId, id: &str) -> Result<(), ApiError> {
-        self.owned(owner, id).await?;
+    pub async fn abort(&self, caller: &Caller, id: &str) -> Result<(), ApiError> {
+        self.owned(caller, id).await?;
         self.inner
             .upstream
             .abort(id)
@@ -178,8 +201,8 @@ impl ExplicitSessions {
     }
 
     /// Claims `owner`'s session `id` for one request (409 while another runs on it).
-    pub async fn acquire(&self, owner: &ClientId, id: &str) -> Result<Lease, ApiError> {
-        self.owned(owner, id).await?;
+    pub async fn acquire(&self, caller: &Caller, id: &str) -> Result<Lease, ApiError> {
+        self.owned(caller, id).await?;
         self.inner.claims.claim(id)
     }
 }

@@ -46,10 +46,11 @@ impl SessionUpstream {
         &self.reaper
     }
 
-    /// `POST /session` with a title. When the call fails in a way that may still have created
-    /// the session (timed out, connection lost mid-call), the reaper hunts it down later.
-    pub async fn create(&self, title: &str) -> Result<Session, UpstreamError> {
-        self.create_with(title, serde_json::Map::new()).await
+    /// `POST /session` with a title, in project directory `dir` (`None`: the configured one).
+    /// When the call fails in a way that may still have created the session (timed out,
+    /// connection lost mid-call), the reaper hunts it down later.
+    pub async fn create(&self, title: &str, dir: Option<&str>) -> Result<Session, UpstreamError> {
+        self.create_with(title, serde_json::Map::new(), dir).await
     }
 
     /// Like [`create`](Self::create), with more of the gateway's metadata (the `portatek`
@@ -58,12 +59,14 @@ impl SessionUpstream {
         &self,
         title: &str,
         mut ours: serde_json::Map<String, Value>,
+        dir: Option<&str>,
     ) -> Result<Session, UpstreamError> {
         let marker = uuid::Uuid::new_v4().simple().to_string();
         ours.insert("create".into(), Value::String(marker.clone()));
         let metadata = serde_json::json!({ "portatek": ours });
         let started = Reaper::create_started();
-        let created = self.client.create_session_with(title, &metadata).await;
+        let client = self.client.in_directory(dir);
+        let created = client.create_session_with(title, &metadata).await;
         if let Err(UpstreamError::Timeout(_) | UpstreamError::Unreachable(_)) = &created {
             self.reaper.hunt(title, &marker, started);
         }

@@ -75,8 +75,9 @@ impl HeldCall {
 struct Slot {
     /// The tools it serves now.
     tools: Arc<Vec<SlotTool>>,
-    /// Hash of the tool list OpenCode last listed for it (None: not registered).
-    registered: Option<[u8; 32]>,
+    /// Hash of the tool list OpenCode last listed for it, per project directory (OpenCode
+    /// keeps MCP servers per directory instance).
+    registered: HashMap<Option<String>, [u8; 32]>,
     /// The run holding it: lease id and where its calls go.
     lease: Option<(u64, mpsc::Sender<HeldCall>)>,
 }
@@ -238,7 +239,7 @@ impl Slots {
     /// OpenCode forgot its MCP servers (it restarted): register slots again on next use.
     pub fn forget_registrations(&self) {
         for slot in lock(&self.inner.slots).iter_mut() {
-            slot.registered = None;
+            slot.registered.clear();
         }
     }
 
@@ -280,14 +281,20 @@ impl Slots {
             .count()
     }
 
-    /// Leases a slot serving `tools`, registering it with OpenCode when its tools changed.
-    pub async fn acquire(&self, tools: &[ToolSpec]) -> Result<SlotLease, ApiError> {
+    /// Leases a slot serving `tools` to runs in directory `dir`, registering it with OpenCode
+    /// when its tools changed there.
+    pub async fn acquire(
+        &self,
+        tools: &[ToolSpec],
+        dir: Option<&str>,
+    ) -> Result<SlotLease, ApiError> {
         let endpoint = self.inner.endpoint.get().ok_or_else(|| {
             ApiError::Unavailable(
                 "Client tools are not available: the gateway's MCP endpoint is not running.".into(),
             )
         })?;
-        let (index, lease_id, calls, needs_registration, table) = self.claim(tools)?;
+        let dir_key = dir.map(String::from);
+        let (index, lease_id, calls, needs_registration, table) = self.claim(tools, &dir_key)?;
         let name = slot_name(index);
         let lease = SlotLease {
             slots: self.clone(),
@@ -298,9 +305,9 @@ impl Slots {
             tools: table.clone(),
         };
         if let Some(digest) = needs_registration {
-            self.register(&name, endpoint).await?;
+            self.register(&name, endpoint, dir).await?;
             if let Some(slot) = lock(&self.inner.slots).get_mut(index) {
-                slot.registered = Some(digest);
+                slot.registered.insert(dir_key, digest);
             }
         }
         Ok(lease)
@@ -311,6 +318,7 @@ impl Slots {
     fn claim(
         &self,
         tools: &[ToolSpec],
+        dir: &Option<String>,
     ) -> Result<
         (
             usize,
@@ -326,7 +334,7 @@ impl Slots {
         let free = slots.iter().enumerate().filter(|(_, s)| s.lease.is_none());
         let same = free
             .clone()
-            .find(|(i, s)| s.registered == Some(wanted(*i)))
+            .find(|(i, s)| s.registered.get(dir) == Some(&wanted(*i)))
             .map(|(i, _)| i);
         let index = match same.or_else(|| free.map(|(i, _)| i).next()) {
             Some(i) => i,
@@ -352,12 +360,17 @@ impl Slots {
         let slot = &mut slots[index];
         slot.tools = table.clone();
         slot.lease = Some((id, tx));
-        let needs = (slot.registered != Some(digest)).then_some(digest);
+        let needs = (slot.registered.get(dir) != Some(&digest)).then_some(digest);
         Ok((index, id, rx, needs, table))
     }
 
     /// `POST /mcp` for slot `name`: OpenCode (re)connects and lists its tools.
-    async fn register(&self, name: &str, endpoint: &str) -> Result<(), ApiError> {
+    async fn register(
+        &self,
+        name: &str,
+        endpoint: &str,
+        dir: Option<&str>,
+    ) -> Result<(), ApiError> {
         let timeout_ms = self.inner.call_timeout.as_millis().min(i32::MAX as u128) as u64;
         let config = json!({
             "type": "remote",
@@ -367,7 +380,8 @@ impl Slots {
             "enabled": true,
             "timeout": timeout_ms,
         });
-        let status = self.inner.client.add_mcp(name, &config).await?;
+        let client = self.inner.client.in_directory(dir);
+        let status = client.add_mcp(name, &config).await?;
         match status
             .pointer(&format!("/{name}/status"))
             .and_then(Value::as_str)
@@ -393,9 +407,6 @@ pub fn slot_index(name: &str) -> Option<usize> {
     }
     digits.parse().ok()
 }
-
-/// The slots' tool tables by slot, for tests and `/status`.
-pub type Tables = HashMap<String, Arc<Vec<SlotTool>>>;
 
 #[cfg(test)]
 mod tests {
