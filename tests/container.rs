@@ -367,7 +367,9 @@ async fn image_builds_and_serves_from_a_container() {
         "the image should run as 10001:10001 with the --healthcheck HEALTHCHECK: {inspect}"
     );
 
-    // Run, as the docs do: read-only root, writable HOME, keys from the environment.
+    // Run as the docs and the Deployment do: read-only root with exactly two writable paths,
+    // HOME and /tmp (podman would add /var/tmp and /run; Docker and Kubernetes do not), keys
+    // from the environment.
     let key_env = format!("PORTATEK_API_KEYS={API_KEY}");
     let mut args = vec![
         "run",
@@ -375,8 +377,11 @@ async fn image_builds_and_serves_from_a_container() {
         "--name",
         name,
         "--read-only",
+        "--read-only-tmpfs=false",
         "--tmpfs",
         "/home/app:rw,size=256m,mode=0700,U",
+        "--tmpfs",
+        "/tmp:rw,size=256m,mode=1777",
         "--publish",
         "127.0.0.1::8080",
         "--env",
@@ -506,16 +511,14 @@ async fn image_builds_and_serves_from_a_container() {
         .map(|(process, _, kib)| format!("{process} {} MiB", kib / 1024))
         .collect();
 
-    // Read-only root file system.
-    let out = podman(
-        &["exec", name, "touch", "/usr/local/bin/written"],
-        Duration::from_secs(30),
-    )
-    .await;
-    check(
-        !out.status.success(),
-        "the root file system should be read-only".into(),
-    );
+    // Read-only root file system (and no writable paths beyond HOME and /tmp).
+    for path in ["/usr/local/bin/written", "/etc/written", "/var/tmp/written"] {
+        let out = podman(&["exec", name, "touch", path], Duration::from_secs(30)).await;
+        check(
+            !out.status.success(),
+            format!("{path} should not be writable"),
+        );
+    }
 
     // JSON logs (the image sets PORTATEK_LOG_FORMAT=json), embedded OpenCode by default.
     let out = podman(&["logs", name], Duration::from_secs(30)).await;
