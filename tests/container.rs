@@ -386,7 +386,7 @@ async fn image_builds_and_serves_from_a_container() {
         "127.0.0.1::8080",
         "--env",
         &key_env,
-        // OpenCode's model list from its bundled snapshot: no outside traffic from the test.
+        // OpenCode takes its model list from its bundled snapshot, not from the internet.
         "--env",
         "OPENCODE_DISABLE_MODELS_FETCH=1",
     ];
