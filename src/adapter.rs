@@ -38,6 +38,8 @@ pub enum Output {
     /// The model calls one of the client's tools (the response then finishes with
     /// `tool_calls`).
     ToolCall(ToolCallOutput),
+    /// What OpenCode's agent does meanwhile: its own tools running, a request for the caller.
+    Activity(Activity),
     /// The run ended normally.
     Finished {
         /// OpenAI `finish_reason`.
@@ -54,6 +56,34 @@ impl Output {
     pub fn is_terminal(&self) -> bool {
         matches!(self, Output::Finished { .. } | Output::Failed(_))
     }
+}
+
+/// Something OpenCode's agent does during a run that the caller may want to see.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Activity {
+    /// One of OpenCode's own tools, as its state changes.
+    Tool(ToolActivity),
+    /// A permission request or question waiting for the caller (policy `client`).
+    Permission(crate::permissions::Pending),
+}
+
+/// One of OpenCode's own tools at work.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ToolActivity {
+    /// OpenCode's call id.
+    pub call_id: String,
+    /// The tool (`bash`, `read`, …).
+    pub tool: String,
+    /// `running`, `completed` or `error`.
+    pub status: String,
+    /// Its arguments.
+    pub input: Value,
+    /// What it returned, once completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A tool call as the client sees it.
@@ -74,6 +104,8 @@ struct Part {
     kind: Option<PartKind>,
     /// Bytes of text already forwarded.
     sent: String,
+    /// A tool part's last state reported.
+    status: String,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -292,7 +324,7 @@ impl Adapter {
         let state = self.parts.entry(id.to_string()).or_default();
         state.kind = Some(kind);
         if kind == PartKind::Other {
-            return Vec::new();
+            return tool_activity(part, state).into_iter().collect();
         }
         // Older servers put the increment on the update itself.
         if let Some(Value::String(d)) = delta {
@@ -395,6 +427,49 @@ impl Adapter {
     }
 }
 
+/// OpenCode's own tools (not the client's, whose calls the run reports itself, nor the
+/// structured-output tool) as activity, once per state change.
+fn tool_activity(part: &Value, seen: &mut Part) -> Option<Output> {
+    if part.get("type").and_then(Value::as_str) != Some("tool") {
+        return None;
+    }
+    let tool = part.get("tool").and_then(Value::as_str)?;
+    let client_slot = tool
+        .strip_prefix(crate::tools::slots::SLOT_PREFIX)
+        .is_some_and(|rest| {
+            rest.len() > 3
+                && rest.as_bytes()[..2].iter().all(u8::is_ascii_digit)
+                && rest.as_bytes()[2] == b'_'
+        });
+    if client_slot || tool == "StructuredOutput" {
+        return None;
+    }
+    let state = part.get("state")?;
+    let status = state.get("status").and_then(Value::as_str)?;
+    if status == "pending" || seen.status == status {
+        return None;
+    }
+    seen.status = status.to_string();
+    Some(Output::Activity(Activity::Tool(ToolActivity {
+        call_id: part
+            .get("callID")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        tool: tool.to_string(),
+        status: status.to_string(),
+        input: state.get("input").cloned().unwrap_or(Value::Null),
+        output: state
+            .get("output")
+            .and_then(Value::as_str)
+            .map(String::from),
+        error: state
+            .get("error")
+            .and_then(Value::as_str)
+            .map(crate::opencode::public_message),
+    })))
+}
+
 fn emit(kind: PartKind, text: String) -> Output {
     match kind {
         PartKind::Reasoning => Output::Reasoning(text),
@@ -456,6 +531,7 @@ mod tests {
         Event {
             kind: kind.into(),
             properties,
+            ..Event::default()
         }
     }
 

@@ -19,6 +19,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::hub::EventHub;
 use crate::opencode::{OpenCodeClient, UpstreamError};
+use crate::permissions::Permissions;
 use crate::ratelimit::RateLimits;
 use crate::responses::ResponseStore;
 use crate::routes;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub responses: ResponseStore,
     /// Per-key rate limits.
     pub rate_limits: RateLimits,
+    /// Permission policy and the requests waiting for callers.
+    pub permissions: Permissions,
     /// Client API keys.
     pub keys: Keys,
     /// Cancelled when the shutdown grace period is over: runs still going fail and abort.
@@ -81,6 +84,7 @@ impl AppState {
         let tools = ClientTools::new(client.clone(), &config);
         tools.spawn_watch(hub.watch_connected(), shutdown.child_token());
         Ok(AppState {
+            permissions: Permissions::new(&config.permissions, client.clone()),
             rate_limits: RateLimits::with_keys(&config.rate_limits, &config.auth),
             responses,
             tools,
@@ -98,7 +102,7 @@ impl AppState {
 
 /// The routes that need an API key (when keys are configured).
 fn keyed_routes(keys: Keys, limits: RateLimits, metrics_here: bool) -> Router<AppState> {
-    use routes::{chat, health, models, responses, sessions};
+    use routes::{agents, chat, events, health, models, responses, sessions};
     let router = Router::new();
     let router = if metrics_here {
         router.route("/metrics", get(crate::metrics::render))
@@ -109,6 +113,8 @@ fn keyed_routes(keys: Keys, limits: RateLimits, metrics_here: bool) -> Router<Ap
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*id}", get(models::get))
         .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/agents", get(agents::list))
+        .route("/v1/events", get(events::stream))
         .route("/v1/responses", post(responses::create))
         .route(
             "/v1/responses/{id}",
@@ -127,6 +133,11 @@ fn keyed_routes(keys: Keys, limits: RateLimits, metrics_here: bool) -> Router<Ap
         .route("/v1/sessions/{id}/messages", get(sessions::messages))
         .route("/v1/sessions/{id}/fork", post(sessions::fork))
         .route("/v1/sessions/{id}/abort", post(sessions::abort))
+        .route("/v1/sessions/{id}/permissions", get(sessions::permissions))
+        .route(
+            "/v1/sessions/{id}/permissions/{permission_id}",
+            post(sessions::answer_permission),
+        )
         .route("/status", get(health::status))
         .route_layer(middleware::from_fn_with_state(
             limits,

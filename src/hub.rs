@@ -7,7 +7,7 @@
 //! heartbeat every 10 s) is treated as dead.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,8 +43,20 @@ pub const SUBSCRIBER_BUFFER: usize = 16_384;
 
 type Subscribers = HashMap<String, (u64, mpsc::Sender<HubMessage>)>;
 
+/// A consumer of every event (`GET /v1/events`): its channel, and whether it was dropped for
+/// reading too slowly.
+struct Tap {
+    id: u64,
+    tx: mpsc::Sender<Arc<Event>>,
+    overflowed: Arc<AtomicBool>,
+}
+
+/// Events buffered per tap before it is dropped.
+pub const TAP_BUFFER: usize = 1_024;
+
 struct Inner {
     subscribers: Mutex<Subscribers>,
+    taps: Mutex<Vec<Tap>>,
     connected: watch::Sender<bool>,
     next_id: AtomicU64,
     connections_opened: AtomicU64,
@@ -103,6 +115,7 @@ impl EventHub {
         let (connected, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             subscribers: Mutex::new(HashMap::new()),
+            taps: Mutex::new(Vec::new()),
             connected,
             next_id: AtomicU64::new(1),
             connections_opened: AtomicU64::new(0),
@@ -136,6 +149,28 @@ impl EventHub {
         }
         let ready = tokio::time::timeout(wait, rx.wait_for(|c| *c)).await;
         matches!(ready, Ok(Ok(_)))
+    }
+
+    /// Every event from now on (for `GET /v1/events`); the receiver ends when the consumer
+    /// fell [`TAP_BUFFER`] events behind (then the flag is set) or the hub stopped.
+    pub fn tap(&self) -> (mpsc::Receiver<Arc<Event>>, Arc<AtomicBool>) {
+        let (tx, rx) = mpsc::channel(TAP_BUFFER);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        crate::sync::lock(&self.inner.taps).push(Tap {
+            id,
+            tx,
+            overflowed: overflowed.clone(),
+        });
+        (rx, overflowed)
+    }
+
+    /// Number of event consumers (`GET /v1/events` streams) attached.
+    pub fn taps(&self) -> usize {
+        crate::sync::lock(&self.inner.taps)
+            .iter()
+            .filter(|t| t.id > 0)
+            .count()
     }
 
     /// Subscribes to a session's events, first waiting up to `wait` for the upstream connection.
@@ -193,6 +228,23 @@ async fn run(client: OpenCodeClient, inner: Arc<Inner>, shutdown: CancellationTo
     }
 }
 
+/// Hands `event` to every tap; a full one is dropped (and told so), never waited for.
+fn tap_all(inner: &Inner, event: &Event) {
+    let mut taps = crate::sync::lock(&inner.taps);
+    if taps.is_empty() {
+        return;
+    }
+    let shared = Arc::new(event.clone());
+    taps.retain(|tap| match tap.tx.try_send(shared.clone()) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tap.overflowed.store(true, Ordering::SeqCst);
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    });
+}
+
 /// Marks the connection down and tells every subscriber; returns whether it was up.
 fn lose_all(inner: &Inner, reason: &str) -> bool {
     let (was_connected, lost) = {
@@ -228,6 +280,7 @@ async fn connect_once(client: &OpenCodeClient, inner: &Inner) -> String {
             inner.connected.send_replace(true);
             continue;
         }
+        tap_all(inner, &next);
         let Some(session_id) = next.session_id() else {
             continue;
         };

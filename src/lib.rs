@@ -27,6 +27,7 @@ pub mod hub;
 pub mod metrics;
 pub mod openai;
 pub mod opencode;
+pub mod permissions;
 pub mod ratelimit;
 pub mod responses;
 pub mod routes;

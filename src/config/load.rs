@@ -152,7 +152,7 @@ impl Config {
     }
 
     /// Every duration setting with its key.
-    fn durations(&self) -> [(&'static str, Duration); 11] {
+    fn durations(&self) -> [(&'static str, Duration); 12] {
         [
             ("opencode.connect_timeout_ms", self.opencode.connect_timeout),
             ("opencode.request_timeout_ms", self.opencode.request_timeout),
@@ -168,6 +168,7 @@ impl Config {
                 self.client_tools.result_timeout,
             ),
             ("responses.ttl_secs", self.responses.ttl),
+            ("permissions.timeout_secs", self.permissions.timeout),
         ]
     }
 

@@ -104,6 +104,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Per-key rate limits.
     pub rate_limits: RateLimitsConfig,
+    /// How permission requests of OpenCode's agent are answered.
+    pub permissions: PermissionsConfig,
 }
 
 /// How log lines are written.
@@ -316,6 +318,42 @@ pub struct KeyLimitsConfig {
     pub concurrent_runs: Option<u32>,
 }
 
+/// How permission requests of OpenCode's agent are answered (see [`crate::permissions`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PermissionPolicy {
+    /// Reject at once; the model carries on.
+    #[default]
+    Deny,
+    /// Grant what the allowlist names, reject the rest.
+    Allow,
+    /// Ask the API caller, reject after the timeout.
+    Client,
+}
+
+/// `[permissions]`: permission requests and questions of OpenCode's agent.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PermissionsConfig {
+    /// `deny`, `allow` or `client`.
+    pub policy: PermissionPolicy,
+    /// With `allow`: what is granted, `tool` or `tool:pattern` (`bash:git *`, `read`).
+    pub allow: Vec<String>,
+    /// With `client`: how long a request waits for the caller before it is rejected.
+    #[serde(rename = "timeout_secs", with = "units::secs")]
+    pub timeout: Duration,
+}
+
+impl Default for PermissionsConfig {
+    fn default() -> Self {
+        PermissionsConfig {
+            policy: PermissionPolicy::Deny,
+            allow: Vec::new(),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
 /// `[metrics]`: Prometheus `/metrics`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -404,6 +442,7 @@ impl Default for Config {
             responses: ResponsesConfig::default(),
             metrics: MetricsConfig::default(),
             rate_limits: RateLimitsConfig::default(),
+            permissions: PermissionsConfig::default(),
         }
     }
 }

@@ -147,6 +147,23 @@ pub enum OutputItem {
         /// `in_progress` or `completed`.
         status: String,
     },
+    /// One of OpenCode's own tools, run by the agent on the server (server label `opencode`).
+    McpCall {
+        /// `mcp_…`.
+        id: String,
+        /// Always `opencode`.
+        server_label: String,
+        /// The tool (`bash`, `read`, …).
+        name: String,
+        /// Its arguments as JSON text.
+        arguments: String,
+        /// What it returned.
+        output: Option<String>,
+        /// Why it failed.
+        error: Option<String>,
+        /// `in_progress`, `completed` or `failed`.
+        status: String,
+    },
     /// A call of one of the client's functions.
     FunctionCall {
         /// `fc_…`.
@@ -168,6 +185,7 @@ impl OutputItem {
         match self {
             OutputItem::Message { id, .. }
             | OutputItem::Reasoning { id, .. }
+            | OutputItem::McpCall { id, .. }
             | OutputItem::FunctionCall { id, .. } => id,
         }
     }

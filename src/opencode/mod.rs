@@ -413,6 +413,44 @@ impl OpenCodeClient {
         Ok(())
     }
 
+    /// `GET /agent`: the agents OpenCode knows (`[{name, description, mode, …}]`).
+    pub async fn agents(&self) -> Result<Vec<Value>, UpstreamError> {
+        self.retrying("list agents", || {
+            self.json(
+                "list agents",
+                self.request(Method::GET, "agent"),
+                self.timeout,
+            )
+        })
+        .await
+    }
+
+    /// `POST /question/:id/reply {answers}`: answers a question of the agent.
+    pub async fn reply_question(&self, id: &str, answers: &Value) -> Result<(), UpstreamError> {
+        let body = serde_json::json!({ "answers": answers });
+        let _: Value = self
+            .json(
+                "answer question",
+                self.request(Method::POST, &format!("question/{id}/reply"))
+                    .json(&body),
+                self.timeout,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `POST /question/:id/reject`: declines a question of the agent.
+    pub async fn reject_question(&self, id: &str) -> Result<(), UpstreamError> {
+        let _: Value = self
+            .json(
+                "reject question",
+                self.request(Method::POST, &format!("question/{id}/reject")),
+                self.timeout,
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Opens OpenCode's event stream and yields its events until the connection ends: `GET
     /// /global/event` (every project directory; its frames are unwrapped), or `GET /event` (the
     /// server's own directory) on a server without it.

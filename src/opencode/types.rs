@@ -199,7 +199,7 @@ impl Serialize for ToolSwitches {
 }
 
 /// One SSE event of `GET /event`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 pub struct Event {
     /// e.g. `message.part.delta`.
     #[serde(rename = "type")]
@@ -207,6 +207,9 @@ pub struct Event {
     /// Event payload.
     #[serde(default)]
     pub properties: Value,
+    /// The project directory it comes from (`/global/event` says; `None` on `/event`).
+    #[serde(skip)]
+    pub directory: Option<String>,
 }
 
 /// A frame of `GET /global/event` (`{directory, payload: Event}`) or of `GET /event` (the
@@ -216,6 +219,9 @@ pub struct Event {
 pub enum Frame {
     /// `/global/event`.
     Global {
+        /// The project directory.
+        #[serde(default)]
+        directory: Option<String>,
         /// The event.
         payload: Event,
     },
@@ -227,7 +233,14 @@ impl Frame {
     /// The event inside.
     pub fn into_event(self) -> Event {
         match self {
-            Frame::Global { payload } | Frame::Bare(payload) => payload,
+            Frame::Global {
+                directory,
+                mut payload,
+            } => {
+                payload.directory = directory;
+                payload
+            }
+            Frame::Bare(payload) => payload,
         }
     }
 }
@@ -261,6 +274,7 @@ mod tests {
         let e = |p: Value| Event {
             kind: "x".into(),
             properties: p,
+            directory: None,
         };
         assert_eq!(e(json!({"sessionID": "ses_1"})).session_id(), Some("ses_1"));
         assert_eq!(

@@ -8,7 +8,7 @@
 
 use serde_json::{json, Value};
 
-use crate::adapter::{Output, ToolCallOutput};
+use crate::adapter::{Activity, Output, ToolActivity, ToolCallOutput};
 use crate::error::ApiError;
 use crate::openai::{
     IncompleteDetails, OutputItem, OutputText, ResponseError, ResponseObject, ResponseStatus,
@@ -34,6 +34,8 @@ pub struct Builder {
     response: ResponseObject,
     sequence: u64,
     open: Option<Open>,
+    /// OpenCode tool calls seen, by OpenCode's call id: (output index, item id).
+    agent_calls: Vec<(String, usize, String)>,
 }
 
 fn item_id(prefix: &str) -> String {
@@ -51,6 +53,7 @@ impl Builder {
             response,
             sequence: 0,
             open: None,
+            agent_calls: Vec::new(),
         }
     }
 
@@ -111,6 +114,10 @@ impl Builder {
                 events
             }
             Output::Failed(e) => self.fail(&e),
+            Output::Activity(Activity::Tool(t)) => self.agent_tool(t),
+            // The Responses API has no item for a request waiting on our own API: clients use
+            // `GET /v1/sessions/{id}/permissions` (the session is in `x-opencode-session-id`).
+            Output::Activity(Activity::Permission(_)) => Vec::new(),
         }
     }
 
@@ -206,6 +213,73 @@ impl Builder {
                           "delta": delta, "logprobs": []});
         events.push(self.event("response.output_text.delta", body));
         events
+    }
+
+    /// One of OpenCode's own tools as an `mcp_call` item: added when it starts, done when it
+    /// completes or fails.
+    fn agent_tool(&mut self, t: ToolActivity) -> Vec<Value> {
+        let mut events = Vec::new();
+        let known = self
+            .agent_calls
+            .iter()
+            .find(|(call, _, _)| *call == t.call_id)
+            .map(|(_, i, id)| (*i, id.clone()));
+        let (index, id) = match known {
+            Some(k) => k,
+            None => {
+                events.extend(self.close());
+                let index = self.response.output.len();
+                let id = item_id("mcp");
+                self.agent_calls
+                    .push((t.call_id.clone(), index, id.clone()));
+                let item = self.mcp_item(&id, &t, "in_progress");
+                self.response.output.push(item.clone());
+                events.push(self.event(
+                    "response.output_item.added",
+                    json!({"output_index": index, "item": item}),
+                ));
+                events.push(self.event(
+                    "response.mcp_call.in_progress",
+                    json!({"output_index": index, "item_id": id}),
+                ));
+                (index, id)
+            }
+        };
+        let done = match t.status.as_str() {
+            "completed" => "completed",
+            "error" => "failed",
+            _ => return events,
+        };
+        let item = self.mcp_item(&id, &t, done);
+        self.response.output[index] = item.clone();
+        let arguments = t.input.to_string();
+        events.push(self.event(
+            "response.mcp_call_arguments.done",
+            json!({"output_index": index, "item_id": id, "arguments": arguments}),
+        ));
+        let kind = if done == "completed" {
+            "response.mcp_call.completed"
+        } else {
+            "response.mcp_call.failed"
+        };
+        events.push(self.event(kind, json!({"output_index": index, "item_id": id})));
+        events.push(self.event(
+            "response.output_item.done",
+            json!({"output_index": index, "item": item}),
+        ));
+        events
+    }
+
+    fn mcp_item(&self, id: &str, t: &ToolActivity, status: &str) -> OutputItem {
+        OutputItem::McpCall {
+            id: id.to_string(),
+            server_label: "opencode".into(),
+            name: t.tool.clone(),
+            arguments: t.input.to_string(),
+            output: t.output.clone(),
+            error: t.error.clone(),
+            status: status.to_string(),
+        }
     }
 
     fn function_call(&mut self, call: ToolCallOutput) -> Vec<Value> {

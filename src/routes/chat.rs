@@ -23,6 +23,8 @@ use crate::stream::chat::Chunks;
 
 /// Header pinning a request to an explicit session created through `/v1/sessions`.
 pub const SESSION_HEADER: &str = "x-session-id";
+/// Header asking a stream to show OpenCode's activity (as SSE comments).
+pub const ACTIVITY_HEADER: &str = "x-opencode-activity";
 
 /// The handler.
 pub async fn completions(
@@ -42,6 +44,7 @@ pub async fn completions(
     run_req.requested = Requested::from_request(&headers, req.metadata.as_ref())?;
     let run = run::start_or_resume(&state, &caller, target, &run_req).await?;
     let label = ModelLabel(req.model.clone());
+    let session = session_header(run.session_id());
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now_secs();
     if req.stream {
@@ -50,6 +53,10 @@ pub async fn completions(
             created,
             model: req.model,
             include_usage: req.include_usage,
+            include_activity: headers
+                .get(ACTIVITY_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes")),
         };
         let keepalive = KeepAlive::new()
             .interval(state.config.prompt.keepalive)
@@ -58,6 +65,7 @@ pub async fn completions(
             .keep_alive(keepalive)
             .into_response();
         response.extensions_mut().insert(label);
+        response.headers_mut().extend(session);
         return Ok(response);
     }
     let done = run.collect().await?;
@@ -96,7 +104,20 @@ pub async fn completions(
     })
     .into_response();
     response.extensions_mut().insert(label);
+    response.headers_mut().extend(session);
     Ok(response)
+}
+
+/// `x-opencode-session-id: <session>`: the OpenCode session a completion ran on (for its
+/// permission requests and events).
+pub fn session_header(
+    session_id: &str,
+) -> Option<(axum::http::HeaderName, axum::http::HeaderValue)> {
+    let value = axum::http::HeaderValue::from_str(session_id).ok()?;
+    Some((
+        axum::http::HeaderName::from_static("x-opencode-session-id"),
+        value,
+    ))
 }
 
 /// The explicit session named by `x-session-id`, if any (an unreadable one is a 404).

@@ -1,7 +1,9 @@
 //! HTTP handlers, one module per resource. They translate between HTTP and the services
 //! (catalog, pool, chat pipeline); every error leaves through [`ApiError`].
 
+pub mod agents;
 pub mod chat;
+pub mod events;
 pub mod health;
 pub mod models;
 pub mod responses;

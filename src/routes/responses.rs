@@ -50,6 +50,7 @@ pub async fn create(
     let req = ResponsesRequest::parse(&body)?;
     let requested = Requested::from_request(&headers, Some(&req.metadata))?;
     let started = responses::start(&state, &caller, &req, requested).await?;
+    let session = crate::routes::chat::session_header(started.run.session_id());
     let mut response = if req.stream {
         let keepalive = KeepAlive::new()
             .interval(state.config.prompt.keepalive)
@@ -62,6 +63,7 @@ pub async fn create(
     response
         .extensions_mut()
         .insert(crate::metrics::ModelLabel(req.model));
+    response.headers_mut().extend(session);
     Ok(response)
 }
 

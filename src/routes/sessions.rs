@@ -147,3 +147,66 @@ pub async fn abort(
         json!({ "id": id, "object": "session", "aborted": true }),
     ))
 }
+
+/// `GET /v1/sessions/{id}/permissions`: the requests of OpenCode's agent waiting for the
+/// caller on this session (policy `client`).
+pub async fn permissions(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    SessionId(id): SessionId,
+) -> Result<Json<Value>, ApiError> {
+    let data = state.permissions.list(&id, &caller.id, caller.is_admin());
+    Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+/// Body of `POST /v1/sessions/{id}/permissions/{permission_id}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionAnswer {
+    /// `once`, `always` or `reject` (for a question: omit it and give `answers`, or `reject`).
+    reply: Option<String>,
+    /// A question's answers: one array of chosen labels per question.
+    answers: Option<Value>,
+}
+
+/// `POST /v1/sessions/{id}/permissions/{permission_id}`: answers one waiting request.
+pub async fn answer_permission(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((id, permission_id)): Path<(String, String)>,
+    body: Result<Json<PermissionAnswer>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(answer) = body.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    let reply = match (answer.reply.as_deref(), &answer.answers) {
+        (Some(r @ ("once" | "always" | "reject")), _) => r,
+        (None, Some(_)) => "once",
+        (Some(other), _) => {
+            return Err(ApiError::invalid(
+                format!("`reply` must be once, always or reject, not {other:?}."),
+                Some("reply".into()),
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "Give `reply` (once, always, reject) or a question's `answers`.",
+                Some("reply".into()),
+            ))
+        }
+    };
+    let answers = answer.answers.as_ref().filter(|_| reply != "reject");
+    let pending = state
+        .permissions
+        .answer(
+            &id,
+            &permission_id,
+            &caller.id,
+            caller.is_admin(),
+            reply,
+            answers,
+        )
+        .await?;
+    tracing::info!(target: "audit", key = %caller.name, session = %id, permission = %pending.permission, reply, "permission answered");
+    Ok(Json(
+        json!({ "id": permission_id, "object": "permission", "reply": reply }),
+    ))
+}

@@ -24,7 +24,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 
 pub use request::{Conversation, RunRequest};
 
-use crate::adapter::{Adapter, Output};
+use crate::adapter::{Activity, Adapter, Output};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::catalog::ModelInfo;
@@ -33,6 +33,7 @@ use crate::hub::{HubMessage, Subscription};
 use crate::openai::tools::compile_schema;
 use crate::openai::{Message, Role, ToolCall, Usage};
 use crate::opencode::Event;
+use crate::permissions::Decision;
 use crate::sessions::{not_found_as_session, Lease, Outcome, Seed};
 use crate::tools::{ParkKey, SlotLease};
 use tools::ToolRun;
@@ -203,6 +204,7 @@ async fn begin(
         }
         Target::Leased { lease, park } => (*lease, Some(park), None),
     };
+    state.sessions.owners.record(&lease.session_id, &caller.id);
     let subscription = state
         .hub
         .subscribe(&lease.session_id, EVENT_CONNECT_WAIT)
@@ -366,8 +368,15 @@ impl Run {
     }
 
     fn on_event(&mut self, event: &Event) -> Vec<Output> {
-        if event.kind == "permission.asked" {
-            self.answer_permission(event);
+        let mut notices = Vec::new();
+        match event.kind.as_str() {
+            "permission.asked" | "question.asked" => notices.extend(self.answer_permission(event)),
+            "permission.replied" | "question.replied" | "question.rejected" => {
+                if let Some(id) = event.properties["requestID"].as_str() {
+                    self.state.permissions.forget(id);
+                }
+            }
+            _ => {}
         }
         if let Some(tools) = &mut self.tools {
             tools.on_event(event);
@@ -377,33 +386,40 @@ impl Run {
             let user = self.adapter.user_message_id();
             lease.observe(user, self.adapter.last_assistant_id().or(user));
         }
-        outputs
+        notices.extend(outputs);
+        notices
     }
 
-    /// A headless run must never wait on a permission prompt: OpenCode's own tools are
-    /// refused (the model is told and carries on), except its guard against a model repeating
-    /// a call, which client tools may legitimately trip.
-    fn answer_permission(&self, event: &Event) {
-        let p = &event.properties;
-        let Some(id) = p["id"].as_str().map(String::from) else {
-            return;
-        };
-        let doom_loop = p["permission"] == "doom_loop" && self.tools.is_some();
-        let (reply, message) = if doom_loop {
-            ("once", None)
+    /// A headless run must never wait on a permission prompt: the policy answers it now, or
+    /// shows it to the caller (a notice in the stream) and answers it after the timeout.
+    fn answer_permission(&self, event: &Event) -> Vec<Output> {
+        let permissions = &self.state.permissions;
+        let kind = if event.kind == "question.asked" {
+            "question"
         } else {
-            (
-                "reject",
-                Some("The gateway's permission policy does not allow this."),
-            )
+            "permission"
         };
-        let client = self.state.client.clone();
-        tracing::info!(permission = %p["permission"], reply, session = %self.session_id(), "answering a permission request");
-        self.state.sessions.upstream().spawn_cleanup(async move {
-            if let Err(e) = client.reply_permission(&id, reply, message).await {
-                tracing::warn!(error = %e, "could not answer a permission request");
+        let id = event.properties["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match permissions.decide(event, self.tools.is_some()) {
+            Decision::Reply(reply) => {
+                tracing::info!(kind, permission = %event.properties["permission"], reply,
+                    session = %self.session_id(), "answering a permission request by policy");
+                let permissions = permissions.clone();
+                self.state.sessions.upstream().spawn_cleanup(async move {
+                    if let Err(e) = permissions.reply(kind, &id, reply, None).await {
+                        tracing::warn!(error = %e, "could not answer a permission request");
+                    }
+                });
+                Vec::new()
             }
-        });
+            Decision::AskClient => permissions
+                .ask_client(event, &self.conversation.client)
+                .map(|p| vec![Output::Activity(Activity::Permission(p))])
+                .unwrap_or_default(),
+        }
     }
 
     /// The tool calls of a complete step end this response: the run suspends.
@@ -583,6 +599,8 @@ impl Run {
                 Output::Content(t) => content.push_str(&t),
                 Output::Reasoning(t) => reasoning.push_str(&t),
                 Output::ToolCall(call) => tool_calls.push(call),
+                // Only streams show the agent's activity.
+                Output::Activity(_) => {}
                 Output::Finished {
                     finish_reason,
                     usage,

@@ -41,7 +41,38 @@ pub struct Sessions {
     pub conversations: ConversationPool,
     /// Explicit sessions, owned by API keys.
     pub explicit: ExplicitSessions,
+    /// Which key ran what on which session lately (for event filtering).
+    pub owners: Owners,
     upstream: SessionUpstream,
+}
+
+/// The key each recently used session belongs to: sessions the gateway ran something on,
+/// remembered for a day since last use (bounded), so that a key's event stream carries its
+/// sessions and nobody else's.
+#[derive(Clone)]
+pub struct Owners {
+    cache: moka::sync::Cache<String, crate::auth::ClientId>,
+}
+
+impl Owners {
+    fn new() -> Owners {
+        Owners {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(Duration::from_secs(86_400))
+                .build(),
+        }
+    }
+
+    /// `owner` runs something on `session_id`.
+    pub fn record(&self, session_id: &str, owner: &crate::auth::ClientId) {
+        self.cache.insert(session_id.to_string(), owner.clone());
+    }
+
+    /// Whose `session_id` is, if the gateway knows.
+    pub fn of(&self, session_id: &str) -> Option<crate::auth::ClientId> {
+        self.cache.get(session_id)
+    }
 }
 
 impl Sessions {
@@ -51,6 +82,7 @@ impl Sessions {
         Sessions {
             conversations: ConversationPool::new(upstream.clone(), title.clone(), config),
             explicit: ExplicitSessions::new(upstream.clone(), title, config),
+            owners: Owners::new(),
             upstream,
         }
     }

@@ -9,7 +9,7 @@ use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::adapter::Output;
-use crate::adapter::ToolCallOutput;
+use crate::adapter::{Activity, ToolCallOutput};
 use crate::openai::{
     ChatCompletionChunk, ChunkChoice, ChunkFunction, ChunkToolCall, Delta, Role, Usage,
 };
@@ -26,6 +26,8 @@ pub struct Chunks {
     pub model: String,
     /// Send a usage chunk before `[DONE]`.
     pub include_usage: bool,
+    /// Show what OpenCode's agent does, as SSE comments (`x-opencode-activity: 1`).
+    pub include_activity: bool,
 }
 
 impl Chunks {
@@ -65,6 +67,10 @@ impl Chunks {
                 None,
             )],
             Output::ToolCall(call) => self.tool_call(call),
+            Output::Activity(activity) if self.include_activity => {
+                vec![activity_comment(&activity)]
+            }
+            Output::Activity(_) => Vec::new(),
             Output::Finished {
                 finish_reason,
                 usage,
@@ -126,6 +132,16 @@ impl Chunks {
             usage,
         })
     }
+}
+
+/// The agent's activity as an SSE comment — `: opencode-activity {json}` — which every SSE
+/// parser, the OpenAI SDKs' included, skips, so only clients that look for it see it.
+pub fn activity_comment(activity: &Activity) -> Event {
+    let body = match activity {
+        Activity::Tool(t) => serde_json::json!({"type": "tool", "tool": t}),
+        Activity::Permission(p) => serde_json::json!({"type": "permission", "request": p}),
+    };
+    Event::default().comment(format!("opencode-activity {body}"))
 }
 
 /// An SSE event whose data is `value` as JSON.

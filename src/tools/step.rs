@@ -196,6 +196,7 @@ mod tests {
         Event {
             kind: kind.into(),
             properties,
+            ..Event::default()
         }
     }
 

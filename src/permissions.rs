@@ -1,0 +1,343 @@
+//! Permission policy: a headless run never waits on a prompt nobody answers.
+//!
+//! When OpenCode's agent wants to run a tool its rules say to ask about (`permission.asked`), or
+//! asks the user something with its `question` tool (`question.asked`), the run would wait
+//! forever. The gateway answers by policy (`[permissions] policy`):
+//! - `deny` (default): rejected at once; the model is told and carries on.
+//! - `allow`: permissions matching the allowlist (`"bash"`, `"bash:git *"`: tool, then a
+//!   pattern of its arguments) are granted once, the rest rejected; questions are rejected.
+//! - `client`: the request is shown to the caller (a stream notice, and
+//!   `GET /v1/sessions/{id}/permissions`), answered with
+//!   `POST /v1/sessions/{id}/permissions/{permission_id}`; unanswered within
+//!   `permissions.timeout_secs` it is rejected. The run's own deadline still holds.
+//!
+//! OpenCode's guard against a model repeating one call (`doom_loop`) is granted for runs with
+//! client tools: repeating a call is the client's business.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::auth::ClientId;
+use crate::config::{PermissionPolicy, PermissionsConfig};
+use crate::error::ApiError;
+use crate::opencode::{Event, OpenCodeClient};
+use crate::sync::lock;
+
+/// A request of OpenCode's agent waiting for an answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pending {
+    /// `per_…` or `que_…`.
+    pub id: String,
+    /// `permission` or `question`.
+    pub kind: &'static str,
+    /// The session asking.
+    pub session_id: String,
+    /// The tool or permission (`bash`, `edit`, …), or `question`.
+    pub permission: String,
+    /// What it wants to run (`["git status"]`).
+    pub patterns: Vec<String>,
+    /// OpenCode's details (the command, the questions…).
+    pub metadata: Value,
+    /// Unix seconds.
+    pub asked_at: u64,
+    #[serde(skip)]
+    owner: ClientId,
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Answer OpenCode now (`once`, `reject`).
+    Reply(&'static str),
+    /// Show it to the caller and wait (for at most the timeout).
+    AskClient,
+}
+
+/// The policy and the requests waiting for callers; cheap to clone.
+#[derive(Clone)]
+pub struct Permissions {
+    policy: PermissionPolicy,
+    allow: Arc<Vec<(String, Option<String>)>>,
+    timeout: Duration,
+    client: OpenCodeClient,
+    pending: Arc<Mutex<HashMap<String, Pending>>>,
+}
+
+/// Whether `text` matches `pattern` (`*` matches any run of characters).
+fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || !text.ends_with(last) || text.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(i) => rest = &rest[i + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+fn now_secs() -> u64 {
+    crate::routes::now_secs()
+}
+
+impl Permissions {
+    /// The policy of `config`; answers go to OpenCode through `client`.
+    pub fn new(config: &PermissionsConfig, client: OpenCodeClient) -> Permissions {
+        let allow = config
+            .allow
+            .iter()
+            .map(|rule| match rule.split_once(':') {
+                Some((tool, pattern)) => {
+                    (tool.trim().to_string(), Some(pattern.trim().to_string()))
+                }
+                None => (rule.trim().to_string(), None),
+            })
+            .collect();
+        Permissions {
+            policy: config.policy,
+            allow: Arc::new(allow),
+            timeout: config.timeout,
+            client,
+            pending: Arc::default(),
+        }
+    }
+
+    fn allowed(&self, permission: &str, patterns: &[String]) -> bool {
+        self.allow.iter().any(|(tool, pattern)| {
+            glob(tool, permission)
+                && match pattern {
+                    None => true,
+                    Some(p) => !patterns.is_empty() && patterns.iter().all(|text| glob(p, text)),
+                }
+        })
+    }
+
+    /// What the policy says about an asked event of a run (`client_tools`: the run has them).
+    pub fn decide(&self, event: &Event, client_tools: bool) -> Decision {
+        let p = &event.properties;
+        let question = event.kind == "question.asked";
+        let permission = p["permission"].as_str().unwrap_or_default();
+        if !question && permission == "doom_loop" && client_tools {
+            return Decision::Reply("once");
+        }
+        match self.policy {
+            PermissionPolicy::Deny => Decision::Reply("reject"),
+            PermissionPolicy::Allow if question => Decision::Reply("reject"),
+            PermissionPolicy::Allow => {
+                let patterns: Vec<String> = p["patterns"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if self.allowed(permission, &patterns) {
+                    Decision::Reply("once")
+                } else {
+                    Decision::Reply("reject")
+                }
+            }
+            PermissionPolicy::Client => Decision::AskClient,
+        }
+    }
+
+    /// Answers OpenCode: a permission with `reply`, a question rejected (or answered).
+    pub async fn reply(
+        &self,
+        kind: &str,
+        id: &str,
+        reply: &str,
+        answers: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        let message = "The gateway's permission policy does not allow this.";
+        match (kind, reply, answers) {
+            ("question", _, Some(answers)) => self.client.reply_question(id, answers).await?,
+            ("question", _, None) => self.client.reject_question(id).await?,
+            (_, "reject", _) => {
+                self.client
+                    .reply_permission(id, "reject", Some(message))
+                    .await?
+            }
+            (_, reply, _) => self.client.reply_permission(id, reply, None).await?,
+        }
+        Ok(())
+    }
+
+    /// Shows an asked event to the caller `owner`, rejecting it after the timeout if nobody
+    /// answers; returns what was registered.
+    pub fn ask_client(&self, event: &Event, owner: &ClientId) -> Option<Pending> {
+        let p = &event.properties;
+        let question = event.kind == "question.asked";
+        let pending = Pending {
+            id: p["id"].as_str()?.to_string(),
+            kind: if question { "question" } else { "permission" },
+            session_id: p["sessionID"].as_str()?.to_string(),
+            permission: if question {
+                "question".into()
+            } else {
+                p["permission"].as_str().unwrap_or_default().to_string()
+            },
+            patterns: p["patterns"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            metadata: if question {
+                json!({ "questions": p["questions"] })
+            } else {
+                p["metadata"].clone()
+            },
+            asked_at: now_secs(),
+            owner: owner.clone(),
+        };
+        lock(&self.pending).insert(pending.id.clone(), pending.clone());
+        let this = self.clone();
+        let expired = pending.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(this.timeout).await;
+            if lock(&this.pending).remove(&expired.id).is_some() {
+                tracing::info!(id = %expired.id, session = %expired.session_id, "nobody answered the permission request in time; rejecting it");
+                if let Err(e) = this.reply(expired.kind, &expired.id, "reject", None).await {
+                    tracing::warn!(error = %e, "could not reject an unanswered permission request");
+                }
+            }
+        });
+        Some(pending)
+    }
+
+    /// The requests waiting on `session_id` that `owner` may see (an admin: all).
+    pub fn list(&self, session_id: &str, owner: &ClientId, admin: bool) -> Vec<Pending> {
+        let mut out: Vec<Pending> = lock(&self.pending)
+            .values()
+            .filter(|p| p.session_id == session_id && (admin || &p.owner == owner))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.asked_at.cmp(&b.asked_at).then(a.id.cmp(&b.id)));
+        out
+    }
+
+    /// Answers a waiting request of `session_id` (404 when there is none the caller may see).
+    pub async fn answer(
+        &self,
+        session_id: &str,
+        id: &str,
+        owner: &ClientId,
+        admin: bool,
+        reply: &str,
+        answers: Option<&Value>,
+    ) -> Result<Pending, ApiError> {
+        let taken = {
+            let mut pending = lock(&self.pending);
+            match pending.get(id) {
+                Some(p) if p.session_id == session_id && (admin || &p.owner == owner) => {
+                    pending.remove(id)
+                }
+                _ => None,
+            }
+        };
+        let pending = taken.ok_or_else(|| ApiError::NotFound {
+            message: format!("No permission request '{id}' is waiting on this session."),
+            code: "permission_not_found",
+        })?;
+        self.reply(pending.kind, id, reply, answers).await?;
+        Ok(pending)
+    }
+
+    /// Forgets a request OpenCode no longer waits on (answered elsewhere, run ended).
+    pub fn forget(&self, id: &str) {
+        lock(&self.pending).remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OpenCodeConfig;
+
+    fn perms(policy: PermissionPolicy, allow: &[&str]) -> Permissions {
+        let config = PermissionsConfig {
+            policy,
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+            timeout: Duration::from_secs(60),
+        };
+        let client = OpenCodeClient::new(&OpenCodeConfig {
+            base_url: Some("http://127.0.0.1:9".into()),
+            ..OpenCodeConfig::default()
+        })
+        .unwrap();
+        Permissions::new(&config, client)
+    }
+
+    fn asked(permission: &str, patterns: &[&str]) -> Event {
+        Event {
+            kind: "permission.asked".into(),
+            properties: json!({"id": "per_1", "sessionID": "ses_1", "permission": permission,
+                "patterns": patterns}),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("git *", "git status"));
+        assert!(glob("*", "anything"));
+        assert!(glob("a*c*e", "abcde"));
+        assert!(!glob("git *", "rm -rf /"));
+        assert!(glob("read", "read"));
+        assert!(!glob("read", "readx"));
+    }
+
+    #[test]
+    fn each_policy_decides() {
+        let deny = perms(PermissionPolicy::Deny, &[]);
+        assert_eq!(
+            deny.decide(&asked("bash", &["ls"]), false),
+            Decision::Reply("reject")
+        );
+        assert_eq!(
+            deny.decide(&asked("doom_loop", &[]), true),
+            Decision::Reply("once")
+        );
+        assert_eq!(
+            deny.decide(&asked("doom_loop", &[]), false),
+            Decision::Reply("reject")
+        );
+        let allow = perms(PermissionPolicy::Allow, &["bash:git *", "read"]);
+        assert_eq!(
+            allow.decide(&asked("bash", &["git status"]), false),
+            Decision::Reply("once")
+        );
+        assert_eq!(
+            allow.decide(&asked("bash", &["rm -rf /"]), false),
+            Decision::Reply("reject")
+        );
+        assert_eq!(
+            allow.decide(&asked("read", &["/etc/passwd"]), false),
+            Decision::Reply("once")
+        );
+        assert_eq!(
+            allow.decide(&asked("edit", &["x"]), false),
+            Decision::Reply("reject")
+        );
+        let client = perms(PermissionPolicy::Client, &[]);
+        assert_eq!(
+            client.decide(&asked("bash", &["ls"]), false),
+            Decision::AskClient
+        );
+    }
+}

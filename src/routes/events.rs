@@ -1,0 +1,92 @@
+//! `GET /v1/events`: OpenCode's events as SSE, for the calling key's sessions only (an admin:
+//! every session, optionally of one `?directory=`), fed from the gateway's one upstream event
+//! subscription. A consumer that falls behind is dropped with a final `error` event rather than
+//! buffered without bound.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+
+use axum::extract::{Query, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::hub::TAP_BUFFER;
+
+/// Query of `GET /v1/events`.
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    /// Admins only: the events of this project directory.
+    directory: Option<String>,
+}
+
+/// The handler.
+pub async fn stream(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    if query.directory.is_some() && !caller.is_admin() {
+        return Err(ApiError::PermissionDenied(
+            "Filtering events by directory needs an admin API key.".into(),
+        ));
+    }
+    if caller.is_admin() {
+        tracing::info!(target: "audit", key = %caller.name, "admin event stream opened");
+    }
+    let (rx, overflowed) = state.hub.tap();
+    let owners = state.sessions.owners.clone();
+    let events = futures::stream::unfold(Some(rx), move |rx| {
+        let caller = caller.clone();
+        let owners = owners.clone();
+        let overflowed = overflowed.clone();
+        let directory = query.directory.clone();
+        async move {
+            let mut rx = rx?;
+            loop {
+                let Some(event) = rx.recv().await else {
+                    if overflowed.load(Ordering::SeqCst) {
+                        let e = ApiError::Unavailable(format!(
+                            "This event stream fell {TAP_BUFFER} events behind and was closed; reconnect to continue."
+                        ));
+                        let sse = SseEvent::default()
+                            .event("error")
+                            .data(e.body().to_string());
+                        return Some((Ok::<_, Infallible>(sse), None));
+                    }
+                    return None;
+                };
+                let visible = if caller.is_admin() {
+                    directory.is_none() || event.directory == directory
+                } else {
+                    event
+                        .session_id()
+                        .and_then(|s| owners.of(s))
+                        .is_some_and(|owner| owner == caller.id)
+                };
+                if !visible {
+                    continue;
+                }
+                let body = json!({
+                    "type": event.kind,
+                    "properties": event.properties,
+                    "directory": event.directory,
+                });
+                let sse = SseEvent::default()
+                    .event(event.kind.clone())
+                    .data(body.to_string());
+                return Some((Ok(sse), Some(rx)));
+            }
+        }
+    });
+    let keepalive = KeepAlive::new()
+        .interval(state.config.prompt.keepalive)
+        .text("keep-alive");
+    Ok(Sse::new(events).keep_alive(keepalive).into_response())
+}
