@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -102,7 +102,8 @@ impl AppState {
 
 /// The routes that need an API key (when keys are configured).
 fn keyed_routes(keys: Keys, limits: RateLimits, metrics_here: bool) -> Router<AppState> {
-    use routes::{agents, chat, events, health, models, responses, sessions};
+    use routes::{agents, chat, code, commands, config, events, health, models, providers};
+    use routes::{responses, session_extras as extras, sessions, tooling};
     let router = Router::new();
     let router = if metrics_here {
         router.route("/metrics", get(crate::metrics::render))
@@ -138,6 +139,50 @@ fn keyed_routes(keys: Keys, limits: RateLimits, metrics_here: bool) -> Router<Ap
             "/v1/sessions/{id}/permissions/{permission_id}",
             post(sessions::answer_permission),
         )
+        .route("/v1/sessions/{id}/children", get(extras::children))
+        .route("/v1/sessions/{id}/todo", get(extras::todo))
+        .route("/v1/sessions/{id}/diff", get(extras::diff))
+        .route(
+            "/v1/sessions/{id}/messages/{message_id}",
+            get(extras::message),
+        )
+        .route("/v1/sessions/{id}/summarize", post(extras::summarize))
+        .route("/v1/sessions/{id}/revert", post(extras::revert))
+        .route("/v1/sessions/{id}/unrevert", post(extras::unrevert))
+        .route(
+            "/v1/sessions/{id}/share",
+            post(extras::share).delete(extras::unshare),
+        )
+        .route("/v1/sessions/{id}/command", post(commands::run_command))
+        .route("/v1/sessions/{id}/shell", post(commands::run_shell))
+        .route("/v1/commands", get(commands::list))
+        .route("/v1/providers", get(providers::list))
+        .route("/v1/providers/refresh", post(providers::refresh))
+        .route("/v1/providers/{id}/auth", put(providers::set_auth))
+        .route(
+            "/v1/providers/{id}/oauth/authorize",
+            post(providers::oauth_authorize),
+        )
+        .route(
+            "/v1/providers/{id}/oauth/callback",
+            post(providers::oauth_callback),
+        )
+        .route("/v1/find/text", get(code::find_text))
+        .route("/v1/find/files", get(code::find_files))
+        .route("/v1/find/symbols", get(code::find_symbols))
+        .route("/v1/files", get(code::list_directory))
+        .route("/v1/files/content", get(code::file_content))
+        .route("/v1/files/status", get(code::file_status))
+        .route("/v1/vcs", get(code::vcs))
+        .route("/v1/project", get(code::project_info))
+        .route("/v1/tools", get(tooling::tool_ids))
+        .route("/v1/tools/definitions", get(tooling::tool_definitions))
+        .route("/v1/lsp", get(tooling::lsp))
+        .route("/v1/formatters", get(tooling::formatters))
+        .route("/v1/mcp", get(tooling::mcp_status).post(tooling::mcp_add))
+        .route("/v1/mcp/{name}/connect", post(tooling::mcp_connect))
+        .route("/v1/mcp/{name}/disconnect", post(tooling::mcp_disconnect))
+        .route("/v1/config", get(config::get).patch(config::patch))
         .route("/status", get(health::status))
         .route_layer(middleware::from_fn_with_state(
             limits,

@@ -70,6 +70,14 @@ impl Catalog {
         Ok(Arc::new(build(&providers, &self.allowlist)))
     }
 
+    /// Fetches the catalog now (a provider was connected, say); returns how many models it has.
+    pub async fn refresh(&self) -> Result<usize, ApiError> {
+        let models = self.fetch().await?;
+        let count = models.len();
+        self.cache.insert((), models).await;
+        Ok(count)
+    }
+
     /// The exposed models (cached; fetched on a miss).
     pub async fn models(&self) -> Result<Arc<Models>, ApiError> {
         self.cache

@@ -11,10 +11,13 @@
 //!   handler collects them into one answer or [`stream`]s them as SSE.
 //!
 //! [`config`] layers defaults, file, environment and flags; [`error`] is the one place errors
-//! become OpenAI-shaped JSON.
+//! become OpenAI-shaped JSON. Beyond chat, [`routes`] also serve OpenCode's wider surface
+//! (providers, code search, tools, MCP, session extras, config) under the role and path checks
+//! of [`access`].
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod adapter;
 pub mod app;
 pub mod auth;

@@ -106,6 +106,8 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     /// How permission requests of OpenCode's agent are answered.
     pub permissions: PermissionsConfig,
+    /// Safety switches of the admin routes.
+    pub admin: AdminConfig,
 }
 
 /// How log lines are written.
@@ -354,6 +356,19 @@ impl Default for PermissionsConfig {
     }
 }
 
+/// `[admin]`: what admin keys may do beyond reading (each off by default).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Let admin keys run commands and shell lines in sessions (shell access to the OpenCode
+    /// host).
+    pub allow_execution: bool,
+    /// Let owners share sessions publicly (OpenCode's share links).
+    pub allow_share: bool,
+    /// Let admin keys change OpenCode's configuration.
+    pub allow_config_patch: bool,
+}
+
 /// `[metrics]`: Prometheus `/metrics`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -443,6 +458,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             permissions: PermissionsConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! when the request surely created nothing), prompts never are.
 
 mod error;
+mod surface;
 mod types;
 
 use std::future::Future;

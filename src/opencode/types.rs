@@ -80,6 +80,9 @@ pub struct Session {
     /// The session it was forked from / is a child of.
     #[serde(default, rename = "parentID", skip_serializing_if = "Option::is_none")]
     pub parent_id: Option<String>,
+    /// The project directory it lives in (requests about it go to that directory's instance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<String>,
     /// `{created, updated}` in epoch milliseconds.
     #[serde(default)]
     pub time: Option<Value>,

@@ -3,11 +3,17 @@
 
 pub mod agents;
 pub mod chat;
+pub mod code;
+pub mod commands;
+pub mod config;
 pub mod events;
 pub mod health;
 pub mod models;
+pub mod providers;
 pub mod responses;
+pub mod session_extras;
 pub mod sessions;
+pub mod tooling;
 
 use axum::http::{Method, Uri};
 

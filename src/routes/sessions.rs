@@ -101,7 +101,7 @@ pub async fn messages(
 }
 
 /// One OpenCode `{info, parts}` as `{id, role, content, reasoning_content?, created}`.
-fn chat_message(m: &Value) -> Option<Value> {
+pub fn chat_message(m: &Value) -> Option<Value> {
     let info = m.get("info")?;
     let role = info.get("role")?.as_str()?;
     let mut content = String::new();

@@ -1,0 +1,122 @@
+//! Commands and shell: `GET /v1/commands` lists OpenCode's commands;
+//! `POST /v1/sessions/{id}/command` and `POST /v1/sessions/{id}/shell` run one in a session —
+//! admin keys only, and only with `admin.allow_execution = true` (else 403, even for admins):
+//! they give shell access to the OpenCode host. Every run is audit-logged with the key's name;
+//! the result is the session's new message in chat form.
+
+use axum::extract::State;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::routes::sessions::{chat_message, SessionId};
+use crate::sessions::not_found_as_session;
+
+/// `GET /v1/commands`.
+pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let commands = state.client.commands().await?;
+    let data: Vec<Value> = commands
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| json!({"id": c["name"], "object": "command", "description": c["description"], "agent": c["agent"]}))
+        .collect();
+    Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+/// Refused unless the caller is an admin and execution is on.
+fn may_execute(state: &AppState, caller: &Caller, what: &str) -> Result<(), ApiError> {
+    caller.require_admin(what)?;
+    if !state.config.admin.allow_execution {
+        return Err(ApiError::PermissionDenied(format!(
+            "{what} is off on this gateway (`admin.allow_execution`)."
+        )));
+    }
+    Ok(())
+}
+
+/// Body of `POST /v1/sessions/{id}/command`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandBody {
+    /// The command's name.
+    command: String,
+    /// Its arguments as one text.
+    #[serde(default)]
+    arguments: String,
+    /// The agent to run it with.
+    agent: Option<String>,
+    /// `provider/model`.
+    model: Option<String>,
+}
+
+/// `POST /v1/sessions/{id}/command`.
+pub async fn run_command(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    SessionId(id): SessionId,
+    body: Result<Json<CommandBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    may_execute(&state, &caller, "Running commands")?;
+    let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    let session = state.sessions.explicit.owned(&caller, &id).await?;
+    let lease = state.sessions.explicit.acquire(&caller, &id).await?;
+    tracing::info!(target: "audit", key = %caller.name, session = %id, command = %body.command, "command run");
+    let mut upstream = json!({ "command": body.command, "arguments": body.arguments });
+    if let Some(agent) = body.agent {
+        upstream["agent"] = json!(agent);
+    }
+    if let Some(model) = body.model {
+        upstream["model"] = json!(model);
+    }
+    let message = state
+        .client
+        .in_directory(session.directory.as_deref())
+        .run_command(&id, &upstream)
+        .await
+        .map_err(not_found_as_session(&id))?;
+    lease.free();
+    Ok(Json(chat_message(&message).unwrap_or(message)))
+}
+
+/// Body of `POST /v1/sessions/{id}/shell`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShellBody {
+    /// The shell line.
+    command: String,
+    /// The agent to run it as (OpenCode requires one; default: the key's or global default,
+    /// else `build`).
+    agent: Option<String>,
+}
+
+/// `POST /v1/sessions/{id}/shell`.
+pub async fn run_shell(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    SessionId(id): SessionId,
+    body: Result<Json<ShellBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    may_execute(&state, &caller, "Running shell commands")?;
+    let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    let session = state.sessions.explicit.owned(&caller, &id).await?;
+    let lease = state.sessions.explicit.acquire(&caller, &id).await?;
+    tracing::info!(target: "audit", key = %caller.name, session = %id, command = %body.command, "shell run");
+    let agent = body
+        .agent
+        .or_else(|| caller.scope.default_agent.clone())
+        .or_else(|| state.config.prompt.agent.clone())
+        .unwrap_or_else(|| "build".into());
+    let upstream = json!({ "command": body.command, "agent": agent });
+    let message = state
+        .client
+        .in_directory(session.directory.as_deref())
+        .run_shell(&id, &upstream)
+        .await
+        .map_err(not_found_as_session(&id))?;
+    lease.free();
+    Ok(Json(chat_message(&message).unwrap_or(message)))
+}

@@ -1,0 +1,42 @@
+//! OpenCode's configuration, for admins: `GET /v1/config` (secrets masked) and
+//! `PATCH /v1/config` (only with `admin.allow_config_patch = true`).
+
+use axum::extract::State;
+use axum::{Extension, Json};
+use serde_json::Value;
+
+use crate::access;
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+/// `GET /v1/config`.
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin("Reading OpenCode's configuration")?;
+    Ok(Json(access::masked(&state.client.opencode_config().await?)))
+}
+
+/// `PATCH /v1/config`.
+pub async fn patch(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin("Changing OpenCode's configuration")?;
+    if !state.config.admin.allow_config_patch {
+        return Err(ApiError::PermissionDenied(
+            "Changing OpenCode's configuration is off on this gateway (`admin.allow_config_patch`)."
+                .into(),
+        ));
+    }
+    let Json(patch) = body.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    if !patch.is_object() {
+        return Err(ApiError::invalid("The patch must be an object.", None));
+    }
+    tracing::info!(target: "audit", key = %caller.name, "OpenCode configuration patched");
+    let updated = state.client.patch_opencode_config(&patch).await?;
+    Ok(Json(access::masked(&updated)))
+}

@@ -1,0 +1,118 @@
+//! Providers: `GET /v1/providers` (what is configured, connected and default, with models; no
+//! secrets), `POST /v1/providers/refresh` (the model catalog, now), and the admin-only auth flows
+//! (`PUT /v1/providers/{id}/auth`, OAuth authorize and callback).
+
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use serde_json::{json, Value};
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+/// A provider id as OpenCode names them (letters, digits, `-`, `_`, `.`).
+fn provider_id(id: &str) -> Result<&str, ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(id)
+    } else {
+        Err(ApiError::NotFound {
+            message: format!("No provider '{id}'."),
+            code: "provider_not_found",
+        })
+    }
+}
+
+/// `GET /v1/providers`.
+pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let all = state.client.provider_list().await?;
+    let connected: Vec<&str> = all["connected"]
+        .as_array()
+        .map(|c| c.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let defaults = &all["default"];
+    let data: Vec<Value> = all["all"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let id = p["id"].as_str()?;
+            let models: Vec<Value> = p["models"]
+                .as_object()
+                .map(|m| {
+                    m.values()
+                        .map(|m| json!({"id": format!("{id}/{}", m["id"].as_str().unwrap_or_default()), "name": m["name"]}))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(json!({
+                "id": id,
+                "object": "provider",
+                "name": p["name"],
+                "connected": connected.contains(&id),
+                "default_model": defaults.get(id),
+                "models": models,
+            }))
+        })
+        .collect();
+    Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+/// `POST /v1/providers/refresh`: fetches the model catalog now (admin).
+pub async fn refresh(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin("Refreshing the model catalog")?;
+    let models = state.catalog.refresh().await?;
+    Ok(Json(json!({ "object": "catalog", "models": models })))
+}
+
+/// `PUT /v1/providers/{id}/auth`: stores credentials for a provider (admin).
+pub async fn set_auth(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Json(auth): Json<Value>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin("Setting provider credentials")?;
+    let id = provider_id(&id)?;
+    tracing::info!(target: "audit", key = %caller.name, provider = %id, "provider credentials set");
+    let result = state.client.set_provider_auth(id, &auth).await?;
+    state.catalog.refresh().await.ok();
+    Ok(Json(
+        json!({ "id": id, "object": "provider.auth", "result": result }),
+    ))
+}
+
+/// `POST /v1/providers/{id}/oauth/authorize` (admin).
+pub async fn oauth_authorize(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin("Provider OAuth")?;
+    let id = provider_id(&id)?;
+    tracing::info!(target: "audit", key = %caller.name, provider = %id, "provider OAuth started");
+    Ok(Json(state.client.oauth_authorize(id, &body).await?))
+}
+
+/// `POST /v1/providers/{id}/oauth/callback` (admin).
+pub async fn oauth_callback(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin("Provider OAuth")?;
+    let id = provider_id(&id)?;
+    tracing::info!(target: "audit", key = %caller.name, provider = %id, "provider OAuth completed");
+    let result = state.client.oauth_callback(id, &body).await?;
+    state.catalog.refresh().await.ok();
+    Ok(Json(result))
+}

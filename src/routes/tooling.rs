@@ -1,0 +1,204 @@
+//! Tools, language servers, formatters and MCP servers: their status for admin keys and
+//! project-scoped keys; adding, connecting and disconnecting MCP servers for admins only.
+//! The gateway's own MCP servers (client tools, `ptkNN`) are internal: hidden and refused.
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::access;
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::tools::slots::slot_index;
+
+/// `GET /v1/tools`: the ids of OpenCode's tools.
+pub async fn tool_ids(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let dir = access::project(&state, &caller, &headers)?;
+    let ids = state.client.in_directory(dir.as_deref()).tool_ids().await?;
+    Ok(Json(json!({ "object": "list", "data": ids })))
+}
+
+/// Query of `GET /v1/tools/definitions`.
+#[derive(Debug, Deserialize)]
+pub struct DefinitionsQuery {
+    /// `provider/model`.
+    model: String,
+}
+
+/// `GET /v1/tools/definitions?model=`: the tools (with their schemas) a model would get.
+pub async fn tool_definitions(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    q: Result<Query<DefinitionsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    let dir = access::project(&state, &caller, &headers)?;
+    let model = state.catalog.get(&q.model).await?;
+    let client = state.client.in_directory(dir.as_deref());
+    let defs = client
+        .tool_definitions(&model.provider_id, &model.model_id)
+        .await?;
+    Ok(Json(json!({ "object": "list", "data": defs })))
+}
+
+/// `GET /v1/lsp`: language servers.
+pub async fn lsp(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let dir = access::project(&state, &caller, &headers)?;
+    let status = state
+        .client
+        .in_directory(dir.as_deref())
+        .lsp_status()
+        .await?;
+    Ok(Json(json!({ "object": "list", "data": status })))
+}
+
+/// `GET /v1/formatters`: formatters.
+pub async fn formatters(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let dir = access::project(&state, &caller, &headers)?;
+    let status = state
+        .client
+        .in_directory(dir.as_deref())
+        .formatter_status()
+        .await?;
+    Ok(Json(json!({ "object": "list", "data": status })))
+}
+
+/// `GET /v1/mcp`: MCP servers and their status (the gateway's own left out).
+pub async fn mcp_status(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let dir = access::project(&state, &caller, &headers)?;
+    let status = state
+        .client
+        .in_directory(dir.as_deref())
+        .mcp_status()
+        .await?;
+    let data: Vec<Value> = status
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| slot_index(name).is_none())
+        .map(|(name, s)| json!({"name": name, "object": "mcp_server", "status": s["status"], "error": s.get("error")}))
+        .collect();
+    Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+/// An MCP server name an admin may manage (not the gateway's own).
+fn manageable(name: &str) -> Result<&str, ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !ok || slot_index(name).is_some() || name.starts_with(crate::tools::slots::SLOT_PREFIX) {
+        return Err(ApiError::invalid(
+            "MCP server names are 1 to 64 letters, digits, `-`, `_` or `.`, and `ptk…` is the gateway's own.",
+            Some("name".into()),
+        ));
+    }
+    Ok(name)
+}
+
+/// Body of `POST /v1/mcp`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMcp {
+    /// The server's name (its tools become `<name>_<tool>`).
+    name: String,
+    /// OpenCode's server config: `{"type":"remote","url",…}` or `{"type":"local","command":[…]}`.
+    config: Value,
+}
+
+/// `POST /v1/mcp`: adds an MCP server (admin).
+pub async fn mcp_add(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Result<Json<AddMcp>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin("Adding MCP servers")?;
+    let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    let name = manageable(&body.name)?;
+    if !body.config.is_object() {
+        return Err(ApiError::invalid(
+            "`config` must be an object.",
+            Some("config".into()),
+        ));
+    }
+    let dir = access::project(&state, &caller, &headers)?;
+    tracing::info!(target: "audit", key = %caller.name, server = %name, "MCP server added");
+    let status = state
+        .client
+        .in_directory(dir.as_deref())
+        .add_mcp(name, &body.config)
+        .await?;
+    Ok(Json(
+        json!({ "name": name, "object": "mcp_server", "status": status.get(name) }),
+    ))
+}
+
+/// `POST /v1/mcp/{name}/connect` (admin).
+pub async fn mcp_connect(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    switch(state, caller, headers, name, true).await
+}
+
+/// `POST /v1/mcp/{name}/disconnect` (admin).
+pub async fn mcp_disconnect(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    switch(state, caller, headers, name, false).await
+}
+
+async fn switch(
+    state: AppState,
+    caller: Caller,
+    headers: HeaderMap,
+    name: String,
+    connect: bool,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin("Managing MCP servers")?;
+    let name = manageable(&name)?;
+    let dir = access::project(&state, &caller, &headers)?;
+    tracing::info!(target: "audit", key = %caller.name, server = %name, connect, "MCP server switched");
+    state
+        .client
+        .in_directory(dir.as_deref())
+        .mcp_switch(name, connect)
+        .await
+        .map_err(|e| match e {
+            crate::opencode::UpstreamError::NotFound(_) => ApiError::NotFound {
+                message: format!("No MCP server '{name}'."),
+                code: "mcp_server_not_found",
+            },
+            e => e.into(),
+        })?;
+    Ok(Json(
+        json!({ "name": name, "object": "mcp_server", "connected": connect }),
+    ))
+}
