@@ -371,6 +371,7 @@ async fn tool_loop() {
     scenario!(s, tool_choice_decides_what_the_model_is_offered(&bed));
     scenario!(s, names_of_opencode_tools_reach_the_client(&bed));
     scenario!(s, structured_outputs(&bed));
+    scenario!(s, bad_tool_requests_are_400(&bed));
     scenario!(s, explicit_session_runs_the_loop(&bed));
     scenario!(s, unseen_history_is_seeded_with_calls_and_results(&bed));
     scenario!(s, sdk_runs_the_loop(&bed));
@@ -743,6 +744,69 @@ async fn structured_outputs(bed: &TestBed) {
         "a schema violation is answered at once, not after a deadline: {:?}",
         started.elapsed()
     );
+}
+
+/// Malformed tool requests are refused by the real binary too, naming the field (the full set
+/// is in `tests/http_api/validation.rs`), before anything reaches the model; results that leave
+/// one of a parked run's calls unanswered are a 400 and the run keeps waiting for them.
+async fn bad_tool_requests_are_400(bed: &TestBed) {
+    let before = bed.mock.call_count();
+    let nameless = json!([{"type": "function", "function": {"parameters": {"type": "object"}}}]);
+    let (s, v) = bed
+        .chat(tool_body(&[user("hi")], nameless.as_array().unwrap()))
+        .await;
+    assert_error(
+        s,
+        &v,
+        400,
+        None,
+        Some("tools[0].function.name"),
+        "nameless tool",
+    );
+    let mut body = tool_body(&[user("hi")], &[weather()]);
+    body["tool_choice"] = json!({"type": "function", "function": {"name": "get_time"}});
+    let (s, v) = bed.chat(body).await;
+    assert_error(
+        s,
+        &v,
+        400,
+        None,
+        Some("tool_choice"),
+        "tool_choice naming no tool",
+    );
+    assert_eq!(bed.mock.call_count(), before, "a 400 reaches no model");
+
+    let tools = [weather(), time()];
+    let prompt =
+        r#"two at once [call:get_weather:{"city":"Bari"}] [call:get_time:{"city":"Bari"}]"#;
+    let mut messages = vec![user(prompt)];
+    let (s, v) = bed.chat(tool_body(&messages, &tools)).await;
+    let calls = tool_calls_of(s, &v);
+    assert_eq!(calls.len(), 2);
+    messages.push(v["choices"][0]["message"].clone());
+    messages.push(tool_result(&calls[0].0, "hot"));
+    let (s, v) = bed.chat(tool_body(&messages, &tools)).await;
+    assert_error(s, &v, 400, None, Some("messages"), "one of two results");
+    let mut stray = messages.clone();
+    stray.push(tool_result(&calls[1].0, "late"));
+    stray.push(tool_result("call_nobody_made", "?"));
+    let (s, v) = bed.chat(tool_body(&stray, &tools)).await;
+    assert_error(
+        s,
+        &v,
+        400,
+        None,
+        Some("messages[4].tool_call_id"),
+        "a result for no call",
+    );
+    messages.push(tool_result(&calls[1].0, "late"));
+    let (s, v) = bed.chat(tool_body(&messages, &tools)).await;
+    assert_eq!(
+        answer_of(s, &v),
+        "echo tool results: call_0_0=hot; call_0_1=late",
+        "after the 400s the run still waits for its results"
+    );
+    model_calls_since(bed, before, 2, "the call and the results");
 }
 
 /// An explicit session (`x-session-id`): the call, the results (only they are sent; the session
