@@ -6,9 +6,9 @@
 //! - [`tool_loop`]: the wire shape of calls (JSON and streamed), results reaching the model as
 //!   tool results, follow-ups without replay, multi-round and parallel calls,
 //!   `parallel_tool_calls: false`, `tool_choice`, names that collide with OpenCode's tools,
-//!   structured outputs, explicit sessions, seeding of histories the gateway never saw (also
-//!   after a gateway restart), `prompt.tools_enabled`, and the official openai-node SDK running
-//!   the whole loop;
+//!   structured outputs, bad tool requests, explicit sessions, seeding of histories the gateway
+//!   never saw (also after a gateway restart), `prompt.tools_enabled`, and the official
+//!   openai-node SDK running the whole loop;
 //! - [`abandoned_tool_runs`]: a client that never brings its results (`result_timeout_secs = 2`,
 //!   `max_runs = 1`): the held call errors, the run is aborted, nothing leaks.
 //!
@@ -17,7 +17,11 @@
 //!
 //! The model never sees the client's tool names as they are: OpenCode shows it `ptkNN_<name>`
 //! (the gateway's MCP slot), which the client must never see. Malformed tool requests are
-//! checked in-process (`tests/http_api/validation.rs`).
+//! checked in full in-process (`tests/http_api/validation.rs`); here only a smoke check.
+//!
+//! The scripted model's markers (`tests/support/mock_model.rs`): `[call:NAME:{args}]` makes it
+//! call a tool (several: parallel calls), `[sticky:N]` for N rounds; after tool results it
+//! answers `echo tool results: <its call id>=<content>; …`, so an answer proves what reached it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
