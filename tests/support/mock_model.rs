@@ -18,7 +18,11 @@
 //!   against the request's `tools`: an exact name wins, else the unique offered tool whose name ends with
 //!   `_NAME` (OpenCode prefixes MCP tools with `<server>_`), else NAME as written. Only when the last
 //!   message is the user's (so the run ends after one round of tool results), unless `[sticky]`.
+//!   The markers are read from the last text part of that message (a seeded prompt, whose earlier
+//!   turns are written out in parts before the new message, does not repeat their calls).
 //! * `[sticky]`      -> emit the calls again after tool results too (at most 5 tool rounds per user turn).
+//! * `[sticky:N]`    -> the same, for N tool rounds in all (`[sticky:2]`: call → result → call →
+//!   result → answer).
 //! * `[toolgap:MS]`  -> streaming: sleep MS ms between the chunks of successive tool calls (and
 //!   before `finish_reason`), to show that OpenCode starts executing a call before the step ends.
 //! * When the last message is `role: tool` (and no call is emitted), the reply is
@@ -288,10 +292,41 @@ fn tool_rounds_since_user(body: &Value) -> usize {
         .count()
 }
 
+/// The last text part of the last `role: user` message (its whole text when it is a string):
+/// where tool-call markers are read.
+pub fn last_user_text_part(body: &Value) -> String {
+    let Some(content) = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|msgs| msgs.iter().rev().find(|m| m["role"] == "user"))
+        .map(|m| &m["content"])
+    else {
+        return String::new();
+    };
+    match content {
+        Value::Array(parts) => parts
+            .iter()
+            .rev()
+            .find_map(|p| p.get("text").and_then(Value::as_str))
+            .unwrap_or_default()
+            .to_string(),
+        other => content_text(other),
+    }
+}
+
+/// How many tool rounds a user turn's markers ask for: 1, 5 with `[sticky]`, N with `[sticky:N]`.
+fn tool_round_limit(text: &str) -> usize {
+    if text.contains("[sticky]") {
+        5
+    } else {
+        marker_value::<usize>(text, "sticky").unwrap_or(1)
+    }
+}
+
 /// The tool calls the mock answers `body` with (empty: answer with text). Ids are `call_<k>_<i>`,
 /// k = tool rounds so far in this user turn, i = index.
 pub fn expected_tool_calls(body: &Value) -> Vec<Value> {
-    let text = last_user_text(body);
+    let text = last_user_text_part(body);
     let calls = parse_calls(&text);
     if calls.is_empty() {
         return vec![];
@@ -304,8 +339,7 @@ pub fn expected_tool_calls(body: &Value) -> Vec<Value> {
         .and_then(Value::as_str)
         .unwrap_or("");
     let rounds = tool_rounds_since_user(body);
-    let sticky = text.contains("[sticky]");
-    if last_role != "user" && !(sticky && rounds < 5) {
+    if last_role != "user" && rounds >= tool_round_limit(&text) {
         return vec![];
     }
     calls
