@@ -434,14 +434,7 @@ fn tool_activity(part: &Value, seen: &mut Part) -> Option<Output> {
         return None;
     }
     let tool = part.get("tool").and_then(Value::as_str)?;
-    let client_slot = tool
-        .strip_prefix(crate::tools::slots::SLOT_PREFIX)
-        .is_some_and(|rest| {
-            rest.len() > 3
-                && rest.as_bytes()[..2].iter().all(u8::is_ascii_digit)
-                && rest.as_bytes()[2] == b'_'
-        });
-    if client_slot || tool == "StructuredOutput" {
+    if crate::tools::slots::is_slot_tool(tool) || tool == "StructuredOutput" {
         return None;
     }
     let state = part.get("state")?;

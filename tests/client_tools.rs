@@ -12,10 +12,10 @@
 //! - [`abandoned_tool_runs`]: a client that never brings its results (`result_timeout_secs = 2`,
 //!   `max_runs = 1`): the held call errors, the run is aborted, nothing leaks.
 //!
-//! [`two_gateways_share_one_opencode`] (ignored: a gateway bug) runs tool loops on two gateways
+//! [`two_gateways_share_one_opencode`] runs tool loops on two gateways
 //! in front of one OpenCode.
 //!
-//! The model never sees the client's tool names as they are: OpenCode shows it `ptkNN_<name>`
+//! The model never sees the client's tool names as they are: OpenCode shows it `ptk<tag>NN_<name>`
 //! (the gateway's MCP slot), which the client must never see. Malformed tool requests are
 //! checked in full in-process (`tests/http_api/validation.rs`); here only a smoke check.
 //!
@@ -80,11 +80,14 @@ fn tool_result(id: &str, content: &str) -> Value {
     json!({"role": "tool", "tool_call_id": id, "content": content})
 }
 
-/// The slot prefix `ptkNN_` of a tool name as OpenCode shows it to the model, if it has one.
+/// The slot prefix `ptk<tag>NN_` (six hex digits of per-start tag, two of index) of a tool name
+/// as OpenCode shows it to the model, if it has one.
 fn slot_prefix(name: &str) -> Option<&str> {
-    let digits = name.strip_prefix("ptk")?.get(..2)?;
-    (digits.bytes().all(|b| b.is_ascii_digit()) && name.as_bytes().get(5) == Some(&b'_'))
-        .then(|| &name[..6])
+    let id = name.strip_prefix("ptk")?.get(..8)?;
+    (id.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && name.as_bytes().get(11) == Some(&b'_'))
+    .then(|| &name[..12])
 }
 
 /// The name the client gave a tool the model knows as `name` (the slot prefix removed).
@@ -1238,14 +1241,10 @@ async fn loop_on(gw: &Gateway, prompt: &str, result: &str) -> Result<String, Str
 
 /// Two gateways (replicas, or an old and a new process during a rolling restart) in front of
 /// one OpenCode each run tool loops, one after the other: each gets its own calls.
-///
-/// Fails today: both gateways register their MCP slots under the same names (`ptk00`, …), so
-/// the second one's registration replaces the first one's in OpenCode, while the first still
-/// believes its `ptk00` is registered with these tools. The first gateway's next call goes to
-/// the second gateway, which answers "no request is waiting", and the client gets a text answer
-/// built on that error instead of its tool call.
+/// With fixed slot names (`ptk00`, …) the second one's registration would replace the first
+/// one's in OpenCode, and the first gateway's next call would go to the second; each start's
+/// slot names carry their own tag.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: gateways sharing one OpenCode register the same MCP slot names (ptk00…), so one gateway's tool calls reach the other"]
 async fn two_gateways_share_one_opencode() {
     let bed = TestBed::start().await;
     let opts = GatewayOptions::default().config("[prompt]\nsession_title = \"replica\"\n");

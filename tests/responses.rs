@@ -1223,12 +1223,8 @@ async fn stored_responses_survive_a_gateway_restart(bed: &mut TestBed) {
 
 /// Response objects whose usage is not known yet — the snapshot in `response.created` and
 /// `response.in_progress`, and a failed response — follow OpenAI's `Response` schema strictly.
-///
-/// Fails today: they carry `"usage": null`, and the schema's `usage` is a `ResponseUsage`
-/// object (optional, not nullable). The other checks tolerate exactly this
-/// (`support::responses_schema::KNOWN_DEVIATION`).
+/// (`usage` is an object or absent, never `null`.)
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: response objects without usage carry `usage: null`; OpenAI's Response schema allows an object or no usage"]
 async fn response_snapshots_follow_the_schema() {
     let bed = TestBed::start_with(
         OpenCodeOptions::default(),
@@ -1246,12 +1242,8 @@ async fn response_snapshots_follow_the_schema() {
 
 /// An earlier assistant message given as an input item is listed by `input_items` as a valid
 /// item (an output message, whose `output_text` parts carry `annotations` and `logprobs`).
-///
-/// Fails today: the item is listed with `{"type": "output_text", "text": …}` parts only, which
-/// match neither `OutputMessage` (its parts need `annotations` and `logprobs`) nor
-/// `InputMessageResource` (no `assistant` role), so the `ResponseItemList` is invalid.
+/// (A bare `output_text` part would match neither `OutputMessage` nor `InputMessageResource`.)
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: input_items lists assistant messages with output_text parts lacking annotations/logprobs (invalid ResponseItemList)"]
 async fn assistant_input_items_follow_the_schema() {
     let bed = TestBed::start().await;
     let input = json!([
@@ -1269,16 +1261,8 @@ async fn assistant_input_items_follow_the_schema() {
 
 /// A model that calls tools in several rounds (`[sticky:2]`: call → output → call → output →
 /// answer): each round's outputs continue the response that asked for them.
-///
-/// Fails today with a 409 `conflict` on the second round's outputs: a run resumed by
-/// `function_call_output` items answers under a new response id, but when it suspends again it
-/// is parked under the *first* response's id (`Run::park` keeps the `ParkKey::Response` it was
-/// started with; `responses::start` gives the resumed response a new id without moving the
-/// key). So `previous_response_id = <second response>` finds no parked run, falls back to
-/// continuing the stored chain, and cannot claim the session the suspended run still holds.
-/// (Sending the outputs with the first response's id "works".)
+/// (A resumed run answers under a new response id and must park again under that one.)
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: a resumed Responses run parks again under the first response's id, so the outputs for its next calls (previous_response_id = the newest response) get 409"]
 async fn function_calls_continue_from_the_latest_response() {
     let bed = TestBed::start().await;
     let tools = json!([city_tool("get_weather")]);

@@ -475,7 +475,7 @@ fn parse_message_item(
             } else {
                 "input_text"
             };
-            items.push(serde_json::json!({"type": kind, "text": s}));
+            items.push(text_item(kind, s));
         }
         Some(Value::Array(list)) => {
             for (j, p) in list.iter().enumerate() {
@@ -522,6 +522,16 @@ fn parse_message_item(
     Ok(())
 }
 
+/// A text part as `input_items` lists it: `output_text` with the `annotations` and `logprobs`
+/// OpenAI's schema requires of it.
+fn text_item(kind: &str, text: &str) -> Value {
+    if kind == "output_text" {
+        serde_json::json!({"type": kind, "text": text, "annotations": [], "logprobs": []})
+    } else {
+        serde_json::json!({"type": kind, "text": text})
+    }
+}
+
 fn parse_content_part(role: Role, p: &Value, at: &str) -> Result<(ContentPart, Value), ApiError> {
     let Value::Object(obj) = p else {
         return Err(bad("Each content part must be an object.", at));
@@ -530,10 +540,7 @@ fn parse_content_part(role: Role, p: &Value, at: &str) -> Result<(ContentPart, V
     match f.string("type")? {
         Some(kind @ ("input_text" | "output_text")) => {
             let text = f.string("text")?.ok_or_else(|| f.missing("text"))?;
-            Ok((
-                ContentPart::Text(text.to_string()),
-                serde_json::json!({"type": kind, "text": text}),
-            ))
+            Ok((ContentPart::Text(text.to_string()), text_item(kind, text)))
         }
         Some("input_image") if role == Role::User => {
             if f.get("file_id").is_some() {

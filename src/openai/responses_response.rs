@@ -236,7 +236,9 @@ pub struct ResponseObject {
     pub top_p: f64,
     /// `disabled` or `auto`.
     pub truncation: String,
-    /// Token accounting (once done).
+    /// Token accounting, once done (left out before: OpenAI's schema allows an object or
+    /// nothing, not `null`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<ResponseUsage>,
     /// The client's key-value pairs.
     pub metadata: Map<String, Value>,

@@ -100,8 +100,9 @@ pub async fn start(
             let key = ParkKey::Response(previous.clone());
             match conversation.answers_tools().then(|| run::resume(state, &key, conversation.clone())).flatten() {
                 Some(resumed) => {
-                    let run = resumed?;
+                    let mut run = resumed?;
                     let id = store::new_id(run.session_id());
+                    run.park_under(ParkKey::Response(id.clone()));
                     (run, id, true)
                 }
                 None => {

@@ -1,6 +1,6 @@
 //! Tools, language servers, formatters and MCP servers: their status for admin keys and
 //! project-scoped keys; adding, connecting and disconnecting MCP servers for admins only.
-//! The gateway's own MCP servers (client tools, `ptkNN`) are internal: hidden and refused.
+//! The gateways' own MCP servers (client tools, `ptk<tag>NN`) are internal: hidden and refused.
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -12,7 +12,7 @@ use crate::access;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::tools::slots::slot_index;
+use crate::tools::slots::{is_slot_name, SLOT_PREFIX};
 
 /// `GET /v1/tools`: the ids of OpenCode's tools.
 pub async fn tool_ids(
@@ -95,7 +95,7 @@ pub async fn mcp_status(
         .as_object()
         .into_iter()
         .flatten()
-        .filter(|(name, _)| slot_index(name).is_none())
+        .filter(|(name, _)| !is_slot_name(name))
         .map(|(name, s)| json!({"name": name, "object": "mcp_server", "status": s["status"], "error": s.get("error")}))
         .collect();
     Ok(Json(json!({ "object": "list", "data": data })))
@@ -108,7 +108,7 @@ fn manageable(name: &str) -> Result<&str, ApiError> {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if !ok || slot_index(name).is_some() || name.starts_with(crate::tools::slots::SLOT_PREFIX) {
+    if !ok || is_slot_name(name) || name.starts_with(SLOT_PREFIX) {
         return Err(ApiError::invalid(
             "MCP server names are 1 to 64 letters, digits, `-`, `_` or `.`, and `ptk…` is the gateway's own.",
             Some("name".into()),

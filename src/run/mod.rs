@@ -557,6 +557,12 @@ impl Run {
         tools.parked.park(key, self, tools.result_timeout);
     }
 
+    /// Parks the run under `key` from now on, should it suspend again (a resumed Responses run
+    /// answers under a new response id, which the next round's outputs name).
+    pub fn park_under(&mut self, key: ParkKey) {
+        self.park = Some(key);
+    }
+
     /// The id of the user message this run answers, once known.
     pub fn user_message_id(&self) -> Option<&str> {
         self.adapter.user_message_id()

@@ -2,8 +2,11 @@
 //! client tools at that moment.
 //!
 //! OpenCode lists an MCP server's tools once, when it connects, and its tool calls carry no trace
-//! of the session they belong to. So a run leases a *slot* (`ptk00`, `ptk01`, …: one MCP server
-//! path each), the slot serves that run's tools, and every call arriving on it is that run's.
+//! of the session they belong to. So a run leases a *slot* (`ptk<tag>00`, `ptk<tag>01`, …: one
+//! MCP server path each), the slot serves that run's tools, and every call arriving on it is
+//! that run's. The tag (six hex digits, new at every start) keeps the slots of gateways that
+//! share one OpenCode apart: with fixed names, a second gateway's registration would replace
+//! the first one's server, and the first gateway's tool calls would reach the second.
 //! When the run's tools differ from what OpenCode last listed for the slot, the slot is
 //! registered again (`POST /mcp` with the same name replaces the server and re-lists its tools,
 //! synchronously). Slots are never removed upstream — OpenCode keeps every server it was ever
@@ -86,6 +89,8 @@ struct Inner {
     client: OpenCodeClient,
     /// Sent by OpenCode as `Authorization: Bearer …` on every MCP request; new at every start.
     secret: String,
+    /// This start's slot name tag (six hex digits).
+    tag: String,
     /// Base URL OpenCode reaches the MCP endpoint at (set once the endpoint listens).
     endpoint: OnceLock<String>,
     /// MCP `timeout` given to OpenCode (bounds a held call on OpenCode's side).
@@ -107,7 +112,7 @@ pub struct SlotLease {
     slots: Slots,
     index: usize,
     id: u64,
-    /// The slot's name (`ptkNN`), the prefix of its tools in OpenCode.
+    /// The slot's name (`ptk<tag>NN`), the prefix of its tools in OpenCode.
     pub name: String,
     /// Calls of this run, as they arrive.
     pub calls: mpsc::Receiver<HeldCall>,
@@ -152,9 +157,28 @@ impl Drop for SlotLease {
     }
 }
 
-/// The slot name for an index.
-pub fn slot_name(index: usize) -> String {
-    format!("{SLOT_PREFIX}{index:02}")
+/// Length of a slot name: the prefix, six hex digits of tag, two of index.
+const SLOT_NAME_LEN: usize = SLOT_PREFIX.len() + 8;
+
+/// The slot name for an index under `tag`.
+fn slot_name(tag: &str, index: usize) -> String {
+    format!("{SLOT_PREFIX}{tag}{index:02}")
+}
+
+/// Whether `name` is a gateway's slot (this one's or another's sharing the OpenCode): such
+/// MCP servers are internal, never shown or managed through the API.
+pub fn is_slot_name(name: &str) -> bool {
+    name.len() == SLOT_NAME_LEN
+        && name.starts_with(SLOT_PREFIX)
+        && name[SLOT_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether OpenCode's tool `tool` is one of a slot's (`<slot>_<name>`), i.e. a client's tool.
+pub fn is_slot_tool(tool: &str) -> bool {
+    tool.get(..SLOT_NAME_LEN).is_some_and(is_slot_name)
+        && tool.as_bytes().get(SLOT_NAME_LEN) == Some(&b'_')
 }
 
 /// The tool table for `tools` on slot `slot`: names kept unless `<slot>_<name>` would exceed
@@ -202,10 +226,16 @@ impl Slots {
             let bytes: [u8; 32] = rand::thread_rng().gen();
             bytes.iter().map(|b| format!("{b:02x}")).collect()
         };
+        let tag = {
+            use rand::Rng;
+            let bytes: [u8; 3] = rand::thread_rng().gen();
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        };
         Slots {
             inner: Arc::new(Inner {
                 client,
                 secret,
+                tag,
                 endpoint: OnceLock::new(),
                 call_timeout,
                 slots: Mutex::new(Vec::new()),
@@ -243,9 +273,26 @@ impl Slots {
         }
     }
 
+    /// The index of this start's slot `name` (`None` for any other name, other gateways'
+    /// slots included).
+    fn index_of(&self, name: &str) -> Option<usize> {
+        let digits = name
+            .strip_prefix(SLOT_PREFIX)?
+            .strip_prefix(self.inner.tag.as_str())?;
+        if digits.len() != 2 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok()
+    }
+
+    /// The name of this start's slot `index`.
+    fn name(&self, index: usize) -> String {
+        slot_name(&self.inner.tag, index)
+    }
+
     /// The tools slot `name` serves (for `tools/list`).
     pub fn tools_of(&self, name: &str) -> Option<Arc<Vec<SlotTool>>> {
-        let index = slot_index(name)?;
+        let index = self.index_of(name)?;
         lock(&self.inner.slots).get(index).map(|s| s.tools.clone())
     }
 
@@ -256,7 +303,7 @@ impl Slots {
         mcp_name: String,
         arguments: Value,
     ) -> Option<oneshot::Receiver<CallResult>> {
-        let index = slot_index(name)?;
+        let index = self.index_of(name)?;
         let sender = lock(&self.inner.slots)
             .get(index)?
             .lease
@@ -295,7 +342,7 @@ impl Slots {
         })?;
         let dir_key = dir.map(String::from);
         let (index, lease_id, calls, needs_registration, table) = self.claim(tools, &dir_key)?;
-        let name = slot_name(index);
+        let name = self.name(index);
         let lease = SlotLease {
             slots: self.clone(),
             index,
@@ -330,7 +377,7 @@ impl Slots {
         ApiError,
     > {
         let mut slots = lock(&self.inner.slots);
-        let wanted = |i: usize| hash(&table(&slot_name(i), tools));
+        let wanted = |i: usize| hash(&table(&self.name(i), tools));
         let free = slots.iter().enumerate().filter(|(_, s)| s.lease.is_none());
         let same = free
             .clone()
@@ -353,7 +400,7 @@ impl Slots {
                 })
             }
         };
-        let table = Arc::new(table(&slot_name(index), tools));
+        let table = Arc::new(table(&self.name(index), tools));
         let digest = hash(&table);
         let (tx, rx) = mpsc::channel(CALL_BUFFER);
         let id = self.inner.next_lease.fetch_add(1, Ordering::Relaxed);
@@ -399,15 +446,6 @@ impl Slots {
     }
 }
 
-/// The index of slot `name` (`ptkNN`).
-pub fn slot_index(name: &str) -> Option<usize> {
-    let digits = name.strip_prefix(SLOT_PREFIX)?;
-    if digits.len() != 2 {
-        return None;
-    }
-    digits.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,18 +463,38 @@ mod tests {
     fn names_fit_the_providers_limit_and_stay_unique() {
         let long_a = "a".repeat(64);
         let long_b = format!("{}b", "a".repeat(63));
-        let t = table("ptk07", &[spec("short"), spec(&long_a), spec(&long_b)]);
+        let t = table(
+            "ptkab12cd07",
+            &[spec("short"), spec(&long_a), spec(&long_b)],
+        );
         assert_eq!(t[0].mcp_name, "short");
         for tool in &t {
             assert!(
-                format!("ptk07_{}", tool.mcp_name).len() <= 64,
+                format!("ptkab12cd07_{}", tool.mcp_name).len() <= 64,
                 "{}",
                 tool.mcp_name
             );
         }
         assert_ne!(t[1].mcp_name, t[2].mcp_name);
-        assert_eq!(slot_index("ptk07"), Some(7));
-        assert_eq!(slot_index("ptk7"), None);
-        assert_eq!(slot_index("xyz07"), None);
+        assert!(is_slot_name("ptkab12cd07"));
+        assert!(!is_slot_name("ptk07"));
+        assert!(!is_slot_name("xyzab12cd07"));
+        assert!(!is_slot_name("ptkAB12CD07"));
+        assert!(is_slot_tool("ptkab12cd07_lookup"));
+        assert!(!is_slot_tool("ptkab12cd07"));
+        assert!(!is_slot_tool("bash"));
+    }
+
+    #[test]
+    fn each_start_names_its_own_slots() {
+        let client = OpenCodeClient::new(&crate::config::OpenCodeConfig::default()).unwrap();
+        let (a, b) = (
+            Slots::new(client.clone(), 2, Duration::from_secs(1)),
+            Slots::new(client, 2, Duration::from_secs(1)),
+        );
+        let name = a.name(1);
+        assert!(is_slot_name(&name), "{name}");
+        assert_eq!(a.index_of(&name), Some(1));
+        assert_eq!(b.index_of(&name), None, "another start's slot is not ours");
     }
 }

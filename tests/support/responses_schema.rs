@@ -84,36 +84,10 @@ pub fn assert_valid(schema_name: &str, value: &Value) {
     }
 }
 
-/// A `response` object (tolerating [`KNOWN_DEVIATION`]).
+/// A `response` object, strictly.
 #[track_caller]
 pub fn assert_response(value: &Value) {
-    assert_valid("Response", &tolerated(value));
-}
-
-/// The one known gateway deviation from the schema that [`assert_response`] and
-/// [`assert_event`] tolerate, so that everything else is still checked: a response whose usage
-/// is not known yet (in progress, failed, cancelled) carries `"usage": null`, where the schema
-/// allows an object or no `usage` at all. `tests/responses.rs` proves it in an ignored test
-/// (`response_snapshots_follow_the_schema`); [`assert_valid`] stays strict.
-pub const KNOWN_DEVIATION: &str = "`usage: null` on a response without usage";
-
-/// `value` (a response, or an event carrying one) without a `usage: null`.
-fn tolerated(value: &Value) -> Value {
-    fn strip(response: &mut Value) {
-        if let Some(obj) = response.as_object_mut() {
-            if obj.get("object") == Some(&json!("response"))
-                && obj.get("usage") == Some(&Value::Null)
-            {
-                obj.remove("usage");
-            }
-        }
-    }
-    let mut v = value.clone();
-    strip(&mut v);
-    if let Some(response) = v.get_mut("response") {
-        strip(response);
-    }
-    v
+    assert_valid("Response", value);
 }
 
 /// The event schema for each event `type` (`response.output_text.delta` →
@@ -141,7 +115,7 @@ pub fn event_schemas() -> &'static HashMap<String, String> {
 }
 
 /// One stream event: valid against the schema its `type` names, and against the
-/// `ResponseStreamEvent` union (tolerating [`KNOWN_DEVIATION`]).
+/// `ResponseStreamEvent` union.
 #[track_caller]
 pub fn assert_event(event: &Value) {
     let kind = event["type"]
@@ -150,7 +124,6 @@ pub fn assert_event(event: &Value) {
     let schema = event_schemas()
         .get(kind)
         .unwrap_or_else(|| panic!("no Responses schema defines the event type {kind:?}: {event}"));
-    let event = tolerated(event);
-    assert_valid(schema, &event);
-    assert_valid("ResponseStreamEvent", &event);
+    assert_valid(schema, event);
+    assert_valid("ResponseStreamEvent", event);
 }
