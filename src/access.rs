@@ -27,7 +27,8 @@ pub const MAX_LIMIT: usize = 1_000;
 pub const DEFAULT_LIMIT: usize = 100;
 
 /// `limit` and `offset` of a listing.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
     /// Items per page (1 to [`MAX_LIMIT`], default [`DEFAULT_LIMIT`]).
     pub limit: Option<usize>,

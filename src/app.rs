@@ -210,6 +210,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(routes::health::ready))
         .route("/livez", get(routes::health::live))
+        .route("/openapi.json", get(crate::openapi::serve))
         .merge(keyed_routes(
             state.keys.clone(),
             state.rate_limits.clone(),

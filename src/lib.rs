@@ -29,6 +29,7 @@ pub mod error;
 pub mod hub;
 pub mod metrics;
 pub mod openai;
+pub mod openapi;
 pub mod opencode;
 pub mod permissions;
 pub mod ratelimit;

@@ -1,6 +1,6 @@
 //! The Responses API (`/v1/responses`) end to end, against a real `opencode serve` and the
 //! scripted model. Every response object, stream event and input-item page is validated against
-//! OpenAI's Responses schemas (`tests/fixtures/openai-responses.schema.json`).
+//! OpenAI's Responses schemas (`src/openapi/openai-responses.schema.json`).
 //!
 //! Two beds (one OpenCode each, running in parallel), their steps as named scenarios:
 //! - [`responses_api`] (keys `k1`, `k2`; `prompt.max_model_retries = 0`): the response object

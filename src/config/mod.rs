@@ -41,6 +41,10 @@ pub struct Cli {
     /// answers, 1 otherwise: a container `HEALTHCHECK` without curl.
     #[arg(long)]
     pub healthcheck: bool,
+    /// Print the gateway's OpenAPI 3.1 description (as served at `/openapi.json`) and exit:
+    /// for client generators and API viewers without a running gateway.
+    #[arg(long)]
+    pub openapi: bool,
 }
 
 /// A configuration problem, always naming the key at fault.

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// One entry of `/v1/models`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Model {
     /// `provider/model`.
     pub id: String,
@@ -16,7 +16,7 @@ pub struct Model {
 }
 
 /// `/v1/models`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ModelList {
     /// Always `list`.
     pub object: &'static str,

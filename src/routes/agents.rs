@@ -9,6 +9,13 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 
 /// The handler: OpenCode's agents, those outside the key's scope left out.
+#[utoipa::path(
+    get,
+    path = "/v1/agents",
+    operation_id = "agents_list",
+    tag = "Agents",
+    responses((status = 200, description = "The OpenCode agents this key may select.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

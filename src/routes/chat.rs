@@ -27,6 +27,15 @@ pub const SESSION_HEADER: &str = "x-session-id";
 pub const ACTIVITY_HEADER: &str = "x-opencode-activity";
 
 /// The handler.
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    operation_id = "chat_completions",
+    tag = "Chat",
+    params(("x-session-id" = Option<String>, Header, description = "Run on this explicit session instead of the conversation pool."), ("x-opencode-agent" = Option<String>, Header, description = "OpenCode agent, within the key's scope (default: the key's, then `prompt.agent`)."), ("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), ("x-opencode-activity" = Option<String>, Header, description = "`1`: show OpenCode's tool activity as SSE comments in the stream.")),
+    request_body(content = Object, description = "OpenAI's `CreateChatCompletionRequest`. Refused with 400 naming the field: `n` > 1, `audio`, `logprobs`, `prediction`, and other fields OpenCode cannot honour."),
+    responses((status = 200, description = "A chat completion (`CreateChatCompletionResponse`), or with `stream: true` an SSE stream of `CreateChatCompletionStreamResponse` chunks ending in `data: [DONE]`.", content((Object = "application/json"), (String = "text/event-stream"))), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn completions(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -19,7 +19,8 @@ use crate::opencode::OpenCodeClient;
 const MAX_CONTENT: usize = 1024 * 1024;
 
 /// Query of the search routes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     /// What to look for.
     q: String,
@@ -30,7 +31,8 @@ pub struct SearchQuery {
 }
 
 /// Query of the path routes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PathQuery {
     /// A path relative to the project (default: its root).
     #[serde(default)]
@@ -76,6 +78,14 @@ fn items(v: Value) -> Vec<Value> {
 }
 
 /// `GET /v1/find/text?q=`: lines matching a pattern.
+#[utoipa::path(
+    get,
+    path = "/v1/find/text",
+    operation_id = "code_find_text",
+    tag = "Code",
+    params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), SearchQuery),
+    responses((status = 200, description = "Matching lines, paged.", body = crate::openapi::PageList), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn find_text(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -95,6 +105,14 @@ pub async fn find_text(
 }
 
 /// `GET /v1/find/files?q=`: files whose path matches.
+#[utoipa::path(
+    get,
+    path = "/v1/find/files",
+    operation_id = "code_find_files",
+    tag = "Code",
+    params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), SearchQuery),
+    responses((status = 200, description = "Matching files, paged.", body = crate::openapi::PageList), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn find_files(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -116,6 +134,14 @@ pub async fn find_files(
 }
 
 /// `GET /v1/find/symbols?q=`: symbols matching (through the language servers).
+#[utoipa::path(
+    get,
+    path = "/v1/find/symbols",
+    operation_id = "code_find_symbols",
+    tag = "Code",
+    params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), SearchQuery),
+    responses((status = 200, description = "Matching symbols, paged.", body = crate::openapi::PageList), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn find_symbols(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -135,6 +161,14 @@ pub async fn find_symbols(
 }
 
 /// `GET /v1/files?path=`: a directory's entries.
+#[utoipa::path(
+    get,
+    path = "/v1/files",
+    operation_id = "code_list_directory",
+    tag = "Code",
+    params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), PathQuery),
+    responses((status = 200, description = "A directory's entries, paged.", body = crate::openapi::PageList), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn list_directory(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -155,6 +189,14 @@ pub async fn list_directory(
 }
 
 /// `GET /v1/files/content?path=`: a file's content (cut at 1 MiB).
+#[utoipa::path(
+    get,
+    path = "/v1/files/content",
+    operation_id = "code_file_content",
+    tag = "Code",
+    params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), PathQuery),
+    responses((status = 200, description = "A file's content (cut at 1 MiB).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn file_content(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -185,6 +227,14 @@ pub async fn file_content(
 }
 
 /// `GET /v1/files/status`: files changed in the project.
+#[utoipa::path(
+    get,
+    path = "/v1/files/status",
+    operation_id = "code_file_status",
+    tag = "Code",
+    params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), crate::access::Page),
+    responses((status = 200, description = "Changed files, paged.", body = crate::openapi::PageList), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn file_status(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -197,6 +247,14 @@ pub async fn file_status(
 }
 
 /// `GET /v1/vcs`: version control info.
+#[utoipa::path(
+    get,
+    path = "/v1/vcs",
+    operation_id = "code_vcs",
+    tag = "Code",
+    params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`).")),
+    responses((status = 200, description = "Version control info.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn vcs(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -207,6 +265,14 @@ pub async fn vcs(
 }
 
 /// `GET /v1/project`: the project and its paths.
+#[utoipa::path(
+    get,
+    path = "/v1/project",
+    operation_id = "code_project_info",
+    tag = "Code",
+    params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`).")),
+    responses((status = 200, description = "The project and its paths.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn project_info(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -16,6 +16,13 @@ use crate::routes::sessions::{chat_message, SessionId};
 use crate::sessions::not_found_as_session;
 
 /// `GET /v1/commands`.
+#[utoipa::path(
+    get,
+    path = "/v1/commands",
+    operation_id = "commands_list",
+    tag = "Execution",
+    responses((status = 200, description = "OpenCode's commands.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let commands = state.client.commands().await?;
     let data: Vec<Value> = commands
@@ -39,7 +46,7 @@ fn may_execute(state: &AppState, caller: &Caller, what: &str) -> Result<(), ApiE
 }
 
 /// Body of `POST /v1/sessions/{id}/command`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandBody {
     /// The command's name.
@@ -54,6 +61,15 @@ pub struct CommandBody {
 }
 
 /// `POST /v1/sessions/{id}/command`.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/command",
+    operation_id = "commands_run_command",
+    tag = "Execution",
+    params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
+    request_body = CommandBody,
+    responses((status = 200, description = "The command's message, in chat form (admin, only with `admin.allow_execution`).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn run_command(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -83,7 +99,7 @@ pub async fn run_command(
 }
 
 /// Body of `POST /v1/sessions/{id}/shell`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShellBody {
     /// The shell line.
@@ -94,6 +110,15 @@ pub struct ShellBody {
 }
 
 /// `POST /v1/sessions/{id}/shell`.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/shell",
+    operation_id = "commands_run_shell",
+    tag = "Execution",
+    params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
+    request_body = ShellBody,
+    responses((status = 200, description = "The shell run's message, in chat form (admin, only with `admin.allow_execution`).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn run_shell(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

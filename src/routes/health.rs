@@ -10,6 +10,14 @@ use crate::app::AppState;
 
 /// Readiness: 200 when OpenCode's `/global/health` answers and the shared event stream is
 /// connected (both within the health timeout), else 503 with the reason.
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health_ready",
+    tag = "Operations",
+    responses((status = 200, description = "Ready: OpenCode answers.", body = Object), (status = 503, description = "Not ready.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse)),
+    security(())
+)]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let timeout = state.config.opencode.health_timeout;
     let (health, events_up) = tokio::join!(
@@ -41,11 +49,26 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 }
 
 /// Liveness: the process answers; never depends on OpenCode.
+#[utoipa::path(
+    get,
+    path = "/livez",
+    operation_id = "health_live",
+    tag = "Operations",
+    responses((status = 200, description = "Alive.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse)),
+    security(())
+)]
 pub async fn live() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// `GET /status` (needs a key when keys are configured): the gateway's own state for operators.
+#[utoipa::path(
+    get,
+    path = "/status",
+    operation_id = "health_status",
+    tag = "Operations",
+    responses((status = 200, description = "The gateway's state: upstream, sessions, runs.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({
         "events": {

@@ -28,6 +28,13 @@ fn provider_id(id: &str) -> Result<&str, ApiError> {
 }
 
 /// `GET /v1/providers`.
+#[utoipa::path(
+    get,
+    path = "/v1/providers",
+    operation_id = "providers_list",
+    tag = "Providers",
+    responses((status = 200, description = "Providers with connected/default and their models; no secrets.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let all = state.client.provider_list().await?;
     let connected: Vec<&str> = all["connected"]
@@ -63,6 +70,13 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
 }
 
 /// `POST /v1/providers/refresh`: fetches the model catalog now (admin).
+#[utoipa::path(
+    post,
+    path = "/v1/providers/refresh",
+    operation_id = "providers_refresh",
+    tag = "Providers",
+    responses((status = 200, description = "The model catalog, refreshed (admin).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn refresh(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -73,6 +87,15 @@ pub async fn refresh(
 }
 
 /// `PUT /v1/providers/{id}/auth`: stores credentials for a provider (admin).
+#[utoipa::path(
+    put,
+    path = "/v1/providers/{id}/auth",
+    operation_id = "providers_set_auth",
+    tag = "Providers",
+    params(("id" = String, Path, description = "Provider id, as in `/v1/providers`.")),
+    request_body(content = Object, description = "OpenCode's provider auth, e.g. `{\"type\":\"api\",\"key\":\"…\"}`."),
+    responses((status = 200, description = "Stored (admin).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn set_auth(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -90,6 +113,15 @@ pub async fn set_auth(
 }
 
 /// `POST /v1/providers/{id}/oauth/authorize` (admin).
+#[utoipa::path(
+    post,
+    path = "/v1/providers/{id}/oauth/authorize",
+    operation_id = "providers_oauth_authorize",
+    tag = "Providers",
+    params(("id" = String, Path, description = "Provider id, as in `/v1/providers`.")),
+    request_body(content = Object, description = "OpenCode's OAuth authorize body (`{\"method\": 0}`)."),
+    responses((status = 200, description = "OpenCode's authorization (admin).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn oauth_authorize(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -103,6 +135,15 @@ pub async fn oauth_authorize(
 }
 
 /// `POST /v1/providers/{id}/oauth/callback` (admin).
+#[utoipa::path(
+    post,
+    path = "/v1/providers/{id}/oauth/callback",
+    operation_id = "providers_oauth_callback",
+    tag = "Providers",
+    params(("id" = String, Path, description = "Provider id, as in `/v1/providers`.")),
+    request_body(content = Object, description = "OpenCode's OAuth callback body (`{\"method\": 0, \"code\": \"…\"}`)."),
+    responses((status = 200, description = "Completed (admin).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn oauth_callback(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -39,6 +39,15 @@ impl<S: Send + Sync> FromRequestParts<S> for ResponseId {
 }
 
 /// `POST /v1/responses`.
+#[utoipa::path(
+    post,
+    path = "/v1/responses",
+    operation_id = "responses_create",
+    tag = "Responses",
+    params(("x-opencode-agent" = Option<String>, Header, description = "OpenCode agent, within the key's scope (default: the key's, then `prompt.agent`)."), ("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`).")),
+    request_body(content = Object, description = "OpenAI's `CreateResponse`."),
+    responses((status = 200, description = "A `Response`, or with `stream: true` typed SSE events (`ResponseStreamEvent`).", content((Object = "application/json"), (String = "text/event-stream"))), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -98,6 +107,14 @@ async fn collect(state: &AppState, started: Started) -> Result<Response, ApiErro
 }
 
 /// `GET /v1/responses/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/responses/{id}",
+    operation_id = "responses_get",
+    tag = "Responses",
+    params(("id" = String, Path, description = "Response id (`resp_…`).")),
+    responses((status = 200, description = "The stored `Response`.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -111,6 +128,14 @@ pub async fn get(
 }
 
 /// `DELETE /v1/responses/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/responses/{id}",
+    operation_id = "responses_delete",
+    tag = "Responses",
+    params(("id" = String, Path, description = "Response id (`resp_…`).")),
+    responses((status = 200, description = "Deleted.", body = crate::openapi::Deleted), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -123,6 +148,14 @@ pub async fn delete(
 }
 
 /// `POST /v1/responses/{id}/cancel`: stops a running response.
+#[utoipa::path(
+    post,
+    path = "/v1/responses/{id}/cancel",
+    operation_id = "responses_cancel",
+    tag = "Responses",
+    params(("id" = String, Path, description = "Response id (`resp_…`).")),
+    responses((status = 200, description = "The cancelled `Response`.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -144,7 +177,8 @@ pub async fn cancel(
 }
 
 /// Query of `GET /v1/responses/{id}/input_items`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// 1 to 100 items (default 20).
     limit: Option<usize>,
@@ -155,6 +189,14 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/responses/{id}/input_items`.
+#[utoipa::path(
+    get,
+    path = "/v1/responses/{id}/input_items",
+    operation_id = "responses_input_items",
+    tag = "Responses",
+    params(("id" = String, Path, description = "Response id (`resp_…`)."), ListQuery),
+    responses((status = 200, description = "A `ResponseItemList` page.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn input_items(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -24,6 +24,14 @@ async fn owned(state: &AppState, caller: &Caller, id: &str) -> Result<OpenCodeCl
 }
 
 /// `GET /v1/sessions/{id}/children`: sessions the agent started from this one (sub-agents).
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/children",
+    operation_id = "session_extras_children",
+    tag = "Sessions",
+    params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
+    responses((status = 200, description = "Sessions the agent started from this one.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn children(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -44,6 +52,14 @@ pub async fn children(
 }
 
 /// `GET /v1/sessions/{id}/todo`: the agent's todo list.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/todo",
+    operation_id = "session_extras_todo",
+    tag = "Sessions",
+    params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
+    responses((status = 200, description = "The agent's todo list.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn todo(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -58,6 +74,14 @@ pub async fn todo(
 }
 
 /// `GET /v1/sessions/{id}/diff`: the files the session changed.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/diff",
+    operation_id = "session_extras_diff",
+    tag = "Sessions",
+    params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
+    responses((status = 200, description = "Files the session changed.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn diff(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -79,6 +103,14 @@ fn list(v: Value) -> Vec<Value> {
 }
 
 /// `GET /v1/sessions/{id}/messages/{message_id}`: one message, in chat form plus its raw parts.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/messages/{message_id}",
+    operation_id = "session_extras_message",
+    tag = "Sessions",
+    params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one."), ("message_id" = String, Path, description = "Message id (`msg_…`).")),
+    responses((status = 200, description = "The message, in chat form with its raw parts.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn message(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -112,7 +144,7 @@ fn is_message_id(id: &str) -> bool {
 }
 
 /// Body of `POST /v1/sessions/{id}/summarize`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SummarizeBody {
     /// The model that writes the summary (`provider/model`, as in `/v1/models`).
@@ -121,6 +153,15 @@ pub struct SummarizeBody {
 
 /// `POST /v1/sessions/{id}/summarize`: compacts a long history into a summary, so later
 /// turns send less. Blocks until the summary is written (the client's deadline applies).
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/summarize",
+    operation_id = "session_extras_summarize",
+    tag = "Sessions",
+    params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
+    request_body = SummarizeBody,
+    responses((status = 200, description = "Summarized.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn summarize(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -144,7 +185,7 @@ pub async fn summarize(
 }
 
 /// Body of `POST /v1/sessions/{id}/revert`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevertBody {
     /// The first message to undo (it and everything after it are reverted, files included).
@@ -155,6 +196,15 @@ pub struct RevertBody {
 
 /// `POST /v1/sessions/{id}/revert`: undoes the session (messages and the files they changed)
 /// back to a message; `unrevert` brings it all back until the next prompt.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/revert",
+    operation_id = "session_extras_revert",
+    tag = "Sessions",
+    params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
+    request_body = RevertBody,
+    responses((status = 200, description = "The revert state.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn revert(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -177,6 +227,14 @@ pub async fn revert(
 }
 
 /// `POST /v1/sessions/{id}/unrevert`.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/unrevert",
+    operation_id = "session_extras_unrevert",
+    tag = "Sessions",
+    params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
+    responses((status = 200, description = "The revert state.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn unrevert(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -201,6 +259,14 @@ fn revert_state(id: &str, session: &Value) -> Value {
 }
 
 /// `POST /v1/sessions/{id}/share` (and `DELETE` to unshare): off unless `admin.allow_share`.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/share",
+    operation_id = "session_extras_share",
+    tag = "Sessions",
+    params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
+    responses((status = 200, description = "The share URL (only with `admin.allow_share`).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn share(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -210,6 +276,14 @@ pub async fn share(
 }
 
 /// `DELETE /v1/sessions/{id}/share`.
+#[utoipa::path(
+    delete,
+    path = "/v1/sessions/{id}/share",
+    operation_id = "session_extras_unshare",
+    tag = "Sessions",
+    params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
+    responses((status = 200, description = "Unshared (only with `admin.allow_share`).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn unshare(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

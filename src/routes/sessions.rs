@@ -44,6 +44,14 @@ fn created(s: &Session) -> Response {
 }
 
 /// `POST /v1/sessions`.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions",
+    operation_id = "sessions_create",
+    tag = "Sessions",
+    params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`).")),
+    responses((status = 201, description = "The new session.", body = crate::openapi::SessionObject), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -58,6 +66,13 @@ pub async fn create(
 }
 
 /// `GET /v1/sessions`.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions",
+    operation_id = "sessions_list",
+    tag = "Sessions",
+    responses((status = 200, description = "The caller's sessions (an admin's: all).", body = crate::openapi::SessionList), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -68,6 +83,14 @@ pub async fn list(
 }
 
 /// `GET /v1/sessions/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}",
+    operation_id = "sessions_get",
+    tag = "Sessions",
+    params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
+    responses((status = 200, description = "The session.", body = crate::openapi::SessionObject), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -78,6 +101,14 @@ pub async fn get(
 }
 
 /// `DELETE /v1/sessions/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/sessions/{id}",
+    operation_id = "sessions_delete",
+    tag = "Sessions",
+    params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
+    responses((status = 200, description = "Deleted.", body = crate::openapi::Deleted), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -90,6 +121,14 @@ pub async fn delete(
 }
 
 /// `GET /v1/sessions/{id}/messages`: the history in chat-message form.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/messages",
+    operation_id = "sessions_messages",
+    tag = "Sessions",
+    params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
+    responses((status = 200, description = "The history as chat messages.", body = crate::openapi::MessageList), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn messages(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -128,6 +167,14 @@ pub fn chat_message(m: &Value) -> Option<Value> {
 }
 
 /// `POST /v1/sessions/{id}/fork`: a new session owned by the same key with the same history.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/fork",
+    operation_id = "sessions_fork",
+    tag = "Sessions",
+    params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
+    responses((status = 201, description = "The new session.", body = crate::openapi::SessionObject), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn fork(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -137,6 +184,14 @@ pub async fn fork(
 }
 
 /// `POST /v1/sessions/{id}/abort`: stops a running request on the session.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/abort",
+    operation_id = "sessions_abort",
+    tag = "Sessions",
+    params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
+    responses((status = 200, description = "Aborted.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn abort(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -150,6 +205,14 @@ pub async fn abort(
 
 /// `GET /v1/sessions/{id}/permissions`: the requests of OpenCode's agent waiting for the
 /// caller on this session (policy `client`).
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/permissions",
+    operation_id = "sessions_permissions",
+    tag = "Sessions",
+    params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
+    responses((status = 200, description = "Requests of OpenCode's agent waiting for the caller (policy `client`).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn permissions(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -160,16 +223,26 @@ pub async fn permissions(
 }
 
 /// Body of `POST /v1/sessions/{id}/permissions/{permission_id}`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PermissionAnswer {
     /// `once`, `always` or `reject` (for a question: omit it and give `answers`, or `reject`).
     reply: Option<String>,
     /// A question's answers: one array of chosen labels per question.
+    #[schema(value_type = Option<Vec<Vec<String>>>)]
     answers: Option<Value>,
 }
 
 /// `POST /v1/sessions/{id}/permissions/{permission_id}`: answers one waiting request.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/permissions/{permission_id}",
+    operation_id = "sessions_answer_permission",
+    tag = "Sessions",
+    params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one."), ("permission_id" = String, Path, description = "The waiting request's id.")),
+    request_body = PermissionAnswer,
+    responses((status = 200, description = "Answered.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn answer_permission(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

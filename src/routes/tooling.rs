@@ -15,6 +15,14 @@ use crate::error::ApiError;
 use crate::tools::slots::{is_slot_name, SLOT_PREFIX};
 
 /// `GET /v1/tools`: the ids of OpenCode's tools.
+#[utoipa::path(
+    get,
+    path = "/v1/tools",
+    operation_id = "tooling_tool_ids",
+    tag = "Tools",
+    params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`).")),
+    responses((status = 200, description = "OpenCode's tool ids.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn tool_ids(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -26,13 +34,22 @@ pub async fn tool_ids(
 }
 
 /// Query of `GET /v1/tools/definitions`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DefinitionsQuery {
     /// `provider/model`.
     model: String,
 }
 
 /// `GET /v1/tools/definitions?model=`: the tools (with their schemas) a model would get.
+#[utoipa::path(
+    get,
+    path = "/v1/tools/definitions",
+    operation_id = "tooling_tool_definitions",
+    tag = "Tools",
+    params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), DefinitionsQuery),
+    responses((status = 200, description = "The tools a model would get, with schemas.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn tool_definitions(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -50,6 +67,14 @@ pub async fn tool_definitions(
 }
 
 /// `GET /v1/lsp`: language servers.
+#[utoipa::path(
+    get,
+    path = "/v1/lsp",
+    operation_id = "tooling_lsp",
+    tag = "Tools",
+    params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`).")),
+    responses((status = 200, description = "Language servers.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn lsp(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -65,6 +90,14 @@ pub async fn lsp(
 }
 
 /// `GET /v1/formatters`: formatters.
+#[utoipa::path(
+    get,
+    path = "/v1/formatters",
+    operation_id = "tooling_formatters",
+    tag = "Tools",
+    params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`).")),
+    responses((status = 200, description = "Formatters.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn formatters(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -80,6 +113,14 @@ pub async fn formatters(
 }
 
 /// `GET /v1/mcp`: MCP servers and their status (the gateway's own left out).
+#[utoipa::path(
+    get,
+    path = "/v1/mcp",
+    operation_id = "tooling_mcp_status",
+    tag = "Tools",
+    params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`).")),
+    responses((status = 200, description = "MCP servers and their status.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn mcp_status(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -118,16 +159,26 @@ fn manageable(name: &str) -> Result<&str, ApiError> {
 }
 
 /// Body of `POST /v1/mcp`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMcp {
     /// The server's name (its tools become `<name>_<tool>`).
     name: String,
     /// OpenCode's server config: `{"type":"remote","url",…}` or `{"type":"local","command":[…]}`.
+    #[schema(value_type = Object)]
     config: Value,
 }
 
 /// `POST /v1/mcp`: adds an MCP server (admin).
+#[utoipa::path(
+    post,
+    path = "/v1/mcp",
+    operation_id = "tooling_mcp_add",
+    tag = "Tools",
+    params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`).")),
+    request_body = AddMcp,
+    responses((status = 200, description = "The added server's status (admin).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn mcp_add(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -156,6 +207,14 @@ pub async fn mcp_add(
 }
 
 /// `POST /v1/mcp/{name}/connect` (admin).
+#[utoipa::path(
+    post,
+    path = "/v1/mcp/{name}/connect",
+    operation_id = "tooling_mcp_connect",
+    tag = "Tools",
+    params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), ("name" = String, Path, description = "MCP server name.")),
+    responses((status = 200, description = "Connected (admin).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn mcp_connect(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -166,6 +225,14 @@ pub async fn mcp_connect(
 }
 
 /// `POST /v1/mcp/{name}/disconnect` (admin).
+#[utoipa::path(
+    post,
+    path = "/v1/mcp/{name}/disconnect",
+    operation_id = "tooling_mcp_disconnect",
+    tag = "Tools",
+    params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), ("name" = String, Path, description = "MCP server name.")),
+    responses((status = 200, description = "Disconnected (admin).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+)]
 pub async fn mcp_disconnect(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

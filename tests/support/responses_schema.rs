@@ -1,5 +1,5 @@
 //! Validation against OpenAI's Responses API schemas
-//! (`tests/fixtures/openai-responses.schema.json`: `Response`, every `Response…Event`,
+//! (`src/openapi/openai-responses.schema.json`: `Response`, every `Response…Event`,
 //! `ResponseItemList`, `ErrorResponse` and what they reference, under `#/components/schemas/`).
 //!
 //! The document is prepared like the chat one ([`super::schema`]): OpenAPI's `nullable: true` is
@@ -18,7 +18,7 @@ use super::schema::rewrite_nullable;
 
 const SCHEMA_TEXT: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/openai-responses.schema.json"
+    "/src/openapi/openai-responses.schema.json"
 ));
 
 /// The preprocessed schema document.

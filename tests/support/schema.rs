@@ -1,4 +1,4 @@
-//! Validation against OpenAI's chat-completions schemas (`tests/fixtures/openai-chat-completions.schema.json`).
+//! Validation against OpenAI's chat-completions schemas (`src/openapi/openai-chat-completions.schema.json`).
 //!
 //! The document is OpenAPI-3.0 flavoured (`"nullable": true`, which JSON Schema 2020-12 ignores),
 //! so it is preprocessed once: every object with `nullable: true` becomes
@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 const SCHEMA_TEXT: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/openai-chat-completions.schema.json"
+    "/src/openapi/openai-chat-completions.schema.json"
 ));
 
 /// Keywords that do not validate and stay on the outer (wrapping) object.
