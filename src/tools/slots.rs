@@ -487,7 +487,11 @@ mod tests {
 
     #[test]
     fn each_start_names_its_own_slots() {
-        let client = OpenCodeClient::new(&crate::config::OpenCodeConfig::default()).unwrap();
+        let config = crate::config::OpenCodeConfig {
+            base_url: Some("http://127.0.0.1:9".into()),
+            ..Default::default()
+        };
+        let client = OpenCodeClient::new(&config).unwrap();
         let (a, b) = (
             Slots::new(client.clone(), 2, Duration::from_secs(1)),
             Slots::new(client, 2, Duration::from_secs(1)),

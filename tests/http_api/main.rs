@@ -12,5 +12,6 @@ mod support;
 
 mod auth;
 mod models;
+mod openapi;
 mod routing;
 mod validation;
