@@ -484,12 +484,13 @@ fn failure(err: &Value) -> ApiError {
     }
 }
 
-/// Maps OpenCode's `finish` to OpenAI's `finish_reason`.
+/// Maps OpenCode's `finish` to OpenAI's `finish_reason`. A run that ends on `tool-calls` ended
+/// on OpenCode's own tools (a rejected question stops it): the client has no call to answer
+/// (its own calls end a response elsewhere, when the run suspends), so that is `stop`.
 pub fn map_finish(finish: Option<&str>) -> &'static str {
     match finish {
         Some("length") => "length",
         Some("content-filter") | Some("content_filter") => "content_filter",
-        Some("tool-calls") | Some("tool_calls") => "tool_calls",
         _ => "stop",
     }
 }
@@ -637,7 +638,7 @@ mod tests {
     fn finish_mapping() {
         assert_eq!(map_finish(Some("stop")), "stop");
         assert_eq!(map_finish(Some("length")), "length");
-        assert_eq!(map_finish(Some("tool-calls")), "tool_calls");
+        assert_eq!(map_finish(Some("tool-calls")), "stop");
         assert_eq!(map_finish(None), "stop");
     }
 

@@ -46,6 +46,9 @@ pub struct Pending {
     pub asked_at: u64,
     #[serde(skip)]
     owner: ClientId,
+    /// The project directory of the asking session (its OpenCode instance holds the request).
+    #[serde(skip)]
+    directory: Option<String>,
 }
 
 /// What to do with a request.
@@ -153,24 +156,24 @@ impl Permissions {
         }
     }
 
-    /// Answers OpenCode: a permission with `reply`, a question rejected (or answered).
+    /// Answers OpenCode: a permission with `reply`, a question rejected (or answered). OpenCode
+    /// keeps a request in the instance of its session's project `directory`: the answer goes
+    /// there (elsewhere it is a 404, and the run waits on).
     pub async fn reply(
         &self,
         kind: &str,
         id: &str,
         reply: &str,
         answers: Option<&Value>,
+        directory: Option<&str>,
     ) -> Result<(), ApiError> {
         let message = "The gateway's permission policy does not allow this.";
+        let client = self.client.in_directory(directory);
         match (kind, reply, answers) {
-            ("question", _, Some(answers)) => self.client.reply_question(id, answers).await?,
-            ("question", _, None) => self.client.reject_question(id).await?,
-            (_, "reject", _) => {
-                self.client
-                    .reply_permission(id, "reject", Some(message))
-                    .await?
-            }
-            (_, reply, _) => self.client.reply_permission(id, reply, None).await?,
+            ("question", _, Some(answers)) => client.reply_question(id, answers).await?,
+            ("question", _, None) => client.reject_question(id).await?,
+            (_, "reject", _) => client.reply_permission(id, "reject", Some(message)).await?,
+            (_, reply, _) => client.reply_permission(id, reply, None).await?,
         }
         Ok(())
     }
@@ -204,6 +207,7 @@ impl Permissions {
             },
             asked_at: now_secs(),
             owner: owner.clone(),
+            directory: event.directory.clone(),
         };
         lock(&self.pending).insert(pending.id.clone(), pending.clone());
         let this = self.clone();
@@ -212,7 +216,11 @@ impl Permissions {
             tokio::time::sleep(this.timeout).await;
             if lock(&this.pending).remove(&expired.id).is_some() {
                 tracing::info!(id = %expired.id, session = %expired.session_id, "nobody answered the permission request in time; rejecting it");
-                if let Err(e) = this.reply(expired.kind, &expired.id, "reject", None).await {
+                let dir = expired.directory.as_deref();
+                if let Err(e) = this
+                    .reply(expired.kind, &expired.id, "reject", None, dir)
+                    .await
+                {
                     tracing::warn!(error = %e, "could not reject an unanswered permission request");
                 }
             }
@@ -254,7 +262,14 @@ impl Permissions {
             message: format!("No permission request '{id}' is waiting on this session."),
             code: "permission_not_found",
         })?;
-        self.reply(pending.kind, id, reply, answers).await?;
+        self.reply(
+            pending.kind,
+            id,
+            reply,
+            answers,
+            pending.directory.as_deref(),
+        )
+        .await?;
         Ok(pending)
     }
 

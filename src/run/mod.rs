@@ -403,13 +403,15 @@ impl Run {
             .as_str()
             .unwrap_or_default()
             .to_string();
+        let directory = event.directory.clone();
         match permissions.decide(event, self.tools.is_some()) {
             Decision::Reply(reply) => {
                 tracing::info!(kind, permission = %event.properties["permission"], reply,
                     session = %self.session_id(), "answering a permission request by policy");
                 let permissions = permissions.clone();
                 self.state.sessions.upstream().spawn_cleanup(async move {
-                    if let Err(e) = permissions.reply(kind, &id, reply, None).await {
+                    let dir = directory.as_deref();
+                    if let Err(e) = permissions.reply(kind, &id, reply, None, dir).await {
                         tracing::warn!(error = %e, "could not answer a permission request");
                     }
                 });

@@ -55,6 +55,8 @@ pub const USAGE_PROMPT_TOKENS: u64 = 11;
 pub const USAGE_COMPLETION_TOKENS: u64 = 7;
 pub const USAGE_TOTAL_TOKENS: u64 = 18;
 pub const FAILURE_MESSAGE: &str = "scripted model failure";
+/// Largest request body accepted (axum's default, 2 MB, is less than a big prompt).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Default)]
 struct Shared {
@@ -87,6 +89,8 @@ impl MockModel {
             .route("/chat/completions", post(chat_completions))
             .route("/v1/models", get(list_models))
             .route("/models", get(list_models))
+            // Prompts of megabytes (a flood of big events) must reach it too.
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
             .with_state(shared.clone());
         // Own accept loop (instead of axum::serve) so that dropping the server also drops every
         // open connection, keep-alive ones included: "model server down" really means down.

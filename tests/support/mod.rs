@@ -12,6 +12,7 @@ pub mod in_process;
 pub mod mock_model;
 pub mod node_sdk;
 pub mod opencode;
+pub mod python_sdk;
 pub mod responses_api;
 pub mod responses_schema;
 pub mod scenarios;
