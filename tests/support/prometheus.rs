@@ -136,10 +136,8 @@ pub fn parse(text: &str) -> Result<Metrics, String> {
                         return Err(at("TYPE given twice".into()));
                     }
                 }
-                Some(&"HELP") => {
-                    if !words.get(1).is_some_and(|n| is_name(n, true)) {
-                        return Err(at("malformed HELP".into()));
-                    }
+                Some(&"HELP") if !words.get(1).is_some_and(|n| is_name(n, true)) => {
+                    return Err(at("malformed HELP".into()));
                 }
                 _ => {} // a plain comment
             }
@@ -168,7 +166,7 @@ pub fn parse(text: &str) -> Result<Metrics, String> {
             return Err(at("sample before (or without) its # TYPE".into()));
         };
         let kind = out.types[family].as_str();
-        if kind == "counter" && !(value >= 0.0) {
+        if kind == "counter" && (value.is_nan() || value < 0.0) {
             return Err(at("negative or NaN counter".into()));
         }
         if name.ends_with("_bucket") && kind == "histogram" && !labels.contains_key("le") {
