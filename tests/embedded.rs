@@ -206,6 +206,38 @@ async fn opencode_is_loopback_and_password_protected(e: &Embedded) {
             "GET {path} on the embedded OpenCode without its password"
         );
     }
+    // The password is a random one of this start, which the gateway keeps to itself: it opens
+    // OpenCode, and shows nowhere in the gateway's logs or answers.
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("OpenCode's environment");
+    let password = environ
+        .split(|&b| b == 0)
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .find_map(|v| v.strip_prefix("OPENCODE_SERVER_PASSWORD="))
+        .expect("OPENCODE_SERVER_PASSWORD in OpenCode's environment")
+        .to_string();
+    assert!(
+        password.len() >= 32,
+        "a weak password: {} characters",
+        password.len()
+    );
+    let resp = test_client()
+        .get(format!("http://127.0.0.1:{port}/session"))
+        .basic_auth("opencode", Some(&password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "with the password");
+    for path in ["/status", "/health", "/metrics", "/v1/models"] {
+        let (_, body) = e.get(path).await;
+        assert!(
+            !body.to_string().contains(&password),
+            "{path} shows the password"
+        );
+    }
+    assert!(
+        !e.gw.logs().contains(&password) && !e.gw.stdout().contains(&password),
+        "the gateway logged OpenCode's password"
+    );
 }
 
 /// SIGKILL of the embedded OpenCode mid-run: the in-flight stream ends with an OpenAI error

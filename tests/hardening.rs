@@ -48,29 +48,16 @@ fn assert_openai_error(r: &RawResponse, status: u16, code: Option<&str>, what: &
 // Request bodies: total deadline, size up front
 // ---------------------------------------------------------------------------------------------
 
-/// The body deadline is total, not per read: a client declaring 100,000 bytes and sending one
-/// every second (so no gap ever reaches the timeout) gets a 408 in OpenAI's shape when
-/// `limits.body_timeout_secs = 3` have passed since its headers — not never — and the
-/// connection is closed soon after.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trickled_body_is_cut_off_at_the_total_deadline() {
-    let gw = Gateway::start_with(
-        UNUSED_OPENCODE_URL,
-        GatewayOptions::default().config("[limits]\nbody_timeout_secs = 3\n"),
-    )
-    .await;
-    let addr = addr_of(&gw.url());
-    let tcp = TcpStream::connect(&addr).await.expect("connect");
+/// Sends `head`, then `piece` every second (30 times at most), and reads the answer (10 s at
+/// most): the answer and whether the connection was closed within 3 s after it.
+async fn trickle(addr: &str, head: String, piece: &'static [u8]) -> (RawResponse, bool) {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
     let (mut rd, mut wr) = tcp.into_split();
-    let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
-         content-length: 100000\r\n\r\n"
-    );
     wr.write_all(head.as_bytes()).await.expect("write head");
     let started = Instant::now();
-    let trickle = tokio::spawn(async move {
+    let writer = tokio::spawn(async move {
         for _ in 0..30 {
-            if wr.write_all(b" ").await.is_err() {
+            if wr.write_all(piece).await.is_err() {
                 return;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -79,17 +66,42 @@ async fn a_trickled_body_is_cut_off_at_the_total_deadline() {
     let r = read_response(&mut rd, started, Duration::from_secs(10))
         .await
         .unwrap_or_else(|e| panic!("a trickled body must be answered within 10 s: {e}"));
-    assert_openai_error(&r, 408, Some("request_timeout"), "trickled body");
-    assert!(
-        r.elapsed >= Duration::from_millis(2500) && r.elapsed <= Duration::from_secs(6),
-        "408 after {:?}, expected about 3 s",
-        r.elapsed
+    let closed = closed_within(&mut rd, Duration::from_secs(3)).await;
+    writer.abort();
+    (r, closed)
+}
+
+/// The body deadline is total, not per read: a client declaring 100,000 bytes and sending one
+/// every second (so no gap ever reaches the timeout) gets a 408 in OpenAI's shape when
+/// `limits.body_timeout_secs = 3` have passed since its headers — not never — and the
+/// connection is closed soon after. The same for a chunked body sent one 1-byte chunk a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_is_cut_off_at_the_total_deadline() {
+    let gw = Gateway::start_with(
+        UNUSED_OPENCODE_URL,
+        GatewayOptions::default().config("[limits]\nbody_timeout_secs = 3\n"),
+    )
+    .await;
+    let addr = addr_of(&gw.url());
+    let head = |framing: &str| {
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+             {framing}\r\n\r\n"
+        )
+    };
+    let (sized, chunked) = tokio::join!(
+        trickle(&addr, head("content-length: 100000"), b" "),
+        trickle(&addr, head("transfer-encoding: chunked"), b"1\r\n \r\n"),
     );
-    assert!(
-        closed_within(&mut rd, Duration::from_secs(3)).await,
-        "the connection stayed open after the 408"
-    );
-    trickle.abort();
+    for ((r, closed), what) in [(sized, "content-length"), (chunked, "chunked")] {
+        assert_openai_error(&r, 408, Some("request_timeout"), what);
+        assert!(
+            r.elapsed >= Duration::from_millis(2500) && r.elapsed <= Duration::from_secs(6),
+            "{what}: 408 after {:?}, expected about 3 s",
+            r.elapsed
+        );
+        assert!(closed, "{what}: the connection stayed open after the 408");
+    }
 }
 
 /// A `Content-Length` over `limits.max_body_bytes` (11 MiB against the default 10 MiB, and

@@ -404,6 +404,41 @@ async fn metrics_on_their_own_listener() {
     );
 }
 
+/// Every answer is counted in `portatek_http_requests_total`, including a request refused
+/// before routing by the up-front size check (a declared `Content-Length` over
+/// `limits.max_body_bytes` → 413), as a 400 from the router is.
+#[ignore = "bug: the up-front 413 of body::enforce is not counted in portatek_http_requests_total (body::enforce is a layer outside the metrics route_layer)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_413_before_routing_is_counted() {
+    let gw = Gateway::start(support::gateway::UNUSED_OPENCODE_URL).await;
+    let addr = support::raw_http::addr_of(&gw.url());
+    let oversized = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n\
+                     content-type: application/json\r\ncontent-length: 11534336\r\n\r\n";
+    let not_json = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n\
+                    content-type: application/json\r\ncontent-length: 5\r\n\r\n{\"a\":";
+    for (req, status) in [(oversized, 413), (not_json, 400)] {
+        let r = support::raw_http::exchange(&addr, req.as_bytes().to_vec(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(r.status, status);
+    }
+    let text = test_client()
+        .get(format!("{}/metrics", gw.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let m = prometheus::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(chat_requests(&m, "400", None), 1.0, "the 400 is counted");
+    assert_eq!(
+        m.sum("portatek_http_requests_total", &[("status", "413")]),
+        1.0,
+        "the 413 is not counted:\n{text}"
+    );
+}
+
 /// The test's Prometheus reader is strict: it takes the format's escapes and histogram
 /// suffixes, and refuses samples without a type, unquoted label values and bad numbers.
 #[test]

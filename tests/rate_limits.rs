@@ -188,7 +188,8 @@ async fn tokens_per_minute_refuse_once_a_run_spent_the_budget() {
 
 /// `concurrent_runs = 2`, with the gateway binary: of three parallel slow streams of one key,
 /// exactly one is refused (429 with `Retry-After`, not an event stream) while two stream to
-/// their end; another key streams meanwhile; once the streams ended, the key runs again.
+/// their end; another key streams meanwhile; once the streams ended — or a client left in the
+/// middle of one — the key runs again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_runs_are_capped_while_streams_last() {
     let fake = FakeOpenCode::start().await;
@@ -259,4 +260,24 @@ async fn concurrent_runs_are_capped_while_streams_last() {
     // The streams ended: their permits are back.
     let (status, _, body) = stream(KEY_A, "again".into()).await.unwrap();
     assert_eq!(status, 200, "after the streams ended: {body}");
+
+    // A stream whose client goes away mid-way gives its permit back too: then two streams
+    // run at once again.
+    let resp = client
+        .post(&url)
+        .bearer_auth(KEY_A)
+        .json(&streaming(ask(ECHO, "left early")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut reader = SseReader::new(resp);
+    reader.until_content(Duration::from_secs(10)).await;
+    drop(reader);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let both = [stream(KEY_A, "c0".into()), stream(KEY_A, "c1".into())];
+    for task in both {
+        let (status, _, body) = task.await.unwrap();
+        assert_eq!(status, 200, "after a client left: {body}");
+    }
 }
