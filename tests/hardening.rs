@@ -106,7 +106,8 @@ async fn a_trickled_body_is_cut_off_at_the_total_deadline() {
 
 /// A `Content-Length` over `limits.max_body_bytes` (11 MiB against the default 10 MiB, and
 /// 2^63, beyond any signed 64-bit length) with no body sent is a 413 in OpenAI's shape at once,
-/// not after waiting for a body that never comes.
+/// not after waiting for a body that never comes; and the bytes after the head are not taken
+/// for a next request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_content_length_is_413_at_once() {
     let gw = Gateway::start(UNUSED_OPENCODE_URL).await;
@@ -127,6 +128,22 @@ async fn an_oversized_content_length_is_413_at_once() {
             r.elapsed
         );
     }
+    // What follows the refused head is never read as a request of its own: the connection is
+    // closed after the 413 (a request "smuggled" in the body gets no answer).
+    let mut tcp = TcpStream::connect(&addr).await.expect("connect");
+    let smuggled =
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 11534336\r\n\r\n\
+                    GET /livez HTTP/1.1\r\nhost: x\r\n\r\n";
+    tcp.write_all(smuggled.as_bytes()).await.expect("write");
+    let r = read_response(&mut tcp, Instant::now(), Duration::from_secs(5))
+        .await
+        .expect("the 413");
+    assert_eq!(r.status, 413);
+    let next = read_response(&mut tcp, Instant::now(), Duration::from_secs(2)).await;
+    assert!(
+        next.is_err(),
+        "the body was answered as a request: {next:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -89,18 +89,32 @@ fn assert_standing(h: &HeaderMap, kind: &str, limit: u64, remaining: u64, what: 
     );
 }
 
-/// `requests_per_minute = 3`: a key's first three completions succeed, each saying what is
-/// left (`x-ratelimit-remaining-requests` 2, 1, 0); the fourth is a 429 with `Retry-After` that
+/// `requests_per_minute = 3`: a key's first three completions (the last one streamed) succeed,
+/// each saying what is left (`x-ratelimit-remaining-requests` 2, 1, 0); the fourth is a 429 with `Retry-After` that
 /// never reaches OpenCode; another key is unaffected.
 #[tokio::test]
 async fn requests_per_minute_are_counted_per_key() {
     let app = app("[rate_limits]\nrequests_per_minute = 3\n").await;
-    for remaining in [2, 1, 0] {
+    for remaining in [2, 1] {
         let r = chat_as(&app, KEY_A, "hi").await;
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.body["choices"][0]["message"]["content"], FAKE_ANSWER);
         assert_standing(&r.headers, "requests", 3, remaining, "a completion");
     }
+    let auth = format!("Bearer {KEY_A}");
+    let r = app
+        .chat_with(
+            &streaming(ask(ECHO, "streamed")),
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.as_str().is_some_and(|b| b.contains("[DONE]")),
+        "{}",
+        r.body
+    );
+    assert_standing(&r.headers, "requests", 3, 0, "a streamed completion");
     let prompts = app.fake.prompts().len();
     let r = chat_as(&app, KEY_A, "one too many").await;
     assert_limited(&r, "the fourth request");
