@@ -3,6 +3,7 @@
 //!
 //! - the request-body deadline is total (a trickle cannot outlive it);
 //! - an oversized `Content-Length` is a 413 at once, before any body;
+//! - a connection that does not send its request head in time is closed;
 //! - what hyper refuses by itself (malformed request line, header bytes, framing, a URL or
 //!   headers too large) is answered in OpenAI's error shape;
 //! - a malformed image data URL is a 400 naming it, end to end;
@@ -143,6 +144,84 @@ async fn an_oversized_content_length_is_413_at_once() {
     assert!(
         next.is_err(),
         "the body was answered as a request: {next:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request heads: a deadline from the connection's start
+// ---------------------------------------------------------------------------------------------
+
+/// Sends `bytes` on a new connection and says whether the gateway closed it within `within`.
+async fn closed_after_sending(addr: &str, bytes: &[u8], within: Duration) -> bool {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(bytes).await.expect("write");
+    closed_within(&mut tcp, within).await
+}
+
+/// With `limits.header_timeout_secs = 1`, a keep-alive connection that stays silent after its
+/// first request is closed within a few seconds, as is one that starts a request line and
+/// stalls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_closed_at_the_header_deadline() {
+    let gw = Gateway::start_with(
+        UNUSED_OPENCODE_URL,
+        GatewayOptions::default().config("[limits]\nheader_timeout_secs = 1\n"),
+    )
+    .await;
+    let addr = addr_of(&gw.url());
+    let mut tcp = TcpStream::connect(&addr).await.expect("connect");
+    tcp.write_all(b"GET /livez HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let r = read_response(&mut tcp, Instant::now(), Duration::from_secs(5))
+        .await
+        .expect("an answer");
+    assert_eq!(r.status, 200);
+    let (idle, stalled) = tokio::join!(
+        closed_within(&mut tcp, Duration::from_secs(4)),
+        closed_after_sending(&addr, b"GET /livez HT", Duration::from_secs(4)),
+    );
+    assert!(
+        idle,
+        "an idle keep-alive connection stayed open 4 s into a 1 s header deadline"
+    );
+    assert!(
+        stalled,
+        "a stalled request line stayed open 4 s into a 1 s header deadline"
+    );
+}
+
+/// With `limits.header_timeout_secs = 1`, a connection that sends nothing at all, or only the
+/// first bytes of something (`P`, the start of HTTP/2's preface), is closed within a few
+/// seconds too, like one stalling in a request line: else a client can hold any number of
+/// connections open forever without sending a request.
+#[ignore = "bug: hyper-util's auto (HTTP/1 + HTTP/2) builder first reads the connection preface to pick a protocol, and hyper's header_read_timeout only starts after that, so a silent connection (or one sending `P` / a partial `PRI * HTTP/2.0` preface) is never closed"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_at_the_header_deadline() {
+    let gw = Gateway::start_with(
+        UNUSED_OPENCODE_URL,
+        GatewayOptions::default().config("[limits]\nheader_timeout_secs = 1\n"),
+    )
+    .await;
+    let addr = addr_of(&gw.url());
+    let wait = Duration::from_secs(4);
+    let (silent, p, preface) = tokio::join!(
+        closed_after_sending(&addr, b"", wait),
+        closed_after_sending(&addr, b"P", wait),
+        closed_after_sending(&addr, b"PRI * HTTP/2.0\r\n", wait),
+    );
+    let open: Vec<&str> = [
+        (silent, "nothing"),
+        (p, "`P`"),
+        (preface, "half an HTTP/2 preface"),
+    ]
+    .into_iter()
+    .filter(|(closed, _)| !closed)
+    .map(|(_, what)| what)
+    .collect();
+    assert!(
+        open.is_empty(),
+        "still open 4 s into a 1 s header deadline after sending: {open:?}"
     );
 }
 
