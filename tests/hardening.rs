@@ -75,7 +75,8 @@ async fn trickle(addr: &str, head: String, piece: &'static [u8]) -> (RawResponse
 /// The body deadline is total, not per read: a client declaring 100,000 bytes and sending one
 /// every second (so no gap ever reaches the timeout) gets a 408 in OpenAI's shape when
 /// `limits.body_timeout_secs = 3` have passed since its headers — not never — and the
-/// connection is closed soon after. The same for a chunked body sent one 1-byte chunk a second.
+/// connection is closed soon after. The same for a chunked body sent one 1-byte chunk a second,
+/// and for `/v1/responses`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickled_body_is_cut_off_at_the_total_deadline() {
     let gw = Gateway::start_with(
@@ -84,17 +85,28 @@ async fn a_trickled_body_is_cut_off_at_the_total_deadline() {
     )
     .await;
     let addr = addr_of(&gw.url());
-    let head = |framing: &str| {
+    let head = |path: &str, framing: &str| {
         format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+            "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
              {framing}\r\n\r\n"
         )
     };
-    let (sized, chunked) = tokio::join!(
-        trickle(&addr, head("content-length: 100000"), b" "),
-        trickle(&addr, head("transfer-encoding: chunked"), b"1\r\n \r\n"),
+    let chat = "/v1/chat/completions";
+    let (sized, chunked, responses) = tokio::join!(
+        trickle(&addr, head(chat, "content-length: 100000"), b" "),
+        trickle(
+            &addr,
+            head(chat, "transfer-encoding: chunked"),
+            b"1\r\n \r\n"
+        ),
+        trickle(&addr, head("/v1/responses", "content-length: 100000"), b" "),
     );
-    for ((r, closed), what) in [(sized, "content-length"), (chunked, "chunked")] {
+    let cases = [
+        (sized, "content-length"),
+        (chunked, "chunked"),
+        (responses, "/v1/responses"),
+    ];
+    for ((r, closed), what) in cases {
         assert_openai_error(&r, 408, Some("request_timeout"), what);
         assert!(
             r.elapsed >= Duration::from_millis(2500) && r.elapsed <= Duration::from_secs(6),

@@ -404,6 +404,17 @@ async fn metrics_on_their_own_listener() {
     );
 }
 
+/// `[metrics] enabled = false`: no `/metrics` at all (404 in OpenAI's shape).
+#[tokio::test]
+async fn metrics_can_be_turned_off() {
+    let app = support::in_process::App::start_with(
+        support::in_process::Settings::default().config("[metrics]\nenabled = false\n"),
+    )
+    .await;
+    let r = app.get("/metrics").await;
+    r.assert_error(404, None, None, "/metrics when disabled");
+}
+
 /// Every answer is counted in `portatek_http_requests_total`, including a request refused
 /// before routing by the up-front size check (a declared `Content-Length` over
 /// `limits.max_body_bytes` → 413), as a 400 from the router is.
