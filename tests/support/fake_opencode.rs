@@ -1,6 +1,7 @@
 //! A small scriptable FAKE OpenCode (axum, bound to 127.0.0.1:0) that speaks OpenCode's wire
 //! format and fails on demand: 5xx answers, slow answers, a dropped or unavailable `/event`
-//! stream, prompts that never produce events. It serves what the gateway uses: `/global/health`,
+//! stream, prompts that never produce events, error bodies and `session.error`s carrying stack
+//! traces, runs streamed slowly. It serves what the gateway uses: `/global/health`,
 //! `/config/providers`, sessions (create, get, delete, abort, `prompt_async`) and `/event`.
 //!
 //! A prompt's run emits the events of one short answer, [`FAKE_ANSWER`], in OpenCode's order.
