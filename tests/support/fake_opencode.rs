@@ -1,6 +1,7 @@
 //! A small scriptable FAKE OpenCode (axum, bound to 127.0.0.1:0) that speaks OpenCode's wire
 //! format and fails on demand: 5xx answers, slow answers, a dropped or unavailable `/event`
-//! stream, prompts that never produce events. It serves what the gateway uses: `/global/health`,
+//! stream, prompts that never produce events, error bodies and `session.error`s carrying stack
+//! traces, runs streamed slowly. It serves what the gateway uses: `/global/health`,
 //! `/config/providers`, sessions (create, get, delete, abort, `prompt_async`) and `/event`.
 //!
 //! A prompt's run emits the events of one short answer, [`FAKE_ANSWER`], in OpenCode's order.
@@ -54,6 +55,18 @@ pub struct Faults {
     pub flood_deltas: AtomicU32,
     /// `GET /config/providers` also lists `mock/added`.
     pub extra_model: AtomicBool,
+    /// When set, `prompt_async` answers 500 with this text as OpenCode's error message
+    /// (`{"name","data":{"message"}}`), e.g. a Bun stack trace.
+    pub prompt_error: Mutex<Option<String>>,
+    /// When set, `prompt_async` answers 500 with this raw `text/plain` body (not OpenCode's JSON).
+    pub prompt_error_raw: Mutex<Option<String>>,
+    /// When set, a prompt's run starts, then fails with a `session.error` carrying this error
+    /// object (OpenCode's `{"name","data":{"message"}}`), then goes idle.
+    pub run_error: Mutex<Option<Value>>,
+    /// When non-zero, a prompt's run streams its answer as this many deltas…
+    pub slow_deltas: AtomicU32,
+    /// …this many milliseconds apart, then ends normally.
+    pub slow_delta_gap_ms: AtomicU64,
 }
 
 /// What the fake has been asked.
@@ -196,6 +209,37 @@ async fn prompt_async(State(s): St, Path(id): Path<String>) -> Response {
     if s.faults.prompt_fails.load(SeqCst) {
         return opencode_error(StatusCode::INTERNAL_SERVER_ERROR, "boom");
     }
+    if let Some(message) = s.faults.prompt_error.lock().unwrap().clone() {
+        return opencode_error(StatusCode::INTERNAL_SERVER_ERROR, &message);
+    }
+    if let Some(text) = s.faults.prompt_error_raw.lock().unwrap().clone() {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(axum::http::header::CONTENT_TYPE, "text/plain")],
+            text,
+        )
+            .into_response();
+    }
+    if let Some(error) = s.faults.run_error.lock().unwrap().clone() {
+        let s = s.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            emit_run_start(&s, &id);
+            s.emit("session.error", json!({"sessionID": id, "error": error}));
+            s.emit("session.idle", json!({"sessionID": id}));
+        });
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let slow = s.faults.slow_deltas.load(SeqCst);
+    if slow > 0 {
+        let gap = Duration::from_millis(s.faults.slow_delta_gap_ms.load(SeqCst));
+        let s = s.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            emit_slow_run(&s, &id, slow, gap).await;
+        });
+        return StatusCode::NO_CONTENT.into_response();
+    }
     let flood = s.faults.flood_deltas.load(SeqCst);
     if flood > 0 {
         let s = s.clone();
@@ -249,13 +293,33 @@ async fn emit_flood(s: &FakeState, sid: &str, n: u32) {
     }
 }
 
+/// A successful run of `sid` whose answer ([`FAKE_ANSWER`] repeated `n` times) arrives as `n`
+/// deltas `gap` apart.
+async fn emit_slow_run(s: &FakeState, sid: &str, n: u32, gap: Duration) {
+    emit_run_start(s, sid);
+    for _ in 0..n {
+        tokio::time::sleep(gap).await;
+        emit_delta(s, sid, FAKE_ANSWER);
+    }
+    emit_run_end(s, sid);
+}
+
+fn emit_delta(s: &FakeState, sid: &str, text: &str) {
+    s.emit(
+        "message.part.delta",
+        json!({"sessionID": sid, "messageID": "msg_a1", "partID": "prt_1", "field": "text", "delta": text}),
+    );
+}
+
 /// The events of one short successful run of `sid`, in OpenCode's order.
 fn emit_run(s: &FakeState, sid: &str) {
     emit_run_start(s, sid);
-    s.emit(
-        "message.part.delta",
-        json!({"sessionID": sid, "messageID": "msg_a1", "partID": "prt_1", "field": "text", "delta": FAKE_ANSWER}),
-    );
+    emit_delta(s, sid, FAKE_ANSWER);
+    emit_run_end(s, sid);
+}
+
+/// A run's closing events: the finished assistant message (with tokens) and idle.
+fn emit_run_end(s: &FakeState, sid: &str) {
     s.emit(
         "message.updated",
         json!({"info": {

@@ -1,7 +1,9 @@
 //! The integration-test bed: a scripted model server ([`mock_model`]), a real `opencode serve`
 //! ([`opencode`]), the gateway binary ([`gateway`]), a fault-injecting fake OpenCode
 //! ([`fake_opencode`]), the router in-process ([`in_process`]), client helpers ([`api`], [`sse`]),
-//! OpenAI schema validation ([`schema`]) and shared-bed scenarios ([`scenarios`]).
+//! OpenAI schema validation ([`schema`]), shared-bed scenarios ([`scenarios`]), processes in
+//! `/proc` ([`procs`]), the Prometheus text format ([`prometheus`]) and HTTP over raw TCP
+//! ([`raw_http`]).
 //! Use from an integration test file with `mod support;`.
 #![allow(dead_code, unused_imports)]
 
@@ -12,7 +14,10 @@ pub mod in_process;
 pub mod mock_model;
 pub mod node_sdk;
 pub mod opencode;
+pub mod procs;
+pub mod prometheus;
 pub mod python_sdk;
+pub mod raw_http;
 pub mod responses_api;
 pub mod responses_schema;
 pub mod scenarios;
