@@ -19,6 +19,7 @@ use serde_json::{json, Map, Value};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::opencode::UpstreamError;
 use crate::run::placement::{self, Requested};
 
 /// Largest page.
@@ -37,6 +38,18 @@ pub struct Page {
 }
 
 impl Page {
+    /// The page, checked before anything is asked upstream.
+    pub fn checked(self) -> Result<Page, ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::invalid(
+                format!("`limit` must be between 1 and {MAX_LIMIT}."),
+                Some("limit".into()),
+            ));
+        }
+        Ok(self)
+    }
+
     /// One page of `items` as `{object: "list", data, has_more, next_offset}`.
     pub fn of(self, items: Vec<Value>) -> Result<Value, ApiError> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
@@ -84,6 +97,49 @@ pub fn project(
     }
 }
 
+/// An upstream error of a call that carries the client's input: OpenCode's 400 is the
+/// client's (a 400 with OpenCode's reason) and its 404 a 404; anything else stays upstream
+/// trouble.
+pub fn upstream(e: UpstreamError) -> ApiError {
+    match e {
+        UpstreamError::Status {
+            status: 400,
+            message,
+        } => ApiError::invalid(format!("OpenCode refused the request: {message}"), None),
+        UpstreamError::NotFound(message) => ApiError::NotFound {
+            message: format!("OpenCode has no such thing: {message}"),
+            code: "not_found",
+        },
+        e => e.into(),
+    }
+}
+
+/// 404 for a `path` that does not exist, where the project is on this host (OpenCode answers
+/// 500 for it). Without a project directory, OpenCode's own is asked for.
+pub async fn existing(state: &AppState, project: Option<&str>, path: &str) -> Result<(), ApiError> {
+    if !state.config.opencode_on_this_host() {
+        return Ok(());
+    }
+    let root = match project {
+        Some(root) => root.to_string(),
+        None => match state.client.paths().await {
+            Ok(paths) => match paths["directory"].as_str() {
+                Some(dir) => dir.to_string(),
+                None => return Ok(()),
+            },
+            Err(_) => return Ok(()),
+        },
+    };
+    let root = Path::new(&root);
+    if root.is_dir() && !root.join(path).exists() {
+        return Err(ApiError::NotFound {
+            message: format!("No file or directory {path:?} in the project."),
+            code: "path_not_found",
+        });
+    }
+    Ok(())
+}
+
 /// `path` if it stays inside `project` (see the module docs); 400 naming `param` otherwise.
 pub fn safe_path(project: Option<&str>, path: &str, param: &str) -> Result<String, ApiError> {
     let refuse = |why: &str| {
@@ -92,8 +148,8 @@ pub fn safe_path(project: Option<&str>, path: &str, param: &str) -> Result<Strin
             Some(param.into()),
         )
     };
-    if path.contains('\0') || path.contains('\\') {
-        return Err(refuse("no NUL or backslash"));
+    if path.chars().any(char::is_control) || path.contains('\\') {
+        return Err(refuse("no control characters or backslash"));
     }
     let lower = path.to_ascii_lowercase();
     if lower.contains("%2e")

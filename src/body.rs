@@ -48,6 +48,8 @@ pub async fn enforce(State(limits): State<BodyLimits>, req: Request, next: Next)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_bytes as u64) {
+        // Before routing, so the metrics layer never sees it: counted here.
+        crate::metrics::unmatched(req.method().as_str(), 413);
         return ApiError::PayloadTooLarge(limits.max_bytes).into_response();
     }
     let req = req.map(|body| Body::new(DeadlineBody::new(body, limits.deadline)));

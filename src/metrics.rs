@@ -107,7 +107,7 @@ pub async fn track(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
         .to_string();
-    let method = req.method().to_string();
+    let method = method_label(req.method().as_str()).to_string();
     let started = Instant::now();
     let response = next.run(req).await;
     let model = response
@@ -129,10 +129,29 @@ pub fn first_token(model: &str, elapsed: Duration) {
         .record(elapsed.as_secs_f64());
 }
 
-/// A request no route matched (404/405), counted like the routed ones.
+/// A method as a label: the standard ones as they are, anything else `other` — the method is
+/// the client's text, and a label per made-up token would let any client grow the metrics
+/// without bound.
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
+}
+
+/// A request no route matched (404/405), or refused before routing (413), counted like the
+/// routed ones.
 pub fn unmatched(method: &str, status: u16) {
     metrics::counter!("portatek_http_requests_total",
-        "route" => "unmatched", "method" => method.to_string(), "status" => status.to_string(), "model" => "")
+        "route" => "unmatched", "method" => method_label(method), "status" => status.to_string(), "model" => "")
     .increment(1);
 }
 

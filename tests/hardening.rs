@@ -207,7 +207,6 @@ async fn idle_keep_alive_connections_are_closed_at_the_header_deadline() {
 /// first bytes of something (`P`, the start of HTTP/2's preface), is closed within a few
 /// seconds too, like one stalling in a request line: else a client can hold any number of
 /// connections open forever without sending a request.
-#[ignore = "bug: hyper-util's auto (HTTP/1 + HTTP/2) builder first reads the connection preface to pick a protocol, and hyper's header_read_timeout only starts after that, so a silent connection (or one sending `P` / a partial `PRI * HTTP/2.0` preface) is never closed"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_are_closed_at_the_header_deadline() {
     let gw = Gateway::start_with(

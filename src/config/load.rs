@@ -145,6 +145,21 @@ impl Config {
                 ));
             }
         }
+        for (i, o) in self.rate_limits.keys.iter().enumerate() {
+            let id = o.key_id.as_bytes();
+            let well_formed = id.len() == 17
+                && id[0] == b'k'
+                && id[1..]
+                    .iter()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+            if !well_formed {
+                // Not echoed: the likely mistake is the API key itself pasted here.
+                return Err(invalid(
+                    &format!("rate_limits.keys[{i}].key_id"),
+                    "must be a key id (`k` and the first 16 hex digits of the key's SHA-256), not the key",
+                ));
+            }
+        }
         if self.prompt.session_title.trim().is_empty() {
             return Err(invalid("prompt.session_title", "must not be empty"));
         }

@@ -47,6 +47,27 @@ pub struct Cli {
     pub openapi: bool,
 }
 
+impl Config {
+    /// Whether OpenCode runs on this host (embedded, or at a loopback address), so that its
+    /// project directories are this host's: the gateway then checks paths before asking.
+    pub fn opencode_on_this_host(&self) -> bool {
+        let Some(base) = &self.opencode.base_url else {
+            return true;
+        };
+        let Some(host) = reqwest::Url::parse(base)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+        else {
+            return false;
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
 /// A configuration problem, always naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

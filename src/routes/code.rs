@@ -60,13 +60,53 @@ fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Re
 
 fn search_text(q: &SearchQuery) -> Result<&str, ApiError> {
     let text = q.q.trim();
-    if text.is_empty() || text.len() > 1000 {
+    if text.is_empty() || text.len() > 1000 || text.chars().any(char::is_control) {
         return Err(ApiError::invalid(
-            "`q` must be 1 to 1000 characters.",
+            "`q` must be 1 to 1000 characters, none of them control characters.",
             Some("q".into()),
         ));
     }
     Ok(text)
+}
+
+/// OpenCode's text search is ripgrep's: a pattern ripgrep cannot parse is refused here (it
+/// would be OpenCode's 500). `regex-syntax` is the parser of the regex engine ripgrep uses.
+fn search_pattern(q: &SearchQuery) -> Result<&str, ApiError> {
+    let pattern = search_text(q)?;
+    regex_syntax::Parser::new().parse(pattern).map_err(|e| {
+        let why = e.to_string();
+        let why = why.lines().last().unwrap_or("invalid regular expression");
+        ApiError::invalid(
+            format!("`q` is not a valid regular expression: {why}"),
+            Some("q".into()),
+        )
+    })?;
+    Ok(pattern)
+}
+
+/// Most results OpenCode's file search gives.
+const FILE_SEARCH_MAX: usize = 200;
+
+impl SearchQuery {
+    /// The page asked for, checked before OpenCode is asked.
+    fn page(&self) -> Result<Page, ApiError> {
+        Page {
+            limit: self.limit,
+            offset: self.offset,
+        }
+        .checked()
+    }
+}
+
+impl PathQuery {
+    /// The page asked for, checked before OpenCode is asked.
+    fn page(&self) -> Result<Page, ApiError> {
+        Page {
+            limit: self.limit,
+            offset: self.offset,
+        }
+        .checked()
+    }
 }
 
 fn items(v: Value) -> Vec<Value> {
@@ -93,15 +133,11 @@ pub async fn find_text(
     q: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
+    let page = q.page()?;
+    let pattern = search_pattern(&q)?;
     let (client, _) = project(&state, &caller, &headers)?;
-    let found = client.find_text(search_text(&q)?).await?;
-    Ok(Json(
-        Page {
-            limit: q.limit,
-            offset: q.offset,
-        }
-        .of(items(found))?,
-    ))
+    let found = client.find_text(pattern).await.map_err(access::upstream)?;
+    Ok(Json(page.of(items(found))?))
 }
 
 /// `GET /v1/find/files?q=`: files whose path matches.
@@ -120,17 +156,14 @@ pub async fn find_files(
     q: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
+    let page = q.page()?;
+    let text = search_text(&q)?;
     let (client, _) = project(&state, &caller, &headers)?;
     let found = client
-        .find_files(search_text(&q)?, access::MAX_LIMIT)
-        .await?;
-    Ok(Json(
-        Page {
-            limit: q.limit,
-            offset: q.offset,
-        }
-        .of(items(found))?,
-    ))
+        .find_files(text, FILE_SEARCH_MAX)
+        .await
+        .map_err(access::upstream)?;
+    Ok(Json(page.of(items(found))?))
 }
 
 /// `GET /v1/find/symbols?q=`: symbols matching (through the language servers).
@@ -149,15 +182,11 @@ pub async fn find_symbols(
     q: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
+    let page = q.page()?;
+    let text = search_text(&q)?;
     let (client, _) = project(&state, &caller, &headers)?;
-    let found = client.find_symbols(search_text(&q)?).await?;
-    Ok(Json(
-        Page {
-            limit: q.limit,
-            offset: q.offset,
-        }
-        .of(items(found))?,
-    ))
+    let found = client.find_symbols(text).await.map_err(access::upstream)?;
+    Ok(Json(page.of(items(found))?))
 }
 
 /// `GET /v1/files?path=`: a directory's entries.
@@ -176,16 +205,15 @@ pub async fn list_directory(
     q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
+    let page = q.page()?;
     let (client, dir) = project(&state, &caller, &headers)?;
     let path = access::safe_path(dir.as_deref(), &q.path, "path")?;
-    let entries = client.list_directory(&path).await?;
-    Ok(Json(
-        Page {
-            limit: q.limit,
-            offset: q.offset,
-        }
-        .of(items(entries))?,
-    ))
+    access::existing(&state, dir.as_deref(), &path).await?;
+    let entries = client
+        .list_directory(&path)
+        .await
+        .map_err(access::upstream)?;
+    Ok(Json(page.of(items(entries))?))
 }
 
 /// `GET /v1/files/content?path=`: a file's content (cut at 1 MiB).
@@ -212,7 +240,8 @@ pub async fn file_content(
         ));
     }
     let path = access::safe_path(dir.as_deref(), &q.path, "path")?;
-    let mut file = client.file_content(&path).await?;
+    access::existing(&state, dir.as_deref(), &path).await?;
+    let mut file = client.file_content(&path).await.map_err(access::upstream)?;
     let mut truncated = false;
     if let Some(Value::String(content)) = file.get_mut("content") {
         if content.len() > MAX_CONTENT {
@@ -241,9 +270,11 @@ pub async fn file_status(
     headers: HeaderMap,
     page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let page = query(page)?;
+    let page = query(page)?.checked()?;
     let (client, _) = project(&state, &caller, &headers)?;
-    Ok(Json(page.of(items(client.file_status().await?))?))
+    Ok(Json(page.of(items(
+        client.file_status().await.map_err(access::upstream)?,
+    ))?))
 }
 
 /// `GET /v1/vcs`: version control info.
@@ -261,7 +292,7 @@ pub async fn vcs(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let (client, _) = project(&state, &caller, &headers)?;
-    Ok(Json(client.vcs().await?))
+    Ok(Json(client.vcs().await.map_err(access::upstream)?))
 }
 
 /// `GET /v1/project`: the project and its paths.
@@ -279,7 +310,8 @@ pub async fn project_info(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let (client, _) = project(&state, &caller, &headers)?;
-    let (project, paths) = tokio::try_join!(client.project(), client.paths())?;
+    let (project, paths) =
+        tokio::try_join!(client.project(), client.paths()).map_err(access::upstream)?;
     Ok(Json(
         json!({ "object": "project", "project": project, "paths": paths }),
     ))

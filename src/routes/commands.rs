@@ -9,6 +9,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::access;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -24,7 +25,7 @@ use crate::sessions::not_found_as_session;
     responses((status = 200, description = "OpenCode's commands.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
 )]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let commands = state.client.commands().await?;
+    let commands = state.client.commands().await.map_err(access::upstream)?;
     let data: Vec<Value> = commands
         .as_array()
         .into_iter()

@@ -23,7 +23,13 @@ pub async fn get(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin("Reading OpenCode's configuration")?;
-    Ok(Json(access::masked(&state.client.opencode_config().await?)))
+    Ok(Json(access::masked(
+        &state
+            .client
+            .opencode_config()
+            .await
+            .map_err(access::upstream)?,
+    )))
 }
 
 /// `PATCH /v1/config`.
@@ -52,6 +58,10 @@ pub async fn patch(
         return Err(ApiError::invalid("The patch must be an object.", None));
     }
     tracing::info!(target: "audit", key = %caller.name, "OpenCode configuration patched");
-    let updated = state.client.patch_opencode_config(&patch).await?;
+    let updated = state
+        .client
+        .patch_opencode_config(&patch)
+        .await
+        .map_err(access::upstream)?;
     Ok(Json(access::masked(&updated)))
 }

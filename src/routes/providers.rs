@@ -6,6 +6,7 @@ use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
+use crate::access;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -36,7 +37,11 @@ fn provider_id(id: &str) -> Result<&str, ApiError> {
     responses((status = 200, description = "Providers with connected/default and their models; no secrets.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
 )]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let all = state.client.provider_list().await?;
+    let all = state
+        .client
+        .provider_list()
+        .await
+        .map_err(access::upstream)?;
     let connected: Vec<&str> = all["connected"]
         .as_array()
         .map(|c| c.iter().filter_map(Value::as_str).collect())
@@ -100,12 +105,17 @@ pub async fn set_auth(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    Json(auth): Json<Value>,
+    auth: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin("Setting provider credentials")?;
+    let Json(auth) = auth.map_err(|e| ApiError::invalid(e.body_text(), None))?;
     let id = provider_id(&id)?;
     tracing::info!(target: "audit", key = %caller.name, provider = %id, "provider credentials set");
-    let result = state.client.set_provider_auth(id, &auth).await?;
+    let result = state
+        .client
+        .set_provider_auth(id, &auth)
+        .await
+        .map_err(access::upstream)?;
     state.catalog.refresh().await.ok();
     Ok(Json(
         json!({ "id": id, "object": "provider.auth", "result": result }),
@@ -126,12 +136,19 @@ pub async fn oauth_authorize(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    Json(body): Json<Value>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin("Provider OAuth")?;
+    let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text(), None))?;
     let id = provider_id(&id)?;
     tracing::info!(target: "audit", key = %caller.name, provider = %id, "provider OAuth started");
-    Ok(Json(state.client.oauth_authorize(id, &body).await?))
+    Ok(Json(
+        state
+            .client
+            .oauth_authorize(id, &body)
+            .await
+            .map_err(access::upstream)?,
+    ))
 }
 
 /// `POST /v1/providers/{id}/oauth/callback` (admin).
@@ -148,12 +165,17 @@ pub async fn oauth_callback(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    Json(body): Json<Value>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin("Provider OAuth")?;
+    let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text(), None))?;
     let id = provider_id(&id)?;
     tracing::info!(target: "audit", key = %caller.name, provider = %id, "provider OAuth completed");
-    let result = state.client.oauth_callback(id, &body).await?;
+    let result = state
+        .client
+        .oauth_callback(id, &body)
+        .await
+        .map_err(access::upstream)?;
     state.catalog.refresh().await.ok();
     Ok(Json(result))
 }

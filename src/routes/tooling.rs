@@ -29,7 +29,12 @@ pub async fn tool_ids(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let dir = access::project(&state, &caller, &headers)?;
-    let ids = state.client.in_directory(dir.as_deref()).tool_ids().await?;
+    let ids = state
+        .client
+        .in_directory(dir.as_deref())
+        .tool_ids()
+        .await
+        .map_err(access::upstream)?;
     Ok(Json(json!({ "object": "list", "data": ids })))
 }
 
@@ -62,7 +67,8 @@ pub async fn tool_definitions(
     let client = state.client.in_directory(dir.as_deref());
     let defs = client
         .tool_definitions(&model.provider_id, &model.model_id)
-        .await?;
+        .await
+        .map_err(access::upstream)?;
     Ok(Json(json!({ "object": "list", "data": defs })))
 }
 
@@ -85,7 +91,8 @@ pub async fn lsp(
         .client
         .in_directory(dir.as_deref())
         .lsp_status()
-        .await?;
+        .await
+        .map_err(access::upstream)?;
     Ok(Json(json!({ "object": "list", "data": status })))
 }
 
@@ -108,7 +115,8 @@ pub async fn formatters(
         .client
         .in_directory(dir.as_deref())
         .formatter_status()
-        .await?;
+        .await
+        .map_err(access::upstream)?;
     Ok(Json(json!({ "object": "list", "data": status })))
 }
 
@@ -131,7 +139,8 @@ pub async fn mcp_status(
         .client
         .in_directory(dir.as_deref())
         .mcp_status()
-        .await?;
+        .await
+        .map_err(access::upstream)?;
     let data: Vec<Value> = status
         .as_object()
         .into_iter()
@@ -200,7 +209,8 @@ pub async fn mcp_add(
         .client
         .in_directory(dir.as_deref())
         .add_mcp(name, &body.config)
-        .await?;
+        .await
+        .map_err(access::upstream)?;
     Ok(Json(
         json!({ "name": name, "object": "mcp_server", "status": status.get(name) }),
     ))

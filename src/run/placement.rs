@@ -131,6 +131,16 @@ pub fn resolve(
             )))
         }
     };
+    // OpenCode answers 500 for a directory that does not exist; where it runs on this host
+    // the gateway can tell the client what is wrong instead.
+    if let (Some(d), Some(_)) = (&directory, &requested.directory) {
+        if config.opencode_on_this_host() && !std::path::Path::new(d).is_dir() {
+            return Err(ApiError::invalid(
+                format!("`{DIRECTORY_HEADER}`: no directory {d:?} on OpenCode's host."),
+                None,
+            ));
+        }
+    }
     Ok(Placement {
         agent,
         directory,
@@ -165,6 +175,8 @@ mod tests {
     fn defaults_then_scope_then_refusal() {
         let mut config = Config::default();
         config.prompt.agent = Some("chat".into());
+        // A remote OpenCode: its directories are not checked on this host.
+        config.opencode.base_url = Some("http://opencode.internal:4096".into());
         let scoped = caller(
             KeyRole::Client,
             Scope {

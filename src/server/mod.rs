@@ -65,14 +65,50 @@ async fn accept(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
         let service = TowerToHyperService::new(app.clone());
-        let io = TokioIo::new(http_errors::OpenAiErrors::new(tcp));
-        let conn = builder.serve_connection_with_upgrades(io, service);
-        let conn = connections.watch(conn.into_owned());
+        let (builder, watcher, stop) = (builder.clone(), connections.watcher(), stop.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // The auto builder reads the first bytes to pick HTTP/1 or HTTP/2 before hyper's
+            // header deadline starts; a client that sends nothing (or a piece of the HTTP/2
+            // preface) would hold the connection for ever. It gets the header deadline too.
+            tokio::select! {
+                decidable = protocol_decidable(&tcp, header_timeout) => if !decidable {
+                    return;
+                },
+                _ = stop.cancelled() => return,
+            }
+            let io = TokioIo::new(http_errors::OpenAiErrors::new(tcp));
+            let conn = builder.serve_connection_with_upgrades(io, service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
+    }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether the client sent, `within` the deadline, enough to tell HTTP/1 from HTTP/2: any
+/// byte that leaves the HTTP/2 preface, or the whole preface. Peeks, so nothing is consumed.
+async fn protocol_decidable(tcp: &tokio::net::TcpStream, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) | Err(_) => return false,
+        };
+        if n == 0 {
+            return false; // closed before a byte
+        }
+        if buf[..n] != H2_PREFACE[..n] || n == H2_PREFACE.len() {
+            return true;
+        }
+        // A piece of the preface so far: peek again shortly (peek does not wait for more).
+        let pause = tokio::time::sleep(Duration::from_millis(20));
+        if tokio::time::timeout_at(deadline, pause).await.is_err() {
+            return false;
+        }
     }
 }
 
