@@ -17,6 +17,8 @@ use crate::opencode::OpenCodeClient;
 
 /// Largest file content passed on, bytes (longer content is cut and marked).
 const MAX_CONTENT: usize = 1024 * 1024;
+/// Most files OpenCode's file search answers (it refuses a larger `limit` with a 400).
+const MAX_FILE_RESULTS: usize = 200;
 
 /// Query of the search routes.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -122,7 +124,7 @@ pub async fn find_files(
     let q = query(q)?;
     let (client, _) = project(&state, &caller, &headers)?;
     let found = client
-        .find_files(search_text(&q)?, access::MAX_LIMIT)
+        .find_files(search_text(&q)?, MAX_FILE_RESULTS)
         .await?;
     Ok(Json(
         Page {
