@@ -144,5 +144,27 @@ pub async fn run_shell(
         .await
         .map_err(not_found_as_session(&id))?;
     lease.free();
-    Ok(Json(chat_message(&message).unwrap_or(message)))
+    Ok(Json(shell_message(&message)))
+}
+
+/// A shell run's message in chat form, its content what the shell printed: OpenCode keeps
+/// the output (or the error) in the message's tool part, which the chat form leaves out.
+fn shell_message(message: &Value) -> Value {
+    let Some(mut chat) = chat_message(message) else {
+        return message.clone();
+    };
+    if chat["content"].as_str().is_some_and(str::is_empty) {
+        let output: String = message["parts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["type"] == "tool")
+            .filter_map(|p| {
+                let state = &p["state"];
+                state["output"].as_str().or_else(|| state["error"].as_str())
+            })
+            .collect();
+        chat["content"] = Value::String(output);
+    }
+    chat
 }

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::opencode::{OpenCodeClient, UpstreamError};
+use crate::opencode::{error_message, OpenCodeClient, UpstreamError};
 use crate::routes::sessions::{chat_message, SessionId};
 use crate::sessions::not_found_as_session;
 
@@ -178,10 +178,32 @@ pub async fn summarize(
         .summarize(&id, &model.provider_id, &model.model_id)
         .await
         .map_err(not_found_as_session(&id))?;
+    // OpenCode answers `true` whether or not the summary was written; a failed one is the
+    // session's newest message: a summary carrying an error.
+    let failed = client
+        .messages(&id)
+        .await
+        .ok()
+        .and_then(|m| m.last().and_then(summary_error));
     lease.free();
+    if let Some(message) = failed {
+        return Err(ApiError::Upstream(format!(
+            "The model failed to summarize the session: {message}"
+        )));
+    }
     Ok(Json(
         json!({ "id": id, "object": "session", "summarized": true }),
     ))
+}
+
+/// The error of a summary message (`info.summary`) that failed.
+fn summary_error(message: &Value) -> Option<String> {
+    let info = message.get("info")?;
+    if info.get("summary") != Some(&Value::Bool(true)) {
+        return None;
+    }
+    let error = info.get("error").filter(|e| !e.is_null())?;
+    Some(error_message(error).unwrap_or_else(|| "unknown error".into()))
 }
 
 /// Body of `POST /v1/sessions/{id}/revert`.
