@@ -220,7 +220,7 @@ pub async fn require_key(State(keys): State<Keys>, mut req: Request, next: Next)
         Caller::anonymous()
     };
     if caller.is_admin() && keys.enabled() {
-        tracing::info!(target: "audit", key = %caller.name, method = %req.method(), path = %req.uri().path(), "admin call");
+        tracing::info!(target: "portatek_gateway::audit", key = %caller.name, method = %req.method(), path = %req.uri().path(), "admin call");
     }
     req.extensions_mut().insert(caller.id.clone());
     req.extensions_mut().insert(caller);

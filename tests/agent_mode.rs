@@ -52,7 +52,7 @@ use support::{Gateway, GatewayOptions, MockModel, OpenCode, OpenCodeOptions, Sce
 // ---------------------------------------------------------------------------------------------
 
 /// Logs at debug for the gateway, plus the `audit` target (not under `portatek_gateway`).
-const RUST_LOG: &str = "portatek_gateway=debug,audit=info";
+const RUST_LOG: &str = "portatek_gateway=debug";
 
 /// A bed whose OpenCode also serves extra project directories (each with the same
 /// `opencode.json` as OpenCode's own one, so the mock provider and agents exist there too).
@@ -307,10 +307,10 @@ async fn agents_recorded(bed: &TestBed, id: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The gateway's audit lines (target `audit`).
+/// The gateway's audit lines (target `portatek_gateway::audit`).
 fn audit_lines(logs: &str) -> Vec<String> {
     logs.lines()
-        .filter(|l| l.contains(" audit: "))
+        .filter(|l| l.contains(" portatek_gateway::audit: "))
         .map(String::from)
         .collect()
 }

@@ -63,7 +63,7 @@ const NEEDLE: &str = "kumquat-surface-7731";
 /// The content of the file outside the project (behind the `out` symlink).
 const OUTSIDE_SECRET: &str = "outside-secret-3391";
 /// Log filter of the gateways: the gateway's own debug lines and the audit lines.
-const RUST_LOG: &str = "portatek_gateway=debug,audit=info";
+const RUST_LOG: &str = "portatek_gateway=debug";
 
 const LIB_RS: &str =
     "pub fn surface_alpha() -> u32 {\n    41 + 1\n}\n\n// needle: kumquat-surface-7731\n";

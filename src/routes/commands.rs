@@ -81,7 +81,7 @@ pub async fn run_command(
     let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text(), None))?;
     let session = state.sessions.explicit.owned(&caller, &id).await?;
     let lease = state.sessions.explicit.acquire(&caller, &id).await?;
-    tracing::info!(target: "audit", key = %caller.name, session = %id, command = %body.command, "command run");
+    tracing::info!(target: "portatek_gateway::audit", key = %caller.name, session = %id, command = %body.command, "command run");
     let mut upstream = json!({ "command": body.command, "arguments": body.arguments });
     if let Some(agent) = body.agent {
         upstream["agent"] = json!(agent);
@@ -130,7 +130,7 @@ pub async fn run_shell(
     let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text(), None))?;
     let session = state.sessions.explicit.owned(&caller, &id).await?;
     let lease = state.sessions.explicit.acquire(&caller, &id).await?;
-    tracing::info!(target: "audit", key = %caller.name, session = %id, command = %body.command, "shell run");
+    tracing::info!(target: "portatek_gateway::audit", key = %caller.name, session = %id, command = %body.command, "shell run");
     let agent = body
         .agent
         .or_else(|| caller.scope.default_agent.clone())

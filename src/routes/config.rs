@@ -57,7 +57,7 @@ pub async fn patch(
     if !patch.is_object() {
         return Err(ApiError::invalid("The patch must be an object.", None));
     }
-    tracing::info!(target: "audit", key = %caller.name, "OpenCode configuration patched");
+    tracing::info!(target: "portatek_gateway::audit", key = %caller.name, "OpenCode configuration patched");
     let updated = state
         .client
         .patch_opencode_config(&patch)

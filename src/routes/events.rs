@@ -46,7 +46,7 @@ pub async fn stream(
         ));
     }
     if caller.is_admin() {
-        tracing::info!(target: "audit", key = %caller.name, "admin event stream opened");
+        tracing::info!(target: "portatek_gateway::audit", key = %caller.name, "admin event stream opened");
     }
     let (rx, overflowed) = state.hub.tap();
     let owners = state.sessions.owners.clone();

@@ -110,7 +110,7 @@ pub async fn set_auth(
     caller.require_admin("Setting provider credentials")?;
     let Json(auth) = auth.map_err(|e| ApiError::invalid(e.body_text(), None))?;
     let id = provider_id(&id)?;
-    tracing::info!(target: "audit", key = %caller.name, provider = %id, "provider credentials set");
+    tracing::info!(target: "portatek_gateway::audit", key = %caller.name, provider = %id, "provider credentials set");
     let result = state
         .client
         .set_provider_auth(id, &auth)
@@ -141,7 +141,7 @@ pub async fn oauth_authorize(
     caller.require_admin("Provider OAuth")?;
     let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text(), None))?;
     let id = provider_id(&id)?;
-    tracing::info!(target: "audit", key = %caller.name, provider = %id, "provider OAuth started");
+    tracing::info!(target: "portatek_gateway::audit", key = %caller.name, provider = %id, "provider OAuth started");
     Ok(Json(
         state
             .client
@@ -170,7 +170,7 @@ pub async fn oauth_callback(
     caller.require_admin("Provider OAuth")?;
     let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text(), None))?;
     let id = provider_id(&id)?;
-    tracing::info!(target: "audit", key = %caller.name, provider = %id, "provider OAuth completed");
+    tracing::info!(target: "portatek_gateway::audit", key = %caller.name, provider = %id, "provider OAuth completed");
     let result = state
         .client
         .oauth_callback(id, &body)

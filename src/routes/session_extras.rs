@@ -326,7 +326,7 @@ async fn switch_share(
         ));
     }
     let client = owned(&state, &caller, &id).await?;
-    tracing::info!(target: "audit", key = %caller.name, session = %id, share = on, "session share switched");
+    tracing::info!(target: "portatek_gateway::audit", key = %caller.name, session = %id, share = on, "session share switched");
     let session = client
         .share(&id, on)
         .await

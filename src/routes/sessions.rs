@@ -278,7 +278,7 @@ pub async fn answer_permission(
             answers,
         )
         .await?;
-    tracing::info!(target: "audit", key = %caller.name, session = %id, permission = %pending.permission, reply, "permission answered");
+    tracing::info!(target: "portatek_gateway::audit", key = %caller.name, session = %id, permission = %pending.permission, reply, "permission answered");
     Ok(Json(
         json!({ "id": permission_id, "object": "permission", "reply": reply }),
     ))

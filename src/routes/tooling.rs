@@ -204,7 +204,7 @@ pub async fn mcp_add(
         ));
     }
     let dir = access::project(&state, &caller, &headers)?;
-    tracing::info!(target: "audit", key = %caller.name, server = %name, "MCP server added");
+    tracing::info!(target: "portatek_gateway::audit", key = %caller.name, server = %name, "MCP server added");
     let status = state
         .client
         .in_directory(dir.as_deref())
@@ -262,7 +262,7 @@ async fn switch(
     caller.require_admin("Managing MCP servers")?;
     let name = manageable(&name)?;
     let dir = access::project(&state, &caller, &headers)?;
-    tracing::info!(target: "audit", key = %caller.name, server = %name, connect, "MCP server switched");
+    tracing::info!(target: "portatek_gateway::audit", key = %caller.name, server = %name, connect, "MCP server switched");
     state
         .client
         .in_directory(dir.as_deref())

@@ -298,7 +298,7 @@ async fn send(
     }
     tracing::debug!(session = %lease.session_id, seed = ?lease.seed, "prompt sent");
     if placement.tools {
-        tracing::info!(target: "audit", key = %caller.name, session = %lease.session_id,
+        tracing::info!(target: "portatek_gateway::audit", key = %caller.name, session = %lease.session_id,
             agent = placement.agent.as_deref().unwrap_or("default"), "run with OpenCode's tools on");
     }
     Ok(())
