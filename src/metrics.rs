@@ -69,7 +69,7 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
     path = "/metrics",
     operation_id = "metrics_render",
     tag = "Operations",
-    responses((status = 200, description = "Prometheus text format (when `metrics.enabled` and no `metrics.listen`).", content_type = "text/plain", body = String), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "Prometheus text format (when `metrics.enabled` and no `metrics.listen`).", content_type = "text/plain", body = String))
 )]
 pub async fn render(State(state): State<AppState>) -> Response {
     sample_state(&state);

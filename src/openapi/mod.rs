@@ -175,6 +175,7 @@ impl Modify for ApiKey {
         crate::metrics::render,
         serve,
     ),
+    components(schemas(ErrorResponse)),
     modifiers(&ApiKey),
     security(("api_key" = [])),
     tags(
@@ -233,6 +234,7 @@ pub fn document() -> &'static Value {
 fn build() -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
     doc["info"]["version"] = json!(env!("CARGO_PKG_VERSION"));
+    error_responses(&mut doc);
     let openai: Vec<Map<String, Value>> = [OPENAI_CHAT, OPENAI_RESPONSES]
         .iter()
         .filter_map(|text| serde_json::from_str::<Value>(text).ok())
@@ -349,6 +351,34 @@ fn recursion_to_ref(v: &mut Value, component: &str) {
         }
         Value::Array(a) => a.iter_mut().for_each(|v| recursion_to_ref(v, component)),
         _ => {}
+    }
+}
+
+/// Every operation can fail the same ways, in OpenAI's error shape: said once here rather
+/// than on every handler.
+fn error_responses(doc: &mut Value) {
+    let error = json!({"content": {"application/json": {"schema": {
+        "$ref": "#/components/schemas/ErrorResponse"}}}});
+    let client =
+        "Refused: 400 invalid (`param` names the field), 401 no or unknown key, 403 role, \
+                  scope or switch, 404 unknown, 405, 408 body too slow, 409 busy, 413 too large, \
+                  429 rate limited.";
+    let upstream =
+        "OpenCode or gateway trouble: 502 upstream failed, 503 unavailable, 504 deadline.";
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for op in paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+    {
+        let responses = &mut op["responses"];
+        for (status, description) in [("4XX", client), ("5XX", upstream)] {
+            let mut response = error.clone();
+            response["description"] = json!(description);
+            responses[status] = response;
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use crate::error::ApiError;
     path = "/v1/agents",
     operation_id = "agents_list",
     tag = "Agents",
-    responses((status = 200, description = "The OpenCode agents this key may select.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "The OpenCode agents this key may select.", body = Object))
 )]
 pub async fn list(
     State(state): State<AppState>,

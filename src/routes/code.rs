@@ -124,7 +124,7 @@ fn items(v: Value) -> Vec<Value> {
     operation_id = "code_find_text",
     tag = "Code",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), SearchQuery),
-    responses((status = 200, description = "Matching lines, paged.", body = crate::openapi::PageList), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "Matching lines, paged.", body = crate::openapi::PageList))
 )]
 pub async fn find_text(
     State(state): State<AppState>,
@@ -147,7 +147,7 @@ pub async fn find_text(
     operation_id = "code_find_files",
     tag = "Code",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), SearchQuery),
-    responses((status = 200, description = "Matching files, paged.", body = crate::openapi::PageList), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "Matching files, paged.", body = crate::openapi::PageList))
 )]
 pub async fn find_files(
     State(state): State<AppState>,
@@ -173,7 +173,7 @@ pub async fn find_files(
     operation_id = "code_find_symbols",
     tag = "Code",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), SearchQuery),
-    responses((status = 200, description = "Matching symbols, paged.", body = crate::openapi::PageList), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "Matching symbols, paged.", body = crate::openapi::PageList))
 )]
 pub async fn find_symbols(
     State(state): State<AppState>,
@@ -196,7 +196,7 @@ pub async fn find_symbols(
     operation_id = "code_list_directory",
     tag = "Code",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), PathQuery),
-    responses((status = 200, description = "A directory's entries, paged.", body = crate::openapi::PageList), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "A directory's entries, paged.", body = crate::openapi::PageList))
 )]
 pub async fn list_directory(
     State(state): State<AppState>,
@@ -223,7 +223,7 @@ pub async fn list_directory(
     operation_id = "code_file_content",
     tag = "Code",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), PathQuery),
-    responses((status = 200, description = "A file's content (cut at 1 MiB).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "A file's content (cut at 1 MiB).", body = Object))
 )]
 pub async fn file_content(
     State(state): State<AppState>,
@@ -262,7 +262,7 @@ pub async fn file_content(
     operation_id = "code_file_status",
     tag = "Code",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), crate::access::Page),
-    responses((status = 200, description = "Changed files, paged.", body = crate::openapi::PageList), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "Changed files, paged.", body = crate::openapi::PageList))
 )]
 pub async fn file_status(
     State(state): State<AppState>,
@@ -284,7 +284,7 @@ pub async fn file_status(
     operation_id = "code_vcs",
     tag = "Code",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`).")),
-    responses((status = 200, description = "Version control info.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "Version control info.", body = Object))
 )]
 pub async fn vcs(
     State(state): State<AppState>,
@@ -302,7 +302,7 @@ pub async fn vcs(
     operation_id = "code_project_info",
     tag = "Code",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`).")),
-    responses((status = 200, description = "The project and its paths.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "The project and its paths.", body = Object))
 )]
 pub async fn project_info(
     State(state): State<AppState>,

@@ -22,7 +22,7 @@ use crate::sessions::not_found_as_session;
     path = "/v1/commands",
     operation_id = "commands_list",
     tag = "Execution",
-    responses((status = 200, description = "OpenCode's commands.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "OpenCode's commands.", body = Object))
 )]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let commands = state.client.commands().await.map_err(access::upstream)?;
@@ -69,7 +69,7 @@ pub struct CommandBody {
     tag = "Execution",
     params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
     request_body = CommandBody,
-    responses((status = 200, description = "The command's message, in chat form (admin, only with `admin.allow_execution`).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "The command's message, in chat form (admin, only with `admin.allow_execution`).", body = Object))
 )]
 pub async fn run_command(
     State(state): State<AppState>,
@@ -118,7 +118,7 @@ pub struct ShellBody {
     tag = "Execution",
     params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
     request_body = ShellBody,
-    responses((status = 200, description = "The shell run's message, in chat form (admin, only with `admin.allow_execution`).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "The shell run's message, in chat form (admin, only with `admin.allow_execution`).", body = Object))
 )]
 pub async fn run_shell(
     State(state): State<AppState>,

@@ -16,7 +16,7 @@ use crate::error::ApiError;
     path = "/v1/config",
     operation_id = "config_get",
     tag = "Config",
-    responses((status = 200, description = "OpenCode's configuration, secrets masked (admin).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "OpenCode's configuration, secrets masked (admin).", body = Object))
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -39,7 +39,7 @@ pub async fn get(
     operation_id = "config_patch",
     tag = "Config",
     request_body(content = Object, description = "A partial OpenCode configuration."),
-    responses((status = 200, description = "The updated configuration, secrets masked (admin, only with `admin.allow_config_patch`).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "The updated configuration, secrets masked (admin, only with `admin.allow_config_patch`).", body = Object))
 )]
 pub async fn patch(
     State(state): State<AppState>,

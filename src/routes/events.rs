@@ -32,7 +32,7 @@ pub struct EventsQuery {
     operation_id = "events_stream",
     tag = "Agents",
     params(("directory" = Option<String>, Query, description = "Admins only: the events of this project directory.")),
-    responses((status = 200, description = "OpenCode's events of the caller's sessions (an admin's: all) as SSE; a consumer too slow to keep up gets a final `error` event and is dropped.", content_type = "text/event-stream", body = String), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "OpenCode's events of the caller's sessions (an admin's: all) as SSE; a consumer too slow to keep up gets a final `error` event and is dropped.", content_type = "text/event-stream", body = String))
 )]
 pub async fn stream(
     State(state): State<AppState>,

@@ -15,7 +15,7 @@ use crate::app::AppState;
     path = "/health",
     operation_id = "health_ready",
     tag = "Operations",
-    responses((status = 200, description = "Ready: OpenCode answers.", body = Object), (status = 503, description = "Not ready.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse)),
+    responses((status = 200, description = "Ready: OpenCode answers.", body = Object), (status = 503, description = "Not ready.", body = Object)),
     security(())
 )]
 pub async fn ready(State(state): State<AppState>) -> Response {
@@ -54,7 +54,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     path = "/livez",
     operation_id = "health_live",
     tag = "Operations",
-    responses((status = 200, description = "Alive.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse)),
+    responses((status = 200, description = "Alive.", body = Object)),
     security(())
 )]
 pub async fn live() -> Json<serde_json::Value> {
@@ -67,7 +67,7 @@ pub async fn live() -> Json<serde_json::Value> {
     path = "/status",
     operation_id = "health_status",
     tag = "Operations",
-    responses((status = 200, description = "The gateway's state: upstream, sessions, runs.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "The gateway's state: upstream, sessions, runs.", body = Object))
 )]
 pub async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({

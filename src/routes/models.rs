@@ -14,7 +14,7 @@ use crate::openai::{Model, ModelList};
     path = "/v1/models",
     operation_id = "models_list",
     tag = "Models",
-    responses((status = 200, description = "The exposed models.", body = ModelList), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "The exposed models.", body = ModelList))
 )]
 pub async fn list(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
     let models = state.catalog.models().await?;
@@ -31,7 +31,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<ModelList>, ApiE
     operation_id = "models_get",
     tag = "Models",
     params(("id" = String, Path, description = "`provider/model` (the slash is part of the id).")),
-    responses((status = 200, description = "The model.", body = Model), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "The model.", body = Model))
 )]
 pub async fn get(
     State(state): State<AppState>,

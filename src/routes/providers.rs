@@ -34,7 +34,7 @@ fn provider_id(id: &str) -> Result<&str, ApiError> {
     path = "/v1/providers",
     operation_id = "providers_list",
     tag = "Providers",
-    responses((status = 200, description = "Providers with connected/default and their models; no secrets.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "Providers with connected/default and their models; no secrets.", body = Object))
 )]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let all = state
@@ -80,7 +80,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
     path = "/v1/providers/refresh",
     operation_id = "providers_refresh",
     tag = "Providers",
-    responses((status = 200, description = "The model catalog, refreshed (admin).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "The model catalog, refreshed (admin).", body = Object))
 )]
 pub async fn refresh(
     State(state): State<AppState>,
@@ -99,7 +99,7 @@ pub async fn refresh(
     tag = "Providers",
     params(("id" = String, Path, description = "Provider id, as in `/v1/providers`.")),
     request_body(content = Object, description = "OpenCode's provider auth, e.g. `{\"type\":\"api\",\"key\":\"…\"}`."),
-    responses((status = 200, description = "Stored (admin).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "Stored (admin).", body = Object))
 )]
 pub async fn set_auth(
     State(state): State<AppState>,
@@ -130,7 +130,7 @@ pub async fn set_auth(
     tag = "Providers",
     params(("id" = String, Path, description = "Provider id, as in `/v1/providers`.")),
     request_body(content = Object, description = "OpenCode's OAuth authorize body (`{\"method\": 0}`)."),
-    responses((status = 200, description = "OpenCode's authorization (admin).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "OpenCode's authorization (admin).", body = Object))
 )]
 pub async fn oauth_authorize(
     State(state): State<AppState>,
@@ -159,7 +159,7 @@ pub async fn oauth_authorize(
     tag = "Providers",
     params(("id" = String, Path, description = "Provider id, as in `/v1/providers`.")),
     request_body(content = Object, description = "OpenCode's OAuth callback body (`{\"method\": 0, \"code\": \"…\"}`)."),
-    responses((status = 200, description = "Completed (admin).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "Completed (admin).", body = Object))
 )]
 pub async fn oauth_callback(
     State(state): State<AppState>,

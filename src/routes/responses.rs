@@ -46,7 +46,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ResponseId {
     tag = "Responses",
     params(("x-opencode-agent" = Option<String>, Header, description = "OpenCode agent, within the key's scope (default: the key's, then `prompt.agent`)."), ("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`).")),
     request_body(content = Object, description = "OpenAI's `CreateResponse`."),
-    responses((status = 200, description = "A `Response`, or with `stream: true` typed SSE events (`ResponseStreamEvent`).", content((Object = "application/json"), (String = "text/event-stream"))), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "A `Response`, or with `stream: true` typed SSE events (`ResponseStreamEvent`).", content((Object = "application/json"), (String = "text/event-stream"))))
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -113,7 +113,7 @@ async fn collect(state: &AppState, started: Started) -> Result<Response, ApiErro
     operation_id = "responses_get",
     tag = "Responses",
     params(("id" = String, Path, description = "Response id (`resp_…`).")),
-    responses((status = 200, description = "The stored `Response`.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "The stored `Response`.", body = Object))
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -134,7 +134,7 @@ pub async fn get(
     operation_id = "responses_delete",
     tag = "Responses",
     params(("id" = String, Path, description = "Response id (`resp_…`).")),
-    responses((status = 200, description = "Deleted.", body = crate::openapi::Deleted), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "Deleted.", body = crate::openapi::Deleted))
 )]
 pub async fn delete(
     State(state): State<AppState>,
@@ -154,7 +154,7 @@ pub async fn delete(
     operation_id = "responses_cancel",
     tag = "Responses",
     params(("id" = String, Path, description = "Response id (`resp_…`).")),
-    responses((status = 200, description = "The cancelled `Response`.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "The cancelled `Response`.", body = Object))
 )]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -195,7 +195,7 @@ pub struct ListQuery {
     operation_id = "responses_input_items",
     tag = "Responses",
     params(("id" = String, Path, description = "Response id (`resp_…`)."), ListQuery),
-    responses((status = 200, description = "A `ResponseItemList` page.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "A `ResponseItemList` page.", body = Object))
 )]
 pub async fn input_items(
     State(state): State<AppState>,

@@ -30,7 +30,7 @@ async fn owned(state: &AppState, caller: &Caller, id: &str) -> Result<OpenCodeCl
     operation_id = "session_extras_children",
     tag = "Sessions",
     params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
-    responses((status = 200, description = "Sessions the agent started from this one.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "Sessions the agent started from this one.", body = Object))
 )]
 pub async fn children(
     State(state): State<AppState>,
@@ -58,7 +58,7 @@ pub async fn children(
     operation_id = "session_extras_todo",
     tag = "Sessions",
     params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
-    responses((status = 200, description = "The agent's todo list.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "The agent's todo list.", body = Object))
 )]
 pub async fn todo(
     State(state): State<AppState>,
@@ -80,7 +80,7 @@ pub async fn todo(
     operation_id = "session_extras_diff",
     tag = "Sessions",
     params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
-    responses((status = 200, description = "Files the session changed.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "Files the session changed.", body = Object))
 )]
 pub async fn diff(
     State(state): State<AppState>,
@@ -109,7 +109,7 @@ fn list(v: Value) -> Vec<Value> {
     operation_id = "session_extras_message",
     tag = "Sessions",
     params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one."), ("message_id" = String, Path, description = "Message id (`msg_…`).")),
-    responses((status = 200, description = "The message, in chat form with its raw parts.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "The message, in chat form with its raw parts.", body = Object))
 )]
 pub async fn message(
     State(state): State<AppState>,
@@ -160,7 +160,7 @@ pub struct SummarizeBody {
     tag = "Sessions",
     params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
     request_body = SummarizeBody,
-    responses((status = 200, description = "Summarized.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "Summarized.", body = Object))
 )]
 pub async fn summarize(
     State(state): State<AppState>,
@@ -225,7 +225,7 @@ pub struct RevertBody {
     tag = "Sessions",
     params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
     request_body = RevertBody,
-    responses((status = 200, description = "The revert state.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "The revert state.", body = Object))
 )]
 pub async fn revert(
     State(state): State<AppState>,
@@ -255,7 +255,7 @@ pub async fn revert(
     operation_id = "session_extras_unrevert",
     tag = "Sessions",
     params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
-    responses((status = 200, description = "The revert state.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "The revert state.", body = Object))
 )]
 pub async fn unrevert(
     State(state): State<AppState>,
@@ -287,7 +287,7 @@ fn revert_state(id: &str, session: &Value) -> Value {
     operation_id = "session_extras_share",
     tag = "Sessions",
     params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
-    responses((status = 200, description = "The share URL (only with `admin.allow_share`).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "The share URL (only with `admin.allow_share`).", body = Object))
 )]
 pub async fn share(
     State(state): State<AppState>,
@@ -304,7 +304,7 @@ pub async fn share(
     operation_id = "session_extras_unshare",
     tag = "Sessions",
     params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
-    responses((status = 200, description = "Unshared (only with `admin.allow_share`).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "Unshared (only with `admin.allow_share`).", body = Object))
 )]
 pub async fn unshare(
     State(state): State<AppState>,

@@ -50,7 +50,7 @@ fn created(s: &Session) -> Response {
     operation_id = "sessions_create",
     tag = "Sessions",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`).")),
-    responses((status = 201, description = "The new session.", body = crate::openapi::SessionObject), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 201, description = "The new session.", body = crate::openapi::SessionObject))
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -71,7 +71,7 @@ pub async fn create(
     path = "/v1/sessions",
     operation_id = "sessions_list",
     tag = "Sessions",
-    responses((status = 200, description = "The caller's sessions (an admin's: all).", body = crate::openapi::SessionList), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "The caller's sessions (an admin's: all).", body = crate::openapi::SessionList))
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -89,7 +89,7 @@ pub async fn list(
     operation_id = "sessions_get",
     tag = "Sessions",
     params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
-    responses((status = 200, description = "The session.", body = crate::openapi::SessionObject), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "The session.", body = crate::openapi::SessionObject))
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -107,7 +107,7 @@ pub async fn get(
     operation_id = "sessions_delete",
     tag = "Sessions",
     params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
-    responses((status = 200, description = "Deleted.", body = crate::openapi::Deleted), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "Deleted.", body = crate::openapi::Deleted))
 )]
 pub async fn delete(
     State(state): State<AppState>,
@@ -127,7 +127,7 @@ pub async fn delete(
     operation_id = "sessions_messages",
     tag = "Sessions",
     params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
-    responses((status = 200, description = "The history as chat messages.", body = crate::openapi::MessageList), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "The history as chat messages.", body = crate::openapi::MessageList))
 )]
 pub async fn messages(
     State(state): State<AppState>,
@@ -173,7 +173,7 @@ pub fn chat_message(m: &Value) -> Option<Value> {
     operation_id = "sessions_fork",
     tag = "Sessions",
     params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
-    responses((status = 201, description = "The new session.", body = crate::openapi::SessionObject), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 201, description = "The new session.", body = crate::openapi::SessionObject))
 )]
 pub async fn fork(
     State(state): State<AppState>,
@@ -190,7 +190,7 @@ pub async fn fork(
     operation_id = "sessions_abort",
     tag = "Sessions",
     params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
-    responses((status = 200, description = "Aborted.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "Aborted.", body = Object))
 )]
 pub async fn abort(
     State(state): State<AppState>,
@@ -211,7 +211,7 @@ pub async fn abort(
     operation_id = "sessions_permissions",
     tag = "Sessions",
     params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
-    responses((status = 200, description = "Requests of OpenCode's agent waiting for the caller (policy `client`).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "Requests of OpenCode's agent waiting for the caller (policy `client`).", body = Object))
 )]
 pub async fn permissions(
     State(state): State<AppState>,
@@ -241,7 +241,7 @@ pub struct PermissionAnswer {
     tag = "Sessions",
     params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one."), ("permission_id" = String, Path, description = "The waiting request's id.")),
     request_body = PermissionAnswer,
-    responses((status = 200, description = "Answered.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "Answered.", body = Object))
 )]
 pub async fn answer_permission(
     State(state): State<AppState>,

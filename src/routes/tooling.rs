@@ -21,7 +21,7 @@ use crate::tools::slots::{is_slot_name, SLOT_PREFIX};
     operation_id = "tooling_tool_ids",
     tag = "Tools",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`).")),
-    responses((status = 200, description = "OpenCode's tool ids.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "OpenCode's tool ids.", body = Object))
 )]
 pub async fn tool_ids(
     State(state): State<AppState>,
@@ -53,7 +53,7 @@ pub struct DefinitionsQuery {
     operation_id = "tooling_tool_definitions",
     tag = "Tools",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), DefinitionsQuery),
-    responses((status = 200, description = "The tools a model would get, with schemas.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "The tools a model would get, with schemas.", body = Object))
 )]
 pub async fn tool_definitions(
     State(state): State<AppState>,
@@ -79,7 +79,7 @@ pub async fn tool_definitions(
     operation_id = "tooling_lsp",
     tag = "Tools",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`).")),
-    responses((status = 200, description = "Language servers.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "Language servers.", body = Object))
 )]
 pub async fn lsp(
     State(state): State<AppState>,
@@ -103,7 +103,7 @@ pub async fn lsp(
     operation_id = "tooling_formatters",
     tag = "Tools",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`).")),
-    responses((status = 200, description = "Formatters.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "Formatters.", body = Object))
 )]
 pub async fn formatters(
     State(state): State<AppState>,
@@ -127,7 +127,7 @@ pub async fn formatters(
     operation_id = "tooling_mcp_status",
     tag = "Tools",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`).")),
-    responses((status = 200, description = "MCP servers and their status.", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "MCP servers and their status.", body = Object))
 )]
 pub async fn mcp_status(
     State(state): State<AppState>,
@@ -186,7 +186,7 @@ pub struct AddMcp {
     tag = "Tools",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`).")),
     request_body = AddMcp,
-    responses((status = 200, description = "The added server's status (admin).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "The added server's status (admin).", body = Object))
 )]
 pub async fn mcp_add(
     State(state): State<AppState>,
@@ -223,7 +223,7 @@ pub async fn mcp_add(
     operation_id = "tooling_mcp_connect",
     tag = "Tools",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), ("name" = String, Path, description = "MCP server name.")),
-    responses((status = 200, description = "Connected (admin).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "Connected (admin).", body = Object))
 )]
 pub async fn mcp_connect(
     State(state): State<AppState>,
@@ -241,7 +241,7 @@ pub async fn mcp_connect(
     operation_id = "tooling_mcp_disconnect",
     tag = "Tools",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), ("name" = String, Path, description = "MCP server name.")),
-    responses((status = 200, description = "Disconnected (admin).", body = Object), (status = "4XX", description = "Refused, in OpenAI's error shape: 400 invalid (names the field), 401 no or unknown key, 403 role, scope or switch, 404 unknown, 409 busy, 413 too large, 429 rate limited.", body = crate::openapi::ErrorResponse), (status = "5XX", description = "OpenCode or gateway trouble, in OpenAI's error shape: 502 upstream failed, 503 unavailable, 504 deadline.", body = crate::openapi::ErrorResponse))
+    responses((status = 200, description = "Disconnected (admin).", body = Object))
 )]
 pub async fn mcp_disconnect(
     State(state): State<AppState>,
