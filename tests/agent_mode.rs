@@ -665,7 +665,7 @@ async fn agent_chosen_per_request_within_scope(bed: &TestBed) {
 }
 
 /// `GET /v1/agents` lists exactly what the key may select: its default and its scope (all of
-/// OpenCode's agents for the admin), the default marked.
+/// OpenCode's agents but its hidden ones for the admin), the default marked.
 async fn agents_listed_per_key(bed: &TestBed) {
     let ids = |v: &Value| -> BTreeSet<String> {
         v["data"]
@@ -695,6 +695,13 @@ async fn agents_listed_per_key(bed: &TestBed) {
     let all = ids(&ops);
     for agent in ["build", "plan", "reviewer", "auditor"] {
         assert!(all.contains(agent), "the admin's list lacks {agent}: {ops}");
+    }
+    // OpenCode's internal agents (hidden: title, summary, compaction) are nobody's to select.
+    for hidden in ["title", "summary", "compaction"] {
+        assert!(
+            !all.contains(hidden),
+            "the admin's list shows {hidden}: {ops}"
+        );
     }
 }
 

@@ -22,10 +22,19 @@ use crate::sessions::not_found_as_session;
     path = "/v1/commands",
     operation_id = "commands_list",
     tag = "Execution",
+    params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`).")),
     responses((status = 200, description = "OpenCode's commands.", body = Object))
 )]
-pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let commands = state.client.commands().await.map_err(access::upstream)?;
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    // A project's own commands live in its directory.
+    let requested = crate::run::placement::Requested::from_request(&headers, None)?;
+    let placement = crate::run::placement::resolve(&state.config, &caller, &requested)?;
+    let client = state.client.in_directory(placement.directory.as_deref());
+    let commands = client.commands().await.map_err(access::upstream)?;
     let data: Vec<Value> = commands
         .as_array()
         .into_iter()

@@ -16,16 +16,21 @@ use crate::error::ApiError;
     path = "/v1/config",
     operation_id = "config_get",
     tag = "Config",
+    params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`).")),
     responses((status = 200, description = "OpenCode's configuration, secrets masked (admin).", body = Object))
 )]
 pub async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin("Reading OpenCode's configuration")?;
+    // The configuration of the request's project (its opencode.json over the global one).
+    let dir = access::project(&state, &caller, &headers)?;
     Ok(Json(access::masked(
         &state
             .client
+            .in_directory(dir.as_deref())
             .opencode_config()
             .await
             .map_err(access::upstream)?,
@@ -38,12 +43,14 @@ pub async fn get(
     path = "/v1/config",
     operation_id = "config_patch",
     tag = "Config",
+    params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`).")),
     request_body(content = Object, description = "A partial OpenCode configuration."),
     responses((status = 200, description = "The updated configuration, secrets masked (admin, only with `admin.allow_config_patch`).", body = Object))
 )]
 pub async fn patch(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    headers: axum::http::HeaderMap,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin("Changing OpenCode's configuration")?;
@@ -58,8 +65,10 @@ pub async fn patch(
         return Err(ApiError::invalid("The patch must be an object.", None));
     }
     tracing::info!(target: "portatek_gateway::audit", key = %caller.name, "OpenCode configuration patched");
+    let dir = access::project(&state, &caller, &headers)?;
     let updated = state
         .client
+        .in_directory(dir.as_deref())
         .patch_opencode_config(&patch)
         .await
         .map_err(access::upstream)?;
