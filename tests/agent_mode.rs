@@ -792,6 +792,25 @@ async fn directory_chosen_per_request_within_scope(bed: &TestBed, a: &str, b: &s
             "pinned run"
         );
     }
+    // A pinned run naming another directory than its session's is refused, not moved.
+    let (status, _, created) = create(OPS, b).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let (status, _, body) = chat_as(
+        bed,
+        Some(OPS),
+        &[("x-session-id", id), ("x-opencode-directory", a)],
+        &ask(ECHO, "pinned elsewhere"),
+    )
+    .await;
+    assert_error(
+        status,
+        &body,
+        400,
+        None,
+        None,
+        "pinned run in another directory",
+    );
 }
 
 /// The same conversation in directories A and B, at the same time: two sessions, each stream

@@ -172,12 +172,23 @@ pub async fn start(
 async fn begin(
     state: &AppState,
     caller: &Caller,
-    conversation: Conversation,
+    mut conversation: Conversation,
     target: Target,
     req: &RunRequest,
     deadline: Instant,
 ) -> Result<Run, ApiError> {
     let model = state.catalog.get(&req.model).await?;
+    // An explicit session lives in one project directory: its runs go there (OpenCode serves
+    // a session only from its own directory's instance).
+    let explicit_session = match &target {
+        Target::Explicit(id) => {
+            let session = state.sessions.explicit.owned(caller, id).await?;
+            let asked = req.requested.directory.is_some();
+            in_session_directory(&mut conversation, &session, asked)?;
+            Some(session)
+        }
+        _ => None,
+    };
     prompt::check_model(req, &model)?;
     let structured = match req.response_format.schema() {
         Some(schema) => Some(compile_schema(&schema, "response_format")?),
@@ -197,9 +208,9 @@ async fn begin(
         false => None,
     };
     let (lease, park, explicit) = match target {
-        Target::Conversation => (lease(state, caller, &conversation, None).await?, None, None),
+        Target::Conversation => (lease(state, &conversation, None).await?, None, None),
         Target::Explicit(id) => {
-            let lease = lease(state, caller, &conversation, Some(&id)).await?;
+            let lease = lease(state, &conversation, explicit_session.as_ref()).await?;
             (lease, Some(ParkKey::Session(id.clone())), Some(id))
         }
         Target::Leased { lease, park } => (*lease, Some(park), None),
@@ -252,18 +263,44 @@ async fn begin(
 }
 
 /// Claims the session the run will use (the explicit one named, or the conversation's).
+/// Runs on `session` in its directory: a request naming another directory is refused.
+fn in_session_directory(
+    conversation: &mut Conversation,
+    session: &crate::opencode::Session,
+    asked: bool,
+) -> Result<(), ApiError> {
+    let Some(dir) = &session.directory else {
+        return Ok(());
+    };
+    match &conversation.placement.directory {
+        Some(named) if asked && named.trim_end_matches('/') != dir.trim_end_matches('/') => {
+            Err(ApiError::invalid(
+                format!(
+                    "Session {} lives in {dir:?}; `{}` names {named:?}.",
+                    session.id,
+                    placement::DIRECTORY_HEADER
+                ),
+                None,
+            ))
+        }
+        _ => {
+            conversation.placement.directory = Some(dir.clone());
+            Ok(())
+        }
+    }
+}
+
 async fn lease(
     state: &AppState,
-    caller: &Caller,
     conversation: &Conversation,
-    explicit_session: Option<&str>,
+    explicit_session: Option<&crate::opencode::Session>,
 ) -> Result<Lease, ApiError> {
     // Without the event stream a run cannot be followed: fail before creating anything upstream.
     if !state.hub.wait_connected(EVENT_CONNECT_WAIT).await {
         return Err(ApiError::event_stream_down());
     }
     match explicit_session {
-        Some(id) => state.sessions.explicit.acquire(caller, id).await,
+        Some(session) => state.sessions.explicit.claim(session),
         None => {
             let prior = conversation.prior_fingerprint();
             let dir = conversation.placement.directory.as_deref();

@@ -202,8 +202,13 @@ impl ExplicitSessions {
 
     /// Claims `owner`'s session `id` for one request (409 while another runs on it).
     pub async fn acquire(&self, caller: &Caller, id: &str) -> Result<Lease, ApiError> {
-        self.owned(caller, id).await?;
-        self.inner.claims.claim(id)
+        let session = self.owned(caller, id).await?;
+        self.claim(&session)
+    }
+
+    /// Claims a session already known to be the caller's (from [`Self::owned`]).
+    pub fn claim(&self, session: &Session) -> Result<Lease, ApiError> {
+        self.inner.claims.claim(&session.id)
     }
 }
 
