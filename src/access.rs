@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::opencode::UpstreamError;
+use crate::opencode::{OpenCodeClient, UpstreamError};
 use crate::run::placement::{self, Requested};
 
 /// Largest page.
@@ -40,6 +40,12 @@ pub struct Page {
 impl Page {
     /// The page, checked before anything is asked upstream.
     pub fn checked(self) -> Result<Page, ApiError> {
+        self.limit()?;
+        Ok(self)
+    }
+
+    /// The page size: as asked (1 to [`MAX_LIMIT`]) or [`DEFAULT_LIMIT`].
+    fn limit(self) -> Result<usize, ApiError> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(ApiError::invalid(
@@ -47,18 +53,12 @@ impl Page {
                 Some("limit".into()),
             ));
         }
-        Ok(self)
+        Ok(limit)
     }
 
     /// One page of `items` as `{object: "list", data, has_more, next_offset}`.
     pub fn of(self, items: Vec<Value>) -> Result<Value, ApiError> {
-        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::invalid(
-                format!("`limit` must be between 1 and {MAX_LIMIT}."),
-                Some("limit".into()),
-            ));
-        }
+        let limit = self.limit()?;
         let offset = self.offset.unwrap_or(0);
         let total = items.len();
         let data: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
@@ -95,6 +95,17 @@ pub fn project(
             "This API key has no project scope: reading the project needs an admin key or a key whose `directories` list it.".into(),
         ))
     }
+}
+
+/// OpenCode's client for the request's project, and the project directory, if the caller may
+/// read it ([`project`]).
+pub fn opencode_for(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+) -> Result<(OpenCodeClient, Option<String>), ApiError> {
+    let dir = project(state, caller, headers)?;
+    Ok((state.client.in_directory(dir.as_deref()), dir))
 }
 
 /// An upstream error of a call that carries the client's input: OpenCode's 400 is the

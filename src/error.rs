@@ -233,6 +233,22 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A query string axum could not read into the handler's type: the client's 400, with axum's
+/// reason (which names the parameter).
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::invalid(e.body_text(), None)
+    }
+}
+
+/// A JSON body axum could not read into the handler's type: the client's 400, with axum's
+/// reason (which names the field).
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        ApiError::invalid(e.body_text(), None)
+    }
+}
+
 impl From<UpstreamError> for ApiError {
     fn from(e: UpstreamError) -> Self {
         match e {

@@ -13,7 +13,6 @@ use crate::access::{self, Page};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::opencode::OpenCodeClient;
 
 /// Largest file content passed on, bytes (longer content is cut and marked).
 const MAX_CONTENT: usize = 1024 * 1024;
@@ -41,21 +40,6 @@ pub struct PathQuery {
     limit: Option<usize>,
     /// Items to skip.
     offset: Option<usize>,
-}
-
-/// The project's client and directory, if the caller may read it.
-fn project(
-    state: &AppState,
-    caller: &Caller,
-    headers: &HeaderMap,
-) -> Result<(OpenCodeClient, Option<String>), ApiError> {
-    let dir = access::project(state, caller, headers)?;
-    Ok((state.client.in_directory(dir.as_deref()), dir))
-}
-
-fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::invalid(e.body_text(), None))
 }
 
 fn search_text(q: &SearchQuery) -> Result<&str, ApiError> {
@@ -132,10 +116,10 @@ pub async fn find_text(
     headers: HeaderMap,
     q: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = query(q)?;
+    let Query(q) = q?;
     let page = q.page()?;
     let pattern = search_pattern(&q)?;
-    let (client, _) = project(&state, &caller, &headers)?;
+    let (client, _) = access::opencode_for(&state, &caller, &headers)?;
     let found = client.find_text(pattern).await.map_err(access::upstream)?;
     Ok(Json(page.of(items(found))?))
 }
@@ -155,10 +139,10 @@ pub async fn find_files(
     headers: HeaderMap,
     q: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = query(q)?;
+    let Query(q) = q?;
     let page = q.page()?;
     let text = search_text(&q)?;
-    let (client, _) = project(&state, &caller, &headers)?;
+    let (client, _) = access::opencode_for(&state, &caller, &headers)?;
     let found = client
         .find_files(text, FILE_SEARCH_MAX)
         .await
@@ -181,10 +165,10 @@ pub async fn find_symbols(
     headers: HeaderMap,
     q: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = query(q)?;
+    let Query(q) = q?;
     let page = q.page()?;
     let text = search_text(&q)?;
-    let (client, _) = project(&state, &caller, &headers)?;
+    let (client, _) = access::opencode_for(&state, &caller, &headers)?;
     let found = client.find_symbols(text).await.map_err(access::upstream)?;
     Ok(Json(page.of(items(found))?))
 }
@@ -204,9 +188,9 @@ pub async fn list_directory(
     headers: HeaderMap,
     q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = query(q)?;
+    let Query(q) = q?;
     let page = q.page()?;
-    let (client, dir) = project(&state, &caller, &headers)?;
+    let (client, dir) = access::opencode_for(&state, &caller, &headers)?;
     let path = access::safe_path(dir.as_deref(), &q.path, "path")?;
     access::existing(&state, dir.as_deref(), &path).await?;
     let entries = client
@@ -231,8 +215,8 @@ pub async fn file_content(
     headers: HeaderMap,
     q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = query(q)?;
-    let (client, dir) = project(&state, &caller, &headers)?;
+    let Query(q) = q?;
+    let (client, dir) = access::opencode_for(&state, &caller, &headers)?;
     if q.path.is_empty() {
         return Err(ApiError::invalid(
             "`path` is required.",
@@ -270,8 +254,9 @@ pub async fn file_status(
     headers: HeaderMap,
     page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let page = query(page)?.checked()?;
-    let (client, _) = project(&state, &caller, &headers)?;
+    let Query(page) = page?;
+    let page = page.checked()?;
+    let (client, _) = access::opencode_for(&state, &caller, &headers)?;
     Ok(Json(page.of(items(
         client.file_status().await.map_err(access::upstream)?,
     ))?))
@@ -291,7 +276,7 @@ pub async fn vcs(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let (client, _) = project(&state, &caller, &headers)?;
+    let (client, _) = access::opencode_for(&state, &caller, &headers)?;
     Ok(Json(client.vcs().await.map_err(access::upstream)?))
 }
 
@@ -309,7 +294,7 @@ pub async fn project_info(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let (client, _) = project(&state, &caller, &headers)?;
+    let (client, _) = access::opencode_for(&state, &caller, &headers)?;
     let (project, paths) =
         tokio::try_join!(client.project(), client.paths()).map_err(access::upstream)?;
     Ok(Json(

@@ -87,7 +87,7 @@ pub async fn run_command(
     body: Result<Json<CommandBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     may_execute(&state, &caller, "Running commands")?;
-    let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    let Json(body) = body?;
     let session = state.sessions.explicit.owned(&caller, &id).await?;
     let lease = state.sessions.explicit.acquire(&caller, &id).await?;
     tracing::info!(target: "portatek_gateway::audit", key = %caller.name, session = %id, command = %body.command, "command run");
@@ -136,7 +136,7 @@ pub async fn run_shell(
     body: Result<Json<ShellBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     may_execute(&state, &caller, "Running shell commands")?;
-    let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    let Json(body) = body?;
     let session = state.sessions.explicit.owned(&caller, &id).await?;
     let lease = state.sessions.explicit.acquire(&caller, &id).await?;
     tracing::info!(target: "portatek_gateway::audit", key = %caller.name, session = %id, command = %body.command, "shell run");

@@ -26,14 +26,9 @@ pub async fn get(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin("Reading OpenCode's configuration")?;
     // The configuration of the request's project (its opencode.json over the global one).
-    let dir = access::project(&state, &caller, &headers)?;
+    let (client, _) = access::opencode_for(&state, &caller, &headers)?;
     Ok(Json(access::masked(
-        &state
-            .client
-            .in_directory(dir.as_deref())
-            .opencode_config()
-            .await
-            .map_err(access::upstream)?,
+        &client.opencode_config().await.map_err(access::upstream)?,
     )))
 }
 
@@ -60,15 +55,13 @@ pub async fn patch(
                 .into(),
         ));
     }
-    let Json(patch) = body.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    let Json(patch) = body?;
     if !patch.is_object() {
         return Err(ApiError::invalid("The patch must be an object.", None));
     }
     tracing::info!(target: "portatek_gateway::audit", key = %caller.name, "OpenCode configuration patched");
-    let dir = access::project(&state, &caller, &headers)?;
-    let updated = state
-        .client
-        .in_directory(dir.as_deref())
+    let (client, _) = access::opencode_for(&state, &caller, &headers)?;
+    let updated = client
         .patch_opencode_config(&patch)
         .await
         .map_err(access::upstream)?;

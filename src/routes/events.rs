@@ -39,7 +39,7 @@ pub async fn stream(
     Extension(caller): Extension<Caller>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    let Query(query) = query?;
     if query.directory.is_some() && !caller.is_admin() {
         return Err(ApiError::PermissionDenied(
             "Filtering events by directory needs an admin API key.".into(),

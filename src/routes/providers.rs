@@ -108,7 +108,7 @@ pub async fn set_auth(
     auth: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin("Setting provider credentials")?;
-    let Json(auth) = auth.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    let Json(auth) = auth?;
     let id = provider_id(&id)?;
     tracing::info!(target: "portatek_gateway::audit", key = %caller.name, provider = %id, "provider credentials set");
     let result = state
@@ -139,7 +139,7 @@ pub async fn oauth_authorize(
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin("Provider OAuth")?;
-    let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    let Json(body) = body?;
     let id = provider_id(&id)?;
     tracing::info!(target: "portatek_gateway::audit", key = %caller.name, provider = %id, "provider OAuth started");
     Ok(Json(
@@ -168,7 +168,7 @@ pub async fn oauth_callback(
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin("Provider OAuth")?;
-    let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    let Json(body) = body?;
     let id = provider_id(&id)?;
     tracing::info!(target: "portatek_gateway::audit", key = %caller.name, provider = %id, "provider OAuth completed");
     let result = state

@@ -203,7 +203,7 @@ pub async fn input_items(
     ResponseId(id): ResponseId,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<InputItemList>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    let Query(query) = query?;
     let limit = query.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::invalid(

@@ -168,7 +168,7 @@ pub async fn summarize(
     SessionId(id): SessionId,
     b: Result<Json<SummarizeBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(b) = b.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    let Json(b) = b?;
     let client = owned(&state, &caller, &id).await?;
     let model = state.catalog.get(&b.model).await?;
     // One prompt per session at a time: the summary is one. Dropped on failure (the session
@@ -233,7 +233,7 @@ pub async fn revert(
     SessionId(id): SessionId,
     b: Result<Json<RevertBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(b) = b.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    let Json(b) = b?;
     if !is_message_id(&b.message_id) {
         return Err(ApiError::invalid(
             "`message_id` must be one of the session's message ids.",

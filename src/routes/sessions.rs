@@ -249,7 +249,7 @@ pub async fn answer_permission(
     Path((id, permission_id)): Path<(String, String)>,
     body: Result<Json<PermissionAnswer>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(answer) = body.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    let Json(answer) = body?;
     let reply = match (answer.reply.as_deref(), &answer.answers) {
         (Some(r @ ("once" | "always" | "reject")), _) => r,
         (None, Some(_)) => "once",

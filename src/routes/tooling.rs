@@ -28,13 +28,8 @@ pub async fn tool_ids(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let dir = access::project(&state, &caller, &headers)?;
-    let ids = state
-        .client
-        .in_directory(dir.as_deref())
-        .tool_ids()
-        .await
-        .map_err(access::upstream)?;
+    let (client, _) = access::opencode_for(&state, &caller, &headers)?;
+    let ids = client.tool_ids().await.map_err(access::upstream)?;
     Ok(Json(json!({ "object": "list", "data": ids })))
 }
 
@@ -61,10 +56,9 @@ pub async fn tool_definitions(
     headers: HeaderMap,
     q: Result<Query<DefinitionsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text(), None))?;
-    let dir = access::project(&state, &caller, &headers)?;
+    let Query(q) = q?;
+    let (client, _) = access::opencode_for(&state, &caller, &headers)?;
     let model = state.catalog.get(&q.model).await?;
-    let client = state.client.in_directory(dir.as_deref());
     let defs = client
         .tool_definitions(&model.provider_id, &model.model_id)
         .await
@@ -86,13 +80,8 @@ pub async fn lsp(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let dir = access::project(&state, &caller, &headers)?;
-    let status = state
-        .client
-        .in_directory(dir.as_deref())
-        .lsp_status()
-        .await
-        .map_err(access::upstream)?;
+    let (client, _) = access::opencode_for(&state, &caller, &headers)?;
+    let status = client.lsp_status().await.map_err(access::upstream)?;
     Ok(Json(json!({ "object": "list", "data": status })))
 }
 
@@ -110,13 +99,8 @@ pub async fn formatters(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let dir = access::project(&state, &caller, &headers)?;
-    let status = state
-        .client
-        .in_directory(dir.as_deref())
-        .formatter_status()
-        .await
-        .map_err(access::upstream)?;
+    let (client, _) = access::opencode_for(&state, &caller, &headers)?;
+    let status = client.formatter_status().await.map_err(access::upstream)?;
     Ok(Json(json!({ "object": "list", "data": status })))
 }
 
@@ -134,13 +118,8 @@ pub async fn mcp_status(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let dir = access::project(&state, &caller, &headers)?;
-    let status = state
-        .client
-        .in_directory(dir.as_deref())
-        .mcp_status()
-        .await
-        .map_err(access::upstream)?;
+    let (client, _) = access::opencode_for(&state, &caller, &headers)?;
+    let status = client.mcp_status().await.map_err(access::upstream)?;
     let data: Vec<Value> = status
         .as_object()
         .into_iter()
@@ -195,7 +174,7 @@ pub async fn mcp_add(
     body: Result<Json<AddMcp>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin("Adding MCP servers")?;
-    let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    let Json(body) = body?;
     let name = manageable(&body.name)?;
     if !body.config.is_object() {
         return Err(ApiError::invalid(
@@ -203,11 +182,9 @@ pub async fn mcp_add(
             Some("config".into()),
         ));
     }
-    let dir = access::project(&state, &caller, &headers)?;
+    let (client, _) = access::opencode_for(&state, &caller, &headers)?;
     tracing::info!(target: "portatek_gateway::audit", key = %caller.name, server = %name, "MCP server added");
-    let status = state
-        .client
-        .in_directory(dir.as_deref())
+    let status = client
         .add_mcp(name, &body.config)
         .await
         .map_err(access::upstream)?;
@@ -261,11 +238,9 @@ async fn switch(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin("Managing MCP servers")?;
     let name = manageable(&name)?;
-    let dir = access::project(&state, &caller, &headers)?;
+    let (client, _) = access::opencode_for(&state, &caller, &headers)?;
     tracing::info!(target: "portatek_gateway::audit", key = %caller.name, server = %name, connect, "MCP server switched");
-    state
-        .client
-        .in_directory(dir.as_deref())
+    client
         .mcp_switch(name, connect)
         .await
         .map_err(|e| match e {
