@@ -182,7 +182,11 @@ async fn open_loop(report: &mut Report, http: &reqwest::Client, gw: &Gateway) {
 async fn saturation(report: &mut Report, http: &reqwest::Client, gw: &Gateway) {
     const S: &str = "saturation";
     let pid = gw.pid().expect("gateway pid");
-    let cpu = procfs::cpu_secs(pid);
+    let (cpu, own, fake) = (
+        procfs::cpu_secs(pid),
+        procfs::own_cpu_secs(),
+        procfs::own_threads_cpu_secs("fast-fake"),
+    );
     let o = load::closed_loop(
         SATURATION_CLIENTS,
         SATURATION_RUN,
@@ -190,6 +194,8 @@ async fn saturation(report: &mut Report, http: &reqwest::Client, gw: &Gateway) {
     )
     .await;
     let cpu = procfs::cpu_secs(pid) - cpu;
+    let fake = procfs::own_threads_cpu_secs("fast-fake") - fake;
+    let client = procfs::own_cpu_secs() - own - fake;
     let tput = o.throughput();
     let errors = if o.errors > 0 {
         format!(" ({} errors)", o.errors)
@@ -212,6 +218,12 @@ async fn saturation(report: &mut Report, http: &reqwest::Client, gw: &Gateway) {
             us(cpu * 1e6 / o.ok().max(1) as f64),
             cpu / o.elapsed.as_secs_f64()
         ),
+    );
+    let per = |secs: f64| us(secs * 1e6 / o.ok().max(1) as f64);
+    report.info(
+        S,
+        "bench process CPU per completion (same cores)",
+        format!("fake {}, load client {}", per(fake), per(client)),
     );
     // For context: the same load against the fake alone (its ceiling with this client).
     let fake2 = FastFake::start(2);

@@ -44,3 +44,29 @@ pub fn rss_kib(pid: u32) -> u64 {
 pub fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
+
+/// CPU seconds used so far by this process's threads whose name starts with `prefix` (Linux
+/// cuts thread names to 15 bytes).
+pub fn own_threads_cpu_secs(prefix: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            let name = stat.split_once('(').and_then(|(_, r)| r.rsplit_once(')'));
+            name.is_some_and(|(n, _)| n.starts_with(prefix))
+        })
+        .map(|stat| {
+            let close = stat.rfind(')').unwrap_or(0);
+            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+            (tick(11) + tick(12)) as f64 / clock_ticks() as f64
+        })
+        .sum()
+}
+
+/// CPU seconds this whole process has used so far.
+pub fn own_cpu_secs() -> f64 {
+    cpu_secs(std::process::id())
+}
