@@ -116,7 +116,7 @@ fn a_scripted_run_reads_like_a_recorded_opencode_text_answer() {
     let events: Vec<Event> = script
         .whole_run("hello", n)
         .into_iter()
-        .map(|v| serde_json::from_value(v).unwrap())
+        .map(|v| serde_json::from_str(&v).unwrap_or_else(|e| panic!("{e}: {v}")))
         .collect();
     assert_like_recording(&events, &recorded);
 }

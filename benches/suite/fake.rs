@@ -70,9 +70,12 @@ fn next_id(prefix: &str) -> String {
     format!("{prefix}_{:016x}", NEXT_ID.fetch_add(1, Relaxed))
 }
 
-/// One event frame as OpenCode sends it on `/event`.
-pub fn frame(kind: &str, properties: Value) -> Value {
-    json!({"id": next_id("evt"), "type": kind, "properties": properties})
+/// One event as OpenCode sends it on `/event` (JSON text), `properties` being JSON text.
+pub fn frame(kind: &str, properties: &str) -> String {
+    format!(
+        r#"{{"id":"{}","type":"{kind}","properties":{properties}}}"#,
+        next_id("evt")
+    )
 }
 
 /// What a prompt asks of its run (from markers in the prompt text).
@@ -110,7 +113,12 @@ fn session_json(id: &str, title: &str, metadata: &Value) -> Value {
     })
 }
 
-/// The ids of one run and the events it emits, in OpenCode's order for a text answer.
+const ZERO_TOKENS: &str = r#"{"input":0,"output":0,"reasoning":0,"cache":{"read":0,"write":0}}"#;
+
+/// The ids of one run and the events it emits, in OpenCode's order for a text answer. The
+/// events are written as JSON text directly (ids are plain ASCII; only the user's prompt needs
+/// escaping): building `serde_json::Value`s for every event would make the fake cost more
+/// than the gateway it measures.
 pub struct Script {
     pub sid: String,
     user: String,
@@ -134,87 +142,109 @@ impl Script {
         }
     }
 
-    fn session_updated(&self) -> Value {
+    fn session_updated(&self) -> String {
+        let sid = &self.sid;
         frame(
             "session.updated",
-            json!({"sessionID": self.sid, "info": session_json(&self.sid, "bench", &Value::Null)}),
+            &format!(
+                r#"{{"sessionID":"{sid}","info":{{"id":"{sid}","slug":"fast-fake","title":"bench","projectID":"global","directory":"/tmp/fast-fake","version":"fake","time":{{"created":1,"updated":1}}}}}}"#
+            ),
         )
     }
 
-    fn user_message(&self) -> Value {
+    fn user_message(&self) -> String {
+        let (sid, user) = (&self.sid, &self.user);
         frame(
             "message.updated",
-            json!({"sessionID": self.sid, "info": {
-                "id": self.user, "sessionID": self.sid, "role": "user", "agent": "build",
-                "model": {"providerID": "mock", "modelID": "echo"},
-                "time": {"created": 1}, "tools": {"*": false}
-            }}),
+            &format!(
+                r#"{{"sessionID":"{sid}","info":{{"id":"{user}","sessionID":"{sid}","role":"user","agent":"build","model":{{"providerID":"mock","modelID":"echo"}},"time":{{"created":1}},"tools":{{"*":false}}}}}}"#
+            ),
         )
     }
 
-    fn status(&self, kind: &str) -> Value {
+    fn status(&self, kind: &str) -> String {
         frame(
             "session.status",
-            json!({"sessionID": self.sid, "status": {"type": kind}}),
+            &format!(
+                r#"{{"sessionID":"{}","status":{{"type":"{kind}"}}}}"#,
+                self.sid
+            ),
         )
     }
 
-    fn assistant(&self, finish: Option<&str>, output_tokens: u32, error: Option<Value>) -> Value {
-        let mut info = json!({
-            "id": self.assistant, "sessionID": self.sid, "role": "assistant",
-            "parentID": self.user, "agent": "build", "mode": "build", "cost": 0,
-            "modelID": "echo", "providerID": "mock",
-            "path": {"cwd": "/tmp/fast-fake", "root": "/"},
-            "time": {"created": 1},
-            "tokens": {"input": 0, "output": 0, "reasoning": 0, "cache": {"read": 0, "write": 0}}
-        });
+    fn assistant(&self, finish: Option<&str>, output_tokens: u32, error: Option<&str>) -> String {
+        let (sid, id, user) = (&self.sid, &self.assistant, &self.user);
+        let mut extra = String::new();
+        let mut time = r#"{"created":1}"#;
+        let mut tokens = ZERO_TOKENS.to_string();
         if let Some(f) = finish {
-            info["finish"] = json!(f);
-            info["time"]["completed"] = json!(2);
-            info["tokens"] = json!({"input": 11, "output": output_tokens, "reasoning": 0,
-                                    "total": 11 + output_tokens, "cache": {"read": 0, "write": 0}});
+            extra.push_str(&format!(r#","finish":"{f}""#));
+            time = r#"{"created":1,"completed":2}"#;
+            tokens = format!(
+                r#"{{"input":11,"output":{output_tokens},"reasoning":0,"total":{},"cache":{{"read":0,"write":0}}}}"#,
+                11 + output_tokens
+            );
         }
         if let Some(e) = error {
-            info["error"] = e;
-            info["time"]["completed"] = json!(2);
+            extra.push_str(&format!(r#","error":{e}"#));
+            time = r#"{"created":1,"completed":2}"#;
         }
         frame(
             "message.updated",
-            json!({"sessionID": self.sid, "info": info}),
+            &format!(
+                r#"{{"sessionID":"{sid}","info":{{"id":"{id}","sessionID":"{sid}","role":"assistant","parentID":"{user}","agent":"build","mode":"build","cost":0,"modelID":"echo","providerID":"mock","path":{{"cwd":"/tmp/fast-fake","root":"/"}},"time":{time},"tokens":{tokens}{extra}}}}}"#
+            ),
         )
     }
 
-    fn part(&self, part: Value) -> Value {
+    /// `message.part.updated` of a part given as JSON text without its closing brace.
+    fn part(&self, part_open: &str) -> String {
         frame(
             "message.part.updated",
-            json!({"sessionID": self.sid, "part": part, "time": 1}),
+            &format!(
+                r#"{{"sessionID":"{}","part":{part_open}}},"time":1}}"#,
+                self.sid
+            ),
         )
     }
 
-    fn text_part_with(&self, text: &str, ended: bool) -> Value {
+    fn text_part_with(&self, text: &str, ended: bool) -> String {
         let time = if ended {
-            json!({"start": 1, "end": 2})
+            r#"{"start":1,"end":2}"#
         } else {
-            json!({"start": 1})
+            r#"{"start":1}"#
         };
-        self.part(json!({"id": self.text_part, "messageID": self.assistant,
-                         "sessionID": self.sid, "type": "text", "text": text, "time": time}))
+        let text = serde_json::to_string(text).unwrap_or_default();
+        self.part(&format!(
+            r#"{{"id":"{}","messageID":"{}","sessionID":"{}","type":"text","text":{text},"time":{time}"#,
+            self.text_part, self.assistant, self.sid
+        ))
     }
 
-    fn diff(&self) -> Value {
+    fn diff(&self) -> String {
         frame(
             "session.diff",
-            json!({"sessionID": self.sid, "diff": []}),
+            &format!(r#"{{"sessionID":"{}","diff":[]}}"#, self.sid),
+        )
+    }
+
+    fn idle(&self) -> String {
+        frame(
+            "session.idle",
+            &format!(r#"{{"sessionID":"{}"}}"#, self.sid),
         )
     }
 
     /// From the user's message to the empty text part the deltas go to.
-    pub fn start(&self, prompt: &str) -> Vec<Value> {
+    pub fn start(&self, prompt: &str) -> Vec<String> {
+        let prompt = serde_json::to_string(prompt).unwrap_or_default();
         vec![
             self.session_updated(),
             self.user_message(),
-            self.part(json!({"id": self.user_part, "messageID": self.user,
-                             "sessionID": self.sid, "type": "text", "text": prompt})),
+            self.part(&format!(
+                r#"{{"id":"{}","messageID":"{}","sessionID":"{}","type":"text","text":{prompt}"#,
+                self.user_part, self.user, self.sid
+            )),
             self.session_updated(),
             self.status("busy"),
             self.assistant(None, 0, None),
@@ -222,35 +252,41 @@ impl Script {
             self.diff(),
             self.user_message(),
             self.status("busy"),
-            self.part(json!({"id": self.step_start, "messageID": self.assistant,
-                             "sessionID": self.sid, "type": "step-start"})),
+            self.part(&format!(
+                r#"{{"id":"{}","messageID":"{}","sessionID":"{}","type":"step-start""#,
+                self.step_start, self.assistant, self.sid
+            )),
             self.text_part_with("", false),
         ]
     }
 
-    /// One piece of answer text.
-    pub fn delta(&self, text: &str) -> Value {
+    /// One piece of answer text (plain ASCII without quotes or backslashes, as the stamps are).
+    pub fn delta(&self, text: &str) -> String {
         frame(
             "message.part.delta",
-            json!({"sessionID": self.sid, "messageID": self.assistant, "partID": self.text_part,
-                   "field": "text", "delta": text}),
+            &format!(
+                r#"{{"sessionID":"{}","messageID":"{}","partID":"{}","field":"text","delta":"{text}"}}"#,
+                self.sid, self.assistant, self.text_part
+            ),
         )
     }
 
     /// From the closed text part to `session.idle` and the updates that follow it.
-    pub fn end(&self, text: &str, deltas: u32) -> Vec<Value> {
+    pub fn end(&self, text: &str, deltas: u32) -> Vec<String> {
         vec![
             self.text_part_with(text, true),
-            self.part(json!({"id": self.step_finish, "messageID": self.assistant,
-                             "sessionID": self.sid, "type": "step-finish", "reason": "stop",
-                             "cost": 0, "tokens": {"input": 11, "output": deltas, "reasoning": 0,
-                                                   "total": 11 + deltas,
-                                                   "cache": {"read": 0, "write": 0}}})),
+            self.part(&format!(
+                r#"{{"id":"{}","messageID":"{}","sessionID":"{}","type":"step-finish","reason":"stop","cost":0,"tokens":{{"input":11,"output":{deltas},"reasoning":0,"total":{},"cache":{{"read":0,"write":0}}}}"#,
+                self.step_finish,
+                self.assistant,
+                self.sid,
+                11 + deltas
+            )),
             self.assistant(Some("stop"), deltas, None),
             self.assistant(Some("stop"), deltas, None),
             self.status("busy"),
             self.status("idle"),
-            frame("session.idle", json!({"sessionID": self.sid})),
+            self.idle(),
             self.session_updated(),
             self.diff(),
             self.user_message(),
@@ -258,24 +294,24 @@ impl Script {
     }
 
     /// What OpenCode sends after `POST /session/:id/abort` mid-answer.
-    pub fn aborted(&self, text: &str) -> Vec<Value> {
-        let error = json!({"name": "MessageAbortedError", "data": {"message": "Aborted"}});
+    pub fn aborted(&self, text: &str) -> Vec<String> {
+        let error = r#"{"name":"MessageAbortedError","data":{"message":"Aborted"}}"#;
         vec![
             frame(
                 "session.error",
-                json!({"sessionID": self.sid, "error": error}),
+                &format!(r#"{{"sessionID":"{}","error":{error}}}"#, self.sid),
             ),
             self.status("idle"),
-            frame("session.idle", json!({"sessionID": self.sid})),
+            self.idle(),
             self.text_part_with(text, true),
             self.assistant(None, 0, Some(error)),
             self.status("idle"),
-            frame("session.idle", json!({"sessionID": self.sid})),
+            self.idle(),
         ]
     }
 
     /// Every event of a run answering `prompt` with `deltas` stamped deltas, emitted at once.
-    pub fn whole_run(&self, prompt: &str, deltas: u32) -> Vec<Value> {
+    pub fn whole_run(&self, prompt: &str, deltas: u32) -> Vec<String> {
         let mut events = self.start(prompt);
         let mut text = String::new();
         for _ in 0..deltas {
@@ -345,11 +381,10 @@ impl FakeState {
         (id, body)
     }
 
-    fn emit(&self, event: &Value) {
-        let mut frame = Vec::with_capacity(256);
+    fn emit(&self, event: &str) {
+        let mut frame = Vec::with_capacity(event.len() + 8);
         frame.extend_from_slice(b"data: ");
-        // Serializing a Value into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut frame, event);
+        frame.extend_from_slice(event.as_bytes());
         frame.extend_from_slice(b"\n\n");
         self.counters.events_emitted.fetch_add(1, Relaxed);
         // No open `/event` stream is fine: events are not replayed, as in OpenCode.
@@ -397,7 +432,7 @@ async fn create_session(State(s): St, body: Bytes) -> Json<Value> {
     let (id, session) = s.insert(b.title.unwrap_or_else(|| "New session".into()), b.metadata);
     s.emit(&frame(
         "session.created",
-        json!({"sessionID": id, "info": session}),
+        &format!(r#"{{"sessionID":"{id}","info":{session}}}"#),
     ));
     Json(session)
 }
@@ -521,7 +556,7 @@ async fn event_stream(State(s): St) -> Response {
     s.counters.event_connections_open.fetch_add(1, Relaxed);
     let open = OpenStream(s.clone());
     let mut first = b"data: ".to_vec();
-    let _ = serde_json::to_writer(&mut first, &frame("server.connected", json!({})));
+    first.extend_from_slice(frame("server.connected", "{}").as_bytes());
     first.extend_from_slice(b"\n\n");
     let stream = futures::stream::unfold(
         (Some(Bytes::from(first)), rx, open),
@@ -619,7 +654,7 @@ impl FastFake {
                     tokio::spawn(async move {
                         loop {
                             tokio::time::sleep(HEARTBEAT).await;
-                            beat.emit(&frame("server.heartbeat", json!({})));
+                            beat.emit(&frame("server.heartbeat", "{}"));
                         }
                     });
                     tokio::select! {
