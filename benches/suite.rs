@@ -265,7 +265,12 @@ async fn streaming(report: &mut Report, http: &reqwest::Client, gw: &Gateway, fa
     for t in tasks {
         conc.add(t.await.ok().flatten(), 200);
     }
-    streams_rows(report, S, "500 concurrent streams (200 deltas, 20 ms apart)", &conc);
+    streams_rows(
+        report,
+        S,
+        "500 concurrent streams (200 deltas, 20 ms apart)",
+        &conc,
+    );
     let st = status(http, &url).await;
     let opened = st["events"]["connections_opened"].as_u64().unwrap_or(0);
     let connected = st["events"]["connected"].as_bool().unwrap_or(false);

@@ -97,7 +97,10 @@ fn assert_like_recording(events: &[Event], recorded: &[Event]) {
         Some(Output::Finished { usage, .. }) => usage.completion_tokens,
         other => panic!("no Finished at the end: {other:?}"),
     };
-    assert!(usage(&got) > 0, "the fake's run reports no completion tokens");
+    assert!(
+        usage(&got) > 0,
+        "the fake's run reports no completion tokens"
+    );
     for piece in contents(&got) {
         assert_eq!(
             fake::stamps(&piece).count(),
@@ -224,7 +227,9 @@ async fn the_gateway_answers_in_front_of_the_fast_fake() {
     for _ in 0..50 {
         let resp = http
             .post(&url)
-            .json(&json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hello"}]}))
+            .json(
+                &json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hello"}]}),
+            )
             .send()
             .await
             .unwrap();

@@ -24,7 +24,12 @@ pub fn cpu_secs(pid: u32) -> f64 {
         return 0.0;
     };
     let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
-    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     (tick(11) + tick(12)) as f64 / clock_ticks() as f64
 }
 
@@ -60,7 +65,12 @@ pub fn own_threads_cpu_secs(prefix: &str) -> f64 {
         .map(|stat| {
             let close = stat.rfind(')').unwrap_or(0);
             let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-            let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+            let tick = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|f| f.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
             (tick(11) + tick(12)) as f64 / clock_ticks() as f64
         })
         .sum()

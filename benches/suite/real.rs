@@ -1,7 +1,7 @@
 //! Against the REAL OpenCode (pinned `opencode serve` + the scripted model of the test bed):
-//! does the gateway keep up with OpenCode itself? The same client drives both sides —
-//! the gateway's `POST /v1/chat/completions`, and OpenCode's own API directly (create a session
-//! + synchronous `POST /session/:id/message`) — at 1, 4, 16 and 64 concurrent clients, in
+//! does the gateway keep up with OpenCode itself? The same client drives both sides: the
+//! gateway's `POST /v1/chat/completions`, and OpenCode's own API directly (create a session,
+//! then a synchronous `POST /session/:id/message`), at 1, 4, 16 and 64 concurrent clients, in
 //! alternating slices so that drift (other processes, OpenCode's growing storage) hits both
 //! sides alike. OpenCode's CPU time per completion is compared too: the gateway must not make
 //! OpenCode work harder (its one shared event stream, session reuse).
@@ -89,10 +89,16 @@ pub async fn run(report: &mut Report) {
         let (mut cpu_d, mut cpu_g) = (0.0, 0.0);
         for _ in 0..ROUNDS {
             let t = procfs::cpu_secs(oc_pid);
-            merge(&mut d, load::closed_loop(c, SLICE, via_direct.clone()).await);
+            merge(
+                &mut d,
+                load::closed_loop(c, SLICE, via_direct.clone()).await,
+            );
             let t2 = procfs::cpu_secs(oc_pid);
             cpu_d += t2 - t;
-            merge(&mut g, load::closed_loop(c, SLICE, via_gateway.clone()).await);
+            merge(
+                &mut g,
+                load::closed_loop(c, SLICE, via_gateway.clone()).await,
+            );
             cpu_g += procfs::cpu_secs(oc_pid) - t2;
         }
         let ratio = g.throughput() / d.throughput();

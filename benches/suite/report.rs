@@ -31,7 +31,14 @@ impl Report {
     }
 
     /// Adds a row with a target; `met` says whether the result meets it.
-    pub fn target(&mut self, section: &str, measure: &str, result: String, target: &str, met: bool) {
+    pub fn target(
+        &mut self,
+        section: &str,
+        measure: &str,
+        result: String,
+        target: &str,
+        met: bool,
+    ) {
         let verdict = if met { Verdict::Met } else { Verdict::Missed };
         self.push(section, measure, result, target, verdict);
     }
@@ -49,7 +56,8 @@ impl Report {
 
     /// The markdown table.
     pub fn markdown(&self) -> String {
-        let mut out = String::from("| section | measure | result | target | |\n|---|---|---|---|---|\n");
+        let mut out =
+            String::from("| section | measure | result | target | |\n|---|---|---|---|---|\n");
         for r in &self.rows {
             let v = match r.verdict {
                 Verdict::Met => "met",

@@ -69,7 +69,9 @@ pub async fn read(mut resp: reqwest::Response, sent_us: u64, stall_us: u64) -> S
                 let Ok(v) = serde_json::from_str::<Value>(data) else {
                     continue;
                 };
-                let Some(content) = v.pointer("/choices/0/delta/content").and_then(Value::as_str)
+                let Some(content) = v
+                    .pointer("/choices/0/delta/content")
+                    .and_then(Value::as_str)
                 else {
                     continue;
                 };
