@@ -14,7 +14,8 @@
 //!    with 1,000 open streams.
 //! 5. `real`: the real OpenCode with the scripted model, gateway vs calling OpenCode directly.
 //!
-//! `BENCH_ONLY=open_loop,streaming` runs only those sections (default: all).
+//! `BENCH_ONLY=open_loop,streaming` runs only those sections (default: all). The real section
+//! installs the pinned OpenCode into `target/` unless `OPENCODE_BIN` names one.
 //!
 //! The fast fake (`suite/fake.rs`) runs in this process on its own runtime; the gateway is the
 //! release binary as a child process (`tests/support/gateway.rs`), logging at `warn`.
@@ -52,6 +53,14 @@ const RATE_RUN: Duration = Duration::from_secs(5);
 /// Concurrency and length of the saturation run.
 const SATURATION_CLIENTS: usize = 128;
 const SATURATION_RUN: Duration = Duration::from_secs(10);
+
+/// The 1-minute load average (how busy the machine was besides this run).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(String::from))
+        .unwrap_or_else(|| "?".into())
+}
 
 fn selected(section: &str) -> bool {
     match std::env::var("BENCH_ONLY") {
@@ -440,6 +449,7 @@ async fn main() {
     let began = Instant::now();
     let mut report = Report::default();
     let http = load::client();
+    let load_at_start = loadavg();
     if selected("open_loop") || selected("saturation") || selected("streaming") {
         let fake = FastFake::start(2);
         let gw = gateway(&http, &fake, None).await;
@@ -467,6 +477,11 @@ async fn main() {
     if selected("real") {
         real::run(&mut report).await;
     }
+    report.info(
+        "machine",
+        "load average (1 min) at start / end",
+        format!("{load_at_start} / {}", loadavg()),
+    );
     println!(
         "\n## PorTaTek Gateway benchmark suite ({} cores, {:.0} s)\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
