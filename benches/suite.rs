@@ -120,6 +120,53 @@ async fn gateway(http: &reqwest::Client, fake: &FastFake, toml: Option<&str>) ->
     panic!("the gateway did not become ready");
 }
 
+/// A section's own fake, gateway (fresh process) and client (fresh connection pool), warmed
+/// up, so that no section inherits another's state (idle connections, remembered sessions).
+struct Bed {
+    // Field order = drop order: the gateway goes before its fake.
+    gw: Gateway,
+    fake: FastFake,
+    http: reqwest::Client,
+}
+
+impl Bed {
+    async fn start() -> Bed {
+        let http = load::client();
+        let fake = FastFake::start(2);
+        let gw = gateway(&http, &fake, None).await;
+        // Warm up: connections, the model catalog, allocator.
+        load::closed_loop_n(
+            16,
+            Duration::from_secs(10),
+            2_000,
+            chats(&http, &gw.url(), |_| "warm up".to_string()),
+        )
+        .await;
+        Bed { gw, fake, http }
+    }
+
+    /// The row showing the gateway held one upstream event connection all section long.
+    async fn event_connection(&self, report: &mut Report, section: &str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let st = status(&self.http, &self.gw.url()).await;
+        let opened = st["events"]["connections_opened"].as_u64().unwrap_or(0);
+        let connected = st["events"]["connected"].as_bool().unwrap_or(false);
+        let c = self.fake.counters();
+        let fake_opened = c.event_connections_opened.load(Relaxed);
+        let fake_open = c.event_connections_open.load(Relaxed);
+        let lost = c.frames_lost.load(Relaxed);
+        report.target(
+            section,
+            "upstream event connections, whole section",
+            format!(
+                "gateway /status: opened {opened}, connected {connected}; fake: {fake_opened} opened, {fake_open} open, {lost} frames lost"
+            ),
+            "one, held throughout",
+            opened == 1 && connected && fake_opened == 1 && fake_open == 1 && lost == 0,
+        );
+    }
+}
+
 async fn status(http: &reqwest::Client, url: &str) -> Value {
     http.get(format!("{url}/status"))
         .send()
@@ -249,7 +296,7 @@ async fn saturation(report: &mut Report, http: &reqwest::Client, gw: &Gateway) {
     );
 }
 
-async fn streaming(report: &mut Report, http: &reqwest::Client, gw: &Gateway, fake: &FastFake) {
+async fn streaming(report: &mut Report, http: &reqwest::Client, gw: &Gateway) {
     const S: &str = "streaming";
     let url = gw.url();
     let stall = streams::STALL.as_micros() as u64;
@@ -279,26 +326,6 @@ async fn streaming(report: &mut Report, http: &reqwest::Client, gw: &Gateway, fa
         S,
         "500 concurrent streams (200 deltas, 20 ms apart)",
         &conc,
-    );
-    let st = status(http, &url).await;
-    let opened = st["events"]["connections_opened"].as_u64().unwrap_or(0);
-    let connected = st["events"]["connected"].as_bool().unwrap_or(false);
-    let c = fake.counters();
-    let fake_opened = c
-        .event_connections_opened
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let fake_open = c
-        .event_connections_open
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let lost = c.frames_lost.load(std::sync::atomic::Ordering::Relaxed);
-    report.target(
-        S,
-        "upstream event connections (whole run so far)",
-        format!(
-            "gateway /status: opened {opened}, connected {connected}; fake: {fake_opened} opened, {fake_open} open, {lost} frames lost"
-        ),
-        "one, held throughout",
-        opened == 1 && connected && fake_opened == 1 && fake_open == 1,
     );
 }
 
@@ -448,31 +475,24 @@ async fn main() {
     fake::epoch();
     let began = Instant::now();
     let mut report = Report::default();
-    let http = load::client();
     let load_at_start = loadavg();
-    if selected("open_loop") || selected("saturation") || selected("streaming") {
-        let fake = FastFake::start(2);
-        let gw = gateway(&http, &fake, None).await;
-        // Warm up: connections, the model catalog, allocator.
-        load::closed_loop_n(
-            16,
-            Duration::from_secs(10),
-            2_000,
-            chats(&http, &gw.url(), |_| "warm up".to_string()),
-        )
-        .await;
-        if selected("open_loop") {
-            open_loop(&mut report, &http, &gw).await;
-        }
-        if selected("saturation") {
-            saturation(&mut report, &http, &gw).await;
-        }
-        if selected("streaming") {
-            streaming(&mut report, &http, &gw, &fake).await;
-        }
+    if selected("open_loop") {
+        let bed = Bed::start().await;
+        open_loop(&mut report, &bed.http, &bed.gw).await;
+        bed.event_connection(&mut report, "open loop").await;
+    }
+    if selected("saturation") {
+        let bed = Bed::start().await;
+        saturation(&mut report, &bed.http, &bed.gw).await;
+        bed.event_connection(&mut report, "saturation").await;
+    }
+    if selected("streaming") {
+        let bed = Bed::start().await;
+        streaming(&mut report, &bed.http, &bed.gw).await;
+        bed.event_connection(&mut report, "streaming").await;
     }
     if selected("memory") {
-        memory(&mut report, &http).await;
+        memory(&mut report, &load::client()).await;
     }
     if selected("real") {
         real::run(&mut report).await;
