@@ -238,7 +238,7 @@ async fn open_loop(report: &mut Report, http: &reqwest::Client, gw: &Gateway) {
 async fn saturation(report: &mut Report, http: &reqwest::Client, gw: &Gateway) {
     const S: &str = "saturation";
     let pid = gw.pid().expect("gateway pid");
-    let (cpu, own, fake) = (
+    let (cpu, own, fake_cpu) = (
         procfs::cpu_secs(pid),
         procfs::own_cpu_secs(),
         procfs::own_threads_cpu_secs("fast-fake"),
@@ -250,8 +250,8 @@ async fn saturation(report: &mut Report, http: &reqwest::Client, gw: &Gateway) {
     )
     .await;
     let cpu = procfs::cpu_secs(pid) - cpu;
-    let fake = procfs::own_threads_cpu_secs("fast-fake") - fake;
-    let client = procfs::own_cpu_secs() - own - fake;
+    let fake_cpu = procfs::own_threads_cpu_secs("fast-fake") - fake_cpu;
+    let client = procfs::own_cpu_secs() - own - fake_cpu;
     let tput = o.throughput();
     let errors = if o.errors > 0 {
         format!(" ({} errors)", o.errors)
@@ -279,7 +279,7 @@ async fn saturation(report: &mut Report, http: &reqwest::Client, gw: &Gateway) {
     report.info(
         S,
         "bench process CPU per completion (same cores)",
-        format!("fake {}, load client {}", per(fake), per(client)),
+        format!("fake {}, load client {}", per(fake_cpu), per(client)),
     );
     // For context: the same load against the fake alone (its ceiling with this client).
     let fake2 = FastFake::start(2);
@@ -293,6 +293,30 @@ async fn saturation(report: &mut Report, http: &reqwest::Client, gw: &Gateway) {
         S,
         "throughput, fake alone (same client)",
         format!("{:.0} completions/s", a.throughput()),
+    );
+}
+
+/// Where the gateway's time goes: runs it follows none of, but whose events all pass its one
+/// event stream (read, parsed, demultiplexed to nobody), at a rate it keeps up with.
+async fn event_stream_cost(report: &mut Report, bed: &Bed) {
+    let pid = bed.gw.pid().expect("gateway pid");
+    let alone = Arc::new(alone::Alone::connect(bed.http.clone(), bed.fake.url()).await);
+    let cpu = procfs::cpu_secs(pid);
+    let o = load::open_loop(1_000.0, Duration::from_secs(4), move |_| {
+        let alone = alone.clone();
+        async move { alone.complete("bench hello").await }
+    })
+    .await;
+    let cpu = procfs::cpu_secs(pid) - cpu;
+    report.info(
+        "saturation",
+        "gateway CPU per run it only sees on its event stream (1,000 runs/s beside it)",
+        format!(
+            "{} ({} runs, {} errors)",
+            us(cpu * 1e6 / o.ok().max(1) as f64),
+            o.ok(),
+            o.errors
+        ),
     );
 }
 
@@ -485,6 +509,7 @@ async fn main() {
         let bed = Bed::start().await;
         saturation(&mut report, &bed.http, &bed.gw).await;
         bed.event_connection(&mut report, "saturation").await;
+        event_stream_cost(&mut report, &bed).await;
     }
     if selected("streaming") {
         let bed = Bed::start().await;
