@@ -331,6 +331,21 @@ async fn streaming(report: &mut Report, http: &reqwest::Client, gw: &Gateway) {
         seq.add(streams::one(http, &url, &body, stall).await, 1_000);
     }
     streams_rows(report, S, "1,000-delta streams (1 ms apart) ×3", &seq);
+    // On a fake of its own: the gateway's fake must keep exactly one event subscriber.
+    let floor_fake = FastFake::start(2);
+    let floor = alone::stream_floor(http, floor_fake.url(), 1_000, 1_000).await;
+    drop(floor_fake);
+    report.info(
+        S,
+        "floor: the same deltas read from the fake's /event directly, p50 / p99 / max",
+        format!(
+            "{} / {} / {} over {} deltas",
+            us(load::percentile(&floor, 50.0)),
+            us(load::percentile(&floor, 99.0)),
+            us(floor.iter().copied().max().unwrap_or(0) as f64),
+            floor.len()
+        ),
+    );
     // 500 concurrent streams of 200 deltas, 20 ms apart.
     let tasks: Vec<_> = (0..500)
         .map(|i| {

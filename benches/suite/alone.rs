@@ -126,3 +126,64 @@ impl Alone {
         ok
     }
 }
+
+/// The streaming floor: one run of `deltas` deltas `gap_us` apart read straight from the fake's
+/// `/event` stream; the added latency (receive − send) of each delta, µs. What the gateway's
+/// per-chunk numbers compare against: the fake's own write and loopback TCP.
+pub async fn stream_floor(
+    http: &reqwest::Client,
+    base: &str,
+    deltas: u32,
+    gap_us: u64,
+) -> Vec<u64> {
+    let resp = http
+        .get(format!("{base}/event"))
+        .timeout(Duration::from_secs(600))
+        .send()
+        .await
+        .expect("fake /event");
+    let session: Value = http
+        .post(format!("{base}/session"))
+        .json(&json!({"title": "floor"}))
+        .send()
+        .await
+        .expect("create session")
+        .json()
+        .await
+        .expect("session JSON");
+    let sid = session["id"].as_str().unwrap_or_default().to_string();
+    let body = json!({"parts": [{"type": "text",
+                                 "text": format!("floor [deltas:{deltas}] [gap_us:{gap_us}]")}]});
+    http.post(format!("{base}/session/{sid}/prompt_async"))
+        .json(&body)
+        .send()
+        .await
+        .expect("prompt");
+    let mut added = Vec::with_capacity(deltas as usize);
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let at = super::fake::now_us();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            if !frame.contains(&sid) {
+                continue;
+            }
+            if frame.contains(r#""type":"message.part.delta""#) {
+                if let Some(d) = frame.split(r#""delta":""#).nth(1) {
+                    added.extend(
+                        super::fake::stamps(d.split('"').next().unwrap_or(""))
+                            .map(|t| at.saturating_sub(t)),
+                    );
+                }
+            }
+            if idle_session(frame.trim_start_matches("data: ").as_bytes()).as_deref()
+                == Some(sid.as_str())
+            {
+                return added;
+            }
+        }
+    }
+    added
+}
