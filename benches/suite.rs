@@ -14,8 +14,10 @@
 //!    with 1,000 open streams.
 //! 5. `real`: the real OpenCode with the scripted model, gateway vs calling OpenCode directly.
 //!
-//! `BENCH_ONLY=open_loop,streaming` runs only those sections (default: all). The real section
-//! installs the pinned OpenCode into `target/` unless `OPENCODE_BIN` names one.
+//! `BENCH_ONLY=open_loop,streaming` runs only those sections (`open_loop`, `saturation`,
+//! `streaming`, `memory`, `real`; default: all). The real section installs the pinned OpenCode
+//! into `target/` unless `OPENCODE_BIN` names one. The whole suite takes about 6 minutes on two
+//! cores. Every section starts its own fake, gateway process and client connection pool.
 //!
 //! The fast fake (`suite/fake.rs`) runs in this process on its own runtime; the gateway is the
 //! release binary as a child process (`tests/support/gateway.rs`), logging at `warn`.
