@@ -350,6 +350,11 @@ impl OpenCode {
         self.port
     }
 
+    /// The `opencode serve` process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
     pub fn password(&self) -> Option<&str> {
         self.opts.password.as_deref()
     }

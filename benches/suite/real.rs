@@ -1,0 +1,158 @@
+//! Against the REAL OpenCode (pinned `opencode serve` + the scripted model of the test bed):
+//! does the gateway keep up with OpenCode itself? The same client drives both sides: the
+//! gateway's `POST /v1/chat/completions`, and OpenCode's own API directly (create a session,
+//! then a synchronous `POST /session/:id/message`), at 1, 4, 16 and 64 concurrent clients, in
+//! alternating slices so that drift (other processes, OpenCode's growing storage) hits both
+//! sides alike. OpenCode's CPU time per completion is compared too: the gateway must not make
+//! OpenCode work harder (its one shared event stream, session reuse).
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::load::{self, Outcome};
+use super::procfs;
+use super::report::{us, Report};
+use super::support::{GatewayOptions, OpenCodeOptions, TestBed};
+
+const LEVELS: [usize; 4] = [1, 4, 16, 64];
+/// Slices per side and level.
+const ROUNDS: usize = 3;
+
+/// How long one slice runs at `clients` concurrent clients. A closed loop counts until its last
+/// request answers; at 64 clients one request takes seconds (OpenCode works through 64 at once),
+/// so a short slice would time little more than one batch and its tail.
+fn slice(clients: usize) -> Duration {
+    if clients >= 64 {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_secs(4)
+    }
+}
+
+const SECTION: &str = "real OpenCode";
+
+async fn direct(http: reqwest::Client, oc: String) -> bool {
+    let Ok(resp) = http
+        .post(format!("{oc}/session"))
+        .json(&json!({"title": "bench direct"}))
+        .send()
+        .await
+    else {
+        return false;
+    };
+    let Ok(session) = resp.json::<serde_json::Value>().await else {
+        return false;
+    };
+    let Some(id) = session["id"].as_str() else {
+        return false;
+    };
+    let body = json!({"parts": [{"type": "text", "text": "bench hello"}],
+                      "model": {"providerID": "mock", "modelID": "echo"},
+                      "tools": {"*": false}});
+    match http
+        .post(format!("{oc}/session/{id}/message"))
+        .json(&body)
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let ok = r.status().is_success();
+            let _ = r.bytes().await;
+            ok
+        }
+        Err(_) => false,
+    }
+}
+
+fn merge(into: &mut Outcome, o: Outcome) {
+    into.latencies_us.extend(o.latencies_us);
+    into.errors += o.errors;
+    into.elapsed += o.elapsed;
+}
+
+pub async fn run(report: &mut Report) {
+    let bed = TestBed::start_with(
+        OpenCodeOptions::default(),
+        GatewayOptions::default().env("RUST_LOG", "warn"),
+    )
+    .await;
+    let oc_pid = bed.opencode.pid().expect("OpenCode's pid");
+    let oc = bed.opencode.url();
+    let gw = bed.gateway.url();
+    let http = load::client();
+    let via_direct = {
+        let (http, oc) = (http.clone(), oc.clone());
+        move |_: u64| direct(http.clone(), oc.clone())
+    };
+    let via_gateway = {
+        let (http, gw) = (http.clone(), gw.clone());
+        move |_: u64| super::chat(http.clone(), gw.clone(), "bench hello".to_string())
+    };
+    // Warm up both paths (the first prompts load the provider in OpenCode).
+    for _ in 0..3 {
+        assert!(via_direct(0).await, "direct OpenCode completion failed");
+        assert!(via_gateway(0).await, "gateway completion failed");
+    }
+    for c in LEVELS {
+        let (mut d, mut g) = (Outcome::default(), Outcome::default());
+        let (mut cpu_d, mut cpu_g) = (0.0, 0.0);
+        for _ in 0..ROUNDS {
+            let t = procfs::cpu_secs(oc_pid);
+            merge(
+                &mut d,
+                load::closed_loop(c, slice(c), via_direct.clone()).await,
+            );
+            let t2 = procfs::cpu_secs(oc_pid);
+            cpu_d += t2 - t;
+            merge(
+                &mut g,
+                load::closed_loop(c, slice(c), via_gateway.clone()).await,
+            );
+            cpu_g += procfs::cpu_secs(oc_pid) - t2;
+        }
+        let ratio = g.throughput() / d.throughput();
+        let errors = if d.errors + g.errors > 0 {
+            format!(" (errors: {} direct, {} gateway)", d.errors, g.errors)
+        } else {
+            String::new()
+        };
+        let result = format!(
+            "gateway {:.1}/s vs direct {:.1}/s = {ratio:.2}×{errors}",
+            g.throughput(),
+            d.throughput()
+        );
+        let who = match c {
+            1 => "1 client (sequential)".to_string(),
+            c => format!("{c} clients"),
+        };
+        let measure = format!("{who}: throughput");
+        if c == 64 {
+            report.target(SECTION, &measure, result, "≥ 0.97 × direct", ratio >= 0.97);
+        } else {
+            report.info(SECTION, &measure, result);
+        }
+        report.info(
+            SECTION,
+            &format!("{who}: p50 / p99 latency"),
+            format!(
+                "gateway {} / {} vs direct {} / {} (p50 {:.2}×, p99 {:.2}×)",
+                us(g.pct(50.0)),
+                us(g.pct(99.0)),
+                us(d.pct(50.0)),
+                us(d.pct(99.0)),
+                g.pct(50.0) / d.pct(50.0),
+                g.pct(99.0) / d.pct(99.0)
+            ),
+        );
+        report.info(
+            SECTION,
+            &format!("{who}: OpenCode CPU per completion"),
+            format!(
+                "via gateway {:.1} ms vs direct {:.1} ms",
+                cpu_g * 1000.0 / g.ok().max(1) as f64,
+                cpu_d * 1000.0 / d.ok().max(1) as f64
+            ),
+        );
+    }
+}
