@@ -281,19 +281,20 @@ async fn connect_once(client: &OpenCodeClient, inner: &Inner) -> String {
             continue;
         }
         tap_all(inner, &next);
-        let Some(session_id) = next.session_id() else {
+        // Owned, so that the event itself moves to its subscriber instead of being copied.
+        let Some(session_id) = next.session_id().map(str::to_owned) else {
             continue;
         };
         let mut subs = inner.lock();
-        if let Some((_, tx)) = subs.get(session_id) {
-            match tx.try_send(HubMessage::Event(next.clone())) {
+        if let Some((_, tx)) = subs.get(&session_id) {
+            match tx.try_send(HubMessage::Event(next)) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     tracing::warn!(session = %session_id, "subscriber fell too far behind; dropping it");
-                    subs.remove(session_id);
+                    subs.remove(&session_id);
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
-                    subs.remove(session_id);
+                    subs.remove(&session_id);
                 }
             }
         }

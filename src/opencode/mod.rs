@@ -483,8 +483,14 @@ impl OpenCodeClient {
                     Ok(ev) if ev.data.trim().is_empty() || is_sync_frame(&ev.data) => None,
                     Ok(ev) => Some(
                         serde_json::from_str::<Frame>(&ev.data)
-                            .map(Frame::into_event)
-                            .map_err(|e| UpstreamError::Decode(format!("event: {e}"))),
+                            .map_err(|e| UpstreamError::Decode(format!("event: {e}")))
+                            .and_then(|frame| {
+                                frame.into_event().ok_or_else(|| {
+                                    UpstreamError::Decode(
+                                        "event: neither `type` nor `payload`".into(),
+                                    )
+                                })
+                            }),
                     ),
                     Err(e) => Some(Err(UpstreamError::Unreachable(format!(
                         "event stream: {e}"
