@@ -17,7 +17,9 @@ use support::api::{content, read_json};
 use support::fake_opencode::{ALWAYS, FAKE_ANSWER};
 use support::gateway::test_client;
 use support::sse::{final_error, read_payloads, streamed_content};
-use support::{ask, eventually, streaming, FakeOpenCode, Gateway, ECHO};
+use support::{
+    ask, assistant, chat_body, eventually, streaming, user, FakeOpenCode, Gateway, ECHO,
+};
 
 /// No single request of these tests may take longer than this (so a hang fails, not stalls).
 const REQUEST_CAP: Duration = Duration::from_secs(30);
@@ -148,6 +150,60 @@ async fn session_create_503_once_is_retried() {
     assert_eq!(content(&body), FAKE_ANSWER);
     assert_eq!(fake.seen().session_creates.load(SeqCst), 2);
     assert_eq!(fake.prompts().len(), 1);
+}
+
+/// 1c. A continued conversation's turn goes straight to its remembered session, with no
+/// `GET /session/:id` lookup first (a lookup costs OpenCode the CPU of a small request on every
+/// turn); a remembered session deleted behind the gateway's back still answers: its prompt's
+/// 404 sends the turn to a new session, seeded with the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continued_turns_skip_the_session_lookup_and_survive_a_vanished_session() {
+    let fake = FakeOpenCode::start().await;
+    let gw = fake.gateway().await;
+    let turn = |texts: &[&str]| {
+        let mut messages = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            if i > 0 {
+                messages.push(assistant(FAKE_ANSWER));
+            }
+            messages.push(user(text));
+        }
+        let rb = test_client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .json(&chat_body(ECHO, messages));
+        async move { timed_json(rb, "chat completion").await }
+    };
+    let (status, body, _) = turn(&["one"]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body, _) = turn(&["one", "two"]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let prompts = fake.prompts();
+    assert_eq!(prompts.len(), 2, "{prompts:?}");
+    assert_eq!(prompts[0], prompts[1], "turn 2 continues turn 1's session");
+    assert_eq!(
+        fake.seen().session_gets.load(SeqCst),
+        0,
+        "a continued turn must not look its session up first"
+    );
+
+    // Delete the remembered session behind the gateway's back: turn 3 still answers.
+    let resp = test_client()
+        .delete(format!("{}/session/{}", fake.url(), prompts[1]))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let (status, body, _) = turn(&["one", "two", "three"]).await;
+    assert_eq!(status, StatusCode::OK, "{body}\nlogs:\n{}", gw.logs());
+    assert_eq!(content(&body), FAKE_ANSWER);
+    let prompts = fake.prompts();
+    assert_eq!(prompts.len(), 4, "{prompts:?}");
+    assert_eq!(
+        prompts[2], prompts[1],
+        "turn 3 tried the remembered session"
+    );
+    assert_ne!(prompts[3], prompts[1], "then ran in a new one");
+    assert_eq!(fake.seen().session_creates.load(SeqCst), 2);
 }
 
 /// 2. Prompts are never retried: a 500 from `prompt_async` is a 502 carrying OpenCode's message.

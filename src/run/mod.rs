@@ -32,7 +32,7 @@ use crate::error::ApiError;
 use crate::hub::{HubMessage, Subscription};
 use crate::openai::tools::compile_schema;
 use crate::openai::{Message, Role, ToolCall, Usage};
-use crate::opencode::Event;
+use crate::opencode::{Event, UpstreamError};
 use crate::permissions::Decision;
 use crate::sessions::{not_found_as_session, Lease, Outcome, Seed};
 use crate::tools::{ParkKey, SlotLease};
@@ -207,7 +207,8 @@ async fn begin(
         )),
         false => None,
     };
-    let (lease, park, explicit) = match target {
+    let pooled = matches!(target, Target::Conversation);
+    let (mut lease, park, explicit) = match target {
         Target::Conversation => (lease(state, &conversation, None).await?, None, None),
         Target::Explicit(id) => {
             let lease = lease(state, &conversation, explicit_session.as_ref()).await?;
@@ -215,24 +216,39 @@ async fn begin(
         }
         Target::Leased { lease, park } => (*lease, Some(park), None),
     };
-    state.sessions.owners.record(&lease.session_id, &caller.id);
-    let subscription = state
-        .hub
-        .subscribe(&lease.session_id, EVENT_CONNECT_WAIT)
-        .await
-        .ok_or_else(ApiError::event_stream_down)?;
     let slot = tools.as_ref().map(|t| &t.lease);
-    send(
-        state,
-        caller,
-        &lease,
-        &model,
-        &conversation,
-        req,
-        slot,
-        explicit.as_deref(),
-    )
-    .await?;
+    let mut attempts = 0;
+    let subscription = loop {
+        attempts += 1;
+        state.sessions.owners.record(&lease.session_id, &caller.id);
+        let subscription = state
+            .hub
+            .subscribe(&lease.session_id, EVENT_CONNECT_WAIT)
+            .await
+            .ok_or_else(ApiError::event_stream_down)?;
+        let sent = send(state, caller, &lease, &model, &conversation, req, slot).await;
+        match sent {
+            Ok(()) => break subscription,
+            // A remembered session that vanished upstream (deleted behind the gateway's back,
+            // OpenCode restarted with fresh storage): the pool does not look it up before each
+            // turn, so its prompt's 404 says so. Drop it (the lease's drop discards it) and run
+            // the turn in a new session seeded with the history.
+            Err(UpstreamError::NotFound(message))
+                if pooled && lease.seed == Seed::LastOnly && attempts < 3 =>
+            {
+                tracing::info!(session = %lease.session_id, %message, "remembered session unusable; starting a new one");
+                drop(subscription);
+                lease = self::lease(state, &conversation, None).await?;
+            }
+            // An explicit session deleted upstream behind the gateway's back is the client's 404.
+            Err(e) => {
+                return Err(match explicit.as_deref() {
+                    Some(id) => not_found_as_session(id)(e),
+                    None => e.into(),
+                })
+            }
+        }
+    };
     let mut adapter = Adapter::new(state.config.prompt.max_model_retries, lease.floor.clone());
     if let Some(schema) = structured {
         adapter = adapter.structured(schema);
@@ -310,7 +326,6 @@ async fn lease(
 }
 
 /// Sends the prompt (subscribe first: OpenCode's events are not replayed).
-#[allow(clippy::too_many_arguments)]
 async fn send(
     state: &AppState,
     caller: &Caller,
@@ -319,20 +334,12 @@ async fn send(
     conversation: &Conversation,
     req: &RunRequest,
     slot: Option<&SlotLease>,
-    explicit_session: Option<&str>,
-) -> Result<(), ApiError> {
+) -> Result<(), UpstreamError> {
     let parts = prompt::parts(lease.seed, &conversation.prior, &conversation.new);
     let placement = &conversation.placement;
     let body = prompt::body(model, parts, req, placement, slot);
     let client = state.client.in_directory(placement.directory.as_deref());
-    let sent = client.prompt_async(&lease.session_id, &body).await;
-    if let Err(e) = sent {
-        // An explicit session deleted upstream behind the gateway's back is the client's 404.
-        return Err(match explicit_session {
-            Some(id) => not_found_as_session(id)(e),
-            None => e.into(),
-        });
-    }
+    client.prompt_async(&lease.session_id, &body).await?;
     tracing::debug!(session = %lease.session_id, seed = ?lease.seed, "prompt sent");
     if placement.tools {
         tracing::info!(target: "portatek_gateway::audit", key = %caller.name, session = %lease.session_id,

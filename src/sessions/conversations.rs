@@ -123,9 +123,7 @@ impl ConversationPool {
     pub async fn acquire(&self, prior: Fingerprint, dir: Option<&str>) -> Result<Lease, ApiError> {
         match self.claim(prior).await {
             Found::Idle(remembered, fork_point) => {
-                if let Some(lease) = self.reuse(prior, remembered, fork_point).await {
-                    return Ok(lease);
-                }
+                return Ok(self.reuse(prior, remembered, fork_point));
             }
             Found::Busy(claim) => {
                 // The same history is in use right now (regenerate, retry, parallel branch):
@@ -160,27 +158,20 @@ impl ConversationPool {
         }
     }
 
-    /// Leases a remembered session if it still exists upstream.
-    async fn reuse(
+    /// Leases a remembered session. Whether it still exists upstream is not asked first (that
+    /// lookup cost OpenCode as much CPU as a small request on every continued turn): the run's
+    /// prompt finds out, and a session gone upstream answers it 404, upon which the run drops
+    /// the lease and starts over in a new session (see `run::begin`).
+    fn reuse(
         &self,
         prior: Fingerprint,
         r: Remembered,
         fork_point: watch::Sender<Option<String>>,
-    ) -> Option<Lease> {
-        // Lease it at once: if this request is cancelled from here on, the lease's drop deletes
-        // the session and releases the claim instead of leaking both.
-        let lease = self
-            .lease(r.session_id, Seed::LastOnly, Some(prior), r.floor)
-            .with_fork_point(fork_point);
-        match self.inner.upstream.get(&lease.session_id).await {
-            Ok(_) => Some(lease),
-            Err(e) => {
-                // Gone upstream (OpenCode restarted with fresh storage, or deleted) or not
-                // answering: discard it (the drop deletes it) and start over.
-                tracing::info!(session = %lease.session_id, error = %e, "remembered session unusable; starting a new one");
-                None
-            }
-        }
+    ) -> Lease {
+        // From here on, a cancelled request's lease drop deletes the session and releases the
+        // claim instead of leaking both.
+        self.lease(r.session_id, Seed::LastOnly, Some(prior), r.floor)
+            .with_fork_point(fork_point)
     }
 
     async fn fork_claimed(&self, mut claim: Claimed) -> Option<Lease> {

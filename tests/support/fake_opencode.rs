@@ -75,6 +75,8 @@ pub struct Seen {
     pub health: AtomicU32,
     pub providers: AtomicU32,
     pub session_creates: AtomicU32,
+    /// `GET /session/:id` lookups.
+    pub session_gets: AtomicU32,
     pub event_connections: AtomicU32,
     pub prompts: Mutex<Vec<String>>,
     pub aborts: Mutex<Vec<String>>,
@@ -87,6 +89,8 @@ struct FakeState {
     next_session: AtomicU32,
     next_event: AtomicU64,
     sessions: Mutex<HashMap<String, Value>>,
+    /// Runs prompted per session (numbers each run's message ids).
+    turns: Mutex<HashMap<String, u32>>,
     /// The `mock` provider's models, as `GET /config/providers` lists them.
     models: Mutex<Value>,
     /// Every emitted event frame, fed to every open `/event` stream.
@@ -183,6 +187,7 @@ async fn create_session(State(s): St, body: Bytes) -> Response {
 }
 
 async fn get_session(State(s): St, Path(id): Path<String>) -> Response {
+    s.seen.session_gets.fetch_add(1, SeqCst);
     match s.sessions.lock().unwrap().get(&id) {
         Some(session) => Json(session.clone()).into_response(),
         None => (
@@ -206,6 +211,16 @@ async fn abort(State(s): St, Path(id): Path<String>) -> Json<Value> {
 
 async fn prompt_async(State(s): St, Path(id): Path<String>) -> Response {
     s.seen.prompts.lock().unwrap().push(id.clone());
+    // As OpenCode: a prompt for a session it does not hold is a 404.
+    if !s.sessions.lock().unwrap().contains_key(&id) {
+        let message = format!("Session not found: {id}");
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"name": "NotFoundError", "data": {"message": message}})),
+        )
+            .into_response();
+    }
+    *s.turns.lock().unwrap().entry(id.clone()).or_insert(0) += 1;
     if s.faults.prompt_fails.load(SeqCst) {
         return opencode_error(StatusCode::INTERNAL_SERVER_ERROR, "boom");
     }
@@ -257,11 +272,23 @@ async fn prompt_async(State(s): St, Path(id): Path<String>) -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// The ids of the current run of `sid`: its user message, assistant message and text part
+/// (ascending from run to run, as OpenCode's: a later run's are never taken for an earlier's).
+fn run_ids(s: &FakeState, sid: &str) -> (String, String, String) {
+    let n = s.turns.lock().unwrap().get(sid).copied().unwrap_or(1);
+    (
+        format!("msg_{n:06}u"),
+        format!("msg_{n:06}v"),
+        format!("prt_{n:06}"),
+    )
+}
+
 /// A run's opening events: its user message, busy, the assistant message and its text part.
 fn emit_run_start(s: &FakeState, sid: &str) {
+    let (u, a, p) = run_ids(s, sid);
     s.emit(
         "message.updated",
-        json!({"info": {"id": "msg_u1", "sessionID": sid, "role": "user"}}),
+        json!({"info": {"id": u, "sessionID": sid, "role": "user"}}),
     );
     s.emit(
         "session.status",
@@ -269,23 +296,24 @@ fn emit_run_start(s: &FakeState, sid: &str) {
     );
     s.emit(
         "message.updated",
-        json!({"info": {"id": "msg_a1", "sessionID": sid, "role": "assistant", "parentID": "msg_u1"}}),
+        json!({"info": {"id": a, "sessionID": sid, "role": "assistant", "parentID": u}}),
     );
     s.emit(
         "message.part.updated",
-        json!({"part": {"id": "prt_1", "sessionID": sid, "messageID": "msg_a1", "type": "text", "text": ""}}),
+        json!({"part": {"id": p, "sessionID": sid, "messageID": a, "type": "text", "text": ""}}),
     );
 }
 
 /// The start of a run of `sid` followed by `n` 2 KiB deltas (paced so that the broadcast to
 /// `/event` streams keeps up), and no end.
 async fn emit_flood(s: &FakeState, sid: &str, n: u32) {
+    let (_, a, p) = run_ids(s, sid);
     emit_run_start(s, sid);
     let delta = "x".repeat(2048);
     for i in 0..n {
         s.emit(
             "message.part.delta",
-            json!({"sessionID": sid, "messageID": "msg_a1", "partID": "prt_1", "field": "text", "delta": delta}),
+            json!({"sessionID": sid, "messageID": a, "partID": p, "field": "text", "delta": delta}),
         );
         if i % 100 == 99 {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -305,9 +333,10 @@ async fn emit_slow_run(s: &FakeState, sid: &str, n: u32, gap: Duration) {
 }
 
 fn emit_delta(s: &FakeState, sid: &str, text: &str) {
+    let (_, a, p) = run_ids(s, sid);
     s.emit(
         "message.part.delta",
-        json!({"sessionID": sid, "messageID": "msg_a1", "partID": "prt_1", "field": "text", "delta": text}),
+        json!({"sessionID": sid, "messageID": a, "partID": p, "field": "text", "delta": text}),
     );
 }
 
@@ -320,10 +349,11 @@ fn emit_run(s: &FakeState, sid: &str) {
 
 /// A run's closing events: the finished assistant message (with tokens) and idle.
 fn emit_run_end(s: &FakeState, sid: &str) {
+    let (u, a, _) = run_ids(s, sid);
     s.emit(
         "message.updated",
         json!({"info": {
-            "id": "msg_a1", "sessionID": sid, "role": "assistant", "parentID": "msg_u1",
+            "id": a, "sessionID": sid, "role": "assistant", "parentID": u,
             "finish": "stop",
             "tokens": {"input": 1, "output": 2, "reasoning": 0, "cache": {"read": 0, "write": 0}}
         }}),
@@ -403,6 +433,7 @@ impl FakeOpenCode {
             next_session: AtomicU32::new(0),
             next_event: AtomicU64::new(0),
             sessions: Mutex::new(HashMap::new()),
+            turns: Mutex::new(HashMap::new()),
             models: Mutex::new(models),
             events,
         });
