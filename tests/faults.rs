@@ -154,8 +154,8 @@ async fn session_create_503_once_is_retried() {
 
 /// 1c. A continued conversation's turn goes straight to its remembered session, with no
 /// `GET /session/:id` lookup first (a lookup costs OpenCode the CPU of a small request on every
-/// turn); a remembered session deleted behind the gateway's back still answers: its prompt's
-/// 404 sends the turn to a new session, seeded with the history.
+/// turn); a remembered session deleted behind the gateway's back still answers, without delay:
+/// its prompt's 404 sends the turn to a new session, seeded with the history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn continued_turns_skip_the_session_lookup_and_survive_a_vanished_session() {
     let fake = FakeOpenCode::start().await;
@@ -193,9 +193,12 @@ async fn continued_turns_skip_the_session_lookup_and_survive_a_vanished_session(
         .await
         .unwrap();
     assert!(resp.status().is_success());
-    let (status, body, _) = turn(&["one", "two", "three"]).await;
+    let (status, body, took) = turn(&["one", "two", "three"]).await;
     assert_eq!(status, StatusCode::OK, "{body}\nlogs:\n{}", gw.logs());
     assert_eq!(content(&body), FAKE_ANSWER);
+    // At once: the vanished session's claim is let go before the turn asks again, rather than
+    // counted as a busy history that the turn would wait (seconds) to fork.
+    assert!(took < Duration::from_secs(2), "the fallback took {took:?}");
     let prompts = fake.prompts();
     assert_eq!(prompts.len(), 4, "{prompts:?}");
     assert_eq!(

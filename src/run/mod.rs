@@ -238,6 +238,9 @@ async fn begin(
             {
                 tracing::info!(session = %lease.session_id, %message, "remembered session unusable; starting a new one");
                 drop(subscription);
+                // Discard it before asking again: while it is held, its history counts as
+                // busy and the new request would wait to fork it.
+                drop(lease);
                 lease = self::lease(state, &conversation, None).await?;
             }
             // An explicit session deleted upstream behind the gateway's back is the client's 404.
