@@ -209,7 +209,9 @@ async fn open_loop(report: &mut Report, http: &reqwest::Client, gw: &Gateway) {
         let g = load::open_loop(
             rate,
             RATE_RUN,
-            chats(http, &gw.url(), |_| "bench hello".to_string()),
+            // A new conversation each (a repeated one would replace and delete its
+            // predecessor's session on every request).
+            chats(http, &gw.url(), move |i| format!("open loop {rate} {i}")),
         )
         .await;
         let r = format!("{rate:.0} req/s");

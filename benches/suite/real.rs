@@ -6,6 +6,7 @@
 //! sides alike. OpenCode's CPU time per completion is compared too: the gateway must not make
 //! OpenCode work harder (its one shared event stream, session reuse).
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use serde_json::json;
@@ -32,6 +33,16 @@ fn slice(clients: usize) -> Duration {
 
 const SECTION: &str = "real OpenCode";
 
+/// Every request of the section asks something new, on both sides: the gateway remembers a
+/// conversation by its history, so a repeated prompt (with the scripted model's repeated answer)
+/// would replace the previous conversation and delete its session on every request, a cost
+/// (≈ 5 ms of OpenCode's CPU) the direct side never pays.
+static PROMPTS: AtomicU64 = AtomicU64::new(0);
+
+fn prompt() -> String {
+    format!("bench hello {}", PROMPTS.fetch_add(1, Relaxed))
+}
+
 async fn direct(http: reqwest::Client, oc: String) -> bool {
     let Ok(resp) = http
         .post(format!("{oc}/session"))
@@ -47,7 +58,7 @@ async fn direct(http: reqwest::Client, oc: String) -> bool {
     let Some(id) = session["id"].as_str() else {
         return false;
     };
-    let body = json!({"parts": [{"type": "text", "text": "bench hello"}],
+    let body = json!({"parts": [{"type": "text", "text": prompt()}],
                       "model": {"providerID": "mock", "modelID": "echo"},
                       "tools": {"*": false}});
     match http
@@ -87,7 +98,7 @@ pub async fn run(report: &mut Report) {
     };
     let via_gateway = {
         let (http, gw) = (http.clone(), gw.clone());
-        move |_: u64| super::chat(http.clone(), gw.clone(), "bench hello".to_string())
+        move |_: u64| super::chat(http.clone(), gw.clone(), prompt())
     };
     // Warm up both paths (the first prompts load the provider in OpenCode).
     for _ in 0..3 {
