@@ -5,6 +5,7 @@
 //! when the request surely created nothing), prompts never are.
 
 mod error;
+mod sse;
 mod surface;
 mod types;
 
@@ -463,7 +464,6 @@ impl OpenCodeClient {
         headers_within: Duration,
     ) -> Result<impl Stream<Item = Result<Event, UpstreamError>> + Send + 'static, UpstreamError>
     {
-        use eventsource_stream::Eventsource;
         let subscribe = |path: &str| {
             let rb = self
                 .request(Method::GET, path)
@@ -475,14 +475,12 @@ impl OpenCodeClient {
             other => other,
         }
         .map_err(|_| UpstreamError::Timeout("subscribe to events".into()))??;
-        Ok(resp
-            .bytes_stream()
-            .eventsource()
-            .filter_map(|item| async move {
+        Ok(
+            sse::data_of_events(resp.bytes_stream()).filter_map(|item| async move {
                 match item {
-                    Ok(ev) if ev.data.trim().is_empty() || is_sync_frame(&ev.data) => None,
-                    Ok(ev) => Some(
-                        serde_json::from_str::<Frame>(&ev.data)
+                    Ok(data) if data.trim().is_empty() || is_sync_frame(&data) => None,
+                    Ok(data) => Some(
+                        serde_json::from_str::<Frame>(&data)
                             .map_err(|e| UpstreamError::Decode(format!("event: {e}")))
                             .and_then(|frame| {
                                 frame.into_event().ok_or_else(|| {
@@ -492,10 +490,9 @@ impl OpenCodeClient {
                                 })
                             }),
                     ),
-                    Err(e) => Some(Err(UpstreamError::Unreachable(format!(
-                        "event stream: {e}"
-                    )))),
+                    Err(e) => Some(Err(e)),
                 }
-            }))
+            }),
+        )
     }
 }

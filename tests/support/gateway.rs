@@ -76,7 +76,18 @@ fn command(opencode_url: &str, opts: &GatewayOptions) -> (Command, TempDir) {
         .prefix("gateway-bed-")
         .tempdir()
         .expect("tempdir");
-    let mut cmd = Command::new(GATEWAY_BIN);
+    // `PORTATEK_GATEWAY_WRAPPER="valgrind --tool=callgrind"` runs the gateway under a profiler
+    // (BENCHMARKS.md says how); tests never set it.
+    let wrapper = std::env::var("PORTATEK_GATEWAY_WRAPPER").unwrap_or_default();
+    let mut wrapper = wrapper.split_whitespace();
+    let mut cmd = match wrapper.next() {
+        Some(program) => {
+            let mut cmd = Command::new(program);
+            cmd.args(wrapper).arg(GATEWAY_BIN);
+            cmd
+        }
+        None => Command::new(GATEWAY_BIN),
+    };
     if !opts.no_default_args {
         // A default is left out when the test passes that flag itself (clap refuses duplicates).
         let given = |flag: &str| {
