@@ -16,7 +16,7 @@
 //!
 //! `BENCH_ONLY=open_loop,streaming` runs only those sections (`open_loop`, `saturation`,
 //! `streaming`, `memory`, `real`; default: all). The real section installs the pinned OpenCode
-//! into `target/` unless `OPENCODE_BIN` names one. The whole suite takes about 6 minutes on two
+//! into `target/` unless `OPENCODE_BIN` names one. The whole suite takes about 7 minutes on two
 //! cores. Every section starts its own fake, gateway process and client connection pool.
 //!
 //! The fast fake (`suite/fake.rs`) runs in this process on its own runtime; the gateway is the

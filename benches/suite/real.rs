@@ -43,7 +43,10 @@ fn prompt() -> String {
     format!("bench hello {}", PROMPTS.fetch_add(1, Relaxed))
 }
 
-async fn direct(http: reqwest::Client, oc: String) -> bool {
+/// One completion on OpenCode's own API; with `delete`, the session is deleted afterwards, as
+/// the gateway deletes each session it stops remembering (idle past its TTL, or pushed out of
+/// a full pool: past 1,000 conversations, one per new conversation).
+async fn direct(http: reqwest::Client, oc: String, delete: bool) -> bool {
     let Ok(resp) = http
         .post(format!("{oc}/session"))
         .json(&json!({"title": "bench direct"}))
@@ -61,7 +64,7 @@ async fn direct(http: reqwest::Client, oc: String) -> bool {
     let body = json!({"parts": [{"type": "text", "text": prompt()}],
                       "model": {"providerID": "mock", "modelID": "echo"},
                       "tools": {"*": false}});
-    match http
+    let ok = match http
         .post(format!("{oc}/session/{id}/message"))
         .json(&body)
         .send()
@@ -73,7 +76,12 @@ async fn direct(http: reqwest::Client, oc: String) -> bool {
             ok
         }
         Err(_) => false,
+    };
+    if delete {
+        let deleted = http.delete(format!("{oc}/session/{id}")).send().await;
+        return ok && deleted.is_ok_and(|r| r.status().is_success());
     }
+    ok
 }
 
 fn merge(into: &mut Outcome, o: Outcome) {
@@ -94,7 +102,11 @@ pub async fn run(report: &mut Report) {
     let http = load::client();
     let via_direct = {
         let (http, oc) = (http.clone(), oc.clone());
-        move |_: u64| direct(http.clone(), oc.clone())
+        move |_: u64| direct(http.clone(), oc.clone(), false)
+    };
+    let via_direct_deleting = {
+        let (http, oc) = (http.clone(), oc.clone());
+        move |_: u64| direct(http.clone(), oc.clone(), true)
     };
     let via_gateway = {
         let (http, gw) = (http.clone(), gw.clone());
@@ -108,7 +120,19 @@ pub async fn run(report: &mut Report) {
     for c in LEVELS {
         let (mut d, mut g) = (Outcome::default(), Outcome::default());
         let (mut cpu_d, mut cpu_g) = (0.0, 0.0);
+        // At 64 clients the gateway's pool is full (1,000 conversations): each new one pushes
+        // an old one out and deletes its session. A third side shows what that costs: the
+        // direct client deleting its own sessions.
+        let (mut dd, mut cpu_dd) = (Outcome::default(), 0.0);
         for _ in 0..ROUNDS {
+            if c == 64 {
+                let t = procfs::cpu_secs(oc_pid);
+                merge(
+                    &mut dd,
+                    load::closed_loop(c, slice(c), via_direct_deleting.clone()).await,
+                );
+                cpu_dd += procfs::cpu_secs(oc_pid) - t;
+            }
             let t = procfs::cpu_secs(oc_pid);
             merge(
                 &mut d,
@@ -165,5 +189,17 @@ pub async fn run(report: &mut Report) {
                 cpu_d * 1000.0 / d.ok().max(1) as f64
             ),
         );
+        if c == 64 {
+            report.info(
+                SECTION,
+                "64 clients: direct deleting each session after its completion",
+                format!(
+                    "{:.1}/s, gateway = {:.2}× of it; OpenCode CPU per completion {:.1} ms",
+                    dd.throughput(),
+                    g.throughput() / dd.throughput(),
+                    cpu_dd * 1000.0 / dd.ok().max(1) as f64
+                ),
+            );
+        }
     }
 }
