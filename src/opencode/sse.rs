@@ -82,7 +82,7 @@ impl Lines {
     /// Takes one chunk of the stream.
     fn feed(&mut self, chunk: &[u8]) -> Result<(), UpstreamError> {
         let mut rest = chunk;
-        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+        while let Some(end) = memchr::memchr(b'\n', rest) {
             let (head, tail) = rest.split_at(end);
             rest = &tail[1..];
             if self.partial.is_empty() {
