@@ -11,12 +11,20 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::hub::TAP_BUFFER;
+
+/// An event as `GET /v1/events` sends it: `{type, properties, directory}`.
+#[derive(serde::Serialize)]
+struct Outgoing<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    properties: &'a serde_json::Value,
+    directory: Option<&'a str>,
+}
 
 /// Query of `GET /v1/events`.
 #[derive(Debug, Deserialize)]
@@ -81,14 +89,15 @@ pub async fn stream(
                 if !visible {
                     continue;
                 }
-                let body = json!({
-                    "type": event.kind,
-                    "properties": event.properties,
-                    "directory": event.directory,
-                });
-                let sse = SseEvent::default()
-                    .event(event.kind.clone())
-                    .data(body.to_string());
+                // Serialized from the shared event, not from a copy of it (an event can carry
+                // megabytes: a whole message's text).
+                let body = serde_json::to_string(&Outgoing {
+                    kind: &event.kind,
+                    properties: &event.properties,
+                    directory: event.directory.as_deref(),
+                })
+                .unwrap_or_default();
+                let sse = SseEvent::default().event(event.kind.clone()).data(body);
                 return Some((Ok(sse), Some(rx)));
             }
         }

@@ -81,7 +81,9 @@ impl Frame {
 pub struct SseReader {
     started: Instant,
     body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    /// Received text; frames before `start` are already handed out.
     buf: String,
+    start: usize,
     raw: String,
     ended: bool,
 }
@@ -98,6 +100,7 @@ impl SseReader {
             started,
             body: Box::pin(resp.bytes_stream()),
             buf: String::new(),
+            start: 0,
             raw: String::new(),
             ended: false,
         }
@@ -107,10 +110,17 @@ impl SseReader {
     /// trailing partial frame is returned as a frame; a broken connection counts as the end).
     pub async fn next_frame(&mut self) -> Option<Frame> {
         loop {
-            if let Some(pos) = self.buf.find("\n\n") {
-                let frame: String = self.buf.drain(..pos + 2).collect();
-                return Some(self.frame(&frame));
+            // Frames are cut from `start` on and the buffer compacted only when it holds no
+            // whole frame: a reader that fell behind catches up in linear time (cutting each
+            // frame off the front would move the rest every time).
+            if let Some(pos) = self.buf[self.start..].find("\n\n") {
+                let end = self.start + pos + 2;
+                let frame = self.frame(&self.buf[self.start..end]);
+                self.start = end;
+                return Some(frame);
             }
+            self.buf.drain(..self.start);
+            self.start = 0;
             if self.ended {
                 if self.buf.trim().is_empty() {
                     return None;
