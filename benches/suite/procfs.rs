@@ -15,15 +15,17 @@ pub fn clock_ticks() -> u64 {
 
 /// CPU seconds (user + system, all threads) `pid` has used so far.
 pub fn cpu_secs(pid: u32) -> f64 {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(0.0, |stat| stat_cpu_secs(&stat))
+}
+
+/// User + system CPU seconds of a `/proc/…/stat` line.
+fn stat_cpu_secs(stat: &str) -> f64 {
     // `pid (comm) state ppid …`: comm may hold spaces; utime and stime are fields 14 and 15,
     // i.e. the 12th and 13th after the closing parenthesis.
-    let Some(close) = text.rfind(')') else {
+    let Some(close) = stat.rfind(')') else {
         return 0.0;
     };
-    let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
     let tick = |i: usize| {
         fields
             .get(i)
@@ -62,17 +64,7 @@ pub fn own_threads_cpu_secs(prefix: &str) -> f64 {
             let name = stat.split_once('(').and_then(|(_, r)| r.rsplit_once(')'));
             name.is_some_and(|(n, _)| n.starts_with(prefix))
         })
-        .map(|stat| {
-            let close = stat.rfind(')').unwrap_or(0);
-            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-            let tick = |i: usize| {
-                fields
-                    .get(i)
-                    .and_then(|f| f.parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
-            (tick(11) + tick(12)) as f64 / clock_ticks() as f64
-        })
+        .map(|stat| stat_cpu_secs(&stat))
         .sum()
 }
 
