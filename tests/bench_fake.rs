@@ -18,6 +18,7 @@ use futures::StreamExt;
 use portatek_gateway::adapter::{Adapter, Output};
 use portatek_gateway::opencode::Event;
 use serde_json::{json, Value};
+use support::api::send;
 use support::{Gateway, GatewayOptions};
 
 fn recorded_text() -> Vec<Event> {
@@ -179,24 +180,15 @@ async fn over_http_a_run_reads_like_the_recording() {
         "text/event-stream",
         "/event content type"
     );
-    let session: Value = http
-        .post(format!("{}/session", fake.url()))
-        .json(&json!({"title": "t"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, _, session) = send(
+        http.post(format!("{}/session", fake.url()))
+            .json(&json!({"title": "t"})),
+    )
+    .await;
+    assert!(status.is_success(), "POST /session: {status} {session}");
     let sid = session["id"].as_str().unwrap().to_string();
-    let got: Value = http
-        .get(format!("{}/session/{sid}", fake.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, _, got) = send(http.get(format!("{}/session/{sid}", fake.url()))).await;
+    assert!(status.is_success(), "GET /session/{sid}: {status} {got}");
     assert_eq!(got["id"], sid.as_str());
     let resp = http
         .post(format!("{}/session/{sid}/prompt_async", fake.url()))
@@ -270,14 +262,8 @@ async fn the_gateway_answers_in_front_of_the_fast_fake() {
         })
         .collect();
     assert_eq!(fake::stamps(&streamed).count(), 50, "{text}");
-    let status: Value = http
-        .get(format!("{}/status", gw.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (code, _, status) = send(http.get(format!("{}/status", gw.url()))).await;
+    assert!(code.is_success(), "GET /status: {code} {status}");
     assert_eq!(status["events"]["connections_opened"], 1, "{status}");
     assert_eq!(fake.counters().event_connections_open.load(Relaxed), 1);
 }
