@@ -105,7 +105,12 @@ pub fn opencode_for(
     headers: &HeaderMap,
 ) -> Result<(OpenCodeClient, Option<String>), ApiError> {
     let dir = project(state, caller, headers)?;
-    Ok((state.client.in_directory(dir.as_deref()), dir))
+    // Not a session's: the first available upstream (upstreams are configured alike).
+    let client = match state.upstreams.is_single() {
+        true => state.client.clone(),
+        false => state.primary().client,
+    };
+    Ok((client.in_directory(dir.as_deref()), dir))
 }
 
 /// An upstream error of a call that carries the client's input: OpenCode's 400 is the

@@ -16,17 +16,26 @@ use tower_http::trace::TraceLayer;
 use crate::auth::{self, Keys};
 use crate::body::{self, BodyLimits};
 use crate::catalog::Catalog;
-use crate::config::Config;
+use crate::config::{Config, OpenCodeConfig, StoreKind};
+use crate::error::ApiError;
 use crate::hub::EventHub;
 use crate::opencode::{OpenCodeClient, UpstreamError};
 use crate::permissions::Permissions;
 use crate::ratelimit::RateLimits;
 use crate::responses::ResponseStore;
 use crate::routes;
-use crate::sessions::Sessions;
+use crate::sessions::{Fingerprint, Sessions};
+use crate::store::{Store, StoreSettings};
 use crate::tools::ClientTools;
+use crate::upstreams::{Backend, Breaker, BreakerState, Upstreams};
 
 /// Everything a handler needs; cheap to clone.
+///
+/// The per-upstream fields (`client`, `hub`, `catalog`, `sessions`, `tools`, `responses`,
+/// `permissions`) are those of *one* upstream: a handler whose request belongs to a session
+/// first asks for the state [`on`](AppState::on) that session's upstream (see
+/// [`crate::upstreams`]); everything below the handler then talks to that upstream without
+/// knowing there are others.
 #[derive(Clone)]
 pub struct AppState {
     /// The loaded configuration.
@@ -53,50 +62,202 @@ pub struct AppState {
     pub hard_stop: CancellationToken,
     /// Completions in progress (shutdown waits for them to wind down).
     pub live_runs: TaskTracker,
+    /// Every upstream, and where sessions live.
+    pub upstreams: Upstreams,
+    /// Which upstream the per-upstream fields are.
+    pub upstream: usize,
+}
+
+/// Builds one upstream's backend and starts its background tasks.
+fn backend(
+    index: usize,
+    config: &Config,
+    opencode: &OpenCodeConfig,
+    store: &Store,
+    shutdown: &CancellationToken,
+) -> Result<Backend, UpstreamError> {
+    let client = OpenCodeClient::new(opencode)?;
+    let name = match config.upstreams.is_empty() {
+        true => "default".to_string(),
+        false => config.upstream_name(index),
+    };
+    let hub = EventHub::start(client.clone(), shutdown.child_token());
+    let ttl = config.models.cache_ttl;
+    let catalog = Catalog::new(client.clone(), config.models.allowlist.clone(), ttl);
+    catalog.spawn_refresh(
+        (ttl / 2).max(std::time::Duration::from_secs(1)),
+        shutdown.child_token(),
+    );
+    let title = config.prompt.session_title.clone();
+    let sessions = Sessions::new(
+        client.clone(),
+        store.clone(),
+        name.clone(),
+        title,
+        &config.sessions,
+    );
+    sessions.spawn_background(hub.watch_connected(), shutdown.child_token());
+    let responses = ResponseStore::new(
+        sessions.upstream().clone(),
+        config.prompt.session_title.clone(),
+        config.responses.ttl,
+        config.responses.max_sessions,
+    );
+    let sweep_every = (config.responses.ttl / 4).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(600),
+    );
+    responses.spawn_sweeper(sweep_every, shutdown.child_token());
+    let tools = ClientTools::new(client.clone(), config);
+    tools.spawn_watch(hub.watch_connected(), shutdown.child_token());
+    let balancing = &config.balancing;
+    Ok(Backend {
+        index,
+        url: opencode.base_url.clone().unwrap_or_default(),
+        weight: config.upstreams.get(index).map_or(1, |u| u.weight.max(1)),
+        permissions: Permissions::new(&config.permissions, client.clone()),
+        breaker: Breaker::new(balancing.failure_threshold, balancing.open_for),
+        name,
+        client,
+        hub,
+        catalog,
+        sessions,
+        tools,
+        responses,
+        in_flight: Default::default(),
+    })
+}
+
+/// The `[opencode]` settings of each upstream: the configured `[[upstreams]]` over
+/// `[opencode]`'s defaults, or `[opencode]` alone.
+fn upstream_settings(config: &Config) -> Vec<OpenCodeConfig> {
+    if config.upstreams.is_empty() {
+        return vec![config.opencode.clone()];
+    }
+    config
+        .upstreams
+        .iter()
+        .map(|u| {
+            let mut c = config.opencode.clone();
+            c.base_url = Some(u.url.clone());
+            if let Some(name) = &u.username {
+                c.username = name.clone();
+            }
+            if u.password.is_some() {
+                c.password = u.password.clone();
+            }
+            if u.directory.is_some() {
+                c.directory = u.directory.clone();
+            }
+            c
+        })
+        .collect()
 }
 
 impl AppState {
-    /// Builds the state and starts its background tasks (event hub, catalog refresh, pool janitor),
-    /// which stop when `shutdown` is cancelled.
+    /// Builds the state and starts its background tasks (event hubs, catalog refresh, pool
+    /// janitors, health probes), which stop when `shutdown` is cancelled.
     pub fn start(config: Config, shutdown: &CancellationToken) -> Result<AppState, UpstreamError> {
-        let client = OpenCodeClient::new(&config.opencode)?;
-        let hub = EventHub::start(client.clone(), shutdown.child_token());
-        let ttl = config.models.cache_ttl;
-        let catalog = Catalog::new(client.clone(), config.models.allowlist.clone(), ttl);
-        catalog.spawn_refresh(
-            (ttl / 2).max(std::time::Duration::from_secs(1)),
-            shutdown.child_token(),
-        );
-        let title = config.prompt.session_title.clone();
-        let sessions = Sessions::new(client.clone(), title, &config.sessions);
-        sessions.spawn_background(hub.watch_connected(), shutdown.child_token());
-        let responses = ResponseStore::new(
-            sessions.upstream().clone(),
-            config.prompt.session_title.clone(),
-            config.responses.ttl,
-            config.responses.max_sessions,
-        );
-        let sweep_every = (config.responses.ttl / 4).clamp(
-            std::time::Duration::from_secs(1),
-            std::time::Duration::from_secs(600),
-        );
-        responses.spawn_sweeper(sweep_every, shutdown.child_token());
-        let tools = ClientTools::new(client.clone(), &config);
-        tools.spawn_watch(hub.watch_connected(), shutdown.child_token());
+        let store = match (&config.store.kind, &config.store.url) {
+            (StoreKind::Redis, Some(url)) => Store::redis(StoreSettings {
+                url: url.clone(),
+                key_prefix: config.store.key_prefix.clone(),
+                timeout: config.store.timeout,
+                lease_ttl: config.store.lease_ttl,
+            }),
+            _ => Store::memory(),
+        };
+        let mut list = Vec::new();
+        for (i, opencode) in upstream_settings(&config).iter().enumerate() {
+            list.push(Arc::new(backend(i, &config, opencode, &store, shutdown)?));
+        }
+        let upstreams = Upstreams::new(list, store);
+        if !upstreams.is_single() {
+            upstreams.spawn_health(
+                config.balancing.health_interval,
+                config.opencode.health_timeout,
+                shutdown.child_token(),
+            );
+        }
+        let first = upstreams.get(0).clone();
         Ok(AppState {
-            permissions: Permissions::new(&config.permissions, client.clone()),
-            rate_limits: RateLimits::with_keys(&config.rate_limits, &config.auth),
-            responses,
-            tools,
+            rate_limits: RateLimits::with_keys(&config.rate_limits, &config.auth)
+                .with_store(upstreams.store().clone()),
             hard_stop: CancellationToken::new(),
             live_runs: TaskTracker::new(),
             keys: Keys::new(&config.auth),
             config: Arc::new(config),
-            client,
-            hub,
-            catalog,
-            sessions,
+            client: first.client.clone(),
+            hub: first.hub.clone(),
+            catalog: first.catalog.clone(),
+            sessions: first.sessions.clone(),
+            tools: first.tools.clone(),
+            responses: first.responses.clone(),
+            permissions: first.permissions.clone(),
+            upstreams,
+            upstream: 0,
         })
+    }
+
+    /// The same state, its per-upstream fields those of upstream `i`.
+    pub fn on(&self, i: usize) -> AppState {
+        if i == self.upstream || self.upstreams.is_single() {
+            return self.clone();
+        }
+        let b = self.upstreams.get(i);
+        AppState {
+            client: b.client.clone(),
+            hub: b.hub.clone(),
+            catalog: b.catalog.clone(),
+            sessions: b.sessions.clone(),
+            tools: b.tools.clone(),
+            responses: b.responses.clone(),
+            permissions: b.permissions.clone(),
+            upstream: b.index,
+            ..self.clone()
+        }
+    }
+
+    /// The state for requests not tied to a session (the model list, OpenCode's own routes):
+    /// on the first available upstream.
+    pub fn primary(&self) -> AppState {
+        self.on(self.upstreams.primary())
+    }
+
+    /// The state on the upstream holding `session` (with none, the primary one: the caller's
+    /// request then meets OpenCode's 404 there). An upstream known to hold it but drained is
+    /// a 503: its session cannot be served elsewhere.
+    pub async fn for_session(&self, session: &str) -> Result<AppState, ApiError> {
+        if self.upstreams.is_single() {
+            return Ok(self.clone());
+        }
+        match self.upstreams.session_home(session).await {
+            Some(i) if self.upstreams.get(i).breaker.state() == BreakerState::Closed => {
+                Ok(self.on(i))
+            }
+            Some(i) => Err(ApiError::Unavailable(format!(
+                "Session {session} lives on upstream `{}`, which is failing its health checks.",
+                self.upstreams.get(i).name
+            ))),
+            None => Ok(self.primary()),
+        }
+    }
+
+    /// The state on the upstream remembering the conversation whose history is `prior`, when
+    /// that one is available; else on the upstream a new conversation goes to.
+    pub async fn for_conversation(&self, prior: &Fingerprint) -> AppState {
+        if self.upstreams.is_single() {
+            return self.clone();
+        }
+        match self.upstreams.conversation_home(prior).await {
+            Some(i) if self.upstreams.get(i).available() => self.on(i),
+            _ => self.on(self.upstreams.pick()),
+        }
+    }
+
+    /// The state on the upstream a new conversation or session goes to.
+    pub fn for_new(&self) -> AppState {
+        self.on(self.upstreams.pick())
     }
 }
 

@@ -38,6 +38,8 @@ pub mod routes;
 pub mod run;
 pub mod server;
 pub mod sessions;
+pub mod store;
 pub mod stream;
 mod sync;
 pub mod tools;
+pub mod upstreams;

@@ -81,22 +81,42 @@ pub async fn render(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Gauges of what exists, read at scrape time.
+/// Gauges of what exists, read at scrape time: totals over every upstream, and with several
+/// upstreams each one's own series (label `upstream`).
 fn sample_state(state: &AppState) {
-    let sessions = &state.sessions;
+    let all = state.upstreams.all();
+    let sum = |f: &dyn Fn(&crate::upstreams::Backend) -> usize| -> f64 {
+        all.iter().map(|b| f(b)).sum::<usize>() as f64
+    };
     metrics::gauge!("portatek_sessions", "kind" => "pooled")
-        .set(sessions.conversations.remembered() as f64);
+        .set(sum(&|b| b.sessions.conversations.remembered() as usize));
     metrics::gauge!("portatek_sessions", "kind" => "explicit")
-        .set(sessions.explicit.count() as f64);
-    metrics::gauge!("portatek_sessions", "kind" => "parked").set(state.tools.parked.len() as f64);
-    metrics::gauge!("portatek_event_stream_connected").set(if state.hub.is_connected() {
-        1.0
-    } else {
-        0.0
-    });
-    metrics::gauge!("portatek_tool_slots_in_use").set(state.tools.slots.in_use() as f64);
+        .set(sum(&|b| b.sessions.explicit.count()));
+    metrics::gauge!("portatek_sessions", "kind" => "parked").set(sum(&|b| b.tools.parked.len()));
+    let connected = all.iter().all(|b| b.hub.is_connected());
+    metrics::gauge!("portatek_event_stream_connected").set(if connected { 1.0 } else { 0.0 });
+    metrics::gauge!("portatek_tool_slots_in_use").set(sum(&|b| b.tools.slots.in_use()));
     metrics::gauge!("portatek_pending_session_cleanup")
-        .set(sessions.upstream().reaper().pending() as f64);
+        .set(sum(&|b| b.sessions.upstream().reaper().pending()));
+    let store = state.upstreams.store();
+    if store.is_shared() {
+        metrics::gauge!("portatek_store_up").set(if store.is_up() { 1.0 } else { 0.0 });
+    }
+    if state.upstreams.is_single() {
+        return;
+    }
+    let flag = |on: bool| if on { 1.0 } else { 0.0 };
+    for b in all {
+        let name = b.name.clone();
+        metrics::gauge!("portatek_upstream_up", "upstream" => name.clone())
+            .set(flag(b.available()));
+        metrics::gauge!("portatek_upstream_in_flight", "upstream" => name.clone())
+            .set(b.in_flight() as f64);
+        metrics::gauge!("portatek_upstream_event_stream_connected", "upstream" => name.clone())
+            .set(flag(b.hub.is_connected()));
+        metrics::gauge!("portatek_upstream_sessions", "upstream" => name)
+            .set(b.sessions.conversations.remembered() as f64);
+    }
 }
 
 /// Middleware: counts every request by route, method, status (and model when known) and

@@ -8,6 +8,12 @@
 //! - **Concurrent runs** are a semaphore per key; a run holds its permit until it ends,
 //!   including while it waits for the client's tool results.
 //!
+//! With a shared store (Redis, several replicas), requests and tokens per minute are counted
+//! there instead, so a key's quota is the same however its requests are spread: a counter per
+//! key and minute (`INCRBY`, expiring after two minutes), a fixed window rather than GCRA's
+//! smooth one (governor keeps its state in memory only). With Redis unreachable, each replica
+//! falls back to its own in-memory limiters. Concurrent runs stay per replica.
+//!
 //! A refusal is a 429 in OpenAI's shape with `Retry-After` and OpenAI's `x-ratelimit-*` headers
 //! (`limit`, `remaining`, `reset` for requests and tokens), which the SDKs' own back-off reads;
 //! the same headers go with every completion response.
@@ -31,6 +37,7 @@ use tokio::time::Instant;
 use crate::auth::ClientId;
 use crate::config::RateLimitsConfig;
 use crate::error::ApiError;
+use crate::store::Store;
 use crate::sync::lock;
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
@@ -92,6 +99,21 @@ pub struct RateLimits {
     defaults: KeyLimits,
     overrides: Arc<HashMap<String, KeyLimits>>,
     keys: Arc<Mutex<HashMap<ClientId, Arc<KeyState>>>>,
+    /// Shared counters (memory-only: none).
+    store: Store,
+}
+
+/// How long a shared per-minute counter lives.
+const WINDOW_TTL: Duration = Duration::from_secs(120);
+
+/// The current minute, and how long until the next one.
+fn window() -> (u64, Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let minute = now.as_secs() / 60;
+    let next = Duration::from_secs((minute + 1) * 60).saturating_sub(now);
+    (minute, next)
 }
 
 /// What the request-per-minute and token limits say about a request.
@@ -171,6 +193,7 @@ impl RateLimits {
             defaults,
             overrides: Arc::new(overrides),
             keys: Arc::default(),
+            store: Store::memory(),
         }
     }
 
@@ -202,6 +225,57 @@ impl RateLimits {
         }
         limits.overrides = Arc::new(overrides);
         limits
+    }
+
+    /// Counts requests and tokens in `store` when it is shared.
+    pub fn with_store(mut self, store: Store) -> RateLimits {
+        self.store = store;
+        self
+    }
+
+    /// [`admit`](Self::admit) against the shared counters; `None` when there are none (memory
+    /// store, or Redis unreachable): the local limiters decide.
+    pub async fn admit_shared(
+        &self,
+        client: &ClientId,
+        uses_tokens: bool,
+    ) -> Option<Result<Standing, (ApiError, Standing)>> {
+        if !self.store.is_shared() {
+            return None;
+        }
+        let limits = self.key(client).limits;
+        let (minute, reset) = window();
+        let mut standing = Standing::default();
+        if uses_tokens && limits.tokens_per_minute > 0 {
+            let name = format!("tok:{}:{minute}", client.0);
+            let used = self.store.add_to_counter(&name, 0, WINDOW_TTL).await.ok()?;
+            let limit = limits.tokens_per_minute;
+            standing.tokens = Some((limit, limit.saturating_sub(used), reset));
+            if used >= limit {
+                let e = too_many(
+                    format!("Rate limit reached: {limit} tokens per minute for this API key. Try again in {}.", reset_text(reset)),
+                    reset,
+                    "tokens",
+                );
+                return Some(Err((e, standing)));
+            }
+        }
+        if limits.requests_per_minute > 0 {
+            let name = format!("req:{}:{minute}", client.0);
+            let count = self.store.add_to_counter(&name, 1, WINDOW_TTL).await.ok()?;
+            let limit = limits.requests_per_minute;
+            let remaining = u64::from(limit).saturating_sub(count) as u32;
+            standing.requests = Some((limit, remaining, reset));
+            if count > u64::from(limit) {
+                let e = too_many(
+                    format!("Rate limit reached: {limit} requests per minute for this API key. Try again in {}.", reset_text(reset)),
+                    reset,
+                    "requests",
+                );
+                return Some(Err((e, standing)));
+            }
+        }
+        Some(Ok(standing))
     }
 
     fn key(&self, client: &ClientId) -> Arc<KeyState> {
@@ -295,6 +369,13 @@ impl RateLimits {
 
     /// Takes the tokens a run used from `client`'s bucket.
     pub fn spend_tokens(&self, client: &ClientId, tokens: u64) {
+        if self.store.is_shared() && self.key(client).limits.tokens_per_minute > 0 {
+            let name = format!("tok:{}:{}", client.0, window().0);
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                let _ = store.add_to_counter(&name, tokens, WINDOW_TTL).await;
+            });
+        }
         if let Some(bucket) = &self.key(client).tokens {
             let mut bucket = lock(bucket);
             bucket.refill();
@@ -329,7 +410,12 @@ pub async fn enforce(State(limits): State<RateLimits>, req: Request, next: Next)
     let Some(client) = req.extensions().get::<ClientId>().cloned() else {
         return next.run(req).await;
     };
-    let (mut response, standing) = match limits.admit(&client, runs_model(&req)) {
+    let uses_tokens = runs_model(&req);
+    let admitted = match limits.admit_shared(&client, uses_tokens).await {
+        Some(shared) => shared,
+        None => limits.admit(&client, uses_tokens),
+    };
+    let (mut response, standing) = match admitted {
         Ok(standing) => (next.run(req).await, standing),
         Err((refusal, standing)) => (refusal.into_response(), standing),
     };

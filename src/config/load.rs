@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::units::parse_address;
-use super::{Cli, Config, ConfigError, LogFormat};
+use super::{Cli, Config, ConfigError, LogFormat, StoreKind};
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -65,6 +65,9 @@ impl Config {
         }
         if let Some(v) = set("OPENCODE_SERVER_USERNAME") {
             self.opencode.username = v;
+        }
+        if let Some(v) = set("PORTATEK_REDIS_URL") {
+            self.store.url = Some(v);
         }
         if let Some(v) = set("PORTATEK_LOG_FORMAT") {
             self.log_format = match v.to_ascii_lowercase().as_str() {
@@ -167,7 +170,7 @@ impl Config {
     }
 
     /// Every duration setting with its key.
-    fn durations(&self) -> [(&'static str, Duration); 12] {
+    fn durations(&self) -> [(&'static str, Duration); 16] {
         [
             ("opencode.connect_timeout_ms", self.opencode.connect_timeout),
             ("opencode.request_timeout_ms", self.opencode.request_timeout),
@@ -184,6 +187,13 @@ impl Config {
             ),
             ("responses.ttl_secs", self.responses.ttl),
             ("permissions.timeout_secs", self.permissions.timeout),
+            (
+                "balancing.health_interval_secs",
+                self.balancing.health_interval,
+            ),
+            ("balancing.open_secs", self.balancing.open_for),
+            ("store.timeout_ms", self.store.timeout),
+            ("store.lease_ttl_secs", self.store.lease_ttl),
         ]
     }
 
@@ -201,7 +211,61 @@ impl Config {
         if self.opencode.username.is_empty() {
             return Err(invalid("opencode.username", "must not be empty"));
         }
+        let mut names = std::collections::HashSet::new();
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let at = format!("upstreams[{i}]");
+            let url = reqwest::Url::parse(&u.url)
+                .map_err(|e| invalid(&format!("{at}.url"), format!("{:?}: {e}", u.url)))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                return Err(invalid(
+                    &format!("{at}.url"),
+                    format!("{:?} is not an http(s) URL", u.url),
+                ));
+            }
+            if u.weight == 0 {
+                return Err(invalid(&format!("{at}.weight"), "must be at least 1"));
+            }
+            if !names.insert(self.upstream_name(i)) {
+                return Err(invalid(
+                    &format!("{at}.name"),
+                    "each upstream needs a unique name",
+                ));
+            }
+        }
+        if !self.upstreams.is_empty() && self.opencode.base_url.is_some() {
+            return Err(invalid(
+                "upstreams",
+                "name the OpenCode servers either in `[[upstreams]]` or in `opencode.base_url`, not both",
+            ));
+        }
+        if self.balancing.failure_threshold == 0 {
+            return Err(invalid("balancing.failure_threshold", "must be at least 1"));
+        }
+        match (&self.store.kind, &self.store.url) {
+            (StoreKind::Redis, None) => {
+                return Err(invalid(
+                    "store.url",
+                    "required with `store.kind = \"redis\"` (or PORTATEK_REDIS_URL)",
+                ))
+            }
+            (StoreKind::Redis, Some(u)) => {
+                let parsed = reqwest::Url::parse(u)
+                    .map_err(|e| invalid("store.url", format!("not a URL: {e}")))?;
+                if !matches!(parsed.scheme(), "redis" | "rediss") {
+                    return Err(invalid("store.url", "must be a redis:// or rediss:// URL"));
+                }
+            }
+            _ => {}
+        }
         Ok(())
+    }
+
+    /// The name of upstream `i` (its own, or `upstream-<i+1>`).
+    pub fn upstream_name(&self, i: usize) -> String {
+        match self.upstreams.get(i).map(|u| u.name.trim()) {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => format!("upstream-{}", i + 1),
+        }
     }
 
     fn validate_auth(&self) -> Result<(), ConfigError> {
@@ -402,5 +466,48 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
         let parsed = Config::from_file(&path).unwrap();
         assert_eq!(format!("{parsed:?}"), format!("{:?}", Config::default()));
+    }
+
+    #[test]
+    fn upstreams_and_store_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let check = |toml: &str| {
+            std::fs::write(&path, toml).unwrap();
+            load(with_file(&path), &[])
+        };
+        let two = "[[upstreams]]\nurl = \"http://10.0.0.1:4096\"\n[[upstreams]]\nname = \"b\"\nurl = \"http://10.0.0.2:4096\"\npassword = \"pw\"\nweight = 3\n";
+        let c = check(two).unwrap();
+        assert_eq!(c.upstream_name(0), "upstream-1", "unnamed: by position");
+        assert_eq!(c.upstream_name(1), "b");
+        assert!(!c.opencode_on_this_host(), "remote upstreams");
+        let masked = c.masked_toml();
+        assert!(!masked.contains("\"pw\""), "{masked}");
+
+        let cases = [
+            ("[[upstreams]]\nname = \"a\"\nurl = \"http://h:1\"\n[[upstreams]]\nname = \"a\"\nurl = \"http://h:2\"\n", "upstreams[1].name"),
+            ("[[upstreams]]\nurl = \"ftp://h\"\n", "upstreams[0].url"),
+            ("[[upstreams]]\nurl = \"http://h:1\"\nweight = 0\n", "upstreams[0].weight"),
+            ("[opencode]\nbase_url = \"http://h:1\"\n[[upstreams]]\nurl = \"http://h:2\"\n", "`upstreams`"),
+            ("[store]\nkind = \"redis\"\n", "store.url"),
+            ("[store]\nkind = \"redis\"\nurl = \"http://h:6379\"\n", "store.url"),
+            ("[balancing]\nfailure_threshold = 0\n", "balancing.failure_threshold"),
+            ("[store]\nlease_ttl_secs = 0\n", "store.lease_ttl_secs"),
+        ];
+        for (toml, key) in cases {
+            let e = check(toml).unwrap_err().to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
+        std::fs::write(&path, "[store]\nkind = \"redis\"\n").unwrap();
+        let c = load(
+            with_file(&path),
+            &[("PORTATEK_REDIS_URL", "redis://:secret@127.0.0.1:6379/0")],
+        )
+        .unwrap();
+        let masked = c.masked_toml();
+        assert!(
+            !masked.contains("secret") && masked.contains("127.0.0.1:6379"),
+            "{masked}"
+        );
     }
 }

@@ -51,21 +51,29 @@ impl Config {
     /// Whether OpenCode runs on this host (embedded, or at a loopback address), so that its
     /// project directories are this host's: the gateway then checks paths before asking.
     pub fn opencode_on_this_host(&self) -> bool {
+        if !self.upstreams.is_empty() {
+            return self.upstreams.iter().all(|u| is_loopback_url(&u.url));
+        }
         let Some(base) = &self.opencode.base_url else {
             return true;
         };
-        let Some(host) = reqwest::Url::parse(base)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_string))
-        else {
-            return false;
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        host == "localhost"
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+        is_loopback_url(base)
     }
+}
+
+/// Whether `base` is an http(s) URL of this host.
+fn is_loopback_url(base: &str) -> bool {
+    let Some(host) = reqwest::Url::parse(base)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+    else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A configuration problem, always naming the key at fault.
@@ -133,6 +141,109 @@ pub struct Config {
     pub permissions: PermissionsConfig,
     /// Safety switches of the admin routes.
     pub admin: AdminConfig,
+    /// Several OpenCode servers (`[[upstreams]]`); empty: the one `[opencode]` names.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// How new conversations are spread over the upstreams and failing ones drained.
+    pub balancing: BalancingConfig,
+    /// Where state shared by gateway replicas lives.
+    pub store: StoreConfig,
+}
+
+/// `[[upstreams]]`: one of several OpenCode servers. Unset fields take `[opencode]`'s value.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Label in `/status`, `/metrics`, logs and the shared store (default `upstream-<n>`):
+    /// replicas must agree on it, so it names the server, not its position.
+    pub name: String,
+    /// Base URL of the OpenCode server.
+    pub url: String,
+    /// Basic-auth user name (default: `opencode.username`).
+    pub username: Option<String>,
+    /// Basic-auth password (default: `opencode.password`).
+    pub password: Option<String>,
+    /// Relative share of new conversations (at least 1).
+    pub weight: u32,
+    /// Project directory (default: `opencode.directory`).
+    pub directory: Option<String>,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            name: String::new(),
+            url: String::new(),
+            username: None,
+            password: None,
+            weight: 1,
+            directory: None,
+        }
+    }
+}
+
+/// `[balancing]`: health checks and the circuit breaker of each upstream.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BalancingConfig {
+    /// How often every upstream is probed (`health_interval_secs`).
+    #[serde(rename = "health_interval_secs", with = "units::secs")]
+    pub health_interval: Duration,
+    /// Consecutive failed probes that open an upstream's breaker (drain it).
+    pub failure_threshold: u32,
+    /// How long a tripped upstream is drained before one half-open probe (`open_secs`).
+    #[serde(rename = "open_secs", with = "units::secs")]
+    pub open_for: Duration,
+}
+
+impl Default for BalancingConfig {
+    fn default() -> Self {
+        BalancingConfig {
+            health_interval: Duration::from_secs(5),
+            failure_threshold: 3,
+            open_for: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Which store holds the state replicas share.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// This process only.
+    #[default]
+    Memory,
+    /// A Redis server shared by every replica.
+    Redis,
+}
+
+/// `[store]`: state shared by gateway replicas (see [`crate::store`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `memory` (default) or `redis`.
+    pub kind: StoreKind,
+    /// Redis URL (env `PORTATEK_REDIS_URL`), required with `kind = "redis"`.
+    pub url: Option<String>,
+    /// Prefix of every key the gateway writes.
+    pub key_prefix: String,
+    /// Bound of each Redis call (`timeout_ms`); slower counts as Redis down.
+    #[serde(rename = "timeout_ms", with = "units::millis")]
+    pub timeout: Duration,
+    /// How long a run's claim on a session outlives its holder's last renewal (`lease_ttl_secs`).
+    #[serde(rename = "lease_ttl_secs", with = "units::secs")]
+    pub lease_ttl: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::Memory,
+            url: None,
+            key_prefix: "portatek:".into(),
+            timeout: Duration::from_millis(250),
+            lease_ttl: Duration::from_secs(30),
+        }
+    }
 }
 
 /// How log lines are written.
@@ -462,6 +573,19 @@ impl Config {
             .iter_mut()
             .filter_map(|k| k.key.as_mut())
             .for_each(mask);
+        shown
+            .upstreams
+            .iter_mut()
+            .filter_map(|u| u.password.as_mut())
+            .for_each(mask);
+        // A Redis URL may carry a password (`redis://:secret@host`).
+        if let Some(url) = shown.store.url.as_mut() {
+            if let Ok(mut parsed) = reqwest::Url::parse(url) {
+                if parsed.password().is_some() && parsed.set_password(Some("********")).is_ok() {
+                    *url = parsed.to_string();
+                }
+            }
+        }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }
 }
@@ -484,6 +608,9 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             permissions: PermissionsConfig::default(),
             admin: AdminConfig::default(),
+            upstreams: Vec::new(),
+            balancing: BalancingConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }

@@ -87,6 +87,16 @@ pub async fn start(
     let mut run_req = RunRequest::from(req);
     run_req.requested = requested;
     let placement = placement::resolve(&state.config, caller, &run_req.requested)?;
+    // On the upstream of the chain's session, or where a new conversation goes.
+    let routed = match (&req.previous_response_id, req.store) {
+        (Some(previous), true) => match store::session_of(previous) {
+            Some(session) => Some(state.for_session(&session).await?),
+            None => None,
+        },
+        (None, true) => Some(state.for_new()),
+        _ => None,
+    };
+    let state = routed.as_ref().unwrap_or(state);
     let store = &state.responses;
     let (run, id, resumed) = match (&req.previous_response_id, req.store) {
         (Some(_), false) => {
@@ -108,6 +118,7 @@ pub async fn start(
                 None => {
                     // The stored chain must name it (a 404 for an unknown or foreign id).
                     let lease = store.continue_from(caller, previous).await?;
+                    state.upstreams.set_home(&lease.session_id, state.upstream);
                     let id = store::new_id(&lease.session_id);
                     let target = Target::Leased {
                         lease: Box::new(lease),
@@ -119,6 +130,7 @@ pub async fn start(
         }
         (None, true) => {
             let lease = store.open(client, placement.directory.as_deref()).await?;
+            state.upstreams.set_home(&lease.session_id, state.upstream);
             let id = store::new_id(&lease.session_id);
             let conversation = Conversation::of(client, &run_req, &placement);
             let target = Target::Leased {

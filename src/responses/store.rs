@@ -174,7 +174,7 @@ impl ResponseStore {
         ours.insert("owner".into(), Value::String(owner_tag(client)));
         ours.insert("responses".into(), json!([]));
         let session = self.upstream.create_with(&self.title, ours, dir).await?;
-        let mut lease = self.claims.claim(&session.id)?;
+        let mut lease = self.claims.claim(&session.id).await?;
         lease.seed = crate::sessions::Seed::Full;
         Ok(lease)
     }
@@ -220,7 +220,7 @@ impl ResponseStore {
             .and_then(Value::as_str)
             .map_or_else(|| owner_tag(&caller.id), String::from);
         if found.latest.as_deref() == Some(previous) {
-            return self.claims.claim(&found.session.id);
+            return self.claims.claim(&found.session.id).await;
         }
         // The first later run's user message is where the branch leaves the conversation.
         let fork_point = found.records[found.index + 1..]
@@ -254,7 +254,7 @@ impl ResponseStore {
             .await
             .unwrap_or(None);
         self.claims.set_floor(&fork.id, floor);
-        self.claims.claim(&fork.id)
+        self.claims.claim(&fork.id).await
     }
 
     /// Records a finished response in its session (it becomes the latest there).
@@ -286,7 +286,7 @@ impl ResponseStore {
         let found = self.find(caller, id).await?;
         let session_id = found.session.id.clone();
         // Not while a response runs there (its record would be written over this change).
-        let lease = self.claims.claim(&session_id)?;
+        let lease = self.claims.claim(&session_id).await?;
         let mut records = found.records;
         records.remove(found.index);
         if records.is_empty() {

@@ -25,7 +25,10 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let requested = crate::run::placement::Requested::from_request(&headers, None)?;
     let placement = crate::run::placement::resolve(&state.config, &caller, &requested)?;
-    let client = state.client.in_directory(placement.directory.as_deref());
+    let client = state
+        .primary()
+        .client
+        .in_directory(placement.directory.as_deref());
     let agents = client.agents().await?;
     let scope = &caller.scope;
     let default = scope

@@ -86,6 +86,7 @@ pub async fn run_command(
     SessionId(id): SessionId,
     body: Result<Json<CommandBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let state = state.for_session(&id).await?;
     may_execute(&state, &caller, "Running commands")?;
     let Json(body) = body?;
     let session = state.sessions.explicit.owned(&caller, &id).await?;
@@ -135,6 +136,7 @@ pub async fn run_shell(
     SessionId(id): SessionId,
     body: Result<Json<ShellBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let state = state.for_session(&id).await?;
     may_execute(&state, &caller, "Running shell commands")?;
     let Json(body) = body?;
     let session = state.sessions.explicit.owned(&caller, &id).await?;

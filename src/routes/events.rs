@@ -33,6 +33,49 @@ pub struct EventsQuery {
     directory: Option<String>,
 }
 
+/// One tap on every upstream's hub, merged: with one upstream its own tap; with several, a
+/// forwarder per upstream into one channel of the same size, which ends (overflowed) as soon
+/// as any of them falls behind, so a slow consumer is dropped as it would be with one.
+fn tap_all(
+    state: &AppState,
+) -> (
+    tokio::sync::mpsc::Receiver<std::sync::Arc<crate::opencode::Event>>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    if state.upstreams.is_single() {
+        return state.hub.tap();
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(TAP_BUFFER);
+    let overflowed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for backend in state.upstreams.all() {
+        let (mut from, source_overflowed) = backend.hub.tap();
+        let (tx, overflowed) = (tx.clone(), overflowed.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    event = from.recv() => match event {
+                        Some(event) => {
+                            if tx.try_send(event).is_err() {
+                                overflowed.store(true, Ordering::SeqCst);
+                                return;
+                            }
+                        }
+                        None => {
+                            if source_overflowed.load(Ordering::SeqCst) {
+                                overflowed.store(true, Ordering::SeqCst);
+                            }
+                            return;
+                        }
+                    },
+                    // The consumer left.
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+    }
+    (rx, overflowed)
+}
+
 /// The handler.
 #[utoipa::path(
     get,
@@ -56,8 +99,13 @@ pub async fn stream(
     if caller.is_admin() {
         tracing::info!(target: "portatek_gateway::audit", key = %caller.name, "admin event stream opened");
     }
-    let (rx, overflowed) = state.hub.tap();
-    let owners = state.sessions.owners.clone();
+    let (rx, overflowed) = tap_all(&state);
+    let owners: Vec<_> = state
+        .upstreams
+        .all()
+        .iter()
+        .map(|b| b.sessions.owners.clone())
+        .collect();
     let events = futures::stream::unfold(Some(rx), move |rx| {
         let caller = caller.clone();
         let owners = owners.clone();
@@ -83,7 +131,7 @@ pub async fn stream(
                 } else {
                     event
                         .session_id()
-                        .and_then(|s| owners.of(s))
+                        .and_then(|s| owners.iter().find_map(|o| o.of(s)))
                         .is_some_and(|owner| owner == caller.id)
                 };
                 if !visible {

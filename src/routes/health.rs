@@ -19,6 +19,9 @@ use crate::app::AppState;
     security(())
 )]
 pub async fn ready(State(state): State<AppState>) -> Response {
+    if !state.upstreams.is_single() {
+        return ready_any(&state).await;
+    }
     let timeout = state.config.opencode.health_timeout;
     let (health, events_up) = tokio::join!(
         state.client.health(timeout),
@@ -48,6 +51,25 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     (code, Json(body)).into_response()
 }
 
+/// Readiness with several upstreams: ready while at least one is (its breaker closed, its
+/// event stream up); the body lists each. The probes already ran in the background, so this
+/// answers at once.
+async fn ready_any(state: &AppState) -> Response {
+    let upstreams: Vec<serde_json::Value> = state
+        .upstreams
+        .all()
+        .iter()
+        .map(|b| json!({ "name": b.name, "ready": b.available() }))
+        .collect();
+    let any = state.upstreams.all().iter().any(|b| b.available());
+    let (code, status) = match any {
+        true => (StatusCode::OK, "ok"),
+        false => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+    };
+    let body = json!({ "status": status, "upstreams": upstreams });
+    (code, Json(body)).into_response()
+}
+
 /// Liveness: the process answers; never depends on OpenCode.
 #[utoipa::path(
     get,
@@ -70,7 +92,25 @@ pub async fn live() -> Json<serde_json::Value> {
     responses((status = 200, description = "The gateway's state: upstream, sessions, runs.", body = Object))
 )]
 pub async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let upstreams: Vec<serde_json::Value> = state
+        .upstreams
+        .all()
+        .iter()
+        .map(|b| {
+            json!({
+                "name": b.name,
+                "url": b.url,
+                "state": b.breaker.state().label(),
+                "in_flight": b.in_flight(),
+                "events_connected": b.hub.is_connected(),
+                "remembered": b.sessions.conversations.remembered(),
+            })
+        })
+        .collect();
+    let store = state.upstreams.store();
     Json(json!({
+        "upstreams": upstreams,
+        "store": { "kind": store.kind(), "up": store.is_up() },
         "events": {
             "connected": state.hub.is_connected(),
             "connections_opened": state.hub.connections_opened(),

@@ -38,6 +38,14 @@ impl<S: Send + Sync> FromRequestParts<S> for ResponseId {
     }
 }
 
+/// The state on the upstream holding response `id`'s session.
+async fn on_response(state: &AppState, id: &str) -> Result<AppState, ApiError> {
+    match responses::store::session_of(id) {
+        Some(session) => state.for_session(&session).await,
+        None => Ok(state.clone()),
+    }
+}
+
 /// `POST /v1/responses`.
 #[utoipa::path(
     post,
@@ -59,6 +67,8 @@ pub async fn create(
     let req = ResponsesRequest::parse(&body)?;
     let requested = Requested::from_request(&headers, Some(&req.metadata))?;
     let started = responses::start(&state, &caller, &req, requested).await?;
+    // The run's own state: on the upstream its session lives on, where it is stored.
+    let state = started.run.state().clone();
     let session = crate::routes::chat::session_header(started.run.session_id());
     let mut response = if req.stream {
         let keepalive = KeepAlive::new()
@@ -120,6 +130,7 @@ pub async fn get(
     Extension(caller): Extension<Caller>,
     ResponseId(id): ResponseId,
 ) -> Result<Json<Value>, ApiError> {
+    let state = on_response(&state, &id).await?;
     if let Some(running) = state.responses.running(&caller, &id) {
         return Ok(Json(json!(running.snapshot)));
     }
@@ -141,6 +152,7 @@ pub async fn delete(
     Extension(caller): Extension<Caller>,
     ResponseId(id): ResponseId,
 ) -> Result<Json<Value>, ApiError> {
+    let state = on_response(&state, &id).await?;
     state.responses.delete(&caller, &id).await?;
     Ok(Json(
         json!({ "id": id, "object": "response.deleted", "deleted": true }),
@@ -161,6 +173,7 @@ pub async fn cancel(
     Extension(caller): Extension<Caller>,
     ResponseId(id): ResponseId,
 ) -> Result<Json<Value>, ApiError> {
+    let state = on_response(&state, &id).await?;
     let Some(running) = state.responses.running(&caller, &id) else {
         // Stored (404 if not this key's) but no longer running.
         state.responses.find(&caller, &id).await?;
@@ -203,6 +216,7 @@ pub async fn input_items(
     ResponseId(id): ResponseId,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<InputItemList>, ApiError> {
+    let state = on_response(&state, &id).await?;
     let Query(query) = query?;
     let limit = query.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {

@@ -37,6 +37,7 @@ pub async fn children(
     Extension(caller): Extension<Caller>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
+    let state = state.for_session(&id).await?;
     let client = owned(&state, &caller, &id).await?;
     let raw = client
         .session_children(&id)
@@ -65,6 +66,7 @@ pub async fn todo(
     Extension(caller): Extension<Caller>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
+    let state = state.for_session(&id).await?;
     let client = owned(&state, &caller, &id).await?;
     let todo = client
         .session_todo(&id)
@@ -87,6 +89,7 @@ pub async fn diff(
     Extension(caller): Extension<Caller>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
+    let state = state.for_session(&id).await?;
     let client = owned(&state, &caller, &id).await?;
     let diff = client
         .session_diff(&id)
@@ -116,6 +119,7 @@ pub async fn message(
     Extension(caller): Extension<Caller>,
     Path((id, message_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    let state = state.for_session(&id).await?;
     let not_found = || ApiError::NotFound {
         message: format!("No message '{message_id}' in this session."),
         code: "message_not_found",
@@ -168,6 +172,7 @@ pub async fn summarize(
     SessionId(id): SessionId,
     b: Result<Json<SummarizeBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let state = state.for_session(&id).await?;
     let Json(b) = b?;
     let client = owned(&state, &caller, &id).await?;
     let model = state.catalog.get(&b.model).await?;
@@ -233,6 +238,7 @@ pub async fn revert(
     SessionId(id): SessionId,
     b: Result<Json<RevertBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let state = state.for_session(&id).await?;
     let Json(b) = b?;
     if !is_message_id(&b.message_id) {
         return Err(ApiError::invalid(
@@ -262,6 +268,7 @@ pub async fn unrevert(
     Extension(caller): Extension<Caller>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
+    let state = state.for_session(&id).await?;
     let client = owned(&state, &caller, &id).await?;
     let session = client
         .unrevert(&id)
@@ -294,6 +301,7 @@ pub async fn share(
     Extension(caller): Extension<Caller>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
+    let state = state.for_session(&id).await?;
     switch_share(state, caller, id, true).await
 }
 
@@ -311,6 +319,7 @@ pub async fn unshare(
     Extension(caller): Extension<Caller>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
+    let state = state.for_session(&id).await?;
     switch_share(state, caller, id, false).await
 }
 

@@ -60,9 +60,10 @@ pub async fn create(
     let requested = Requested::from_request(&headers, None)?;
     let placement = placement::resolve(&state.config, &caller, &requested)?;
     let dir = placement.directory.as_deref();
-    Ok(created(
-        &state.sessions.explicit.create(&caller.id, dir).await?,
-    ))
+    let state = state.for_new();
+    let session = state.sessions.explicit.create(&caller.id, dir).await?;
+    state.upstreams.set_home(&session.id, state.upstream);
+    Ok(created(&session))
 }
 
 /// `GET /v1/sessions`.
@@ -77,7 +78,26 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
-    let sessions = state.sessions.explicit.list(&caller).await?;
+    // Every upstream's (one that does not answer is left out rather than fail the list).
+    let backends = state.upstreams.all();
+    let lists = futures::future::join_all(
+        backends
+            .iter()
+            .map(|b| async { (b.available(), b.sessions.explicit.list(&caller).await) }),
+    )
+    .await;
+    let mut sessions = Vec::new();
+    for (available, list) in lists {
+        match list {
+            Ok(list) => sessions.extend(list),
+            Err(e) if backends.len() == 1 || !available => {
+                if backends.len() == 1 {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let data: Vec<Value> = sessions.iter().map(session_json).collect();
     Ok(Json(json!({ "object": "list", "data": data })))
 }
@@ -96,6 +116,7 @@ pub async fn get(
     Extension(caller): Extension<Caller>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
+    let state = state.for_session(&id).await?;
     let session = state.sessions.explicit.owned(&caller, &id).await?;
     Ok(Json(session_json(&session)))
 }
@@ -114,7 +135,9 @@ pub async fn delete(
     Extension(caller): Extension<Caller>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
+    let state = state.for_session(&id).await?;
     state.sessions.explicit.delete(&caller, &id).await?;
+    state.upstreams.forget_home(&id);
     Ok(Json(
         json!({ "id": id, "object": "session.deleted", "deleted": true }),
     ))
@@ -134,6 +157,7 @@ pub async fn messages(
     Extension(caller): Extension<Caller>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
+    let state = state.for_session(&id).await?;
     let raw = state.sessions.explicit.messages(&caller, &id).await?;
     let data: Vec<Value> = raw.iter().filter_map(chat_message).collect();
     Ok(Json(json!({ "object": "list", "data": data })))
@@ -180,7 +204,10 @@ pub async fn fork(
     Extension(caller): Extension<Caller>,
     SessionId(id): SessionId,
 ) -> Result<Response, ApiError> {
-    Ok(created(&state.sessions.explicit.fork(&caller, &id).await?))
+    let state = state.for_session(&id).await?;
+    let fork = state.sessions.explicit.fork(&caller, &id).await?;
+    state.upstreams.set_home(&fork.id, state.upstream);
+    Ok(created(&fork))
 }
 
 /// `POST /v1/sessions/{id}/abort`: stops a running request on the session.
@@ -197,6 +224,7 @@ pub async fn abort(
     Extension(caller): Extension<Caller>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
+    let state = state.for_session(&id).await?;
     state.sessions.explicit.abort(&caller, &id).await?;
     Ok(Json(
         json!({ "id": id, "object": "session", "aborted": true }),
@@ -218,6 +246,7 @@ pub async fn permissions(
     Extension(caller): Extension<Caller>,
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
+    let state = state.for_session(&id).await?;
     let data = state.permissions.list(&id, &caller.id, caller.is_admin());
     Ok(Json(json!({ "object": "list", "data": data })))
 }
@@ -249,6 +278,7 @@ pub async fn answer_permission(
     Path((id, permission_id)): Path<(String, String)>,
     body: Result<Json<PermissionAnswer>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let state = state.for_session(&id).await?;
     let Json(answer) = body?;
     let reply = match (answer.reply.as_deref(), &answer.answers) {
         (Some(r @ ("once" | "always" | "reject")), _) => r,

@@ -87,6 +87,8 @@ pub struct Run {
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Held while the run lives, so shutdown can wait for it.
     _live: TaskTrackerToken,
+    /// The run's place in its upstream's load (new conversations go where it is lowest).
+    _in_flight: crate::upstreams::InFlight,
 }
 
 /// Where a run takes its session from.
@@ -139,12 +141,27 @@ pub async fn start_or_resume(
             Target::Explicit(id) => Some(ParkKey::Session(id.clone())),
             Target::Leased { .. } => None,
         };
-        if let Some(resumed) = key.and_then(|k| resume(state, &k, conversation.clone())) {
-            return resumed;
+        if let Some(key) = key {
+            // The run waits on whichever upstream it runs on.
+            for i in 0..state.upstreams.all().len() {
+                if let Some(resumed) = resume(&state.on(i), &key, conversation.clone()) {
+                    return resumed;
+                }
+            }
         }
         // Not waiting here (another process, or it was abandoned): the results are written
         // into the prompt instead (see `prompt::parts`).
     }
+    // Where the session is: the conversation's upstream, or the named session's.
+    let state = &match &target {
+        Target::Conversation => {
+            state
+                .for_conversation(&conversation.prior_fingerprint())
+                .await
+        }
+        Target::Explicit(id) => state.for_session(id).await?,
+        Target::Leased { .. } => state.clone(),
+    };
     start(state, caller, conversation, target, req).await
 }
 
@@ -278,6 +295,7 @@ async fn begin(
         first_output_seen: false,
         _permit: permit,
         _live: state.live_runs.token(),
+        _in_flight: state.upstreams.run_started(state.upstream),
     })
 }
 
@@ -319,7 +337,7 @@ async fn lease(
         return Err(ApiError::event_stream_down());
     }
     match explicit_session {
-        Some(session) => state.sessions.explicit.claim(session),
+        Some(session) => state.sessions.explicit.claim(session).await,
         None => {
             let prior = conversation.prior_fingerprint();
             let dir = conversation.placement.directory.as_deref();
@@ -355,6 +373,11 @@ impl Run {
     /// When the current response must be over.
     pub fn deadline(&self) -> Instant {
         self.deadline
+    }
+
+    /// The state the run runs with (on its upstream).
+    pub fn state(&self) -> &AppState {
+        &self.state
     }
 
     /// The OpenCode session this run uses.

@@ -121,6 +121,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let embedded = match config.opencode.base_url {
         Some(_) => None,
+        None if !config.upstreams.is_empty() => None,
         None => {
             let embedded = Embedded::start(&config.opencode).await?;
             config.opencode.base_url = Some(embedded.url.clone());
@@ -164,12 +165,15 @@ pub async fn serve(
         }
     }
     // Runs still waiting for tool results are abandoned (aborted upstream, sessions freed).
-    state.tools.parked.clear();
+    for backend in state.upstreams.all() {
+        backend.tools.parked.clear();
+    }
     // Requests cut off above abort their runs through the pool's clean-up tasks: wait for those.
-    state
-        .sessions
-        .shutdown(delete_on_shutdown, Duration::from_secs(5))
-        .await;
+    let cleanups = state.upstreams.all().iter().map(|b| {
+        b.sessions
+            .shutdown(delete_on_shutdown, Duration::from_secs(5))
+    });
+    futures::future::join_all(cleanups).await;
     background.cancel();
     if let Some(mcp) = mcp {
         let _ = tokio::time::timeout(Duration::from_secs(2), mcp).await;
@@ -255,8 +259,17 @@ async fn start_mcp_endpoint(
         .clone()
         .unwrap_or_else(|| format!("http://{local}"));
     tracing::info!(%local, %url, "MCP endpoint for client tools listening");
-    state.tools.slots.set_endpoint(url);
-    let slots = state.tools.slots.clone();
+    let slots: Vec<_> = state
+        .upstreams
+        .all()
+        .iter()
+        .map(|b| {
+            b.tools
+                .slots
+                .set_endpoint(format!("{url}{}", crate::tools::mcp::prefix(b.index)));
+            b.tools.slots.clone()
+        })
+        .collect();
     Some(tokio::spawn(crate::tools::mcp::serve(
         listener,
         slots,

@@ -4,10 +4,19 @@
 //! OpenCode folds a second prompt sent to a busy session into the running one, so a second
 //! request on a busy session is refused (409) rather than sent. The floor is the newest message
 //! id known to predate the next request, so late events of the previous one are not taken for
-//! it. Both are local to this gateway process.
+//! it.
+//!
+//! With a shared store (Redis) both are shared by the replicas: the busy flag becomes a claim
+//! with an expiry (`SET NX PX`), renewed while the run lives and deleted at its end, so two
+//! replicas never prompt one session at once and a dead replica's claim lapses by itself; the
+//! floor is written there too. The local flag is still taken first (two requests in this
+//! process never both ask Redis). With the store unreachable, the local flag alone decides:
+//! a request is never refused because Redis is down.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
 
 use super::lease::{Lease, Owner, Seed};
 use super::upstream::SessionUpstream;
@@ -18,7 +27,38 @@ use crate::sync::lock;
 struct Local {
     busy: bool,
     floor: Option<String>,
+    /// Stops the renewal of this run's shared claim.
+    renewal: Option<CancellationToken>,
 }
+
+/// A claim being taken: frees the local flag again unless disarmed.
+struct Pending<'a> {
+    claims: &'a Claims,
+    id: &'a str,
+    armed: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(state) = lock(&self.claims.local).get_mut(self.id) {
+            state.busy = false;
+            if let Some(renewal) = state.renewal.take() {
+                renewal.cancel();
+                // Claimed in Redis just before the request went away: give it back.
+                let (store, id) = (self.claims.upstream.store().clone(), self.id.to_string());
+                self.claims.upstream.spawn_cleanup(async move {
+                    let _ = store.release_run(&id).await;
+                });
+            }
+        }
+    }
+}
+
+/// How long the shared store keeps a session's floor after its last run.
+const FLOOR_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
 /// Busy flags and floors by session id; cheap to clone.
 #[derive(Clone)]
@@ -36,33 +76,118 @@ impl Claims {
         }
     }
 
-    /// Claims session `id` for one request (409 while another runs on it).
-    pub fn claim(&self, id: &str) -> Result<Lease, ApiError> {
-        let mut local = lock(&self.local);
-        let state = local.entry(id.to_string()).or_default();
-        if state.busy {
-            return Err(ApiError::Conflict(format!(
+    /// Claims session `id` for one request (409 while another runs on it, here or on another
+    /// replica).
+    pub async fn claim(&self, id: &str) -> Result<Lease, ApiError> {
+        let busy = || {
+            ApiError::Conflict(format!(
                 "Session {id} is already running a request; OpenCode runs one prompt per session at a time."
-            )));
+            ))
+        };
+        let floor = {
+            let mut local = lock(&self.local);
+            let state = local.entry(id.to_string()).or_default();
+            if state.busy {
+                return Err(busy());
+            }
+            state.busy = true;
+            state.floor.clone()
+        };
+        // Until the lease exists, a cancelled request (its future dropped while Redis answers)
+        // must not leave the session marked busy here.
+        let mut pending = Pending {
+            claims: self,
+            id,
+            armed: true,
+        };
+        let store = self.upstream.store();
+        let mut floor = floor;
+        if store.is_shared() {
+            match store.claim_run(id).await {
+                Ok(true) => {
+                    let token = self.renew(id);
+                    if let Some(state) = lock(&self.local).get_mut(id) {
+                        state.renewal = Some(token);
+                    }
+                    if let Ok(Some(shared)) = store.floor(id).await {
+                        if floor.as_deref().is_none_or(|f| shared.as_str() > f) {
+                            floor = Some(shared);
+                        }
+                    }
+                }
+                // Another replica runs on it (`pending`'s drop frees the local flag).
+                Ok(false) => return Err(busy()),
+                // Unreachable: the local flag decides (warned about by the store).
+                Err(_) => {}
+            }
         }
-        state.busy = true;
-        let floor = state.floor.clone();
+        pending.armed = false;
         Ok(Lease::new(
             id.to_string(),
             Seed::LastOnly,
             floor,
-            Owner::Claimed(self.clone()),
+            Owner::Claimed(Box::new(self.clone())),
         ))
+    }
+
+    /// Renews the shared claim on `id` every third of its lifetime until cancelled.
+    fn renew(&self, id: &str) -> CancellationToken {
+        let token = CancellationToken::new();
+        let (stop, store, id) = (token.clone(), self.upstream.store().clone(), id.to_string());
+        let every = (store.lease_ttl() / 3).max(std::time::Duration::from_millis(100));
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                if let Ok(false) = store.renew_run(&id).await {
+                    tracing::warn!(session = %id, "lost the shared claim on a running session");
+                }
+            }
+        });
+        token
+    }
+
+    /// Ends this process's shared claim on `id` (and its renewal) and shares its floor.
+    fn release_shared(&self, id: &str, renewal: Option<CancellationToken>, floor: Option<String>) {
+        let Some(renewal) = renewal else { return };
+        renewal.cancel();
+        let (store, id) = (self.upstream.store().clone(), id.to_string());
+        self.upstream.spawn_cleanup(async move {
+            if let Some(floor) = floor {
+                let _ = store.set_floor(&id, &floor, FLOOR_TTL).await;
+            }
+            let _ = store.release_run(&id).await;
+        });
     }
 
     /// Sets the floor of a session not yet claimed (a fork whose copies predate its next run).
     pub fn set_floor(&self, id: &str, floor: Option<String>) {
-        lock(&self.local).entry(id.to_string()).or_default().floor = floor;
+        lock(&self.local).entry(id.to_string()).or_default().floor = floor.clone();
+        let store = self.upstream.store();
+        if let (true, Some(floor)) = (store.is_shared(), floor) {
+            let (store, id) = (store.clone(), id.to_string());
+            self.upstream.spawn_cleanup(async move {
+                let _ = store.set_floor(&id, &floor, FLOOR_TTL).await;
+            });
+        }
     }
 
     /// Forgets a session (deleted upstream).
     pub fn forget(&self, id: &str) {
-        lock(&self.local).remove(id);
+        if let Some(state) = lock(&self.local).remove(id) {
+            if let Some(renewal) = state.renewal {
+                renewal.cancel();
+            }
+        }
+        let store = self.upstream.store();
+        if store.is_shared() {
+            let (store, id) = (store.clone(), id.to_string());
+            self.upstream.spawn_cleanup(async move {
+                let _ = store.forget_session(&id).await;
+            });
+        }
     }
 
     /// Number of sessions with local state.
@@ -72,11 +197,15 @@ impl Claims {
 
     /// A request on the session ended: it is free, and `last_seen` is the next one's floor.
     pub(super) fn free(&self, session_id: &str, last_seen: Option<String>) {
-        if let Some(state) = lock(&self.local).get_mut(session_id) {
+        let ended = lock(&self.local).get_mut(session_id).map(|state| {
             state.busy = false;
             if last_seen.is_some() {
                 state.floor = last_seen;
             }
+            (state.renewal.take(), state.floor.clone())
+        });
+        if let Some((renewal, floor)) = ended {
+            self.release_shared(session_id, renewal, floor);
         }
     }
 

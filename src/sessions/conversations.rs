@@ -6,6 +6,15 @@
 //! claim) and sends only the new message. A second request with the same history while the first
 //! holds the session gets a fork of it. Idle entries expire by TTL (moka `time_to_idle`) or
 //! capacity; the eviction listener deletes the session upstream off the request path.
+//!
+//! With a shared store (Redis), every remembered entry is also written there, and a claim
+//! takes it from there (`GETDEL`: exactly one replica gets it), so a conversation continues on
+//! whichever replica its next turn reaches. The local entry then only drives expiry: when it
+//! expires, the replica deletes the store's entry *if it is still the one it wrote* and only
+//! then the session upstream — so a session that moved on with another replica is never
+//! deleted behind its back, and one that did not is deleted exactly once. With the store
+//! unreachable, only entries made while it was unreachable are used (a shared one may be in use
+//! elsewhere); the rest start over in a new session seeded with the history.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +30,7 @@ use super::lease::{Lease, Owner, Seed};
 use super::upstream::SessionUpstream;
 use crate::config::SessionsConfig;
 use crate::error::ApiError;
+use crate::store::SharedConversation;
 use crate::sync::lock;
 
 /// How long a concurrent request waits for the fork point before seeding a new session instead.
@@ -31,7 +41,14 @@ struct Remembered {
     session_id: String,
     /// The newest message id of the remembered state (see [`Lease::floor`]).
     floor: Option<String>,
+    /// The entry as written to the shared store (`None`: this process only).
+    shared: Option<SharedConversation>,
 }
+
+/// How much longer the shared store keeps an entry than the local pool: the replica that wrote
+/// it deletes it (and the session) when its own entry expires, so the store's copy must not
+/// vanish first.
+const SHARED_MARGIN: Duration = Duration::from_secs(60);
 
 /// A remembered session currently in use, and where a fork of its remembered state must stop:
 /// OpenCode's fork copies the messages *before* a given message id, so the fork point is the
@@ -45,6 +62,8 @@ struct Claimed {
 struct Inner {
     upstream: SessionUpstream,
     title: String,
+    /// How long the shared store keeps an entry.
+    shared_ttl: Duration,
     cache: Cache<Fingerprint, Remembered>,
     claimed: Mutex<HashMap<Fingerprint, Claimed>>,
     /// Serializes "take from the cache, mark claimed" so that a concurrent identical request
@@ -75,7 +94,7 @@ impl ConversationPool {
         let cache = Cache::builder()
             .max_capacity(config.max_capacity)
             .time_to_idle(config.ttl)
-            .eviction_listener(move |_key, value: Remembered, cause| {
+            .eviction_listener(move |key: Arc<Fingerprint>, value: Remembered, cause| {
                 let why = match cause {
                     RemovalCause::Expired => "expired",
                     RemovalCause::Size => "capacity",
@@ -84,14 +103,32 @@ impl ConversationPool {
                     // Explicit removal is a claim: the session is in use.
                     RemovalCause::Explicit => return,
                 };
-                crate::metrics::eviction(why);
-                evict.delete_later(value.session_id, why);
+                let Some(entry) = value.shared else {
+                    crate::metrics::eviction(why);
+                    evict.delete_later(value.session_id, why);
+                    return;
+                };
+                // Shared: delete only what no other replica took since.
+                let evict = evict.clone();
+                tokio::spawn(async move {
+                    match evict.store().remove_conversation_if(key.bytes(), &entry).await {
+                        Ok(true) => {
+                            crate::metrics::eviction(why);
+                            evict.delete_later(value.session_id, why);
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(session = %value.session_id, error = %e, "shared store unreachable at expiry; session left to its TTL");
+                        }
+                    }
+                });
             })
             .build();
         ConversationPool {
             inner: Arc::new(Inner {
                 upstream,
                 title,
+                shared_ttl: config.ttl + SHARED_MARGIN,
                 cache,
                 claimed: Mutex::new(HashMap::new()),
                 claim_lock: tokio::sync::Mutex::new(()),
@@ -111,6 +148,11 @@ impl ConversationPool {
                 this.inner.cache.run_pending_tasks().await;
             }
         });
+    }
+
+    /// Whether this pool remembers (or is running) the conversation whose history is `prior`.
+    pub fn holds(&self, prior: &Fingerprint) -> bool {
+        self.inner.cache.contains_key(prior) || lock(&self.inner.claimed).contains_key(prior)
     }
 
     /// Number of remembered (idle) conversations.
@@ -141,7 +183,33 @@ impl ConversationPool {
     /// Takes `prior` out of the cache and marks it claimed, or finds it claimed already.
     async fn claim(&self, prior: Fingerprint) -> Found {
         let _guard = self.inner.claim_lock.lock().await;
-        match self.inner.cache.remove(&prior).await {
+        let local = self.inner.cache.remove(&prior).await;
+        let store = self.inner.upstream.store();
+        let taken = if store.is_shared() {
+            match store.take_conversation(prior.bytes()).await {
+                Ok(Some(entry)) if entry.upstream == self.inner.upstream.name() => {
+                    Some(Remembered {
+                        session_id: entry.session.clone(),
+                        floor: entry.floor.clone(),
+                        shared: Some(entry),
+                    })
+                }
+                Ok(Some(entry)) => {
+                    // Another upstream's (the router placed this turn elsewhere): put it back.
+                    let _ = store
+                        .put_conversation(prior.bytes(), &entry, self.inner.shared_ttl)
+                        .await;
+                    None
+                }
+                // Another replica took it (the local copy is stale), or it expired.
+                Ok(None) => local.filter(|r| r.shared.is_none()),
+                // Unreachable: a shared entry may be in use elsewhere; only local ones serve.
+                Err(_) => local.filter(|r| r.shared.is_none()),
+            }
+        } else {
+            local
+        };
+        match taken {
             Some(r) => {
                 let (tx, rx) = watch::channel(None);
                 let claim = Claimed {
@@ -221,9 +289,24 @@ impl ConversationPool {
         session_id: &str,
         floor: Option<String>,
     ) {
+        let store = self.inner.upstream.store();
+        let shared = match store.is_shared() {
+            true => {
+                let entry = SharedConversation {
+                    upstream: self.inner.upstream.name().to_string(),
+                    session: session_id.to_string(),
+                    floor: floor.clone(),
+                };
+                let put =
+                    store.put_conversation(fingerprint.bytes(), &entry, self.inner.shared_ttl);
+                put.await.ok().map(|()| entry)
+            }
+            false => None,
+        };
         let remembered = Remembered {
             session_id: session_id.to_string(),
             floor,
+            shared,
         };
         self.inner.cache.insert(fingerprint, remembered).await;
     }
@@ -242,9 +325,16 @@ impl ConversationPool {
     }
 
     /// Forgets every remembered conversation, deleting their sessions upstream (in the
-    /// background: wait with [`SessionUpstream::drain_cleanup`]).
+    /// background: wait with [`SessionUpstream::drain_cleanup`]). Conversations in the shared
+    /// store are left to the other replicas (a rolling update must not end them all).
     pub fn delete_all(&self) {
-        let ids: Vec<String> = self.inner.cache.iter().map(|(_, r)| r.session_id).collect();
+        let ids: Vec<String> = self
+            .inner
+            .cache
+            .iter()
+            .filter(|(_, r)| r.shared.is_none())
+            .map(|(_, r)| r.session_id)
+            .collect();
         self.inner.cache.invalidate_all();
         tracing::info!(count = ids.len(), "deleting pooled sessions");
         for id in ids {

@@ -203,12 +203,12 @@ impl ExplicitSessions {
     /// Claims `owner`'s session `id` for one request (409 while another runs on it).
     pub async fn acquire(&self, caller: &Caller, id: &str) -> Result<Lease, ApiError> {
         let session = self.owned(caller, id).await?;
-        self.claim(&session)
+        self.claim(&session).await
     }
 
     /// Claims a session already known to be the caller's (from [`Self::owned`]).
-    pub fn claim(&self, session: &Session) -> Result<Lease, ApiError> {
-        self.inner.claims.claim(&session.id)
+    pub async fn claim(&self, session: &Session) -> Result<Lease, ApiError> {
+        self.inner.claims.claim(&session.id).await
     }
 }
 

@@ -26,6 +26,11 @@ impl Hasher for Sha {
 }
 
 impl Fingerprint {
+    /// The digest (the shared store's key).
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// Fingerprints `(caller, model, system, turns)`.
     pub fn of(client: &ClientId, model: &str, system: Option<&str>, turns: &[Message]) -> Self {
         let mut h = Sha(Sha256::new());

@@ -41,7 +41,7 @@ pub(super) enum Owner {
         claimed: Option<Fingerprint>,
     },
     /// A claim on a named session (explicit sessions, Responses chains).
-    Claimed(Claims),
+    Claimed(Box<Claims>),
 }
 
 /// Exclusive use of one OpenCode session for one request.

@@ -33,6 +33,7 @@ pub use upstream::{not_found_as_session, SessionUpstream};
 
 use crate::config::SessionsConfig;
 use crate::opencode::OpenCodeClient;
+use crate::store::Store;
 
 /// Both session services; cheap to clone.
 #[derive(Clone)]
@@ -76,9 +77,16 @@ impl Owners {
 }
 
 impl Sessions {
-    /// Builds both services over one client; sessions they create are titled `title`.
-    pub fn new(client: OpenCodeClient, title: String, config: &SessionsConfig) -> Sessions {
-        let upstream = SessionUpstream::new(client);
+    /// Builds both services over the client of upstream `name`, sharing what replicas share
+    /// through `store`; sessions they create are titled `title`.
+    pub fn new(
+        client: OpenCodeClient,
+        store: Store,
+        name: String,
+        title: String,
+        config: &SessionsConfig,
+    ) -> Sessions {
+        let upstream = SessionUpstream::new(client, store, name);
         Sessions {
             conversations: ConversationPool::new(upstream.clone(), title.clone(), config),
             explicit: ExplicitSessions::new(upstream.clone(), title, config),

@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use super::reaper::Reaper;
 use crate::error::ApiError;
 use crate::opencode::{OpenCodeClient, Session, UpstreamError};
+use crate::store::Store;
 
 /// Session calls to OpenCode, plus tracked clean-up work. Cheap to clone.
 #[derive(Clone)]
@@ -21,6 +22,10 @@ pub struct SessionUpstream {
     client: OpenCodeClient,
     cleanup: TaskTracker,
     reaper: Reaper,
+    /// The state shared with other replicas (memory-only by default).
+    store: Store,
+    /// This upstream's name, as the shared store records it.
+    name: String,
 }
 
 /// An upstream 404 on the session the client named → `session_not_found` for that id.
@@ -32,13 +37,25 @@ pub fn not_found_as_session(id: &str) -> impl FnOnce(UpstreamError) -> ApiError 
 }
 
 impl SessionUpstream {
-    /// Wraps the client.
-    pub fn new(client: OpenCodeClient) -> SessionUpstream {
+    /// Wraps the client of upstream `name`, sharing state through `store`.
+    pub fn new(client: OpenCodeClient, store: Store, name: String) -> SessionUpstream {
         SessionUpstream {
             reaper: Reaper::new(client.clone()),
             client,
             cleanup: TaskTracker::new(),
+            store,
+            name,
         }
+    }
+
+    /// The state shared with other replicas.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// This upstream's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// What retries failed deletes and finds sessions of lost creates.

@@ -56,13 +56,29 @@ pub fn router(slots: Slots) -> Router {
         .with_state(endpoint)
 }
 
-/// Serves the MCP endpoint on `listener` until `shutdown`.
+/// The path prefix of upstream `i`'s slots on the shared listener: none for the first (the
+/// single-upstream layout), `/u<i>` for the others, each with its own secret.
+pub fn prefix(i: usize) -> String {
+    match i {
+        0 => String::new(),
+        i => format!("/u{i}"),
+    }
+}
+
+/// Serves the MCP endpoint of every upstream's slots (see [`prefix`]) on `listener` until
+/// `shutdown`.
 pub async fn serve(
     listener: TcpListener,
-    slots: Slots,
+    slots: Vec<Slots>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let app = router(slots);
+    let mut app = Router::new();
+    for (i, slots) in slots.into_iter().enumerate() {
+        app = match i {
+            0 => app.merge(router(slots)),
+            i => app.nest(&prefix(i), router(slots)),
+        };
+    }
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -1,0 +1,316 @@
+//! Several OpenCode servers behind one gateway: each a [`Backend`] with everything that talks
+//! to it (client, event hub, sessions, client tools, permissions, stored responses), and the
+//! rules that send each request to one of them.
+//!
+//! - A **new conversation** goes to an available upstream with the fewest runs in flight per
+//!   unit of weight ([`Upstreams::pick`]).
+//! - **Everything later** goes where its session is: a conversation to the upstream whose pool
+//!   (or the shared store) remembers its history ([`Upstreams::conversation_home`]); an explicit
+//!   session or a stored response to the upstream holding that session
+//!   ([`Upstreams::session_home`]: a local cache, then the shared store, then asking every
+//!   available upstream, since OpenCode's session ids are unique across servers).
+//! - An upstream whose [`breaker`] is open, or whose event stream is down, gets nothing new; a
+//!   conversation it held starts over on another one at its next turn, seeded with the history
+//!   the client resends anyway — the same path as a session that vanished.
+//!
+//! With one upstream (the default) every rule answers "that one" without a lookup, so a
+//! single-upstream gateway pays nothing for any of this.
+
+pub mod breaker;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub use breaker::{Breaker, BreakerState};
+
+use crate::catalog::Catalog;
+use crate::hub::EventHub;
+use crate::opencode::OpenCodeClient;
+use crate::permissions::Permissions;
+use crate::responses::ResponseStore;
+use crate::sessions::{Fingerprint, Sessions};
+use crate::store::Store;
+use crate::tools::ClientTools;
+
+/// One OpenCode server and everything the gateway keeps about it.
+pub struct Backend {
+    /// Position in the configuration.
+    pub index: usize,
+    /// Its name (`/status`, `/metrics`, the shared store).
+    pub name: String,
+    /// Its base URL (for `/status`).
+    pub url: String,
+    /// Relative share of new conversations.
+    pub weight: u32,
+    /// The client.
+    pub client: OpenCodeClient,
+    /// Its event subscription.
+    pub hub: EventHub,
+    /// Its model catalog.
+    pub catalog: Catalog,
+    /// Its conversation pool and explicit sessions.
+    pub sessions: Sessions,
+    /// Its MCP slots and parked runs.
+    pub tools: ClientTools,
+    /// Its permission requests.
+    pub permissions: Permissions,
+    /// Its stored responses.
+    pub responses: ResponseStore,
+    /// Its health.
+    pub breaker: Breaker,
+    /// Runs in flight on it (see [`Upstreams::run_started`]).
+    pub in_flight: AtomicUsize,
+}
+
+impl Backend {
+    /// Whether it takes new work: its breaker is closed and its event stream connected (the
+    /// stream drops the moment OpenCode dies, long before a probe notices).
+    pub fn available(&self) -> bool {
+        self.breaker.state() == BreakerState::Closed && self.hub.is_connected()
+    }
+
+    /// Runs in flight on it.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// A run's place in its upstream's in-flight count, given back on drop.
+pub struct InFlight(Arc<Backend>);
+
+impl InFlight {
+    fn new(backend: Arc<Backend>) -> InFlight {
+        let now = backend.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!("portatek_upstream_in_flight", "upstream" => backend.name.clone())
+            .set(now as f64);
+        InFlight(backend)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let now = self
+            .0
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed)
+            .saturating_sub(1);
+        metrics::gauge!("portatek_upstream_in_flight", "upstream" => self.0.name.clone())
+            .set(now as f64);
+    }
+}
+
+/// Every upstream, the shared store, and where sessions live; cheap to clone.
+#[derive(Clone)]
+pub struct Upstreams {
+    list: Arc<[Arc<Backend>]>,
+    store: Store,
+    /// Session id → upstream index, for sessions found once.
+    homes: moka::sync::Cache<String, usize>,
+    /// Rotates ties between equally loaded upstreams.
+    turn: Arc<AtomicUsize>,
+}
+
+impl Upstreams {
+    /// The set (at least one backend).
+    pub fn new(list: Vec<Arc<Backend>>, store: Store) -> Upstreams {
+        Upstreams {
+            list: list.into(),
+            store,
+            homes: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(Duration::from_secs(86_400))
+                .build(),
+            turn: Arc::default(),
+        }
+    }
+
+    /// Every backend, in configuration order.
+    pub fn all(&self) -> &[Arc<Backend>] {
+        &self.list
+    }
+
+    /// Backend `i` (the first for an index out of range).
+    pub fn get(&self, i: usize) -> &Arc<Backend> {
+        &self.list[i.min(self.list.len() - 1)]
+    }
+
+    /// The shared store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Whether there is only one upstream (every routing question has one answer).
+    pub fn is_single(&self) -> bool {
+        self.list.len() == 1
+    }
+
+    /// The backend named `name`.
+    pub fn by_name(&self, name: &str) -> Option<usize> {
+        self.list.iter().position(|b| b.name == name)
+    }
+
+    /// Counts a run on upstream `i` until the guard drops.
+    pub fn run_started(&self, i: usize) -> InFlight {
+        InFlight::new(self.get(i).clone())
+    }
+
+    /// Where a new conversation goes: the available upstream with the fewest runs per weight
+    /// (ties rotate); with none available, the first whose event stream is up, else the first.
+    pub fn pick(&self) -> usize {
+        if self.is_single() {
+            return 0;
+        }
+        let start = self.turn.fetch_add(1, Ordering::Relaxed);
+        let n = self.list.len();
+        let mut best: Option<(usize, usize, u32)> = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let b = &self.list[i];
+            if !b.available() {
+                continue;
+            }
+            let (load, weight) = (b.in_flight(), b.weight.max(1));
+            // load/weight < best_load/best_weight, in integers.
+            let better = best.is_none_or(|(_, bl, bw)| load * (bw as usize) < bl * weight as usize);
+            if better {
+                best = Some((i, load, weight));
+            }
+        }
+        match best {
+            Some((i, _, _)) => i,
+            None => self.primary(),
+        }
+    }
+
+    /// Where requests not tied to a session go (the model list, OpenCode's own routes): the
+    /// first available upstream, else the first with its event stream up, else the first.
+    pub fn primary(&self) -> usize {
+        if self.is_single() {
+            return 0;
+        }
+        self.list
+            .iter()
+            .position(|b| b.available())
+            .or_else(|| self.list.iter().position(|b| b.hub.is_connected()))
+            .unwrap_or(0)
+    }
+
+    /// Records that `session` lives on upstream `i` (here, and in the shared store).
+    pub fn set_home(&self, session: &str, i: usize) {
+        if self.is_single() {
+            return;
+        }
+        self.homes.insert(session.to_string(), i);
+        if self.store.is_shared() {
+            let (store, session, name) = (
+                self.store.clone(),
+                session.to_string(),
+                self.get(i).name.clone(),
+            );
+            tokio::spawn(async move {
+                let _ = store.set_session_home(&session, &name, HOME_TTL).await;
+            });
+        }
+    }
+
+    /// Forgets where `session` lives (deleted).
+    pub fn forget_home(&self, session: &str) {
+        if self.is_single() {
+            return;
+        }
+        self.homes.invalidate(session);
+        if self.store.is_shared() {
+            let (store, session) = (self.store.clone(), session.to_string());
+            tokio::spawn(async move {
+                let _ = store.forget_session(&session).await;
+            });
+        }
+    }
+
+    /// The upstream holding `session`: known here, known to the shared store, or found by
+    /// asking every available upstream. `None`: nobody has it (the caller's 404).
+    pub async fn session_home(&self, session: &str) -> Option<usize> {
+        if self.is_single() {
+            return Some(0);
+        }
+        if let Some(i) = self.homes.get(session) {
+            return Some(i);
+        }
+        if let Ok(Some(name)) = self.store.session_home(session).await {
+            if let Some(i) = self.by_name(&name) {
+                self.homes.insert(session.to_string(), i);
+                return Some(i);
+            }
+        }
+        let asks = self.list.iter().filter(|b| b.hub.is_connected()).map(|b| {
+            let b = b.clone();
+            async move { b.client.session(session).await.ok().map(|_| b.index) }
+        });
+        let found = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .next();
+        if let Some(i) = found {
+            self.set_home(session, i);
+        }
+        found
+    }
+
+    /// The upstream that remembers the conversation whose history is `prior`, if any: a local
+    /// pool first, then the shared store.
+    pub async fn conversation_home(&self, prior: &Fingerprint) -> Option<usize> {
+        if self.is_single() {
+            return Some(0);
+        }
+        if let Some(b) = self
+            .list
+            .iter()
+            .find(|b| b.sessions.conversations.holds(prior))
+        {
+            return Some(b.index);
+        }
+        match self.store.peek_conversation(prior.bytes()).await {
+            Ok(Some(entry)) => self.by_name(&entry.upstream),
+            _ => None,
+        }
+    }
+
+    /// Probes every upstream every `interval` (an open breaker waits out its period), until
+    /// `shutdown`.
+    pub fn spawn_health(&self, interval: Duration, timeout: Duration, shutdown: CancellationToken) {
+        for backend in self.list.iter() {
+            let b = backend.clone();
+            let shutdown = shutdown.clone();
+            metrics::gauge!("portatek_upstream_up", "upstream" => b.name.clone()).set(1.0);
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(interval) => {}
+                    }
+                    if !b.breaker.should_probe() {
+                        continue;
+                    }
+                    let ok = matches!(b.client.health(timeout).await, Ok(h) if h.healthy);
+                    if let Some(state) = b.breaker.record(ok) {
+                        let up = state == BreakerState::Closed;
+                        metrics::gauge!("portatek_upstream_up", "upstream" => b.name.clone())
+                            .set(if up { 1.0 } else { 0.0 });
+                        if up {
+                            tracing::info!(upstream = %b.name, "upstream healthy again; serving");
+                        } else {
+                            tracing::warn!(upstream = %b.name, state = state.label(), "upstream failing health checks; drained");
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// How long the shared store remembers where a session lives after its last use.
+const HOME_TTL: Duration = Duration::from_secs(7 * 86_400);
