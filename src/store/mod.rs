@@ -413,12 +413,18 @@ impl Redis {
         Err(StoreError::Unavailable(failure))
     }
 
+    /// A call failed: the connection is dropped and the next attempt waits a second.
     async fn down(&self, why: &str) {
         {
             let mut conn = self.conn.lock().await;
             conn.live = None;
             conn.quiet_until = Some(Instant::now() + RETRY_AFTER);
         }
+        self.mark_down(why);
+    }
+
+    /// Says (once) that Redis is unreachable.
+    fn mark_down(&self, why: &str) {
         if self.up.swap(false, Ordering::Relaxed) {
             tracing::warn!(error = %why, "Redis unreachable; using this replica's own state until it answers");
             metrics::gauge!("portatek_store_up").set(0.0);
@@ -426,34 +432,54 @@ impl Redis {
     }
 
     async fn call<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        let mut conn = match self.connection().await {
-            Ok(c) => c,
-            Err(e) => {
-                if let StoreError::Unavailable(why) = &e {
-                    self.down(why).await;
-                }
-                return Err(e);
+        for attempt in 0..2 {
+            let mut conn = self.usable_connection().await?;
+            let result =
+                tokio::time::timeout(self.settings.timeout, cmd.query_async(&mut conn)).await;
+            if attempt == 0 && self.stale(&result).await {
+                continue;
             }
-        };
-        let result = tokio::time::timeout(self.settings.timeout, cmd.query_async(&mut conn)).await;
-        self.outcome(result).await
+            return self.outcome(result).await;
+        }
+        Err(StoreError::Unavailable("connection lost".into()))
     }
 
     async fn script<T: redis::FromRedisValue>(
         &self,
         inv: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        let mut conn = match self.connection().await {
-            Ok(c) => c,
-            Err(e) => {
-                if let StoreError::Unavailable(why) = &e {
-                    self.down(why).await;
-                }
-                return Err(e);
+        for attempt in 0..2 {
+            let mut conn = self.usable_connection().await?;
+            let result =
+                tokio::time::timeout(self.settings.timeout, inv.invoke_async(&mut conn)).await;
+            if attempt == 0 && self.stale(&result).await {
+                continue;
             }
-        };
-        let result = tokio::time::timeout(self.settings.timeout, inv.invoke_async(&mut conn)).await;
-        self.outcome(result).await
+            return self.outcome(result).await;
+        }
+        Err(StoreError::Unavailable("connection lost".into()))
+    }
+
+    async fn usable_connection(&self) -> Result<MultiplexedConnection, StoreError> {
+        self.connection().await.inspect_err(|e| {
+            // `connection` already set the quiet period (and must not extend it).
+            if let StoreError::Unavailable(why) = e {
+                self.mark_down(why);
+            }
+        })
+    }
+
+    /// Whether `result` is the error of a connection that died since its last use (Redis
+    /// restarted, say): then it is dropped, and the call tried once more on a new one.
+    async fn stale<T>(
+        &self,
+        result: &Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> bool {
+        let dropped = matches!(result, Ok(Err(e)) if e.is_connection_dropped() || e.is_io_error());
+        if dropped {
+            self.conn.lock().await.live = None;
+        }
+        dropped
     }
 }
 

@@ -18,6 +18,7 @@ pub mod procs;
 pub mod prometheus;
 pub mod python_sdk;
 pub mod raw_http;
+pub mod redis;
 pub mod responses_api;
 pub mod responses_schema;
 pub mod scenarios;
