@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use portatek_gateway::store::{SharedConversation, Store, StoreError, StoreSettings};
+use portatek_gateway::store::{Claim, SharedConversation, Store, StoreError, StoreSettings};
 use support::redis::Redis;
 
 fn store(redis: &Redis, lease_ttl: Duration) -> Store {
@@ -36,25 +36,38 @@ async fn shared_store_semantics() {
         store(&redis, Duration::from_millis(400)),
         store(&redis, Duration::from_millis(400)),
     );
-    assert_ne!(one.holder(), two.holder(), "each process its own holder token");
+    assert_ne!(
+        one.holder(),
+        two.holder(),
+        "each process its own holder token"
+    );
 
-    // Run claims: one holder at a time; only it renews or releases; unrenewed, it lapses.
-    assert!(one.claim_run("ses_a").await.unwrap());
-    assert!(!two.claim_run("ses_a").await.unwrap(), "second holder refused");
+    // Run claims: one holder at a time; only it renews or releases; unrenewed, it lapses, and
+    // the next claim learns that its last holder died mid-run.
+    assert_eq!(one.claim_run("ses_a").await.unwrap(), Claim::Taken);
+    assert_eq!(two.claim_run("ses_a").await.unwrap(), Claim::Held);
     assert!(one.renew_run("ses_a").await.unwrap());
     assert!(!two.renew_run("ses_a").await.unwrap(), "not its claim");
     two.release_run("ses_a").await.unwrap();
-    assert!(
-        !two.claim_run("ses_a").await.unwrap(),
+    assert_eq!(
+        two.claim_run("ses_a").await.unwrap(),
+        Claim::Held,
         "another holder's release does not free it"
     );
     one.release_run("ses_a").await.unwrap();
-    assert!(two.claim_run("ses_a").await.unwrap(), "free after release");
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(
-        one.claim_run("ses_a").await.unwrap(),
-        "a claim nobody renews lapses"
+    assert_eq!(
+        two.claim_run("ses_a").await.unwrap(),
+        Claim::Taken,
+        "free after a release, and nothing left running"
     );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        one.claim_run("ses_a").await.unwrap(),
+        Claim::TakenFromLapsed,
+        "a claim nobody renews lapses; its run was never released"
+    );
+    one.release_run("ses_a").await.unwrap();
+    assert_eq!(two.claim_run("ses_a").await.unwrap(), Claim::Taken);
 
     // Conversations: a take is exclusive; compare-and-delete only removes the same entry.
     let fp = [7u8; 32];
@@ -123,7 +136,7 @@ async fn shared_store_semantics() {
     let started = Instant::now();
     loop {
         let last = one.claim_run("ses_z").await;
-        if let Ok(true) = last {
+        if let Ok(Claim::Taken) = last {
             break;
         }
         assert!(
@@ -133,5 +146,5 @@ async fn shared_store_semantics() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(one.is_up());
-    assert!(!two.claim_run("ses_z").await.unwrap());
+    assert_eq!(two.claim_run("ses_z").await.unwrap(), Claim::Held);
 }

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::lease::{Lease, Owner, Seed};
 use super::upstream::SessionUpstream;
 use crate::error::ApiError;
+use crate::store::Claim;
 use crate::sync::lock;
 
 #[derive(Debug, Default)]
@@ -104,7 +105,15 @@ impl Claims {
         let mut floor = floor;
         if store.is_shared() {
             match store.claim_run(id).await {
-                Ok(true) => {
+                Ok(claim @ (Claim::Taken | Claim::TakenFromLapsed)) => {
+                    if claim == Claim::TakenFromLapsed {
+                        // Its last holder died mid-run: that run may still be going upstream,
+                        // and OpenCode would fold this prompt into it.
+                        tracing::info!(session = %id, "claim of a replica that died mid-run lapsed; aborting its run");
+                        if let Err(e) = self.upstream.abort(id).await {
+                            tracing::warn!(session = %id, error = %e, "abort failed");
+                        }
+                    }
                     let token = self.renew(id);
                     if let Some(state) = lock(&self.local).get_mut(id) {
                         state.renewal = Some(token);
@@ -116,7 +125,7 @@ impl Claims {
                     }
                 }
                 // Another replica runs on it (`pending`'s drop frees the local flag).
-                Ok(false) => return Err(busy()),
+                Ok(Claim::Held) => return Err(busy()),
                 // Unreachable: the local flag decides (warned about by the store).
                 Err(_) => {}
             }

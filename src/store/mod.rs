@@ -9,6 +9,7 @@
 //! | `conv:<sha256>` | `{"upstream","session","floor"}`: the session holding a conversation | `sessions.ttl_secs` + 60 s; taken (`GETDEL`) by the replica continuing it |
 //! | `session:<id>` | the upstream holding an explicit or Responses session | 7 days after last set |
 //! | `run:<id>` | the replica running a prompt on the session | `store.lease_ttl_secs`, renewed every third of it while the run lives |
+//! | `running:<id>` | the same, removed only by a release: still there at the next claim, the last holder died mid-run (its run is aborted first) | 1 day |
 //! | `floor:<id>` | the newest message id before the session's next run | 7 days |
 //! | `rate:req:<key>:<minute>`, `rate:tok:<key>:<minute>` | requests and tokens of a key in a minute | 2 minutes |
 //!
@@ -70,6 +71,45 @@ pub struct SharedConversation {
 /// How long a down store is left alone before the next attempt.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// Claims run `KEYS[1]` for holder `ARGV[1]` (`ARGV[2]` ms) when free, and marks the session
+/// as running in `KEYS[2]` (`ARGV[3]` ms), a mark only a release removes: 0 = held by another,
+/// 1 = claimed, 2 = claimed but the mark was still there (the last holder died mid-run).
+const CLAIM: &str = r#"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local prev = redis.call('GET', KEYS[2])
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
+  if prev then return 2 end
+  return 1
+end
+return 0
+"#;
+
+/// Releases run `KEYS[1]` and its mark `KEYS[2]` when they are holder `ARGV[1]`'s.
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('DEL', KEYS[2])
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// How long the mark of a running session outlives an unreleased claim (a holder that died).
+const RUNNING_MARK_TTL: Duration = Duration::from_secs(86_400);
+
+/// What a run claim found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Another replica runs on the session.
+    Held,
+    /// Claimed; the last run ended normally.
+    Taken,
+    /// Claimed, but the last holder's claim lapsed without a release: it died mid-run, and its
+    /// run may still be going upstream (abort it before prompting).
+    TakenFromLapsed,
+}
+
 /// Deletes `KEYS[1]` when its value is `ARGV[1]`.
 const COMPARE_AND_DELETE: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -104,6 +144,8 @@ struct Redis {
     compare_and_delete: redis::Script,
     compare_and_expire: redis::Script,
     add_and_expire: redis::Script,
+    claim: redis::Script,
+    release: redis::Script,
 }
 
 #[derive(Default)]
@@ -155,6 +197,8 @@ impl Store {
                 compare_and_delete: redis::Script::new(COMPARE_AND_DELETE),
                 compare_and_expire: redis::Script::new(COMPARE_AND_EXPIRE),
                 add_and_expire: redis::Script::new(ADD_AND_EXPIRE),
+                claim: redis::Script::new(CLAIM),
+                release: redis::Script::new(RELEASE),
             })),
         }
     }
@@ -279,21 +323,26 @@ impl Store {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(r.key("session:", session))
             .arg(r.key("floor:", session))
-            .arg(r.key("run:", session));
+            .arg(r.key("run:", session))
+            .arg(r.key("running:", session));
         r.call::<()>(&cmd).await
     }
 
-    /// Claims `session` for one run of this process; `false` when another holder has it.
-    pub async fn claim_run(&self, session: &str) -> Result<bool, StoreError> {
+    /// Claims `session` for one run of this process (see [`Claim`]).
+    pub async fn claim_run(&self, session: &str) -> Result<Claim, StoreError> {
         let r = self.shared()?;
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(r.key("run:", session))
+        let mut inv = r.claim.prepare_invoke();
+        inv.key(r.key("run:", session))
+            .key(r.key("running:", session))
             .arg(&r.holder)
-            .arg("NX")
-            .arg("PX")
-            .arg(ms(r.settings.lease_ttl));
-        let set: Option<String> = r.call(&cmd).await?;
-        Ok(set.is_some())
+            .arg(ms(r.settings.lease_ttl))
+            .arg(ms(RUNNING_MARK_TTL));
+        let n: i64 = r.script(&inv).await?;
+        Ok(match n {
+            0 => Claim::Held,
+            2 => Claim::TakenFromLapsed,
+            _ => Claim::Taken,
+        })
     }
 
     /// Extends this process's claim on `session`; `false` when it is not (or no longer) ours.
@@ -310,8 +359,10 @@ impl Store {
     /// Ends this process's claim on `session` (another holder's stays).
     pub async fn release_run(&self, session: &str) -> Result<(), StoreError> {
         let r = self.shared()?;
-        let mut inv = r.compare_and_delete.prepare_invoke();
-        inv.key(r.key("run:", session)).arg(&r.holder);
+        let mut inv = r.release.prepare_invoke();
+        inv.key(r.key("run:", session))
+            .key(r.key("running:", session))
+            .arg(&r.holder);
         r.script::<i64>(&inv).await.map(|_| ())
     }
 

@@ -8,6 +8,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod api;
+pub mod cluster;
 pub mod fake_opencode;
 pub mod gateway;
 pub mod in_process;

@@ -58,8 +58,12 @@ impl Redis {
     /// Starts one; `None` (after a notice) when `redis-server` is missing and not required.
     pub async fn start() -> Option<Redis> {
         if !on_path("redis-server") {
-            let why = "redis-server is not on PATH (Debian package redis-server; .ci/prepare-redis.sh)";
-            assert!(!tools_required(), "required by PORTATEK_REQUIRE_TOOLS=1: {why}");
+            let why =
+                "redis-server is not on PATH (Debian package redis-server; .ci/prepare-redis.sh)";
+            assert!(
+                !tools_required(),
+                "required by PORTATEK_REQUIRE_TOOLS=1: {why}"
+            );
             eprintln!("skipped: {why}");
             return None;
         }
