@@ -656,3 +656,133 @@ fn dockerfile_default_stage_is_the_runtime_image() {
         "the image must default to the embedded OpenCode"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The scale-out example (deploy/k8s/scale-out): replicas, upstreams, Redis
+// ---------------------------------------------------------------------------------------------
+
+/// Every object file of the scale-out example, sorted (its Secret example included).
+fn scale_out_manifests() -> Vec<PathBuf> {
+    let dir = repo().join("deploy/k8s/scale-out");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("list {}: {e}", dir.display()))
+        .map(|e| e.expect("read a deploy/k8s/scale-out entry").path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "yaml")
+                && p.file_name().is_some_and(|n| n != "kustomization.yaml")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The scale-out manifests validate, and kustomization.yaml lists every one of them (but the
+/// Secret example, which the operator fills in and applies first).
+#[test]
+fn scale_out_manifests_are_valid_and_listed() {
+    let files = scale_out_manifests();
+    let kustomization = read("deploy/k8s/scale-out/kustomization.yaml");
+    let listed: Vec<String> = kustomization
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- "))
+        .filter(|l| l.ends_with(".yaml"))
+        .map(String::from)
+        .collect();
+    let present: Vec<String> = files
+        .iter()
+        .filter_map(|p| p.file_name()?.to_str().map(String::from))
+        .filter(|n| n != "secret.example.yaml")
+        .collect();
+    let mut sorted = listed.clone();
+    sorted.sort();
+    assert_eq!(sorted, present, "kustomization.yaml resources");
+    let Some(tool) = kubernetes_validate() else {
+        return;
+    };
+    let report = validate(&tool, &files).unwrap_or_else(|e| panic!("{e}"));
+    for file in &files {
+        let shown = file.display().to_string();
+        assert!(
+            report
+                .lines()
+                .any(|l| l.contains(&shown) && l.contains("passed")),
+            "no object of {shown} was validated:\n{report}"
+        );
+    }
+}
+
+/// The pieces of the scale-out example meet: the gateway accepts its config (two upstreams, the
+/// Redis store); the upstream URLs name the OpenCode StatefulSet's pods through its headless
+/// Service and port; the store URL names the Redis Service and port; the gateway runs more than
+/// one replica, under a PodDisruptionBudget; every Secret reference names the example Secret.
+#[test]
+fn scale_out_example_is_consistent() {
+    let configmap = read("deploy/k8s/scale-out/configmap.yaml");
+    let toml_text = block_scalar(&configmap, "config.toml").expect("a config.toml block");
+    let dir = tempfile::tempdir().expect("create a temp dir");
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, &toml_text).expect("write the config");
+    let out = gateway(
+        &["--check-config", "--config", file.to_str().unwrap()],
+        &[
+            ("PORTATEK_API_KEYS", "k8s-test-key"),
+            ("OPENCODE_SERVER_PASSWORD", "pw"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "--check-config rejected the scale-out config: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let effective: toml::Value =
+        toml::from_str(&String::from_utf8_lossy(&out.stdout)).expect("TOML");
+    let upstreams = effective["upstreams"].as_array().expect("upstreams");
+    assert_eq!(upstreams.len(), 2);
+    assert_eq!(effective["store"]["kind"].as_str(), Some("redis"));
+
+    let opencode = read("deploy/k8s/scale-out/opencode.yaml");
+    let service = scalar(&opencode, "serviceName");
+    let set = scalars(&opencode, "name")[0].clone();
+    let replicas: usize = scalars(&opencode, "replicas")[0].parse().unwrap();
+    assert_eq!(replicas, upstreams.len(), "one upstream per OpenCode pod");
+    let port = scalar(&opencode, "containerPort");
+    for (i, u) in upstreams.iter().enumerate() {
+        assert_eq!(
+            u["url"].as_str(),
+            Some(format!("http://{set}-{i}.{service}:{port}").as_str()),
+            "upstream {i}"
+        );
+    }
+
+    let redis = read("deploy/k8s/scale-out/redis.yaml");
+    let redis_service = scalars(&redis, "name")
+        .into_iter()
+        .find(|n| n == "portatek-redis")
+        .expect("the Redis Service");
+    let redis_port = scalar(&redis, "containerPort");
+    assert_eq!(
+        effective["store"]["url"].as_str(),
+        Some(format!("redis://{redis_service}:{redis_port}/0").as_str())
+    );
+
+    let gateway_yaml = read("deploy/k8s/scale-out/gateway.yaml");
+    let replicas: usize = scalar(&gateway_yaml, "replicas").parse().unwrap();
+    assert!(replicas >= 2, "a scale-out example with {replicas} replica");
+    let pdb = read("deploy/k8s/scale-out/poddisruptionbudget.yaml");
+    assert!(pdb.contains("kind: PodDisruptionBudget"));
+    assert!(scalars(&pdb, "app.kubernetes.io/name").contains(&"portatek-gateway".to_string()));
+
+    let secret = read("deploy/k8s/scale-out/secret.example.yaml");
+    let secret_name = scalar(&secret, "name");
+    for (file, text) in [("gateway.yaml", &gateway_yaml), ("opencode.yaml", &opencode)] {
+        for name in scalars(text, "name")
+            .into_iter()
+            .filter(|n| n.starts_with("portatek-scale") || n.contains("secret"))
+        {
+            assert_eq!(name, secret_name, "{file} names Secret {name}");
+        }
+    }
+    for key in ["OPENCODE_SERVER_PASSWORD", "PORTATEK_API_KEYS"] {
+        assert!(secret.contains(&format!("{key}:")), "the Secret lacks {key}");
+    }
+}
