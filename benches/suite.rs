@@ -13,9 +13,11 @@
 //! 4. `memory`: the gateway's RSS idle, after 10,000 and 100,000 remembered conversations, and
 //!    with 1,000 open streams.
 //! 5. `real`: the real OpenCode with the scripted model, gateway vs calling OpenCode directly.
+//! 6. `scale`: 1 vs 2 upstreams and 1 vs 2 replicas sharing Redis, against the fast fake: the
+//!    cost of routing and of the shared store, as ratios to one gateway over one upstream.
 //!
 //! `BENCH_ONLY=open_loop,streaming` runs only those sections (`open_loop`, `saturation`,
-//! `streaming`, `memory`, `real`; default: all). The real section installs the pinned OpenCode
+//! `streaming`, `memory`, `real`, `scale`; default: all). The real section installs the pinned OpenCode
 //! into `target/` unless `OPENCODE_BIN` names one. The whole suite takes about 7 minutes on two
 //! cores. Every section starts its own fake, gateway process and client connection pool.
 //!
@@ -37,6 +39,8 @@ mod procfs;
 mod real;
 #[path = "suite/report.rs"]
 mod report;
+#[path = "suite/scale.rs"]
+mod scale;
 #[path = "suite/streams.rs"]
 mod streams;
 
@@ -179,7 +183,7 @@ async fn status(http: &reqwest::Client, url: &str) -> Value {
         .expect("/status JSON")
 }
 
-fn pcts(o: &load::Outcome) -> String {
+pub fn pcts(o: &load::Outcome) -> String {
     let mut s = format!(
         "{} / {} / {}",
         us(o.pct(50.0)),
@@ -540,6 +544,9 @@ async fn main() {
     }
     if selected("real") {
         real::run(&mut report).await;
+    }
+    if selected("scale") {
+        scale::run(&mut report).await;
     }
     report.info(
         "machine",

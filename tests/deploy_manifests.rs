@@ -774,7 +774,10 @@ fn scale_out_example_is_consistent() {
 
     let secret = read("deploy/k8s/scale-out/secret.example.yaml");
     let secret_name = scalar(&secret, "name");
-    for (file, text) in [("gateway.yaml", &gateway_yaml), ("opencode.yaml", &opencode)] {
+    for (file, text) in [
+        ("gateway.yaml", &gateway_yaml),
+        ("opencode.yaml", &opencode),
+    ] {
         for name in scalars(text, "name")
             .into_iter()
             .filter(|n| n.starts_with("portatek-scale") || n.contains("secret"))
@@ -783,6 +786,9 @@ fn scale_out_example_is_consistent() {
         }
     }
     for key in ["OPENCODE_SERVER_PASSWORD", "PORTATEK_API_KEYS"] {
-        assert!(secret.contains(&format!("{key}:")), "the Secret lacks {key}");
+        assert!(
+            secret.contains(&format!("{key}:")),
+            "the Secret lacks {key}"
+        );
     }
 }

@@ -403,3 +403,42 @@ async fn redis_outage_costs_no_request(cluster: &mut Cluster) {
     assert_eq!(s1, s2, "shared again");
     assert_no_replay(cluster, "after redis two", 2);
 }
+
+/// With the Redis store, a key's requests per minute are counted across replicas: 5 allowed in
+/// all, not 5 per replica. (Each replica alone would let all 8 through.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_hold_across_replicas() {
+    let Some(redis) = support::redis::Redis::start().await else {
+        return;
+    };
+    let mock = support::MockModel::start().await;
+    let opencode = support::OpenCode::start(&mock.base_url()).await;
+    let config = format!(
+        "[store]\nkind = \"redis\"\nurl = \"{}\"\n[rate_limits]\nrequests_per_minute = 5\n",
+        redis.url()
+    );
+    let opts = support::GatewayOptions::default().config(config);
+    let gateways = [
+        support::Gateway::start_with(&opencode.url(), opts.clone()).await,
+        support::Gateway::start_with(&opencode.url(), opts).await,
+    ];
+    // Not across a minute boundary (the shared window is the clock's minute).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    if now.as_secs() % 60 > 50 {
+        tokio::time::sleep(Duration::from_secs(61 - now.as_secs() % 60)).await;
+    }
+    let http = support::gateway::test_client();
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let url = format!("{}/v1/models", gateways[i % 2].url());
+        let resp = http.get(url).send().await.unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 200, 429, 429, 429],
+        "5 per minute for the key, whichever replica counts"
+    );
+}

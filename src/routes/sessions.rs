@@ -90,11 +90,8 @@ pub async fn list(
     for (available, list) in lists {
         match list {
             Ok(list) => sessions.extend(list),
-            Err(e) if backends.len() == 1 || !available => {
-                if backends.len() == 1 {
-                    return Err(e);
-                }
-            }
+            // A drained upstream's sessions are left out; a serving one's error is the answer.
+            Err(_) if !available && backends.len() > 1 => {}
             Err(e) => return Err(e),
         }
     }

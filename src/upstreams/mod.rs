@@ -15,6 +15,11 @@
 //!
 //! With one upstream (the default) every rule answers "that one" without a lookup, so a
 //! single-upstream gateway pays nothing for any of this.
+//!
+//! `tower::balance` (power-of-two-choices over `Load`-reporting services) was considered: it
+//! balances each request independently, while here only a conversation's first turn is placed
+//! and every later one must follow its session; the placement that remains is a minimum over
+//! at most a handful of upstreams, so it is written out in [`Upstreams::pick`].
 
 pub mod breaker;
 
