@@ -21,7 +21,9 @@ use super::{chat, pcts};
 
 const S: &str = "scale";
 const CLIENTS: usize = 32;
-const RUN: Duration = Duration::from_secs(5);
+/// Slices per case, and the length of one.
+const ROUNDS: usize = 3;
+const SLICE: Duration = Duration::from_secs(2);
 
 /// A `redis-server` on a free port, killed on drop; `None` when it is not installed.
 struct RedisServer {
@@ -102,71 +104,75 @@ async fn replica(http: &reqwest::Client, fakes: &[&FastFake], redis: Option<u16>
     panic!("the gateway did not become ready:\n{}", gw.logs());
 }
 
-/// The closed loop over `urls` (request i to `urls[i % n]`), after a warm-up.
-async fn drive(http: &reqwest::Client, urls: Vec<String>, tag: &'static str) -> Outcome {
-    let urls = Arc::new(urls);
-    let make = |tag: &'static str| {
-        let (http, urls) = (http.clone(), urls.clone());
-        move |i: u64| {
-            let url = urls[i as usize % urls.len()].clone();
-            let http = http.clone();
-            Box::pin(chat(http, url, format!("scale {tag} {i}")))
-                as std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
-        }
+/// The closed loop over `urls` (request i to `urls[i % n]`) for `run`.
+async fn drive(http: &reqwest::Client, urls: &[String], tag: String, run: Duration) -> Outcome {
+    let urls = Arc::new(urls.to_vec());
+    let http = http.clone();
+    let make = move |i: u64| {
+        let url = urls[i as usize % urls.len()].clone();
+        Box::pin(chat(http.clone(), url, format!("scale {tag} {i}")))
+            as std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
     };
-    load::closed_loop_n(CLIENTS, Duration::from_secs(5), 1_000, make("warm")).await;
-    load::closed_loop(CLIENTS, RUN, make(tag)).await
+    load::closed_loop(CLIENTS, run, make).await
+}
+
+fn merge(into: &mut Outcome, o: Outcome) {
+    into.latencies_us.extend(o.latencies_us);
+    into.errors += o.errors;
+    into.elapsed += o.elapsed;
 }
 
 pub async fn run(report: &mut Report) {
     let http = load::client();
     let (f1, f2) = (FastFake::start(2), FastFake::start(2));
     let redis = RedisServer::start().await;
-    let mut cases: Vec<(&str, Outcome)> = Vec::new();
-    {
-        let gw = replica(&http, &[&f1], None).await;
-        cases.push((
+    // Every case's gateways up at once (idle ones cost nothing), then the cases in alternating
+    // slices, so that drift on a busy machine hits them alike.
+    let mut cases: Vec<(&str, Vec<Gateway>)> = vec![
+        (
             "1 gateway, 1 upstream",
-            drive(&http, vec![gw.url()], "a").await,
-        ));
-    }
-    {
-        let gw = replica(&http, &[&f1, &f2], None).await;
-        cases.push((
+            vec![replica(&http, &[&f1], None).await],
+        ),
+        (
             "1 gateway, 2 upstreams",
-            drive(&http, vec![gw.url()], "b").await,
-        ));
-    }
+            vec![replica(&http, &[&f1, &f2], None).await],
+        ),
+    ];
     match &redis {
         Some(r) => {
-            let (g1, g2) = (
-                replica(&http, &[&f1], Some(r.port)).await,
-                replica(&http, &[&f1], Some(r.port)).await,
-            );
-            let urls = vec![g1.url(), g2.url()];
-            cases.push((
-                "2 replicas + Redis, 1 upstream",
-                drive(&http, urls, "c").await,
-            ));
-            drop((g1, g2));
-            let (g1, g2) = (
-                replica(&http, &[&f1, &f2], Some(r.port)).await,
-                replica(&http, &[&f1, &f2], Some(r.port)).await,
-            );
-            let urls = vec![g1.url(), g2.url()];
-            cases.push((
-                "2 replicas + Redis, 2 upstreams",
-                drive(&http, urls, "d").await,
-            ));
+            for (name, fakes) in [
+                ("2 replicas + Redis, 1 upstream", vec![&f1]),
+                ("2 replicas + Redis, 2 upstreams", vec![&f1, &f2]),
+            ] {
+                let pair = vec![
+                    replica(&http, &fakes, Some(r.port)).await,
+                    replica(&http, &fakes, Some(r.port)).await,
+                ];
+                cases.push((name, pair));
+            }
         }
         None => report.info(S, "replicas with Redis", "skipped: no redis-server".into()),
     }
+    let urls: Vec<Vec<String>> = cases
+        .iter()
+        .map(|(_, gws)| gws.iter().map(Gateway::url).collect())
+        .collect();
+    for (c, u) in urls.iter().enumerate() {
+        drive(&http, u, format!("warm {c}"), Duration::from_secs(2)).await;
+    }
+    let mut outcomes: Vec<Outcome> = cases.iter().map(|_| Outcome::default()).collect();
+    for round in 0..ROUNDS {
+        for (c, u) in urls.iter().enumerate() {
+            let o = drive(&http, u, format!("{c} {round}"), SLICE).await;
+            merge(&mut outcomes[c], o);
+        }
+    }
     let base = (
-        cases[0].1.throughput(),
-        cases[0].1.pct(50.0),
-        cases[0].1.pct(99.0),
+        outcomes[0].throughput(),
+        outcomes[0].pct(50.0),
+        outcomes[0].pct(99.0),
     );
-    for (name, o) in &cases {
+    for ((name, _), o) in cases.iter().zip(&outcomes) {
         report.info(
             S,
             &format!("{name}: {CLIENTS} clients, p50 / p99 / p99.9"),

@@ -182,32 +182,38 @@ impl ConversationPool {
 
     /// Takes `prior` out of the cache and marks it claimed, or finds it claimed already.
     async fn claim(&self, prior: Fingerprint) -> Found {
+        // The shared store's take is atomic by itself, and is done before the lock: a Redis
+        // round trip under the pool-wide lock would serialize every claim behind it. (A
+        // concurrent identical request can then miss both the entry and the claim, and seeds a
+        // new session instead of forking: the same answer, one replay.)
+        let store = self.inner.upstream.store();
+        let shared = match store.is_shared() {
+            true => Some(store.take_conversation(prior.bytes()).await),
+            false => None,
+        };
         let _guard = self.inner.claim_lock.lock().await;
         let local = self.inner.cache.remove(&prior).await;
-        let store = self.inner.upstream.store();
-        let taken = if store.is_shared() {
-            match store.take_conversation(prior.bytes()).await {
-                Ok(Some(entry)) if entry.upstream == self.inner.upstream.name() => {
-                    Some(Remembered {
-                        session_id: entry.session.clone(),
-                        floor: entry.floor.clone(),
-                        shared: Some(entry),
-                    })
-                }
-                Ok(Some(entry)) => {
-                    // Another upstream's (the router placed this turn elsewhere): put it back.
-                    let _ = store
-                        .put_conversation(prior.bytes(), &entry, self.inner.shared_ttl)
-                        .await;
-                    None
-                }
-                // Another replica took it (the local copy is stale), or it expired.
-                Ok(None) => local.filter(|r| r.shared.is_none()),
-                // Unreachable: a shared entry may be in use elsewhere; only local ones serve.
-                Err(_) => local.filter(|r| r.shared.is_none()),
+        let taken = match shared {
+            None => local,
+            Some(Ok(Some(entry))) if entry.upstream == self.inner.upstream.name() => {
+                Some(Remembered {
+                    session_id: entry.session.clone(),
+                    floor: entry.floor.clone(),
+                    shared: Some(entry),
+                })
             }
-        } else {
-            local
+            Some(Ok(Some(entry))) => {
+                // Another upstream's (the router placed this turn elsewhere): put it back, so
+                // that the replica that wrote it still deletes its session at expiry.
+                let (store, ttl) = (store.clone(), self.inner.shared_ttl);
+                tokio::spawn(async move {
+                    let _ = store.put_conversation(prior.bytes(), &entry, ttl).await;
+                });
+                None
+            }
+            // Another replica took it (the local copy is stale), or it expired; or the store is
+            // unreachable and a shared entry may be in use elsewhere: only local ones serve.
+            Some(Ok(None) | Err(_)) => local.filter(|r| r.shared.is_none()),
         };
         match taken {
             Some(r) => {
