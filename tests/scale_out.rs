@@ -442,3 +442,76 @@ async fn rate_limits_hold_across_replicas() {
         "5 per minute for the key, whichever replica counts"
     );
 }
+
+/// Evictions delete upstream exactly once: a conversation answered on replica 0, then continued
+/// on replica 1, expires on replica 0 first — which must not delete the session now replica 1's
+/// — and then on replica 1, which deletes it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_deletes_a_moved_session_exactly_once() {
+    let Some(redis) = support::redis::Redis::start().await else {
+        return;
+    };
+    let mock = support::MockModel::start().await;
+    let opencode = support::OpenCode::start(&mock.base_url()).await;
+    let config = format!(
+        "[store]\nkind = \"redis\"\nurl = \"{}\"\n[sessions]\nttl_secs = 4\n",
+        redis.url()
+    );
+    let opts = support::GatewayOptions::default().config(config);
+    let gateways = [
+        support::Gateway::start_with(&opencode.url(), opts.clone()).await,
+        support::Gateway::start_with(&opencode.url(), opts).await,
+    ];
+    let http = support::gateway::test_client();
+    let ask = |g: usize, messages: Vec<Value>| {
+        let rb = http
+            .post(format!("{}/v1/chat/completions", gateways[g].url()))
+            .json(&chat_body(ECHO, messages));
+        async move {
+            let (status, headers, body) = support::api::send(rb).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let session = headers[SESSION_HEADER].to_str().unwrap().to_string();
+            let answer = body["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            (session, answer)
+        }
+    };
+    let first = user("expiring conversation one");
+    let (session, answer) = ask(0, vec![first.clone()]).await;
+    let (moved, _) = ask(
+        1,
+        vec![first, assistant(&answer), user("expiring conversation two")],
+    )
+    .await;
+    assert_eq!(moved, session, "continued on replica 1");
+    let deleted = format!("deleted OpenCode session session={session} why=\"expired\"");
+    let moved_on = |g: usize| {
+        gateways[g]
+            .logs()
+            .lines()
+            .any(|l| l.contains(&session) && l.contains("moved on with another replica"))
+    };
+    let ended_here = support::eventually(Duration::from_secs(20), || async { moved_on(0) }).await;
+    assert!(
+        ended_here,
+        "replica 0's entry never expired:\n{}",
+        gateways[0].logs()
+    );
+    assert!(
+        !gateways[0].logs().contains(&deleted),
+        "replica 0 deleted a session replica 1 holds"
+    );
+    let gone = support::eventually(Duration::from_secs(20), || async {
+        !opencode.session_ids().await.contains(&session)
+    })
+    .await;
+    assert!(gone, "replica 1 never deleted it:\n{}", gateways[1].logs());
+    let deletes: usize = gateways
+        .iter()
+        .map(|g| g.logs().matches(&deleted).count())
+        .sum();
+    assert_eq!(deletes, 1, "deleted exactly once");
+    assert_eq!(gateways[1].logs().matches(&deleted).count(), 1);
+}

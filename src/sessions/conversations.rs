@@ -116,7 +116,9 @@ impl ConversationPool {
                             crate::metrics::eviction(why);
                             evict.delete_later(value.session_id, why);
                         }
-                        Ok(false) => {}
+                        Ok(false) => {
+                            tracing::debug!(session = %value.session_id, why, "remembered conversation ended here; it moved on with another replica, which deletes its session");
+                        }
                         Err(e) => {
                             tracing::warn!(session = %value.session_id, error = %e, "shared store unreachable at expiry; session left to its TTL");
                         }
