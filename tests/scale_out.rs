@@ -152,6 +152,16 @@ async fn new_conversations_spread_over_both_upstreams(cluster: &Cluster) {
         .collect();
     assert_eq!(names, ["a", "b"], "{status}");
     assert_eq!(status["store"], json!({"kind": "redis", "up": true}));
+    let (_, metrics) = cluster.get(0, "/metrics").await;
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    for series in [
+        "portatek_upstream_up{upstream=\"a\"} 1",
+        "portatek_upstream_up{upstream=\"b\"} 1",
+        "portatek_upstream_in_flight{upstream=\"b\"} 0",
+        "portatek_store_up 1",
+    ] {
+        assert!(metrics.contains(series), "no {series} in:\n{metrics}");
+    }
 }
 
 /// A Responses chain started on replica 0 continues on replica 1, in the same session, and

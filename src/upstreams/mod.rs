@@ -83,27 +83,20 @@ impl Backend {
     }
 }
 
-/// A run's place in its upstream's in-flight count, given back on drop.
+/// A run's place in its upstream's in-flight count, given back on drop (`/metrics` reads the
+/// counts at scrape time).
 pub struct InFlight(Arc<Backend>);
 
 impl InFlight {
     fn new(backend: Arc<Backend>) -> InFlight {
-        let now = backend.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        metrics::gauge!("portatek_upstream_in_flight", "upstream" => backend.name.clone())
-            .set(now as f64);
+        backend.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(backend)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let now = self
-            .0
-            .in_flight
-            .fetch_sub(1, Ordering::Relaxed)
-            .saturating_sub(1);
-        metrics::gauge!("portatek_upstream_in_flight", "upstream" => self.0.name.clone())
-            .set(now as f64);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -290,7 +283,6 @@ impl Upstreams {
         for backend in self.list.iter() {
             let b = backend.clone();
             let shutdown = shutdown.clone();
-            metrics::gauge!("portatek_upstream_up", "upstream" => b.name.clone()).set(1.0);
             tokio::spawn(async move {
                 loop {
                     tokio::select! {
@@ -302,10 +294,7 @@ impl Upstreams {
                     }
                     let ok = matches!(b.client.health(timeout).await, Ok(h) if h.healthy);
                     if let Some(state) = b.breaker.record(ok) {
-                        let up = state == BreakerState::Closed;
-                        metrics::gauge!("portatek_upstream_up", "upstream" => b.name.clone())
-                            .set(if up { 1.0 } else { 0.0 });
-                        if up {
+                        if state == BreakerState::Closed {
                             tracing::info!(upstream = %b.name, "upstream healthy again; serving");
                         } else {
                             tracing::warn!(upstream = %b.name, state = state.label(), "upstream failing health checks; drained");
