@@ -525,3 +525,48 @@ async fn expiry_deletes_a_moved_session_exactly_once() {
     assert_eq!(deletes, 1, "deleted exactly once");
     assert_eq!(gateways[1].logs().matches(&deleted).count(), 1);
 }
+
+/// An upstream that passes its health checks but fails what a turn needs (here: every session
+/// create answers 503) costs no request: the turn goes once to the other upstream. (The fault
+/// needs the fake OpenCode: a real one cannot be made to fail just that.)
+#[tokio::test]
+async fn a_failing_upstream_fails_over_before_anything_ran() {
+    let (good, bad) = (
+        support::FakeOpenCode::start().await,
+        support::FakeOpenCode::start().await,
+    );
+    bad.faults().session_failures.store(
+        support::fake_opencode::ALWAYS,
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    let config = format!(
+        "[[upstreams]]\nname = \"good\"\nurl = \"{}\"\n[[upstreams]]\nname = \"bad\"\nurl = \"{}\"\n",
+        good.url(),
+        bad.url()
+    );
+    let opts = support::GatewayOptions {
+        no_default_args: true,
+        ..support::GatewayOptions::default()
+    }
+    .args(["--listen", "127.0.0.1:0"])
+    .config(config);
+    let gateway = support::Gateway::start_with("", opts).await;
+    let http = support::gateway::test_client();
+    for i in 0..4 {
+        let rb = http
+            .post(format!("{}/v1/chat/completions", gateway.url()))
+            .json(&chat_body(ECHO, vec![user(&format!("failover {i}"))]));
+        let (status, _, body) = support::api::send(rb).await;
+        assert_eq!(status, StatusCode::OK, "{body}\n{}", gateway.logs());
+        assert_eq!(
+            body["choices"][0]["message"]["content"],
+            support::fake_opencode::FAKE_ANSWER
+        );
+    }
+    let tried = bad
+        .seen()
+        .session_creates
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(tried > 0, "no turn was placed on the failing upstream");
+    assert_eq!(good.prompts().len(), 4, "every turn ran on the good one");
+}

@@ -153,7 +153,7 @@ pub async fn start_or_resume(
         // into the prompt instead (see `prompt::parts`).
     }
     // Where the session is: the conversation's upstream, or the named session's.
-    let state = &match &target {
+    let routed = match &target {
         Target::Conversation => {
             state
                 .for_conversation(&conversation.prior_fingerprint())
@@ -162,7 +162,34 @@ pub async fn start_or_resume(
         Target::Explicit(id) => state.for_session(id).await?,
         Target::Leased { .. } => state.clone(),
     };
-    start(state, caller, conversation, target, req).await
+    if !matches!(target, Target::Conversation) || state.upstreams.is_single() {
+        return start(&routed, caller, conversation, target, req).await;
+    }
+    // A conversation can move: when its upstream fails it before anything ran (unreachable,
+    // its event stream gone, a 5xx creating the session or refusing the prompt — not a timeout,
+    // after which the prompt may be running), the turn goes once more to another one.
+    let first = start(
+        &routed,
+        caller,
+        conversation.clone(),
+        Target::Conversation,
+        req,
+    )
+    .await;
+    match (first, state.upstreams.pick_other(routed.upstream)) {
+        (Err(ApiError::Unavailable(why) | ApiError::Upstream(why)), Some(other)) => {
+            tracing::warn!(upstream = %state.upstreams.get(routed.upstream).name, %why, "upstream unavailable; trying another");
+            start(
+                &state.on(other),
+                caller,
+                conversation,
+                Target::Conversation,
+                req,
+            )
+            .await
+        }
+        (result, _) => result,
+    }
 }
 
 /// Starts a run. The configured deadline covers everything from here to the end of the

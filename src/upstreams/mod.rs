@@ -183,6 +183,15 @@ impl Upstreams {
         }
     }
 
+    /// Another available upstream than `not` (the least loaded), if there is one.
+    pub fn pick_other(&self, not: usize) -> Option<usize> {
+        self.list
+            .iter()
+            .filter(|b| b.index != not && b.available())
+            .min_by_key(|b| b.in_flight() * 1_000 / b.weight.max(1) as usize)
+            .map(|b| b.index)
+    }
+
     /// Where requests not tied to a session go (the model list, OpenCode's own routes): the
     /// first available upstream, else the first with its event stream up, else the first.
     pub fn primary(&self) -> usize {
