@@ -138,7 +138,7 @@ pub async fn existing(state: &AppState, project: Option<&str>, path: &str) -> Re
     }
     let root = match project {
         Some(root) => root.to_string(),
-        None => match state.client.paths().await {
+        None => match state.primary().client.paths().await {
             Ok(paths) => match paths["directory"].as_str() {
                 Some(dir) => dir.to_string(),
                 None => return Ok(()),

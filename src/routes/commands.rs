@@ -33,7 +33,10 @@ pub async fn list(
     // A project's own commands live in its directory.
     let requested = crate::run::placement::Requested::from_request(&headers, None)?;
     let placement = crate::run::placement::resolve(&state.config, &caller, &requested)?;
-    let client = state.client.in_directory(placement.directory.as_deref());
+    let client = state
+        .primary()
+        .client
+        .in_directory(placement.directory.as_deref());
     let commands = client.commands().await.map_err(access::upstream)?;
     let data: Vec<Value> = commands
         .as_array()

@@ -87,7 +87,13 @@ pub async fn refresh(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin("Refreshing the model catalog")?;
-    let models = state.catalog.refresh().await?;
+    // Every upstream's catalog (the first available one's answer is shown).
+    for b in state.upstreams.all() {
+        if b.index != state.primary().upstream {
+            b.catalog.refresh().await.ok();
+        }
+    }
+    let models = state.primary().catalog.refresh().await?;
     Ok(Json(json!({ "object": "catalog", "models": models })))
 }
 
@@ -111,12 +117,25 @@ pub async fn set_auth(
     let Json(auth) = auth?;
     let id = provider_id(&id)?;
     tracing::info!(target: "portatek_gateway::audit", key = %caller.name, provider = %id, "provider credentials set");
-    let result = state
-        .client
-        .set_provider_auth(id, &auth)
-        .await
-        .map_err(access::upstream)?;
-    state.catalog.refresh().await.ok();
+    // On every upstream: each OpenCode keeps its own credentials.
+    let (mut stored, mut failed) = (None, None);
+    for b in state.upstreams.all() {
+        match b.client.set_provider_auth(id, &auth).await {
+            Ok(r) => {
+                stored.get_or_insert(r);
+            }
+            Err(e) => {
+                tracing::warn!(upstream = %b.name, error = %e, "provider credentials not stored on this upstream");
+                failed.get_or_insert(e);
+            }
+        }
+        b.catalog.refresh().await.ok();
+    }
+    let result = match (stored, failed) {
+        (Some(r), _) => r,
+        (None, Some(e)) => return Err(access::upstream(e)),
+        (None, None) => Value::Null,
+    };
     Ok(Json(
         json!({ "id": id, "object": "provider.auth", "result": result }),
     ))
