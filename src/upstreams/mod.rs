@@ -243,6 +243,10 @@ impl Upstreams {
         if self.is_single() {
             return Some(0);
         }
+        // A client-chosen text: only a well-formed id is looked up (anywhere).
+        if !crate::sessions::is_session_id(session) {
+            return None;
+        }
         if let Some(i) = self.homes.get(session) {
             return Some(i);
         }
