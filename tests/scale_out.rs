@@ -399,13 +399,16 @@ async fn redis_outage_costs_no_request(cluster: &mut Cluster) {
     assert_eq!(status["store"]["up"], false, "{status}");
     assert!(cluster.gateways[0].logs().contains("Redis unreachable"));
     cluster.redis.restart().await;
-    let back = support::eventually(Duration::from_secs(15), || async {
-        // Any request touching the store brings it back.
-        let _ = turn(cluster, 0, vec![user("knock knock")], &[]).await;
-        cluster.get(0, "/status").await.1["store"]["up"] == true
-    })
-    .await;
-    assert!(back, "sharing did not resume");
+    for g in 0..2 {
+        // Any request touching the store brings it back (each replica tries at most once a
+        // second while it is down).
+        let back = support::eventually(Duration::from_secs(15), || async {
+            let _ = turn(cluster, g, vec![user(&format!("knock knock {g}"))], &[]).await;
+            cluster.get(g, "/status").await.1["store"]["up"] == true
+        })
+        .await;
+        assert!(back, "replica {g}: sharing did not resume");
+    }
     let mut history = vec![user("after redis one")];
     let (s1, a1) = turn(cluster, 0, history.clone(), &[]).await;
     history.extend([assistant(&a1), user("after redis two")]);
@@ -414,24 +417,46 @@ async fn redis_outage_costs_no_request(cluster: &mut Cluster) {
     assert_no_replay(cluster, "after redis two", 2);
 }
 
+/// A small bed: two replicas sharing a real `redis-server`, over one real OpenCode.
+struct ReplicaPair {
+    gateways: [support::Gateway; 2],
+    opencode: support::OpenCode,
+    _mock: support::MockModel,
+    _redis: support::redis::Redis,
+}
+
+impl ReplicaPair {
+    /// With `extra` appended to both replicas' config; `None` without redis-server.
+    async fn start(extra: &str) -> Option<ReplicaPair> {
+        let redis = support::redis::Redis::start().await?;
+        let mock = support::MockModel::start().await;
+        let opencode = support::OpenCode::start(&mock.base_url()).await;
+        let config = format!(
+            "[store]\nkind = \"redis\"\nurl = \"{}\"\n{extra}",
+            redis.url()
+        );
+        let opts = support::GatewayOptions::default().config(config);
+        let gateways = [
+            support::Gateway::start_with(&opencode.url(), opts.clone()).await,
+            support::Gateway::start_with(&opencode.url(), opts).await,
+        ];
+        Some(ReplicaPair {
+            gateways,
+            opencode,
+            _mock: mock,
+            _redis: redis,
+        })
+    }
+}
+
 /// With the Redis store, a key's requests per minute are counted across replicas: 5 allowed in
 /// all, not 5 per replica. (Each replica alone would let all 8 through.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_hold_across_replicas() {
-    let Some(redis) = support::redis::Redis::start().await else {
+    let Some(bed) = ReplicaPair::start("[rate_limits]\nrequests_per_minute = 5\n").await else {
         return;
     };
-    let mock = support::MockModel::start().await;
-    let opencode = support::OpenCode::start(&mock.base_url()).await;
-    let config = format!(
-        "[store]\nkind = \"redis\"\nurl = \"{}\"\n[rate_limits]\nrequests_per_minute = 5\n",
-        redis.url()
-    );
-    let opts = support::GatewayOptions::default().config(config);
-    let gateways = [
-        support::Gateway::start_with(&opencode.url(), opts.clone()).await,
-        support::Gateway::start_with(&opencode.url(), opts).await,
-    ];
+    let gateways = &bed.gateways;
     // Not across a minute boundary (the shared window is the clock's minute).
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -458,20 +483,10 @@ async fn rate_limits_hold_across_replicas() {
 /// — and then on replica 1, which deletes it, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_deletes_a_moved_session_exactly_once() {
-    let Some(redis) = support::redis::Redis::start().await else {
+    let Some(bed) = ReplicaPair::start("[sessions]\nttl_secs = 4\n").await else {
         return;
     };
-    let mock = support::MockModel::start().await;
-    let opencode = support::OpenCode::start(&mock.base_url()).await;
-    let config = format!(
-        "[store]\nkind = \"redis\"\nurl = \"{}\"\n[sessions]\nttl_secs = 4\n",
-        redis.url()
-    );
-    let opts = support::GatewayOptions::default().config(config);
-    let gateways = [
-        support::Gateway::start_with(&opencode.url(), opts.clone()).await,
-        support::Gateway::start_with(&opencode.url(), opts).await,
-    ];
+    let (gateways, opencode) = (&bed.gateways, &bed.opencode);
     let http = support::gateway::test_client();
     let ask = |g: usize, messages: Vec<Value>| {
         let rb = http

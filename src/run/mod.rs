@@ -176,20 +176,22 @@ pub async fn start_or_resume(
         req,
     )
     .await;
-    match (first, state.upstreams.pick_other(routed.upstream)) {
-        (Err(ApiError::Unavailable(why) | ApiError::Upstream(why)), Some(other)) => {
-            tracing::warn!(upstream = %state.upstreams.get(routed.upstream).name, %why, "upstream unavailable; trying another");
-            start(
-                &state.on(other),
-                caller,
-                conversation,
-                Target::Conversation,
-                req,
-            )
-            .await
-        }
-        (result, _) => result,
-    }
+    let failed = match first {
+        Err(e @ (ApiError::Unavailable(_) | ApiError::Upstream(_))) => e,
+        result => return result,
+    };
+    let Some(other) = state.upstreams.pick_other(routed.upstream) else {
+        return Err(failed);
+    };
+    tracing::warn!(upstream = %state.upstreams.get(routed.upstream).name, error = %failed, "upstream failed the turn before it ran; trying another");
+    start(
+        &state.on(other),
+        caller,
+        conversation,
+        Target::Conversation,
+        req,
+    )
+    .await
 }
 
 /// Starts a run. The configured deadline covers everything from here to the end of the

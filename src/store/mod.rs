@@ -483,26 +483,28 @@ impl Redis {
     }
 
     async fn call<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        for attempt in 0..2 {
-            let mut conn = self.usable_connection().await?;
-            let result =
-                tokio::time::timeout(self.settings.timeout, cmd.query_async(&mut conn)).await;
-            if attempt == 0 && self.stale(&result).await {
-                continue;
-            }
-            return self.outcome(result).await;
-        }
-        Err(StoreError::Unavailable("connection lost".into()))
+        self.attempt(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
     }
 
     async fn script<T: redis::FromRedisValue>(
         &self,
         inv: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
+        self.attempt(|mut conn| async move { inv.invoke_async(&mut conn).await })
+            .await
+    }
+
+    /// Runs `op` on the connection, bounded by the timeout; once more on a new connection when
+    /// the first one turns out to have died since its last use.
+    async fn attempt<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         for attempt in 0..2 {
-            let mut conn = self.usable_connection().await?;
-            let result =
-                tokio::time::timeout(self.settings.timeout, inv.invoke_async(&mut conn)).await;
+            let conn = self.usable_connection().await?;
+            let result = tokio::time::timeout(self.settings.timeout, op(conn)).await;
             if attempt == 0 && self.stale(&result).await {
                 continue;
             }

@@ -156,38 +156,28 @@ impl Upstreams {
     }
 
     /// Where a new conversation goes: the available upstream with the fewest runs per weight
-    /// (ties rotate); with none available, the first whose event stream is up, else the first.
+    /// (ties take turns); with none available, the [`primary`](Self::primary) one.
     pub fn pick(&self) -> usize {
         if self.is_single() {
             return 0;
         }
-        let start = self.turn.fetch_add(1, Ordering::Relaxed);
-        let n = self.list.len();
-        let mut best: Option<(usize, usize, u32)> = None;
-        for k in 0..n {
-            let i = (start + k) % n;
-            let b = &self.list[i];
-            if !b.available() {
-                continue;
-            }
-            let (load, weight) = (b.in_flight(), b.weight.max(1));
-            // load/weight < best_load/best_weight, in integers.
-            let better = best.is_none_or(|(_, bl, bw)| load * (bw as usize) < bl * weight as usize);
-            if better {
-                best = Some((i, load, weight));
-            }
-        }
-        match best {
-            Some((i, _, _)) => i,
-            None => self.primary(),
-        }
+        self.least_loaded(None).unwrap_or_else(|| self.primary())
     }
 
     /// Another available upstream than `not` (the least loaded), if there is one.
     pub fn pick_other(&self, not: usize) -> Option<usize> {
-        self.list
-            .iter()
-            .filter(|b| b.index != not && b.available())
+        self.least_loaded(Some(not))
+    }
+
+    /// The available upstream (but `except`) with the fewest runs in flight per unit of weight;
+    /// the scan starts one further each call, so equally loaded upstreams take turns.
+    fn least_loaded(&self, except: Option<usize>) -> Option<usize> {
+        let n = self.list.len();
+        let start = self.turn.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|k| &self.list[(start + k) % n])
+            .filter(|b| Some(b.index) != except && b.available())
+            // Runs per weight, in thousandths (min_by_key keeps the first of equals).
             .min_by_key(|b| b.in_flight() * 1_000 / b.weight.max(1) as usize)
             .map(|b| b.index)
     }
