@@ -483,7 +483,7 @@ async fn rate_limits_hold_across_replicas() {
 /// — and then on replica 1, which deletes it, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_deletes_a_moved_session_exactly_once() {
-    let Some(bed) = ReplicaPair::start("[sessions]\nttl_secs = 4\n").await else {
+    let Some(bed) = ReplicaPair::start("[sessions]\nttl_secs = 6\n").await else {
         return;
     };
     let (gateways, opencode) = (&bed.gateways, &bed.opencode);

@@ -38,7 +38,7 @@ pub fn replica_config(opencodes: &[OpenCode], redis_url: &str, extra: &str) -> S
     }
     toml.push_str(&format!(
         "[balancing]\nhealth_interval_secs = 1\nfailure_threshold = 1\nopen_secs = 2\n\
-         [store]\nkind = \"redis\"\nurl = \"{redis_url}\"\nlease_ttl_secs = 3\n{extra}"
+         [store]\nkind = \"redis\"\nurl = \"{redis_url}\"\nlease_ttl_secs = 5\n{extra}"
     ));
     toml
 }
