@@ -26,10 +26,15 @@ fn read(rel: &str) -> String {
 
 /// Every Kubernetes object file in deploy/k8s (all `*.yaml` but kustomization.yaml), sorted.
 fn manifests() -> Vec<PathBuf> {
-    let dir = repo().join("deploy/k8s");
+    manifests_in("deploy/k8s")
+}
+
+/// Every Kubernetes object file in `rel` (all `*.yaml` but kustomization.yaml), sorted.
+fn manifests_in(rel: &str) -> Vec<PathBuf> {
+    let dir = repo().join(rel);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("list {}: {e}", dir.display()))
-        .map(|e| e.expect("read a deploy/k8s entry").path())
+        .map(|e| e.expect("read a manifest directory entry").path())
         .filter(|p| {
             p.extension().is_some_and(|e| e == "yaml")
                 && p.file_name().is_some_and(|n| n != "kustomization.yaml")
@@ -38,6 +43,48 @@ fn manifests() -> Vec<PathBuf> {
     files.sort();
     assert!(!files.is_empty(), "no manifests in {}", dir.display());
     files
+}
+
+/// Asserts that kubernetes-validate passed at least one object of every file in `files`.
+fn assert_all_validated(tool: &Path, files: &[PathBuf]) {
+    let report = validate(tool, files).unwrap_or_else(|e| panic!("{e}"));
+    for file in files {
+        let shown = file.display().to_string();
+        assert!(
+            report
+                .lines()
+                .any(|l| l.contains(&shown) && l.contains("passed")),
+            "no object of {shown} was validated:\n{report}"
+        );
+    }
+}
+
+/// Asserts that `rel`/kustomization.yaml lists every manifest of `rel` but the Secret template.
+fn assert_kustomization_lists_all(rel: &str) {
+    let kustomization = read(&format!("{rel}/kustomization.yaml"));
+    let listed: Vec<String> = kustomization
+        .lines()
+        .skip_while(|l| !l.starts_with("resources:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  - "))
+        .map(|l| l.trim_start_matches("  - ").trim().to_string())
+        .collect();
+    let expected: Vec<String> = manifests_in(rel)
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .expect("a file name")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|n| n != "secret.example.yaml")
+        .collect();
+    let mut sorted = listed.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted, expected,
+        "{rel}/kustomization.yaml resources: {listed:?}"
+    );
 }
 
 /// kubernetes-validate on PATH; `None` (after printing why) when the test should be skipped.
@@ -303,17 +350,7 @@ fn manifests_are_valid_kubernetes_objects() {
     let Some(tool) = kubernetes_validate() else {
         return;
     };
-    let files = manifests();
-    let report = validate(&tool, &files).unwrap_or_else(|e| panic!("{e}"));
-    for file in &files {
-        let shown = file.display().to_string();
-        assert!(
-            report
-                .lines()
-                .any(|l| l.contains(&shown) && l.contains("passed")),
-            "no object of {shown} was validated:\n{report}"
-        );
-    }
+    assert_all_validated(&tool, &manifests());
 }
 
 /// The validation above can fail: a misspelt field (strict schemas) and an unknown kind (only a
@@ -354,27 +391,7 @@ fn validation_catches_unknown_fields_and_kinds() {
 /// fill in and apply themselves), and every resource it names exists.
 #[test]
 fn kustomization_lists_every_manifest_but_the_secret_template() {
-    let kustomization = read("deploy/k8s/kustomization.yaml");
-    let listed: Vec<String> = kustomization
-        .lines()
-        .skip_while(|l| !l.starts_with("resources:"))
-        .skip(1)
-        .take_while(|l| l.starts_with("  - "))
-        .map(|l| l.trim_start_matches("  - ").trim().to_string())
-        .collect();
-    let expected: Vec<String> = manifests()
-        .iter()
-        .map(|p| {
-            p.file_name()
-                .expect("a file name")
-                .to_string_lossy()
-                .into_owned()
-        })
-        .filter(|n| n != "secret.example.yaml")
-        .collect();
-    let mut sorted = listed.clone();
-    sorted.sort();
-    assert_eq!(sorted, expected, "kustomization.yaml resources: {listed:?}");
+    assert_kustomization_lists_all("deploy/k8s");
 }
 
 /// The gateway accepts the ConfigMap's configuration (`--check-config`, exit 0) with keys from
@@ -661,54 +678,15 @@ fn dockerfile_default_stage_is_the_runtime_image() {
 // The scale-out example (deploy/k8s/scale-out): replicas, upstreams, Redis
 // ---------------------------------------------------------------------------------------------
 
-/// Every object file of the scale-out example, sorted (its Secret example included).
-fn scale_out_manifests() -> Vec<PathBuf> {
-    let dir = repo().join("deploy/k8s/scale-out");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("list {}: {e}", dir.display()))
-        .map(|e| e.expect("read a deploy/k8s/scale-out entry").path())
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "yaml")
-                && p.file_name().is_some_and(|n| n != "kustomization.yaml")
-        })
-        .collect();
-    files.sort();
-    files
-}
-
 /// The scale-out manifests validate, and kustomization.yaml lists every one of them (but the
 /// Secret example, which the operator fills in and applies first).
 #[test]
 fn scale_out_manifests_are_valid_and_listed() {
-    let files = scale_out_manifests();
-    let kustomization = read("deploy/k8s/scale-out/kustomization.yaml");
-    let listed: Vec<String> = kustomization
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("- "))
-        .filter(|l| l.ends_with(".yaml"))
-        .map(String::from)
-        .collect();
-    let present: Vec<String> = files
-        .iter()
-        .filter_map(|p| p.file_name()?.to_str().map(String::from))
-        .filter(|n| n != "secret.example.yaml")
-        .collect();
-    let mut sorted = listed.clone();
-    sorted.sort();
-    assert_eq!(sorted, present, "kustomization.yaml resources");
+    assert_kustomization_lists_all("deploy/k8s/scale-out");
     let Some(tool) = kubernetes_validate() else {
         return;
     };
-    let report = validate(&tool, &files).unwrap_or_else(|e| panic!("{e}"));
-    for file in &files {
-        let shown = file.display().to_string();
-        assert!(
-            report
-                .lines()
-                .any(|l| l.contains(&shown) && l.contains("passed")),
-            "no object of {shown} was validated:\n{report}"
-        );
-    }
+    assert_all_validated(&tool, &manifests_in("deploy/k8s/scale-out"));
 }
 
 /// The pieces of the scale-out example meet: the gateway accepts its config (two upstreams, the
