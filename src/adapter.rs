@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::openai::schema::{Rejected, VALIDATION_BUDGET};
 use crate::openai::{CompletionTokensDetails, PromptTokensDetails, Usage};
 use crate::opencode::{error_message, public_message, Event};
 
@@ -127,7 +128,7 @@ pub struct Adapter {
     done: bool,
     last_retry: Option<String>,
     /// The client's schema for a structured answer, and whether it was sent.
-    structured: Option<(jsonschema::Validator, bool)>,
+    structured: Option<(crate::openai::schema::Checked, bool)>,
 }
 
 impl std::fmt::Debug for Adapter {
@@ -162,7 +163,7 @@ impl Adapter {
     }
 
     /// Expects a structured answer following `schema` (checked before it is passed on).
-    pub fn structured(mut self, schema: jsonschema::Validator) -> Adapter {
+    pub fn structured(mut self, schema: crate::openai::schema::Checked) -> Adapter {
         self.structured = Some((schema, false));
         self
     }
@@ -291,18 +292,15 @@ impl Adapter {
             return Vec::new();
         }
         *sent = true;
-        let problems: Vec<String> = schema
-            .iter_errors(value)
-            .take(3)
-            .map(|e| format!("{} at `{}`", e, e.instance_path))
-            .collect();
-        if problems.is_empty() {
-            vec![Output::Content(value.to_string())]
-        } else {
-            vec![Output::Failed(ApiError::Upstream(format!(
+        match schema.validate(value) {
+            Ok(()) => vec![Output::Content(value.to_string())],
+            Err(Rejected::Invalid(problems)) => vec![Output::Failed(ApiError::Upstream(format!(
                 "The model's structured output does not follow the requested schema: {}",
                 problems.join("; ")
-            )))]
+            )))],
+            Err(Rejected::TooCostly) => vec![Output::Failed(ApiError::Upstream(format!(
+                "The model's structured output could not be checked: validating it against the requested schema would take more than {VALIDATION_BUDGET} steps (simplify the schema's anyOf/oneOf/allOf branches)."
+            )))],
         }
     }
 

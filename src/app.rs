@@ -77,10 +77,7 @@ fn backend(
     shutdown: &CancellationToken,
 ) -> Result<Backend, UpstreamError> {
     let client = OpenCodeClient::new(opencode)?;
-    let name = match config.upstreams.is_empty() {
-        true => "default".to_string(),
-        false => config.upstream_name(index),
-    };
+    let name = upstream_name(config, index);
     let hub = EventHub::start(client.clone(), shutdown.child_token());
     let ttl = config.models.cache_ttl;
     let catalog = Catalog::new(client.clone(), config.models.allowlist.clone(), ttl);
@@ -128,9 +125,24 @@ fn backend(
     })
 }
 
+/// The label of upstream `index` (`default` when `[opencode]` alone names it).
+pub(crate) fn upstream_name(config: &Config, index: usize) -> String {
+    match config.upstreams.is_empty() {
+        true => "default".to_string(),
+        false => config.upstream_name(index),
+    }
+}
+
+/// The labels of every upstream, in order.
+pub(crate) fn upstream_names(config: &Config) -> Vec<String> {
+    (0..config.upstreams.len().max(1))
+        .map(|i| upstream_name(config, i))
+        .collect()
+}
+
 /// The `[opencode]` settings of each upstream: the configured `[[upstreams]]` over
 /// `[opencode]`'s defaults, or `[opencode]` alone.
-fn upstream_settings(config: &Config) -> Vec<OpenCodeConfig> {
+pub(crate) fn upstream_settings(config: &Config) -> Vec<OpenCodeConfig> {
     if config.upstreams.is_empty() {
         return vec![config.opencode.clone()];
     }

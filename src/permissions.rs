@@ -13,6 +13,19 @@
 //!
 //! OpenCode's guard against a model repeating one call (`doom_loop`) is granted for runs with
 //! client tools: repeating a call is the client's business.
+//!
+//! **What `always` means through the gateway.** OpenCode 1.18 keeps an `always` answer as an
+//! `allow` rule of the whole project instance, in memory, until that OpenCode instance ends,
+//! and checks it *after* every session's own rules: forwarded as-is it would let every later
+//! run in that project directory — other conversations, other keys, admins, and a gateway
+//! restarted with `policy = "deny"` — do the same thing without being asked. So the gateway
+//! never sends `always` upstream: it answers OpenCode `once`, and grants the request's
+//! patterns (OpenCode's suggestion, such as `git *` for `git status`) for the **rest of the
+//! run that asked** only ([`Grants`]): later requests of that run that match are answered
+//! `once` by the gateway without asking again; other runs, conversations and keys are asked
+//! again; nothing is saved in OpenCode. The policy decides every request whatever OpenCode
+//! has saved: rules saved by other clients (or a gateway before this rule) are cleared at
+//! start where the gateway may ([`crate::server`]'s start-up, `permissions.reset_on_start`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,11 +57,63 @@ pub struct Pending {
     pub metadata: Value,
     /// Unix seconds.
     pub asked_at: u64,
+    /// The patterns OpenCode suggests granting for `always` (`["git *"]`).
+    #[serde(skip)]
+    always: Vec<String>,
+    /// The grants of the run that asked (what `always` adds to).
+    #[serde(skip)]
+    grants: Grants,
     #[serde(skip)]
     owner: ClientId,
     /// The project directory of the asking session (its OpenCode instance holds the request).
     #[serde(skip)]
     directory: Option<String>,
+}
+
+/// What one run has been granted for its rest by `always` answers: (permission, pattern)
+/// pairs, matched as the allowlist's are. Owned by the run (dropped with it); cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Grants(Arc<Mutex<Vec<(String, String)>>>);
+
+impl PartialEq for Grants {
+    fn eq(&self, other: &Grants) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Grants {
+    /// Grants `permission` for `patterns` for the rest of the run.
+    fn add(&self, permission: &str, patterns: &[String]) {
+        let mut grants = lock(&self.0);
+        for pattern in patterns {
+            grants.push((permission.to_string(), pattern.clone()));
+        }
+    }
+
+    /// Whether every one of `patterns` of `permission` is granted (an empty list never is).
+    pub fn cover(&self, permission: &str, patterns: &[String]) -> bool {
+        let grants = lock(&self.0);
+        !patterns.is_empty()
+            && patterns.iter().all(|text| {
+                grants
+                    .iter()
+                    .any(|(p, pattern)| p == permission && glob(pattern, text))
+            })
+    }
+}
+
+/// The permission and patterns of an asked event.
+pub fn asked_patterns(event: &Event) -> (&str, Vec<String>) {
+    let p = &event.properties;
+    let patterns = p["patterns"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    (p["permission"].as_str().unwrap_or_default(), patterns)
 }
 
 /// What to do with a request.
@@ -173,14 +238,15 @@ impl Permissions {
             ("question", _, Some(answers)) => client.reply_question(id, answers).await?,
             ("question", _, None) => client.reject_question(id).await?,
             (_, "reject", _) => client.reply_permission(id, "reject", Some(message)).await?,
-            (_, reply, _) => client.reply_permission(id, reply, None).await?,
+            // `always` would become a rule of the whole project upstream: see the module docs.
+            (_, _, _) => client.reply_permission(id, "once", None).await?,
         }
         Ok(())
     }
 
-    /// Shows an asked event to the caller `owner`, rejecting it after the timeout if nobody
-    /// answers; returns what was registered.
-    pub fn ask_client(&self, event: &Event, owner: &ClientId) -> Option<Pending> {
+    /// Shows an asked event of the run holding `grants` to the caller `owner`, rejecting it
+    /// after the timeout if nobody answers; returns what was registered.
+    pub fn ask_client(&self, event: &Event, owner: &ClientId, grants: &Grants) -> Option<Pending> {
         let p = &event.properties;
         let question = event.kind == "question.asked";
         let pending = Pending {
@@ -206,6 +272,15 @@ impl Permissions {
                 p["metadata"].clone()
             },
             asked_at: now_secs(),
+            always: p["always"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            grants: grants.clone(),
             owner: owner.clone(),
             directory: event.directory.clone(),
         };
@@ -270,12 +345,87 @@ impl Permissions {
             pending.directory.as_deref(),
         )
         .await?;
+        if reply == "always" && pending.kind == "permission" {
+            let patterns = if pending.always.is_empty() {
+                &pending.patterns
+            } else {
+                &pending.always
+            };
+            pending.grants.add(&pending.permission, patterns);
+            self.grant_waiting(&pending.grants).await;
+        }
         Ok(pending)
+    }
+
+    /// Answers `once` the requests of the run holding `grants` that its grants now cover (as
+    /// OpenCode does for the other requests of a session when one is answered `always`).
+    async fn grant_waiting(&self, grants: &Grants) {
+        let covered: Vec<Pending> = {
+            let mut pending = lock(&self.pending);
+            let ids: Vec<String> = pending
+                .values()
+                .filter(|p| {
+                    p.kind == "permission"
+                        && &p.grants == grants
+                        && grants.cover(&p.permission, &p.patterns)
+                })
+                .map(|p| p.id.clone())
+                .collect();
+            ids.iter().filter_map(|id| pending.remove(id)).collect()
+        };
+        for p in covered {
+            let dir = p.directory.as_deref();
+            if let Err(e) = self.reply(p.kind, &p.id, "once", None, dir).await {
+                tracing::warn!(error = %e, "could not answer a permission request granted by `always`");
+            }
+        }
     }
 
     /// Forgets a request OpenCode no longer waits on (answered elsewhere, run ended).
     pub fn forget(&self, id: &str) {
         lock(&self.pending).remove(id);
+    }
+}
+
+/// At start, on an OpenCode the gateway did not start: `always` approvals saved there (by other
+/// clients, or a gateway before `always` meant "this run") cannot be listed — OpenCode 1.18 keeps
+/// them in each project instance's memory — and would bypass the policy. With
+/// `permissions.reset_on_start`, the instances of `directories` (`None`: the server's own) are
+/// ended when none of their sessions is busy, which clears them; otherwise the start says so.
+/// Bounded: each call has the client's timeout; failures are logged, never fatal.
+pub async fn reset_saved_approvals(
+    client: &OpenCodeClient,
+    upstream: &str,
+    directories: &[Option<String>],
+    reset: bool,
+) {
+    if !reset {
+        tracing::info!(upstream, "OpenCode may hold `always` approvals given by other clients (it cannot list them; the gateway never saves any): set permissions.reset_on_start = true to clear them at start");
+        return;
+    }
+    for dir in directories {
+        let client = client.in_directory(dir.as_deref());
+        let directory = dir.as_deref().unwrap_or("(server default)");
+        match client.busy_sessions().await {
+            Ok(0) => match client.dispose_instance().await {
+                Ok(()) => {
+                    tracing::info!(
+                        upstream,
+                        directory,
+                        "cleared OpenCode's saved permission approvals (instance reset)"
+                    )
+                }
+                Err(e) => {
+                    tracing::warn!(upstream, directory, error = %e, "could not reset the OpenCode instance; approvals saved there may bypass the permission policy")
+                }
+            },
+            Ok(busy) => {
+                tracing::warn!(upstream, directory, busy, "not resetting an OpenCode instance with busy sessions; approvals saved there may bypass the permission policy")
+            }
+            Err(e) => {
+                tracing::warn!(upstream, directory, error = %e, "could not check the OpenCode instance; approvals saved there may bypass the permission policy")
+            }
+        }
     }
 }
 
@@ -289,6 +439,7 @@ mod tests {
             policy,
             allow: allow.iter().map(|s| s.to_string()).collect(),
             timeout: Duration::from_secs(60),
+            reset_on_start: false,
         };
         let client = OpenCodeClient::new(&OpenCodeConfig {
             base_url: Some("http://127.0.0.1:9".into()),
@@ -305,6 +456,23 @@ mod tests {
                 "patterns": patterns}),
             ..Event::default()
         }
+    }
+
+    #[test]
+    fn grants_cover_only_what_was_granted() {
+        let grants = Grants::default();
+        let of = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(!grants.cover("bash", &of(&["git status"])));
+        grants.add("bash", &of(&["git *"]));
+        assert!(grants.cover("bash", &of(&["git status", "git log"])));
+        assert!(!grants.cover("bash", &of(&["git status", "rm -rf /"])));
+        assert!(!grants.cover("edit", &of(&["git status"])));
+        assert!(
+            !grants.cover("bash", &[]),
+            "an empty request is never covered"
+        );
+        assert_ne!(grants, Grants::default(), "grants belong to one run");
+        assert_eq!(grants, grants.clone());
     }
 
     #[test]

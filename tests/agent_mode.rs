@@ -907,6 +907,11 @@ async fn permission_policies() {
     restart_gateway(&mut bed, gateway_config(&client_policy_toml(2, &b))).await;
     scenario!(s, client_answers_through_the_api(&bed));
     scenario!(s, client_silence_is_a_rejection_after_the_timeout(&bed, &b));
+    scenario!(s, always_holds_for_the_rest_of_its_run_only(&bed));
+    scenario!(
+        s,
+        an_approval_saved_upstream_is_cleared_at_start(&mut bed, &b)
+    );
     s.finish(&bed.gateway.logs());
 }
 
@@ -1167,6 +1172,109 @@ async fn client_silence_is_a_rejection_after_the_timeout(bed: &TestBed, b: &str)
     assert!(!Path::new(b).join("unanswered.txt").exists());
     assert_eq!(waiting(bed, C1, &session).await, Vec::<Value>::new());
     assert_eq!(upstream_session(bed, &session).await["directory"], b);
+}
+
+/// The rest of a stream, with every permission activity it shows.
+async fn rest_with_activities(mut reader: SseReader, what: &str) -> (Vec<Frame>, Vec<Value>) {
+    let frames = within(POLICY_RUN_SECS, what, reader.rest(FRAME_WAIT)).await;
+    let asked = activities(&frames)
+        .into_iter()
+        .filter(|a| a["type"] == "permission")
+        .collect();
+    (frames, asked)
+}
+
+/// Issue 19: `always` binds the run that asked, for its rest, and nothing else. Answered
+/// `always` on a run that calls `touch always-1.txt` twice, the second call is granted
+/// without asking again; the next conversation of the same key, in the same project, running a
+/// command OpenCode's `always` pattern (`touch *`) would cover, is asked again (before the fix
+/// OpenCode kept the rule for the whole project and it ran unasked).
+async fn always_holds_for_the_rest_of_its_run_only(bed: &TestBed) {
+    let activity = [("x-opencode-activity", "1")];
+    let prompt = format!(
+        "{} [sticky:2]",
+        bash_prompt("always once", "touch always-1.txt")
+    );
+    let (session, mut reader) = open_stream(bed, Some(C1), &activity, &ask(ECHO, &prompt)).await;
+    let (asked, mut frames) = until_permission(&mut reader).await;
+    let path = format!(
+        "/v1/sessions/{session}/permissions/{}",
+        asked["id"].as_str().unwrap()
+    );
+    let (status, _, ok) = post_as(bed, Some(C1), &path, &[], &json!({"reply": "always"})).await;
+    assert_eq!(status, 200, "{ok}");
+    assert_eq!(ok["reply"], "always", "{ok}");
+    let (rest, again) = rest_with_activities(reader, "the run answered always").await;
+    assert!(again.is_empty(), "asked again within the run: {again:?}");
+    frames.extend(rest);
+    let streamed = check_ok_stream(frames, ECHO);
+    assert!(
+        !streamed.content.contains("rejected"),
+        "{}",
+        streamed.content
+    );
+    let results = tool_results(&model_call(bed, "always once"));
+    assert!(
+        results.iter().all(|r| !r.contains("rejected")),
+        "tool results the model got: {results:?}"
+    );
+    assert!(bed.opencode.project_dir().join("always-1.txt").exists());
+
+    let body = ask(ECHO, &bash_prompt("always later", "touch always-2.txt"));
+    let (session, mut reader) = open_stream(bed, Some(C1), &activity, &body).await;
+    let (asked, _) = until_permission(&mut reader).await;
+    assert_eq!(asked["patterns"], json!(["touch always-2.txt"]), "{asked}");
+    let path = format!(
+        "/v1/sessions/{session}/permissions/{}",
+        asked["id"].as_str().unwrap()
+    );
+    let (status, _, _) = post_as(bed, Some(C1), &path, &[], &json!({"reply": "reject"})).await;
+    assert_eq!(status, 200);
+    let _ = rest_with_activities(reader, "the later run").await;
+    assert!(
+        !bed.opencode.project_dir().join("always-2.txt").exists(),
+        "an earlier run's `always` let a later conversation run unasked"
+    );
+}
+
+/// An `always` given straight to OpenCode (another client, or a gateway before the fix) is a
+/// project-wide rule in OpenCode's memory that would bypass any policy: a gateway started with
+/// `permissions.reset_on_start` clears it, so `deny` holds again.
+async fn an_approval_saved_upstream_is_cleared_at_start(bed: &mut Bed, b: &str) {
+    let activity = [("x-opencode-activity", "1")];
+    let body = ask(ECHO, &bash_prompt("saved upstream", "touch saved-1.txt"));
+    let (_, mut reader) = open_stream(bed, Some(C1), &activity, &body).await;
+    let (asked, _) = until_permission(&mut reader).await;
+    let id = asked["id"].as_str().unwrap();
+    let (status, v) = bed
+        .opencode
+        .post_json(
+            &format!("/permission/{id}/reply"),
+            &json!({"reply": "always"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let _ = rest_with_activities(reader, "the run approved upstream").await;
+    assert!(bed.opencode.project_dir().join("saved-1.txt").exists());
+
+    let toml = format!(
+        "{}reset_on_start = true\n\n[[auth.keys]]\nname = \"c1\"\nkey = \"{C1}\"\ntools = true\ndirectories = [\"{b}\"]\n",
+        policy_toml("deny", "")
+    );
+    restart_gateway(bed, gateway_config(&toml)).await;
+    let (text, _, _) = bash_run(bed, Some(C1), &[], "after reset", "touch saved-2.txt").await;
+    assert!(text.contains("rejected permission"), "{text}");
+    assert!(
+        !bed.opencode.project_dir().join("saved-2.txt").exists(),
+        "an approval saved upstream outlived the gateway's restart with `deny`"
+    );
+    assert!(
+        bed.gateway
+            .logs()
+            .contains("cleared OpenCode's saved permission approvals"),
+        "no reset at start:\n{}",
+        bed.gateway.logs()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

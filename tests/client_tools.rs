@@ -1276,3 +1276,113 @@ async fn two_gateways_share_one_opencode() {
             .join("\n")
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile schemas (issue 19)
+// ---------------------------------------------------------------------------------------------
+
+/// The fuzz campaign's schema: `a → b → a`, nothing in between.
+fn cyclic_schema() -> Value {
+    json!({"$ref": "#/$defs/a", "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}})
+}
+
+/// `anyOf` of two branches that both recurse into `c`: validating `{"c":{"c":…}}` doubles the
+/// work at every level, without any cycle.
+fn doubling_schema() -> Value {
+    json!({"$defs": {"n": {"anyOf": [
+        {"type": "object", "properties": {"c": {"$ref": "#/$defs/n"}}},
+        {"type": "object", "properties": {"c": {"$ref": "#/$defs/n"}}, "required": ["c"]}]}},
+        "$ref": "#/$defs/n"})
+}
+
+/// A JSON Schema whose `$ref`s form a cycle is a 400 naming where it was given — chat's
+/// `response_format`, Responses' `text.format`, a tool's `parameters` — before anything reaches
+/// OpenCode; a schema whose validation of the model's answer would be too costly fails that
+/// request with a clear 502 at once. The gateway runs with a 512 MiB data limit: before the fix
+/// the structured answer made it grow by about 1 GB/s, so a regression now fails its
+/// allocations and dies (the last check sees that) instead of exhausting the test machine.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_schemas_get_a_bounded_answer() {
+    let bed = TestBed::start().await;
+    let gw = Gateway::start_with(
+        &bed.opencode.url(),
+        GatewayOptions::default().memory_limit(512 << 20),
+    )
+    .await;
+    let before = bed.mock.call_count();
+    let structured = r#"[call:StructuredOutput:{"c":{}}]"#;
+
+    let mut body = support::ask(ECHO, structured);
+    body["response_format"] =
+        json!({"type": "json_schema", "json_schema": {"name": "s", "schema": cyclic_schema()}});
+    let (s, v) = chat_on(&gw, &body).await;
+    assert_error(
+        s,
+        &v,
+        400,
+        None,
+        Some("response_format.json_schema.schema"),
+        "chat",
+    );
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("cycle"), "{message}");
+
+    let responses = json!({"model": ECHO, "input": structured, "text": {"format":
+        {"type": "json_schema", "name": "s", "schema": cyclic_schema()}}});
+    let (s, _, v) = send(
+        test_client()
+            .post(format!("{}/v1/responses", gw.url()))
+            .json(&responses),
+    )
+    .await;
+    assert_error(s, &v, 400, None, Some("text.format.schema"), "responses");
+
+    let mut parameters = cyclic_schema();
+    parameters["type"] = json!("object");
+    let tool = json!({"type": "function", "function": {"name": "f", "parameters": parameters}});
+    let mut body = support::ask(ECHO, "[call:f:{}]");
+    body["tools"] = json!([tool]);
+    let (s, v) = chat_on(&gw, &body).await;
+    assert_error(
+        s,
+        &v,
+        400,
+        None,
+        Some("tools[0].function.parameters"),
+        "tool",
+    );
+    assert_eq!(
+        bed.mock.call_count(),
+        before,
+        "a refused schema reached the model"
+    );
+
+    // Accepted, but the answer is 40 levels deep: 2^40 steps to validate.
+    let mut deep = json!({});
+    for _ in 0..40 {
+        deep = json!({ "c": deep });
+    }
+    let mut body = support::ask(ECHO, &format!("[call:StructuredOutput:{deep}]"));
+    body["response_format"] =
+        json!({"type": "json_schema", "json_schema": {"name": "s", "schema": doubling_schema()}});
+    let started = Instant::now();
+    let (s, v) = chat_on(&gw, &body).await;
+    assert_error(
+        s,
+        &v,
+        502,
+        Some("upstream_error"),
+        None,
+        "too costly to validate",
+    );
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("could not be checked"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let (s, v) = chat_on(&gw, &support::ask(ECHO, "still here?")).await;
+    assert_eq!(s, StatusCode::OK, "the gateway is still serving: {v}");
+}

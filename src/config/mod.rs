@@ -480,6 +480,11 @@ pub struct PermissionsConfig {
     /// With `client`: how long a request waits for the caller before it is rejected.
     #[serde(rename = "timeout_secs", with = "units::secs")]
     pub timeout: Duration,
+    /// At start, on an OpenCode the gateway did not start itself: end the OpenCode instances
+    /// of the project directories it serves (when none of their sessions is busy), clearing
+    /// `always` approvals other clients saved there. Off by default: it also drops what
+    /// others keep in those instances (MCP servers added at run time).
+    pub reset_on_start: bool,
 }
 
 impl Default for PermissionsConfig {
@@ -488,6 +493,7 @@ impl Default for PermissionsConfig {
             policy: PermissionPolicy::Deny,
             allow: Vec::new(),
             timeout: Duration::from_secs(60),
+            reset_on_start: false,
         }
     }
 }

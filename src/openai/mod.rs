@@ -7,6 +7,7 @@ mod chat_response;
 mod models;
 mod responses_request;
 mod responses_response;
+pub mod schema;
 pub mod tools;
 pub mod validate;
 

@@ -153,9 +153,10 @@ fn check_object_schema(schema: &Map<String, Value>, param: &str) -> Result<(), A
     compile_schema(&Value::Object(schema.clone()), param).map(|_| ())
 }
 
-/// Compiles a JSON Schema, or a 400 naming `param`.
-pub fn compile_schema(schema: &Value, param: &str) -> Result<jsonschema::Validator, ApiError> {
-    jsonschema::validator_for(schema).map_err(|e| bad(format!("Invalid JSON Schema: {e}"), param))
+/// Checks a client's JSON Schema against the gateway's bounds and compiles it, or a 400 naming
+/// `param` (see [`super::schema`]).
+pub fn compile_schema(schema: &Value, param: &str) -> Result<super::schema::Checked, ApiError> {
+    super::schema::compile(schema, param)
 }
 
 /// Parses `tool_choice` against the declared `tools`.

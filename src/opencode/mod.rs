@@ -415,6 +415,36 @@ impl OpenCodeClient {
         Ok(())
     }
 
+    /// `GET /session/status`: how many sessions of this client's directory are busy (or
+    /// retrying) now.
+    pub async fn busy_sessions(&self) -> Result<usize, UpstreamError> {
+        let status: serde_json::Map<String, Value> = self
+            .json(
+                "session status",
+                self.request(Method::GET, "session/status"),
+                self.timeout,
+            )
+            .await?;
+        Ok(status
+            .values()
+            .filter(|s| s["type"].as_str().is_some_and(|t| t != "idle"))
+            .count())
+    }
+
+    /// `POST /instance/dispose`: ends OpenCode's instance of this client's directory (its
+    /// in-memory state: saved permission approvals, run-time MCP servers…); the next call
+    /// there starts a fresh one.
+    pub async fn dispose_instance(&self) -> Result<(), UpstreamError> {
+        let _: Value = self
+            .json(
+                "dispose instance",
+                self.request(Method::POST, "instance/dispose"),
+                self.timeout,
+            )
+            .await?;
+        Ok(())
+    }
+
     /// `GET /agent`: the agents OpenCode knows (`[{name, description, mode, …}]`).
     pub async fn agents(&self) -> Result<Vec<Value>, UpstreamError> {
         self.retrying("list agents", || {

@@ -252,7 +252,9 @@ pub async fn permissions(
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PermissionAnswer {
-    /// `once`, `always` or `reject` (for a question: omit it and give `answers`, or `reject`).
+    /// `once`, `always` (this request and the matching requests of the rest of the same run;
+    /// never saved in OpenCode) or `reject` (for a question: omit it and give `answers`, or
+    /// `reject`).
     reply: Option<String>,
     /// A question's answers: one array of chosen labels per question.
     #[schema(value_type = Option<Vec<Vec<String>>>)]

@@ -89,6 +89,8 @@ pub struct Run {
     _live: TaskTrackerToken,
     /// The run's place in its upstream's load (new conversations go where it is lowest).
     _in_flight: crate::upstreams::InFlight,
+    /// What the caller granted this run, for its rest, by answering `always`.
+    grants: crate::permissions::Grants,
 }
 
 /// Where a run takes its session from.
@@ -325,6 +327,7 @@ async fn begin(
         _permit: permit,
         _live: state.live_runs.token(),
         _in_flight: state.upstreams.run_started(state.upstream),
+        grants: crate::permissions::Grants::default(),
     })
 }
 
@@ -516,11 +519,29 @@ impl Run {
                 });
                 Vec::new()
             }
+            Decision::AskClient if kind == "permission" && self.granted(event) => {
+                tracing::info!(permission = %event.properties["permission"], session = %self.session_id(),
+                    "granting a permission request: the caller answered `always` earlier in this run");
+                let permissions = permissions.clone();
+                self.state.sessions.upstream().spawn_cleanup(async move {
+                    let dir = directory.as_deref();
+                    if let Err(e) = permissions.reply(kind, &id, "once", None, dir).await {
+                        tracing::warn!(error = %e, "could not answer a permission request");
+                    }
+                });
+                Vec::new()
+            }
             Decision::AskClient => permissions
-                .ask_client(event, &self.conversation.client)
+                .ask_client(event, &self.conversation.client, &self.grants)
                 .map(|p| vec![Output::Activity(Activity::Permission(p))])
                 .unwrap_or_default(),
         }
+    }
+
+    /// Whether an `always` answer earlier in this run covers the asked event.
+    fn granted(&self, event: &Event) -> bool {
+        let (permission, patterns) = crate::permissions::asked_patterns(event);
+        self.grants.cover(permission, &patterns)
     }
 
     /// The tool calls of a complete step end this response: the run suspends.

@@ -135,6 +135,9 @@ pub async fn serve(
     let background = CancellationToken::new();
     let grace = config.shutdown_grace;
     let delete_on_shutdown = config.sessions.delete_on_shutdown;
+    if embedded.is_none() {
+        reset_saved_approvals(&config).await;
+    }
     let state = AppState::start(config, &background)?;
     match &embedded {
         Some(embedded) => forget_on_restart(&state, embedded.generation.clone()),
@@ -182,6 +185,36 @@ pub async fn serve(
         embedded.stop().await;
     }
     Ok(())
+}
+
+/// Before serving, on each OpenCode the gateway did not start: clears (or reports) permission
+/// approvals saved there, in every project directory the gateway may use
+/// ([`crate::permissions::reset_saved_approvals`]).
+async fn reset_saved_approvals(config: &Config) {
+    let mut directories: Vec<Option<String>> = vec![None];
+    for key in &config.auth.keys {
+        directories.extend(key.directories.iter().cloned().map(Some));
+    }
+    let upstreams = crate::app::upstream_settings(config);
+    let names = crate::app::upstream_names(config);
+    let resets = upstreams.iter().zip(names).map(|(settings, name)| {
+        let mut dirs = directories.clone();
+        if settings.directory.is_some() {
+            dirs.push(settings.directory.clone());
+        }
+        dirs.sort();
+        dirs.dedup();
+        let reset = config.permissions.reset_on_start;
+        async move {
+            match crate::opencode::OpenCodeClient::new(settings) {
+                Ok(client) => {
+                    crate::permissions::reset_saved_approvals(&client, &name, &dirs, reset).await
+                }
+                Err(e) => tracing::warn!(upstream = %name, error = %e, "no OpenCode client"),
+            }
+        }
+    });
+    futures::future::join_all(resets).await;
 }
 
 /// When the embedded OpenCode restarts, the runs it held are gone: runs waiting for tool

@@ -47,6 +47,10 @@ pub struct GatewayOptions {
     /// Don't pass the default `--listen 127.0.0.1:0 --opencode-url <url>` (for env/config tests).
     /// Each default is also skipped on its own when `args` already contains that flag.
     pub no_default_args: bool,
+    /// A cap on the gateway's data memory (`RLIMIT_DATA`, bytes): a regression that makes it
+    /// grow without bound then fails its allocation and ends the gateway instead of exhausting
+    /// the test machine.
+    pub memory_limit: Option<u64>,
 }
 
 impl GatewayOptions {
@@ -66,6 +70,12 @@ impl GatewayOptions {
 
     pub fn config(mut self, toml: impl Into<String>) -> Self {
         self.config_toml = Some(toml.into());
+        self
+    }
+
+    /// Caps the gateway's data memory at `bytes` (see [`GatewayOptions::memory_limit`]).
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
         self
     }
 }
@@ -121,7 +131,28 @@ fn command(opencode_url: &str, opts: &GatewayOptions) -> (Command, TempDir) {
     }
     cmd.stdin(Stdio::null()).kill_on_drop(true);
     set_pdeathsig(&mut cmd);
+    if let Some(bytes) = opts.memory_limit {
+        limit_data(&mut cmd, bytes);
+    }
     (cmd, dir)
+}
+
+/// Sets `RLIMIT_DATA` of the child to `bytes` (heap and private mappings count against it).
+fn limit_data(cmd: &mut Command, bytes: u64) {
+    // SAFETY: setrlimit is async-signal-safe; nothing else happens between fork and exec.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_DATA, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// A running gateway. Killed when dropped.

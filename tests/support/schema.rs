@@ -118,7 +118,9 @@ pub fn validation_errors(schema_name: &str, value: &Value) -> Vec<String> {
         .map(|e| {
             format!(
                 "at {}: {} (schema path {})",
-                e.instance_path, e, e.schema_path
+                e.instance_path(),
+                e,
+                e.schema_path()
             )
         })
         .collect();
