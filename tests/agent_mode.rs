@@ -396,6 +396,7 @@ async fn keys_agents_and_directories() {
     let (a, b) = (bed.dirs[0].clone(), bed.dirs[1].clone());
     let mut s = Scenarios::new();
     scenario!(s, roles_and_digests(&bed, &a));
+    scenario!(s, status_shows_clients_no_internals(&bed));
     scenario!(s, audit_lines_for_admin_and_tool_calls(&bed));
     scenario!(s, agent_chosen_per_request_within_scope(&bed));
     scenario!(s, agents_listed_per_key(&bed));
@@ -856,6 +857,28 @@ async fn two_directories_kept_apart(bed: &TestBed, a: &str, b: &str) {
     }
 }
 
+/// `/status`: an admin sees the upstreams' URLs and every pool count; a client key sees only
+/// whether things are up (no URL, no other key's load).
+async fn status_shows_clients_no_internals(bed: &TestBed) {
+    let (status, admin) = get_as(bed, Some(OPS), "/status").await;
+    assert_eq!(status, 200, "{admin}");
+    assert!(admin["upstreams"][0]["url"].is_string(), "{admin}");
+    assert!(admin["pool"]["remembered"].is_number(), "{admin}");
+    let (status, client) = get_as(bed, Some(ALICE), "/status").await;
+    assert_eq!(status, 200, "{client}");
+    assert_eq!(
+        client["upstreams"][0]["state"],
+        admin["upstreams"][0]["state"]
+    );
+    let text = client.to_string();
+    for hidden in ["url", "pool", "remembered", "in_flight", "127.0.0.1"] {
+        assert!(
+            !text.contains(hidden),
+            "a client key sees {hidden}: {client}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Permission policies
 // ---------------------------------------------------------------------------------------------
@@ -1066,11 +1089,13 @@ async fn client_answers_through_the_api(bed: &TestBed) {
     assert_eq!(asked["session_id"], session.as_str(), "{asked}");
     assert_eq!(waiting(bed, C1, &session).await, vec![asked.clone()]);
 
-    assert_eq!(
-        waiting(bed, C2, &session).await,
-        Vec::<Value>::new(),
-        "c2 sees c1's request"
-    );
+    // Another key's session is no session at all to c2, nor is a made-up one to c1: 404, as
+    // on every other session route.
+    for (key, id) in [(C2, session.as_str()), (C1, "ses_0000madeup0000000000000")] {
+        let path = format!("/v1/sessions/{id}/permissions");
+        let (status, err) = get_as(bed, Some(key), &path).await;
+        assert_error(status, &err, 404, Some("session_not_found"), None, &path);
+    }
     let path = format!("/v1/sessions/{session}/permissions/{id}");
     let (status, _, err) = post_as(bed, Some(C2), &path, &[], &json!({"reply": "once"})).await;
     assert_error(

@@ -733,6 +733,11 @@ async fn paths_outside_the_project_are_refused(bed: &Surface) {
         get(gw, ADMIN, "/v1/files/content?path=./src/lib.rs").await,
     );
     assert!(inside["file"]["content"].as_str().unwrap().contains(NEEDLE));
+    // A directory is not a file's content: a 400 naming `path` (OpenCode itself answers 500).
+    for dir in [".", "src", "./src/"] {
+        let r = get(gw, ADMIN, &format!("/v1/files/content?path={dir}")).await;
+        assert_invalid(&format!("content of directory {dir:?}"), &r, "path");
+    }
     // The symlink itself is there for OpenCode (the listing shows it); only reading through
     // it is refused.
     assert!(bed.project().join("out/secret.txt").exists());

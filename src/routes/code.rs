@@ -225,7 +225,20 @@ pub async fn file_content(
     }
     let path = access::safe_path(dir.as_deref(), &q.path, "path")?;
     access::existing(&state, dir.as_deref(), &path).await?;
-    let mut file = client.file_content(&path).await.map_err(access::upstream)?;
+    let mut file = match client.file_content(&path).await {
+        Ok(file) => file,
+        // OpenCode answers 500 for a directory: tell the caller what it is (one more call,
+        // only on this failure path).
+        Err(e) => match client.list_directory(&path).await {
+            Ok(_) => {
+                return Err(ApiError::invalid(
+                    format!("`path` {path:?} is a directory: list it with GET /v1/files."),
+                    Some("path".into()),
+                ))
+            }
+            Err(_) => return Err(access::upstream(e)),
+        },
+    };
     let mut truncated = false;
     if let Some(Value::String(content)) = file.get_mut("content") {
         if content.len() > MAX_CONTENT {

@@ -89,9 +89,27 @@ pub async fn live() -> Json<serde_json::Value> {
     path = "/status",
     operation_id = "health_status",
     tag = "Operations",
-    responses((status = 200, description = "The gateway's state: upstream, sessions, runs.", body = Object))
+    responses((status = 200, description = "The gateway's state: upstreams (URL, load), store, event stream, pool. A client key gets only whether each upstream, the store and the event stream are up.", body = Object))
 )]
-pub async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
+pub async fn status(
+    State(state): State<AppState>,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
+) -> Json<serde_json::Value> {
+    // A client key sees whether the gateway and its upstreams are up, not where they are nor
+    // how busy every key's pool is: that is for admins.
+    if caller.is_some_and(|axum::Extension(c)| !c.is_admin()) {
+        let upstreams: Vec<serde_json::Value> = state
+            .upstreams
+            .all()
+            .iter()
+            .map(|b| json!({ "name": b.name, "state": b.breaker.state().label() }))
+            .collect();
+        return Json(json!({
+            "upstreams": upstreams,
+            "store": { "up": state.upstreams.store().is_up() },
+            "events": { "connected": state.hub.is_connected() },
+        }));
+    }
     let upstreams: Vec<serde_json::Value> = state
         .upstreams
         .all()

@@ -244,6 +244,14 @@ pub async fn permissions(
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
     let state = state.for_session(&id).await?;
+    // The session of a live run (or waiting request) of the caller's, or an explicit session
+    // of theirs; anything else is the same 404 as every other session route's.
+    if !state
+        .permissions
+        .watching(&id, &caller.id, caller.is_admin())
+    {
+        state.sessions.explicit.owned(&caller, &id).await?;
+    }
     let data = state.permissions.list(&id, &caller.id, caller.is_admin());
     Ok(Json(json!({ "object": "list", "data": data })))
 }

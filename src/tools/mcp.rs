@@ -116,9 +116,14 @@ async fn no_stream() -> StatusCode {
     StatusCode::METHOD_NOT_ALLOWED
 }
 
-/// Session end: nothing to forget (the server is stateless).
-async fn end_session() -> StatusCode {
-    StatusCode::OK
+/// Session end: nothing to forget (the server is stateless), but behind the secret like every
+/// other route of the door.
+async fn end_session(State(endpoint): State<Endpoint>, headers: HeaderMap) -> StatusCode {
+    if authorized(&endpoint.slots, &headers) {
+        StatusCode::OK
+    } else {
+        StatusCode::UNAUTHORIZED
+    }
 }
 
 async fn handle(
@@ -231,5 +236,52 @@ impl Endpoint {
         if let Some(tx) = lock(&self.cancels).remove(&key) {
             let _ = tx.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OpenCodeConfig;
+    use crate::opencode::OpenCodeClient;
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    fn slots() -> Slots {
+        let client = OpenCodeClient::new(&OpenCodeConfig {
+            base_url: Some("http://127.0.0.1:9".into()),
+            ..OpenCodeConfig::default()
+        })
+        .unwrap();
+        Slots::new(client, 2, Duration::from_secs(1))
+    }
+
+    async fn status_of(app: Router, method: Method, auth: Option<&str>) -> StatusCode {
+        let mut req = Request::builder().method(method).uri("/mcp/s0");
+        if let Some(auth) = auth {
+            req = req.header(AUTHORIZATION, auth);
+        }
+        let req = req
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#))
+            .unwrap();
+        app.oneshot(req).await.unwrap().status()
+    }
+
+    /// Every route of the door wants this start's secret, session end included.
+    #[tokio::test]
+    async fn every_route_needs_the_secret() {
+        let slots = slots();
+        for method in [Method::POST, Method::DELETE] {
+            for auth in [None, Some("Bearer not-the-secret"), Some("not-bearer")] {
+                let got = status_of(router(slots.clone()), method.clone(), auth).await;
+                assert_eq!(got, StatusCode::UNAUTHORIZED, "{method} with {auth:?}");
+            }
+        }
+        let secret = format!("Bearer {}", slots.inner_secret_for_tests());
+        let got = status_of(router(slots.clone()), Method::DELETE, Some(&secret)).await;
+        assert_eq!(got, StatusCode::OK);
     }
 }

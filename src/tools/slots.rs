@@ -258,6 +258,12 @@ impl Slots {
         self.inner.endpoint.get().is_some()
     }
 
+    /// This start's secret, for the door's own tests.
+    #[cfg(test)]
+    pub(crate) fn inner_secret_for_tests(&self) -> &str {
+        &self.inner.secret
+    }
+
     /// Whether `presented` is this start's secret (constant time).
     pub fn check_secret(&self, presented: &str) -> bool {
         use subtle::ConstantTimeEq;
