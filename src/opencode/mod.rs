@@ -25,6 +25,17 @@ pub use types::{
     PromptBody, Provider, ProviderModel, Providers, Session, ToolSwitches,
 };
 
+/// One page of [`OpenCodeClient::list_sessions_page`].
+#[derive(Debug, Default)]
+pub struct SessionPage {
+    /// The sessions, most recently updated first.
+    pub sessions: Vec<Session>,
+    /// Where the next page starts (`None`: this was the last one).
+    pub next: Option<u64>,
+    /// The server's clock when it answered (epoch ms), when it said.
+    pub server_now_ms: Option<u64>,
+}
+
 /// A cheap-to-clone client for one OpenCode server.
 #[derive(Clone)]
 pub struct OpenCodeClient {
@@ -261,6 +272,91 @@ impl OpenCodeClient {
             )
         })
         .await
+    }
+
+    /// One page of the sessions of *every* project directory whose title contains `search`,
+    /// most recently updated first, `limit` at most, each updated at or after `since` and
+    /// before `before` (epoch ms) when given: `GET /experimental/session` (its `x-next-cursor`
+    /// header is the next page's `before`). On a server without that route, `GET /session`
+    /// (this client's project only, one page). The page also carries the server's clock (its
+    /// `Date` header), so that idle times are measured on the clock that wrote `time.updated`.
+    pub async fn list_sessions_page(
+        &self,
+        search: &str,
+        limit: usize,
+        since: Option<u64>,
+        before: Option<u64>,
+    ) -> Result<SessionPage, UpstreamError> {
+        let mut query = vec![("search", search.to_string()), ("limit", limit.to_string())];
+        if let Some(ms) = since {
+            query.push(("start", ms.to_string()));
+        }
+        if let Some(ms) = before {
+            query.push(("cursor", ms.to_string()));
+        }
+        let what = "list sessions";
+        let page = self
+            .retrying(what, || async {
+                let rb = self
+                    .request(Method::GET, "experimental/session")
+                    .query(&query);
+                let fut = async {
+                    let resp = self.send(what, rb).await?;
+                    let header = |name: &str| {
+                        resp.headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string)
+                    };
+                    let next = header("x-next-cursor").and_then(|v| v.trim().parse::<u64>().ok());
+                    let server_now_ms = header("date")
+                        .and_then(|d| httpdate::parse_http_date(&d).ok())
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_millis() as u64);
+                    let bytes = resp
+                        .bytes()
+                        .await
+                        .map_err(|e| UpstreamError::from_reqwest(what, e))?;
+                    let sessions: Vec<Session> = serde_json::from_slice(&bytes)
+                        .map_err(|e| UpstreamError::Decode(format!("{what}: {e}")))?;
+                    Ok(SessionPage {
+                        sessions,
+                        next,
+                        server_now_ms,
+                    })
+                };
+                let result = tokio::time::timeout(self.timeout, fut)
+                    .await
+                    .map_err(|_| {
+                        UpstreamError::Timeout(format!(
+                            "{what} took longer than {:?}",
+                            self.timeout
+                        ))
+                    })
+                    .and_then(|r| r);
+                // A 404 is an older server without the route (asked again below), not a fault.
+                if let Some(e) = result
+                    .as_ref()
+                    .err()
+                    .filter(|e| !matches!(e, UpstreamError::NotFound(_)))
+                {
+                    crate::metrics::upstream_error(e.kind());
+                }
+                result
+            })
+            .await;
+        match page {
+            Err(UpstreamError::NotFound(_)) => {
+                let mut sessions = self.search_sessions(search, limit, since).await?;
+                sessions.retain(|s| before.is_none_or(|b| s.updated_ms() < b));
+                Ok(SessionPage {
+                    sessions,
+                    next: None,
+                    server_now_ms: None,
+                })
+            }
+            other => other,
+        }
     }
 
     /// `PATCH /session/:id {metadata}`: replaces the session's metadata.
