@@ -66,6 +66,9 @@ impl Config {
         if let Some(v) = set("OPENCODE_SERVER_USERNAME") {
             self.opencode.username = v;
         }
+        if let Some(v) = set("PORTATEK_STATE_DIR") {
+            self.sessions.state_dir = Some(PathBuf::from(v));
+        }
         if let Some(v) = set("PORTATEK_REDIS_URL") {
             self.store.url = Some(v);
         }
@@ -160,6 +163,16 @@ impl Config {
                 return Err(invalid(
                     &format!("rate_limits.keys[{i}].key_id"),
                     "must be a key id (`k` and the first 16 hex digits of the key's SHA-256), not the key",
+                ));
+            }
+        }
+        if let Some(name) = &self.sessions.deployment {
+            let fits =
+                !name.trim().is_empty() && name.len() <= 128 && !name.chars().any(char::is_control);
+            if !fits {
+                return Err(invalid(
+                    "sessions.deployment",
+                    "must be 1 to 128 characters, none of them control characters",
                 ));
             }
         }
@@ -493,6 +506,8 @@ mod tests {
             ("[store]\nkind = \"redis\"\nurl = \"http://h:6379\"\n", "store.url"),
             ("[balancing]\nfailure_threshold = 0\n", "balancing.failure_threshold"),
             ("[store]\nlease_ttl_secs = 0\n", "store.lease_ttl_secs"),
+            ("[sessions]\ndeployment = \" \"\n", "sessions.deployment"),
+            ("[sessions]\ndeployment = \"a\\nb\"\n", "sessions.deployment"),
         ];
         for (toml, key) in cases {
             let e = check(toml).unwrap_err().to_string();
@@ -508,6 +523,25 @@ mod tests {
         assert!(
             !masked.contains("secret") && masked.contains("127.0.0.1:6379"),
             "{masked}"
+        );
+    }
+
+    #[test]
+    fn the_sweep_and_the_state_dir_are_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let toml =
+            "[sessions]\nsweep_interval_secs = 0\nstate_dir = \"/file\"\ndeployment = \"prod\"\n";
+        std::fs::write(&path, toml).unwrap();
+        let c = load(with_file(&path), &[]).unwrap();
+        assert_eq!(c.sessions.sweep_interval, Duration::ZERO, "0 = no sweep");
+        assert_eq!(c.sessions.state_dir, Some(PathBuf::from("/file")));
+        assert_eq!(c.sessions.deployment.as_deref(), Some("prod"));
+        let c = load(with_file(&path), &[("PORTATEK_STATE_DIR", "/env")]).unwrap();
+        assert_eq!(
+            c.sessions.state_dir,
+            Some(PathBuf::from("/env")),
+            "env over file"
         );
     }
 }

@@ -406,6 +406,17 @@ pub struct SessionsConfig {
     pub delete_on_shutdown: bool,
     /// Most explicit sessions (`POST /v1/sessions`) one API key may hold at once.
     pub max_explicit_per_key: usize,
+    /// How often every upstream is swept for pooled sessions no live gateway holds
+    /// (`sweep_interval_secs`; 0 = never). See `crate::sessions` (the sweep).
+    #[serde(rename = "sweep_interval_secs", with = "units::secs")]
+    pub sweep_interval: Duration,
+    /// Where this gateway keeps its instance id across restarts (env `PORTATEK_STATE_DIR`);
+    /// unset: `$XDG_STATE_HOME/portatek-gateway`, else `~/.local/state/portatek-gateway`.
+    pub state_dir: Option<PathBuf>,
+    /// The name stamped on pooled sessions so that a sweep touches only its own deployment's;
+    /// unset: derived from the shared store (its Redis address and key prefix), or `local`
+    /// without one.
+    pub deployment: Option<String>,
 }
 
 /// `[client_tools]`: OpenAI function calling through the gateway's MCP endpoint.
@@ -678,6 +689,9 @@ impl Default for SessionsConfig {
             max_capacity: 1_000,
             delete_on_shutdown: true,
             max_explicit_per_key: 100,
+            sweep_interval: Duration::from_secs(60),
+            state_dir: None,
+            deployment: None,
         }
     }
 }

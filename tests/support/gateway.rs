@@ -124,8 +124,11 @@ fn command(opencode_url: &str, opts: &GatewayOptions) -> (Command, TempDir) {
             cmd.env_remove(&k);
         }
     }
+    // Each gateway its own state dir (its instance id), unless the test shares one on purpose
+    // (a restart that must know its previous life's sessions).
     cmd.env("RUST_LOG", "portatek_gateway=debug")
-        .env("NO_COLOR", "1");
+        .env("NO_COLOR", "1")
+        .env("PORTATEK_STATE_DIR", dir.path().join("state"));
     for (k, v) in &opts.env {
         cmd.env(k, v);
     }

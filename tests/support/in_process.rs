@@ -89,7 +89,10 @@ impl App {
             .prefix("in-process-")
             .tempdir()
             .expect("tempdir");
-        let mut env = settings.env.clone();
+        // Its own state dir (instance id), never the user's; settings may name another.
+        let state_dir = dir.path().join("state").to_string_lossy().into_owned();
+        let mut env = vec![("PORTATEK_STATE_DIR".to_string(), state_dir)];
+        env.extend(settings.env.clone());
         env.push(("OPENCODE_BASE_URL".into(), fake.url().to_string()));
         if !settings.toml.is_empty() {
             let path = dir.path().join("gateway.toml");
