@@ -15,6 +15,10 @@
 //! deleted behind its back, and one that did not is deleted exactly once. With the store
 //! unreachable, only entries made while it was unreachable are used (a shared one may be in use
 //! elsewhere); the rest start over in a new session seeded with the history.
+//!
+//! No cancellation loses a session: a fork or create whose request was cancelled meanwhile is
+//! deleted on arrival ([`SessionUpstream`]), a fork is leased as soon as it exists, and a
+//! request cancelled between the shared store's take and the local claim puts the entry back.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -69,6 +73,30 @@ struct Inner {
     /// Serializes "take from the cache, mark claimed" so that a concurrent identical request
     /// always finds one or the other.
     claim_lock: tokio::sync::Mutex<()>,
+}
+
+/// An entry taken from the shared store and not yet claimed here: put back if the request is
+/// cancelled in between, so that its writer still deletes the session at expiry.
+struct Untaken {
+    store: crate::store::Store,
+    fingerprint: Fingerprint,
+    entry: Option<SharedConversation>,
+    ttl: Duration,
+}
+
+impl Drop for Untaken {
+    fn drop(&mut self) {
+        let Some(entry) = self.entry.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (store, fp, ttl) = (self.store.clone(), self.fingerprint, self.ttl);
+        runtime.spawn(async move {
+            let _ = store.put_conversation(fp.bytes(), &entry, ttl).await;
+        });
+    }
 }
 
 /// Handle to the pool; cheap to clone.
@@ -193,8 +221,23 @@ impl ConversationPool {
             true => Some(store.take_conversation(prior.bytes()).await),
             false => None,
         };
+        // Taken from the store but not yet claimed: a cancellation before the claim below puts
+        // it back (else nobody would ever delete its session: its writer's compare-and-delete
+        // finds nothing).
+        let mut untaken = Untaken {
+            store: store.clone(),
+            fingerprint: prior,
+            entry: shared
+                .as_ref()
+                .and_then(|r| r.as_ref().ok())
+                .cloned()
+                .flatten(),
+            ttl: self.inner.shared_ttl,
+        };
         let _guard = self.inner.claim_lock.lock().await;
         let local = self.inner.cache.remove(&prior).await;
+        // Nothing below waits: the entry is claimed (or put back) before this call returns.
+        untaken.entry = None;
         let taken = match shared {
             None => local,
             Some(Ok(Some(entry))) if entry.upstream == self.inner.upstream.name() => {
@@ -265,13 +308,17 @@ impl ConversationPool {
                 return None;
             }
         };
+        // Leased at once: cancelled from here on, the lease's drop deletes the fork.
+        let mut lease = self.lease(fork.id, Seed::LastOnly, None, None);
         // The fork's copies get fresh ids (and events that may still be in flight).
-        match upstream.newest_message_id(&fork.id).await {
-            Ok(floor) => Some(self.lease(fork.id, Seed::LastOnly, None, floor)),
+        match upstream.newest_message_id(&lease.session_id).await {
+            Ok(floor) => {
+                lease.floor = floor;
+                Some(lease)
+            }
             Err(e) => {
                 tracing::info!(error = %e, "cannot read the fork; starting a new session");
-                upstream.delete_later(fork.id, "unusable fork");
-                None
+                None // the lease's drop deletes it
             }
         }
     }

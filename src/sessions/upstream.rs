@@ -5,10 +5,17 @@
 //! It also owns the two mappings every session caller needs: an upstream 404 on a session the
 //! client named is that client's `session_not_found`, and a delete of a session that is already
 //! gone is a success.
+//!
+//! Creates and forks run *detached* from the request that asked for them: a request cancelled
+//! while OpenCode is still creating (the client gone, the run's deadline) does not lose the new
+//! session — when it arrives with nobody left to take it, it is deleted at once. (A create that
+//! OpenCode completes only after the gateway's own call timed out is found later by the
+//! reaper's hunt.)
 
 use std::future::Future;
 
 use serde_json::Value;
+use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 
 use super::reaper::Reaper;
@@ -26,6 +33,24 @@ pub struct SessionUpstream {
     store: Store,
     /// This upstream's name, as the shared store records it.
     name: String,
+}
+
+/// The answer of a detached create or fork, for the request awaiting it. Dropped unread (the
+/// request went away), it deletes a session that arrived meanwhile.
+struct Awaited {
+    rx: oneshot::Receiver<Result<Session, UpstreamError>>,
+    upstream: SessionUpstream,
+}
+
+impl Drop for Awaited {
+    fn drop(&mut self) {
+        // Closed first, so that a session arriving from now on is deleted by the task instead.
+        self.rx.close();
+        if let Ok(Ok(session)) = self.rx.try_recv() {
+            self.upstream
+                .delete_later(session.id, "requester gone before the session arrived");
+        }
+    }
 }
 
 /// An upstream 404 on the session the client named → `session_not_found` for that id.
@@ -81,18 +106,53 @@ impl SessionUpstream {
         let marker = uuid::Uuid::new_v4().simple().to_string();
         ours.insert("create".into(), Value::String(marker.clone()));
         let metadata = serde_json::json!({ "portatek": ours });
-        let started = Reaper::create_started();
         let client = self.client.in_directory(dir);
-        let created = client.create_session_with(title, &metadata).await;
-        if let Err(UpstreamError::Timeout(_) | UpstreamError::Unreachable(_)) = &created {
-            self.reaper.hunt(title, &marker, started);
-        }
-        created
+        let (reaper, title) = (self.reaper.clone(), title.to_string());
+        self.detached(async move {
+            let started = Reaper::create_started();
+            let created = client.create_session_with(&title, &metadata).await;
+            if let Err(UpstreamError::Timeout(_) | UpstreamError::Unreachable(_)) = &created {
+                reaper.hunt(&title, &marker, started);
+            }
+            created
+        })
+        .await
     }
 
-    /// Copies a session, up to (excluding) `before` when given.
+    /// Copies a session, up to (excluding) `before` when given. The copy carries the source's
+    /// metadata.
     pub async fn fork(&self, id: &str, before: Option<&str>) -> Result<Session, UpstreamError> {
-        self.client.fork(id, before).await
+        let (client, id, before) = (
+            self.client.clone(),
+            id.to_string(),
+            before.map(str::to_string),
+        );
+        self.detached(async move { client.fork(&id, before.as_deref()).await })
+            .await
+    }
+
+    /// Runs a call that makes a session apart from the request awaiting it (see the module
+    /// docs): a session that arrives after the request went away is deleted.
+    async fn detached<F>(&self, work: F) -> Result<Session, UpstreamError>
+    where
+        F: Future<Output = Result<Session, UpstreamError>> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let this = self.clone();
+        self.cleanup.spawn(async move {
+            if let Err(Ok(session)) = tx.send(work.await) {
+                this.delete_later(session.id, "requester gone before the session arrived");
+            }
+        });
+        let mut awaited = Awaited {
+            rx,
+            upstream: self.clone(),
+        };
+        (&mut awaited.rx).await.unwrap_or_else(|_| {
+            Err(UpstreamError::Unreachable(
+                "the session call ended without an answer".into(),
+            ))
+        })
     }
 
     /// One session.
