@@ -24,7 +24,7 @@ use crate::permissions::Permissions;
 use crate::ratelimit::RateLimits;
 use crate::responses::ResponseStore;
 use crate::routes;
-use crate::sessions::{Fingerprint, Sessions};
+use crate::sessions::{Fingerprint, Identity, Sessions};
 use crate::store::{Store, StoreSettings};
 use crate::tools::ClientTools;
 use crate::upstreams::{Backend, Breaker, BreakerState, Upstreams};
@@ -66,6 +66,8 @@ pub struct AppState {
     pub upstreams: Upstreams,
     /// Which upstream the per-upstream fields are.
     pub upstream: usize,
+    /// Who this gateway is, as its pooled sessions record it.
+    pub identity: Arc<Identity>,
 }
 
 /// Builds one upstream's backend and starts its background tasks.
@@ -74,6 +76,7 @@ fn backend(
     config: &Config,
     opencode: &OpenCodeConfig,
     store: &Store,
+    identity: &Arc<Identity>,
     shutdown: &CancellationToken,
 ) -> Result<Backend, UpstreamError> {
     let client = OpenCodeClient::new(opencode)?;
@@ -91,6 +94,7 @@ fn backend(
         store.clone(),
         name.clone(),
         title,
+        identity.clone(),
         &config.sessions,
     );
     sessions.spawn_background(hub.watch_connected(), shutdown.child_token());
@@ -123,6 +127,30 @@ fn backend(
         responses,
         in_flight: Default::default(),
     })
+}
+
+/// With Redis: records that this gateway is alive (`instance:<id>`, lapsing after
+/// `store.lease_ttl_secs`), renewed every third of that until `shutdown`. The sweeps of the
+/// other replicas spare the pooled sessions of live instances.
+fn spawn_heartbeat(store: &Store, identity: &Arc<Identity>, shutdown: CancellationToken) {
+    if !store.is_shared() {
+        return;
+    }
+    let (store, identity) = (store.clone(), identity.clone());
+    let ttl = store.lease_ttl();
+    let every = (ttl / 3).max(std::time::Duration::from_millis(100));
+    tokio::spawn(async move {
+        loop {
+            // A failure is the store's to report (it warns once when Redis goes away).
+            let _ = store
+                .beat(identity.instance(), identity.deployment(), ttl)
+                .await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    });
 }
 
 /// The label of upstream `index` (`default` when `[opencode]` alone names it).
@@ -179,9 +207,12 @@ impl AppState {
             }),
             _ => Store::memory(),
         };
+        let identity = Arc::new(Identity::load(&config));
+        spawn_heartbeat(&store, &identity, shutdown.child_token());
         let mut list = Vec::new();
         for (i, opencode) in upstream_settings(&config).iter().enumerate() {
-            list.push(Arc::new(backend(i, &config, opencode, &store, shutdown)?));
+            let backend = backend(i, &config, opencode, &store, &identity, shutdown)?;
+            list.push(Arc::new(backend));
         }
         let upstreams = Upstreams::new(list, store);
         if !upstreams.is_single() {
@@ -208,7 +239,17 @@ impl AppState {
             permissions: first.permissions.clone(),
             upstreams,
             upstream: 0,
+            identity,
         })
+    }
+
+    /// At a clean shutdown: tells the other replicas (through Redis) that this gateway is gone,
+    /// so that they sweep the pooled sessions it leaves them once those are idle past the TTL.
+    pub async fn farewell(&self) {
+        let store = self.upstreams.store();
+        if store.is_shared() {
+            let _ = store.forget_instance(self.identity.instance()).await;
+        }
     }
 
     /// The same state, its per-upstream fields those of upstream `i`.

@@ -17,6 +17,7 @@
 //! | `portatek_active_streams` | gauge | |
 //! | `portatek_sessions` | gauge | `kind` (`pooled`, `explicit`, `parked`) |
 //! | `portatek_session_evictions_total` | counter | `cause` |
+//! | `portatek_sessions_swept_total` | counter | `upstream` (pooled sessions of dead gateways the sweep deleted) |
 //! | `portatek_upstream_errors_total` | counter | `kind` |
 //! | `portatek_event_stream_connected` | gauge | |
 //! | `portatek_event_stream_connections_total` | counter | |

@@ -24,6 +24,7 @@ fn entry(session: &str) -> SharedConversation {
         upstream: "a".into(),
         session: session.into(),
         floor: Some("msg_1".into()),
+        holder: Some("i1".into()),
     }
 }
 
@@ -120,6 +121,26 @@ async fn shared_store_semantics() {
         "counters expire"
     );
     assert!(one.is_up());
+
+    // Instance heartbeats: alive while beating, gone when forgotten or not renewed.
+    one.beat("inst_a", "dep", Duration::from_millis(300))
+        .await
+        .unwrap();
+    two.beat("inst_b", "dep", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        two.alive(&["inst_a", "inst_b", "inst_c"]).await.unwrap(),
+        vec![true, true, false]
+    );
+    assert_eq!(one.alive(&[]).await.unwrap(), Vec::<bool>::new());
+    two.forget_instance("inst_b").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        one.alive(&["inst_a", "inst_b"]).await.unwrap(),
+        vec![false, false],
+        "a heartbeat lapses unrenewed, and a forgotten one is gone"
+    );
 
     // Redis gone: every call fails fast; the store says it is down.
     redis.kill().await;

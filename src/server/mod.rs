@@ -178,6 +178,7 @@ pub async fn serve(
     });
     futures::future::join_all(cleanups).await;
     background.cancel();
+    state.farewell().await;
     if let Some(mcp) = mcp {
         let _ = tokio::time::timeout(Duration::from_secs(2), mcp).await;
     }

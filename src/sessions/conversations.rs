@@ -16,9 +16,16 @@
 //! unreachable, only entries made while it was unreachable are used (a shared one may be in use
 //! elsewhere); the rest start over in a new session seeded with the history.
 //!
-//! No cancellation loses a session: a fork or create whose request was cancelled meanwhile is
-//! deleted on arrival ([`SessionUpstream`]), a fork is leased as soon as it exists, and a
-//! request cancelled between the shared store's take and the local claim puts the entry back.
+//! Every pooled session carries its gateway's stamp (see [`super::identity`]); a replica that
+//! takes a conversation over from another one stamps the session anew before using it, so the
+//! stamp always names the gateway that holds it. What the pool holds — remembered entries and
+//! sessions leased to running requests — it reports to the sweep
+//! ([`ConversationPool::holds_session`]), which never deletes those. The pool's own ways of
+//! losing a session end with the sweep: an entry that expires while Redis is unreachable (its
+//! compare-and-delete cannot run), a fork OpenCode completes only after the gateway's call timed
+//! out (a fork's metadata, and so its stamp, are its source's). A fork or create whose request
+//! was cancelled meanwhile is deleted on arrival ([`SessionUpstream`]), and a request cancelled
+//! between the shared store's take and the local claim puts the entry back.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -73,6 +80,9 @@ struct Inner {
     /// Serializes "take from the cache, mark claimed" so that a concurrent identical request
     /// always finds one or the other.
     claim_lock: tokio::sync::Mutex<()>,
+    /// Sessions leased out now, with their number of leases (see
+    /// [`ConversationPool::holds_session`]).
+    in_use: Mutex<HashMap<String, usize>>,
 }
 
 /// An entry taken from the shared store and not yet claimed here: put back if the request is
@@ -148,7 +158,10 @@ impl ConversationPool {
                             tracing::debug!(session = %value.session_id, why, "remembered conversation ended here; it moved on with another replica, which deletes its session");
                         }
                         Err(e) => {
-                            tracing::warn!(session = %value.session_id, error = %e, "shared store unreachable at expiry; session left to its TTL");
+                            // Its stamp is this gateway's and nothing here holds it any more:
+                            // the sweep deletes it once it is idle past the TTL, unless another
+                            // replica took it over (and stamped it) meanwhile.
+                            tracing::warn!(session = %value.session_id, error = %e, "shared store unreachable at expiry; session left to the sweep");
                         }
                     }
                 });
@@ -162,8 +175,23 @@ impl ConversationPool {
                 cache,
                 claimed: Mutex::new(HashMap::new()),
                 claim_lock: tokio::sync::Mutex::new(()),
+                in_use: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Whether this pool holds `session_id`: remembered, or leased to a request now. The sweep
+    /// never deletes such a session.
+    pub fn holds_session(&self, session_id: &str) -> bool {
+        lock(&self.inner.in_use).contains_key(session_id)
+            || lock(&self.inner.claimed)
+                .values()
+                .any(|c| c.session_id == session_id)
+            || self
+                .inner
+                .cache
+                .iter()
+                .any(|(_, r)| r.session_id == session_id)
     }
 
     /// Runs moka's pending maintenance (expiry, eviction) every second until `shutdown`.
@@ -195,7 +223,17 @@ impl ConversationPool {
     pub async fn acquire(&self, prior: Fingerprint, dir: Option<&str>) -> Result<Lease, ApiError> {
         match self.claim(prior).await {
             Found::Idle(remembered, fork_point) => {
-                return Ok(self.reuse(prior, remembered, fork_point));
+                let takeover = remembered
+                    .shared
+                    .as_ref()
+                    .is_some_and(|e| e.holder.as_deref() != Some(self.instance()));
+                let lease = self.reuse(prior, remembered, fork_point);
+                if takeover {
+                    // Written by another replica: stamp it as this one's before using it, so
+                    // that no sweep takes it for an orphan of its old holder.
+                    self.restamp(&lease.session_id).await;
+                }
+                return Ok(lease);
             }
             Found::Busy(claim) => {
                 // The same history is in use right now (regenerate, retry, parallel branch):
@@ -206,8 +244,25 @@ impl ConversationPool {
             }
             Found::Nothing => {}
         }
-        let session = self.inner.upstream.create(&self.inner.title, dir).await?;
+        let session = self
+            .inner
+            .upstream
+            .create_pooled(&self.inner.title, dir)
+            .await?;
         Ok(self.lease(session.id, Seed::Full, None, None))
+    }
+
+    /// This gateway's instance id.
+    fn instance(&self) -> &str {
+        self.inner.upstream.identity().instance()
+    }
+
+    /// Stamps a session taken over from another gateway as this one's (a failure is logged:
+    /// the session still serves, its stamp just stays the old holder's).
+    async fn restamp(&self, session_id: &str) {
+        if let Err(e) = self.inner.upstream.restamp(session_id).await {
+            tracing::warn!(session = %session_id, error = %e, "could not stamp a session taken over from another replica");
+        }
     }
 
     /// Takes `prior` out of the cache and marks it claimed, or finds it claimed already.
@@ -309,7 +364,13 @@ impl ConversationPool {
             }
         };
         // Leased at once: cancelled from here on, the lease's drop deletes the fork.
+        let stamped = super::identity::stamp_of(fork.metadata.as_ref())
+            .is_some_and(|(instance, _)| instance == self.instance());
         let mut lease = self.lease(fork.id, Seed::LastOnly, None, None);
+        if !stamped {
+            // A copy of a session whose stamp is not (yet) this gateway's.
+            self.restamp(&lease.session_id).await;
+        }
         // The fork's copies get fresh ids (and events that may still be in flight).
         match upstream.newest_message_id(&lease.session_id).await {
             Ok(floor) => {
@@ -330,11 +391,25 @@ impl ConversationPool {
         claimed: Option<Fingerprint>,
         floor: Option<String>,
     ) -> Lease {
+        *lock(&self.inner.in_use)
+            .entry(session_id.clone())
+            .or_default() += 1;
         let owner = Owner::Conversations {
             pool: self.clone(),
             claimed,
         };
         Lease::new(session_id, seed, floor, owner)
+    }
+
+    /// A lease of `session_id` ended (the session is remembered again, or discarded).
+    pub(super) fn let_go(&self, session_id: &str) {
+        let mut in_use = lock(&self.inner.in_use);
+        if let Some(n) = in_use.get_mut(session_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                in_use.remove(session_id);
+            }
+        }
     }
 
     /// Remembers an answered session for the conversation's next turn.
@@ -351,6 +426,7 @@ impl ConversationPool {
                     upstream: self.inner.upstream.name().to_string(),
                     session: session_id.to_string(),
                     floor: floor.clone(),
+                    holder: Some(self.instance().to_string()),
                 };
                 let put =
                     store.put_conversation(fingerprint.bytes(), &entry, self.inner.shared_ttl);
@@ -376,6 +452,7 @@ impl ConversationPool {
     /// The failure path of a lease: the session is deleted upstream.
     pub(super) fn discard(&self, claimed: Option<Fingerprint>, session_id: String) {
         self.unclaim(claimed);
+        self.let_go(&session_id);
         self.inner.upstream.delete_later(session_id, "run failed");
     }
 

@@ -127,6 +127,7 @@ impl Lease {
                     .await;
                 self.owner = None;
                 pool.unclaim(claimed);
+                pool.let_go(&self.session_id);
             }
             Some(Owner::Claimed(claims)) => {
                 claims.free(&self.session_id, self.last_seen.take());

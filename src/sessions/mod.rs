@@ -9,6 +9,10 @@
 //! Either hands out a [`Lease`] (exclusive use for one request, returned with
 //! [`Lease::release`], cleaned up if dropped). All session calls to OpenCode go through
 //! [`SessionUpstream`], which also runs the clean-up that shutdown waits for.
+//!
+//! What a gateway cannot clean up itself — the pooled sessions of a gateway killed outright —
+//! the [`Sweeper`] finds: pooled sessions carry their gateway's [`Identity`], and those whose
+//! gateway is gone are deleted once idle past the TTL (see [`sweep`]).
 
 mod claims;
 mod conversations;
@@ -17,8 +21,10 @@ mod fingerprint;
 pub mod identity;
 mod lease;
 mod reaper;
+pub mod sweep;
 mod upstream;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -31,6 +37,7 @@ pub use fingerprint::Fingerprint;
 pub use identity::Identity;
 pub use lease::{Lease, Outcome, Seed};
 pub use reaper::Reaper;
+pub use sweep::Sweeper;
 pub use upstream::{not_found_as_session, SessionUpstream};
 
 use crate::config::SessionsConfig;
@@ -47,6 +54,9 @@ pub struct Sessions {
     /// Which key ran what on which session lately (for event filtering).
     pub owners: Owners,
     upstream: SessionUpstream,
+    sweeper: Sweeper,
+    /// How often the sweeper runs (zero: never).
+    sweep_every: Duration,
 }
 
 /// The key each recently used session belongs to: sessions the gateway ran something on,
@@ -80,27 +90,41 @@ impl Owners {
 
 impl Sessions {
     /// Builds both services over the client of upstream `name`, sharing what replicas share
-    /// through `store`; sessions they create are titled `title`.
+    /// through `store`; sessions they create are titled `title`, pooled ones stamped with
+    /// `identity`.
     pub fn new(
         client: OpenCodeClient,
         store: Store,
         name: String,
         title: String,
+        identity: Arc<Identity>,
         config: &SessionsConfig,
     ) -> Sessions {
-        let upstream = SessionUpstream::new(client, store, name);
+        let upstream = SessionUpstream::new(client, store, name, identity);
+        let conversations = ConversationPool::new(upstream.clone(), title.clone(), config);
+        let sweeper = Sweeper::new(
+            upstream.clone(),
+            conversations.clone(),
+            title.clone(),
+            config.ttl,
+        );
         Sessions {
-            conversations: ConversationPool::new(upstream.clone(), title.clone(), config),
+            conversations,
             explicit: ExplicitSessions::new(upstream.clone(), title, config),
             owners: Owners::new(),
             upstream,
+            sweeper,
+            sweep_every: config.sweep_interval,
         }
     }
 
-    /// Starts the pool's expiry task and the reaper (which also retries whenever `connected`,
-    /// the event stream's state, turns true); both stop with `shutdown`.
+    /// Starts the pool's expiry task, the reaper (which also retries whenever `connected`, the
+    /// event stream's state, turns true) and the sweeper (first once `connected`); all stop
+    /// with `shutdown`.
     pub fn spawn_background(&self, connected: watch::Receiver<bool>, shutdown: CancellationToken) {
         self.conversations.spawn_janitor(shutdown.clone());
+        self.sweeper
+            .spawn(self.sweep_every, connected.clone(), shutdown.clone());
         self.upstream.reaper().spawn(connected, shutdown);
     }
 

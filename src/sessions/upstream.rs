@@ -8,16 +8,19 @@
 //!
 //! Creates and forks run *detached* from the request that asked for them: a request cancelled
 //! while OpenCode is still creating (the client gone, the run's deadline) does not lose the new
-//! session — when it arrives with nobody left to take it, it is deleted at once. (A create that
-//! OpenCode completes only after the gateway's own call timed out is found later by the
-//! reaper's hunt.)
+//! session — when it arrives with nobody left to take it, it is deleted at once. (A create or
+//! fork that OpenCode completes only after the gateway's own call timed out is found later: a
+//! create by the reaper's hunt, a pooled fork by the sweep, since a fork carries its source's
+//! metadata and so its stamp.)
 
 use std::future::Future;
+use std::sync::Arc;
 
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 
+use super::identity::Identity;
 use super::reaper::Reaper;
 use crate::error::ApiError;
 use crate::opencode::{OpenCodeClient, Session, UpstreamError};
@@ -33,6 +36,8 @@ pub struct SessionUpstream {
     store: Store,
     /// This upstream's name, as the shared store records it.
     name: String,
+    /// Who this gateway is (stamped into the pooled sessions it creates).
+    identity: Arc<Identity>,
 }
 
 /// The answer of a detached create or fork, for the request awaiting it. Dropped unread (the
@@ -62,15 +67,32 @@ pub fn not_found_as_session(id: &str) -> impl FnOnce(UpstreamError) -> ApiError 
 }
 
 impl SessionUpstream {
-    /// Wraps the client of upstream `name`, sharing state through `store`.
-    pub fn new(client: OpenCodeClient, store: Store, name: String) -> SessionUpstream {
+    /// Wraps the client of upstream `name`, sharing state through `store`; pooled sessions are
+    /// stamped with `identity`.
+    pub fn new(
+        client: OpenCodeClient,
+        store: Store,
+        name: String,
+        identity: Arc<Identity>,
+    ) -> SessionUpstream {
         SessionUpstream {
             reaper: Reaper::new(client.clone()),
             client,
             cleanup: TaskTracker::new(),
             store,
             name,
+            identity,
         }
+    }
+
+    /// Who this gateway is.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The client (for listings the sweep makes).
+    pub(super) fn client(&self) -> &OpenCodeClient {
+        &self.client
     }
 
     /// The state shared with other replicas.
@@ -93,6 +115,25 @@ impl SessionUpstream {
     /// connection lost mid-call), the reaper hunts it down later.
     pub async fn create(&self, title: &str, dir: Option<&str>) -> Result<Session, UpstreamError> {
         self.create_with(title, serde_json::Map::new(), dir).await
+    }
+
+    /// The stamp of a pooled session made here: this gateway's identity and this upstream's
+    /// name (so that only this upstream's sweep considers it, even were two upstreams one
+    /// OpenCode).
+    pub fn stamp(&self) -> serde_json::Map<String, Value> {
+        let mut stamp = self.identity.stamp();
+        stamp.insert("upstream".into(), Value::String(self.name.clone()));
+        stamp
+    }
+
+    /// Creates a pooled session: like [`create`](Self::create), with this gateway's
+    /// [`stamp`](Self::stamp) for the sweep.
+    pub async fn create_pooled(
+        &self,
+        title: &str,
+        dir: Option<&str>,
+    ) -> Result<Session, UpstreamError> {
+        self.create_with(title, self.stamp(), dir).await
     }
 
     /// Like [`create`](Self::create), with more of the gateway's metadata (the `portatek`
@@ -120,7 +161,7 @@ impl SessionUpstream {
     }
 
     /// Copies a session, up to (excluding) `before` when given. The copy carries the source's
-    /// metadata.
+    /// metadata (its stamp too).
     pub async fn fork(&self, id: &str, before: Option<&str>) -> Result<Session, UpstreamError> {
         let (client, id, before) = (
             self.client.clone(),
@@ -153,6 +194,29 @@ impl SessionUpstream {
                 "the session call ended without an answer".into(),
             ))
         })
+    }
+
+    /// Stamps a pooled session with this gateway's identity (it took the session over from
+    /// another replica): from now on the sweep counts it as this gateway's. Replaces the
+    /// session's metadata (a pooled session's is the stamp and the creation marker alone).
+    pub async fn restamp(&self, id: &str) -> Result<(), UpstreamError> {
+        let metadata = serde_json::json!({ "portatek": self.stamp() });
+        self.client.set_session_metadata(id, &metadata).await
+    }
+
+    /// Deletes a session the sweep found orphaned; whether this call deleted it (`false`: it
+    /// was gone already, or could not be deleted now and is left to the reaper, which retries
+    /// until it can).
+    pub async fn delete_swept(&self, id: &str) -> bool {
+        match self.client.delete_session(id).await {
+            Ok(()) => true,
+            Err(UpstreamError::NotFound(_)) => false,
+            Err(e) => {
+                tracing::warn!(session = %id, error = %e, "could not delete an orphaned OpenCode session; will retry");
+                self.reaper.retry_delete(id.to_string());
+                false
+            }
+        }
     }
 
     /// One session.

@@ -12,6 +12,7 @@
 //! | `running:<id>` | the same, removed only by a release: still there at the next claim, the last holder died mid-run (its run is aborted first) | 1 day |
 //! | `floor:<id>` | the newest message id before the session's next run | 7 days |
 //! | `rate:req:<key>:<minute>`, `rate:tok:<key>:<minute>` | requests and tokens of a key in a minute | 2 minutes |
+//! | `instance:<id>` | a live gateway instance's deployment (its heartbeat: the sweep spares the pooled sessions of live instances) | `store.lease_ttl_secs`, renewed every third of it; deleted at a clean shutdown |
 //!
 //! Redis is a helper, never a dependency of a request: every call is bounded by
 //! `store.timeout_ms`; a failed or slow call marks the store down (one warning), callers then
@@ -66,6 +67,10 @@ pub struct SharedConversation {
     pub session: String,
     /// The newest message id of the remembered state.
     pub floor: Option<String>,
+    /// The gateway instance that wrote the entry (and whose stamp the session carries); absent
+    /// in entries of gateways that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
 }
 
 /// How long a down store is left alone before the next attempt.
@@ -389,6 +394,43 @@ impl Store {
         r.call::<()>(&cmd).await
     }
 
+    /// Records that gateway `instance` (of `deployment`) is alive, for `ttl`.
+    pub async fn beat(
+        &self,
+        instance: &str,
+        deployment: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let r = self.shared()?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(r.key("instance:", instance))
+            .arg(deployment)
+            .arg("PX")
+            .arg(ms(ttl));
+        r.call::<()>(&cmd).await
+    }
+
+    /// Which of `instances` are alive (have a heartbeat), in order.
+    pub async fn alive(&self, instances: &[&str]) -> Result<Vec<bool>, StoreError> {
+        let r = self.shared()?;
+        if instances.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("MGET");
+        for id in instances {
+            cmd.arg(r.key("instance:", id));
+        }
+        let found: Vec<Option<String>> = r.call(&cmd).await?;
+        Ok(found.iter().map(Option::is_some).collect())
+    }
+
+    /// Removes gateway `instance`'s heartbeat (it is shutting down).
+    pub async fn forget_instance(&self, instance: &str) -> Result<(), StoreError> {
+        let r = self.shared()?;
+        r.call::<()>(redis::cmd("DEL").arg(r.key("instance:", instance)))
+            .await
+    }
+
     /// Adds `amount` to counter `rate:<name>` (which expires `ttl` after its creation); the
     /// new total.
     pub async fn add_to_counter(
@@ -547,12 +589,23 @@ mod tests {
             upstream: "a".into(),
             session: "ses_1".into(),
             floor: None,
+            holder: None,
         };
         let text = serde_json::to_string(&entry).unwrap();
         assert_eq!(text, r#"{"upstream":"a","session":"ses_1","floor":null}"#);
         assert_eq!(
             serde_json::from_str::<SharedConversation>(&text).unwrap(),
             entry
+        );
+        let held = SharedConversation {
+            holder: Some("i1".into()),
+            ..entry
+        };
+        let text = serde_json::to_string(&held).unwrap();
+        assert!(text.ends_with(r#","holder":"i1"}"#), "{text}");
+        assert_eq!(
+            serde_json::from_str::<SharedConversation>(&text).unwrap(),
+            held
         );
         assert_eq!(ms(Duration::ZERO), 1, "never PX 0 (Redis refuses it)");
     }
