@@ -435,17 +435,24 @@ struct ReplicaPair {
 impl ReplicaPair {
     /// With `extra` appended to both replicas' config; `None` without redis-server.
     async fn start(extra: &str) -> Option<ReplicaPair> {
+        Self::start_each([extra, extra]).await
+    }
+
+    /// With `extra[i]` appended to replica `i`'s config (right after the `[store]` keys).
+    async fn start_each(extra: [&str; 2]) -> Option<ReplicaPair> {
         let redis = support::redis::Redis::start().await?;
         let mock = support::MockModel::start().await;
         let opencode = support::OpenCode::start(&mock.base_url()).await;
-        let config = format!(
-            "[store]\nkind = \"redis\"\nurl = \"{}\"\n{extra}",
-            redis.url()
-        );
-        let opts = support::GatewayOptions::default().config(config);
+        let opts = |extra: &str| {
+            let config = format!(
+                "[store]\nkind = \"redis\"\nurl = \"{}\"\n{extra}",
+                redis.url()
+            );
+            support::GatewayOptions::default().config(config)
+        };
         let gateways = [
-            support::Gateway::start_with(&opencode.url(), opts.clone()).await,
-            support::Gateway::start_with(&opencode.url(), opts).await,
+            support::Gateway::start_with(&opencode.url(), opts(extra[0])).await,
+            support::Gateway::start_with(&opencode.url(), opts(extra[1])).await,
         ];
         Some(ReplicaPair {
             gateways,
@@ -546,6 +553,102 @@ async fn expiry_deletes_a_moved_session_exactly_once() {
         .sum();
     assert_eq!(deletes, 1, "deleted exactly once");
     assert_eq!(gateways[1].logs().matches(&deleted).count(), 1);
+}
+
+/// The instance id a gateway logged at start.
+fn instance_of(gateway: &support::Gateway) -> String {
+    let logs = gateway.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("gateway instance"))
+        .unwrap_or_else(|| panic!("no instance logged:\n{logs}"));
+    let at = line.find("instance=").unwrap() + "instance=".len();
+    line[at..at + 32].to_string()
+}
+
+/// With Redis, replicas know each other's liveness. Replica 0 (30 s TTL) holds two
+/// conversations idle for 8 s while replica 1 (2 s TTL) sweeps every second: replica 0's
+/// heartbeat spares them. Replica 1 continues one of them without replay and stamps its session
+/// as its own. Replica 0 is SIGKILLed: once its heartbeat lapses (2 s), replica 1 deletes the
+/// session it left, counts it, and OpenCode ends with no session at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replicas_sessions_are_swept_by_the_live_one() {
+    let sweep = "lease_ttl_secs = 2\n[sessions]\nsweep_interval_secs = 1\n";
+    let Some(mut bed) = ReplicaPair::start_each([
+        &format!("{sweep}ttl_secs = 30\n"),
+        &format!("{sweep}ttl_secs = 2\n"),
+    ])
+    .await
+    else {
+        return;
+    };
+    let http = support::gateway::test_client();
+    let ask = |url: String, messages: Vec<Value>| {
+        let rb = http
+            .post(format!("{url}/v1/chat/completions"))
+            .json(&chat_body(ECHO, messages));
+        async move {
+            let (status, headers, body) = support::api::send(rb).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let session = headers[SESSION_HEADER].to_str().unwrap().to_string();
+            let answer = body["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            (session, answer)
+        }
+    };
+    let (zero, one) = (bed.gateways[0].url(), bed.gateways[1].url());
+    let (kept, moving) = (user("sweep kept"), user("sweep moving"));
+    let (left, _) = ask(zero.clone(), vec![kept]).await;
+    let (moved, answer) = ask(zero, vec![moving.clone()]).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let ids = bed.opencode.session_ids().await;
+    assert!(
+        ids.contains(&left) && ids.contains(&moved),
+        "a live replica's idle sessions were swept: {ids:?}\n{}",
+        bed.gateways[1].logs()
+    );
+
+    let next = vec![moving, assistant(&answer), user("sweep moved")];
+    let (continued, _) = ask(one.clone(), next).await;
+    assert_eq!(continued, moved, "continued on replica 1");
+    let session = bed.opencode.get_json(&format!("/session/{moved}")).await;
+    assert_eq!(
+        session["metadata"]["portatek"]["instance"],
+        instance_of(&bed.gateways[1]).as_str(),
+        "taken over: stamped as replica 1's"
+    );
+
+    bed.gateways[0].kill().await;
+    let swept = support::eventually(Duration::from_secs(15), || async {
+        bed.opencode.session_ids().await.is_empty()
+    })
+    .await;
+    assert!(
+        swept,
+        "left behind: {:?}\n{}",
+        bed.opencode.session_ids().await,
+        bed.gateways[1].logs()
+    );
+    let logs = bed.gateways[1].logs();
+    assert!(
+        logs.contains(&format!(
+            "deleted an orphaned pooled session session={left}"
+        )),
+        "the dead replica's session went by the sweep:\n{logs}"
+    );
+    let text = http
+        .get(format!("{one}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metrics = support::prometheus::parse(&text).unwrap();
+    let counted = metrics.sum("portatek_sessions_swept_total", &[("upstream", "default")]);
+    assert!(counted >= 1.0, "swept: {counted}\n{text}");
 }
 
 /// An upstream that passes its health checks but fails what a turn needs (here: every session
