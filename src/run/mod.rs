@@ -91,8 +91,6 @@ pub struct Run {
     _in_flight: crate::upstreams::InFlight,
     /// What the caller granted this run, for its rest, by answering `always`.
     grants: crate::permissions::Grants,
-    /// The run's session is the caller's while it lives (its permission list is theirs).
-    _watch: crate::permissions::Watch,
 }
 
 /// Where a run takes its session from.
@@ -309,9 +307,6 @@ async fn begin(
     if lease.seed == Seed::Full {
         adapter = adapter.fresh_session();
     }
-    let watch = state
-        .permissions
-        .watch(&lease.session_id, &conversation.client);
     Ok(Run {
         state: state.clone(),
         lease: Some(lease),
@@ -333,7 +328,6 @@ async fn begin(
         _live: state.live_runs.token(),
         _in_flight: state.upstreams.run_started(state.upstream),
         grants: crate::permissions::Grants::default(),
-        _watch: watch,
     })
 }
 
