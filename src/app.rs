@@ -122,6 +122,7 @@ fn backend(
         tools,
         responses,
         in_flight: Default::default(),
+        admission: crate::upstreams::admission::Admission::new(&config.admission),
     })
 }
 
