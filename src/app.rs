@@ -99,6 +99,7 @@ fn backend(
         config.prompt.session_title.clone(),
         config.responses.ttl,
         config.responses.max_sessions,
+        config.prompt.deadline * 2 + config.client_tools.result_timeout,
     );
     let sweep_every = (config.responses.ttl / 4).clamp(
         std::time::Duration::from_secs(1),

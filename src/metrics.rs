@@ -28,7 +28,7 @@
 //! | `portatek_admission_in_flight` | gauge | `upstream` |
 //! | `portatek_admission_queued` | gauge | `upstream` |
 //! | `portatek_admission_admitted_total` | counter | `upstream` |
-//! | `portatek_admission_refused_total` | counter | `upstream`, `reason` (`queue_full`, `queue_timeout`) |
+//! | `portatek_admission_refused_total` | counter | `upstream`, `reason` (`overloaded`, `queue_full`, `queue_timeout`) |
 //! | `portatek_admission_wait_seconds_total` | counter | `upstream` (time admitted requests queued) |
 
 use std::sync::OnceLock;

@@ -362,8 +362,13 @@ async fn closed_loop(gateway: &str, clients: usize, secs: u64) -> Load {
                             load.refusal_times.push(started.elapsed());
                             let wait = retry_after.unwrap_or(0);
                             assert!(wait >= 1, "a refusal without Retry-After: {v}");
+                            // Clients that all wait exactly `Retry-After` wake together; real
+                            // ones do not (started apart, network jitter): spread them a little.
+                            let jitter =
+                                Duration::from_millis(((c * 7919 + n * 104_729) % 1000) as u64);
                             let left = end.saturating_duration_since(std::time::Instant::now());
-                            tokio::time::sleep(Duration::from_secs(wait).min(left)).await;
+                            tokio::time::sleep((Duration::from_secs(wait) + jitter).min(left))
+                                .await;
                         }
                         _ => load.failed.push(format!("{status}: {v}")),
                     }

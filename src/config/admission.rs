@@ -26,7 +26,8 @@ pub struct AdmissionConfig {
     pub tolerance: f64,
     /// Most requests waiting per upstream; beyond it a request is refused at once.
     pub queue: usize,
-    /// Longest wait in the queue (`queue_timeout_ms`); then the request is refused.
+    /// Longest wait in the queue (`queue_timeout_ms`), while the upstream is healthy (an
+    /// overloaded one refuses at once); then the request is refused.
     #[serde(rename = "queue_timeout_ms", with = "units::millis")]
     pub queue_timeout: Duration,
     /// `Retry-After` of a refusal (`retry_after_secs`).
@@ -39,12 +40,12 @@ impl Default for AdmissionConfig {
         AdmissionConfig {
             enabled: true,
             adaptive: true,
-            initial_limit: 32,
+            initial_limit: 64,
             min_limit: 4,
             max_limit: 4096,
             tolerance: 2.0,
             queue: 1024,
-            queue_timeout: Duration::from_millis(50),
+            queue_timeout: Duration::from_secs(2),
             retry_after: Duration::from_secs(1),
         }
     }

@@ -23,8 +23,11 @@
 //! `initial_limit`.
 //!
 //! **The queue** holds at most `queue` requests, each for at most `queue_timeout_ms`, first
-//! come first served; a request that finds the queue full, or whose wait runs out, is refused
-//! at once. Runs resumed with tool results are not admitted again: they already started, and
+//! come first served — but only while OpenCode answers as fast as usual, so that a burst on a
+//! healthy upstream waits the few samples the limit needs to grow. Once OpenCode is slower
+//! than it should be, waiters are refused at once and nothing new waits: under overload every
+//! refusal is immediate. A request that finds the queue full, or whose wait runs out, is
+//! refused too. Runs resumed with tool results are not admitted again: they already started, and
 //! a parked run gives its place back while it waits.
 //!
 //! Why not a crate: `tower::limit::ConcurrencyLimit` has a fixed limit and an unbounded queue;
@@ -59,6 +62,8 @@ pub enum Refusal {
     QueueFull,
     /// It waited its longest in the queue.
     QueueTimeout,
+    /// The upstream answers slower than it should: nothing waits for it.
+    Overloaded,
 }
 
 impl Refusal {
@@ -67,6 +72,7 @@ impl Refusal {
         match self {
             Refusal::QueueFull => "queue_full",
             Refusal::QueueTimeout => "queue_timeout",
+            Refusal::Overloaded => "overloaded",
         }
     }
 }
@@ -75,7 +81,10 @@ impl Refusal {
 struct State {
     limit: f64,
     in_flight: usize,
-    waiters: VecDeque<oneshot::Sender<()>>,
+    /// Each waiter is told `true` (admitted) or `false` (refused: the upstream is overloaded).
+    waiters: VecDeque<oneshot::Sender<bool>>,
+    /// The latest sample was within tolerance (a burst may wait for the limit to grow).
+    healthy: bool,
     short: Option<f64>,
     baseline: Option<f64>,
     admitted: u64,
@@ -136,6 +145,7 @@ impl Admission {
                     limit,
                     in_flight: 0,
                     waiters: VecDeque::new(),
+                    healthy: true,
                     short: None,
                     baseline: None,
                     admitted: 0,
@@ -185,6 +195,10 @@ impl Admission {
                 state.admitted += 1;
                 return Ok(Some(self.admitted()));
             }
+            if !state.healthy {
+                state.refused += 1;
+                return Err(Refusal::Overloaded);
+            }
             if state.waiters.len() >= self.inner.config.queue {
                 state.refused += 1;
                 return Err(Refusal::QueueFull);
@@ -195,13 +209,13 @@ impl Admission {
         };
         let mut rx = rx;
         let outcome = tokio::time::timeout(self.inner.config.queue_timeout, &mut rx).await;
-        let admitted = match outcome {
-            Ok(Ok(())) => true,
+        let (admitted, refusal) = match outcome {
+            Ok(Ok(admitted)) => (admitted, Refusal::Overloaded),
             // Close first: a place handed over after the timeout fired is taken rather than
             // lost; none can come after the close.
             _ => {
                 rx.close();
-                rx.try_recv().is_ok()
+                (rx.try_recv() == Ok(true), Refusal::QueueTimeout)
             }
         };
         let mut state = lock(&self.inner.state);
@@ -213,7 +227,7 @@ impl Admission {
             Ok(Some(self.admitted()))
         } else {
             state.refused += 1;
-            Err(Refusal::QueueTimeout)
+            Err(refusal)
         }
     }
 
@@ -243,6 +257,13 @@ impl Admission {
             return;
         }
         let gradient = (config.tolerance * baseline / short).clamp(0.5, 1.0);
+        state.healthy = gradient >= 1.0;
+        if !state.healthy {
+            // Overloaded: whoever waits is refused now rather than at the end of the wait.
+            while let Some(tx) = state.waiters.pop_front() {
+                let _ = tx.send(false);
+            }
+        }
         // Healthy (gradient 1): grow by a fifth of the limit's square root per sample, which
         // roughly doubles it per generation of runs, like TCP's slow start; slower than
         // usual: shrink in proportion, at most about a tenth per sample.
@@ -277,7 +298,7 @@ fn release_waiters(state: &mut State) {
         let Some(tx) = state.waiters.pop_front() else {
             return;
         };
-        if tx.send(()).is_ok() {
+        if tx.send(true).is_ok() {
             state.in_flight += 1;
         }
     }

@@ -151,3 +151,36 @@ async fn retry_after_grows_with_the_refusals_per_admission() {
         "all admitted again"
     );
 }
+
+#[tokio::test]
+async fn an_overloaded_upstream_refuses_at_once() {
+    let a = Admission::new(&config(2, 10, 5_000, true));
+    let mut held = vec![a.admit().await.unwrap(), a.admit().await.unwrap()];
+    a.sample(Duration::from_millis(10));
+    while (a.snapshot().in_flight as f64) < 3.0 {
+        held.push(a.admit().await.unwrap());
+    }
+    let waiting = {
+        let a = a.clone();
+        tokio::spawn(async move { a.admit().await.map(|p| p.is_some()) })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(a.snapshot().queued, 1);
+    a.sample(Duration::from_millis(200));
+    let started = Instant::now();
+    assert_eq!(
+        waiting.await.unwrap(),
+        Err(Refusal::Overloaded),
+        "the waiter is refused"
+    );
+    assert_eq!(
+        a.admit().await.map(|p| p.is_some()),
+        Err(Refusal::Overloaded)
+    );
+    assert!(started.elapsed() < Duration::from_millis(100));
+    // Fast again: a burst may wait again.
+    for _ in 0..50 {
+        a.sample(Duration::from_millis(10));
+    }
+    assert!(a.snapshot().latency_ms.is_some_and(|l| l < 20.0));
+}
