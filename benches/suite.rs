@@ -15,10 +15,12 @@
 //! 5. `real`: the real OpenCode with the scripted model, gateway vs calling OpenCode directly.
 //! 6. `scale`: 1 vs 2 upstreams and 1 vs 2 replicas sharing Redis, against the fast fake: the
 //!    cost of routing and of the shared store, as ratios to one gateway over one upstream.
+//! 7. `overload`: 1,000 clients for 60 s against the real OpenCode beside its best concurrency
+//!    (admission control: completions kept, refusals at once, nothing failing after it started).
 //!
 //! `BENCH_ONLY=open_loop,streaming` runs only those sections (`open_loop`, `saturation`,
-//! `streaming`, `memory`, `real`, `scale`; default: all). The real section installs the pinned OpenCode
-//! into `target/` unless `OPENCODE_BIN` names one. The whole suite takes about 7 minutes on two
+//! `streaming`, `memory`, `real`, `scale`, `overload`; default: all). The real and overload
+//! sections install the pinned OpenCode into `target/` unless `OPENCODE_BIN` names one. The whole suite takes about 9 minutes on two
 //! cores. Every section starts its own fake, gateway process and client connection pool.
 //!
 //! The fast fake (`suite/fake.rs`) runs in this process on its own runtime; the gateway is the
@@ -33,6 +35,8 @@ mod alone;
 mod fake;
 #[path = "suite/load.rs"]
 mod load;
+#[path = "suite/overload.rs"]
+mod overload;
 #[path = "suite/procfs.rs"]
 mod procfs;
 #[path = "suite/real.rs"]
@@ -547,6 +551,9 @@ async fn main() {
     }
     if selected("scale") {
         scale::run(&mut report).await;
+    }
+    if selected("overload") {
+        overload::run(&mut report).await;
     }
     report.info(
         "machine",

@@ -103,6 +103,7 @@ fn backend(
         config.prompt.session_title.clone(),
         config.responses.ttl,
         config.responses.max_sessions,
+        config.prompt.deadline * 2 + config.client_tools.result_timeout,
     );
     let sweep_every = (config.responses.ttl / 4).clamp(
         std::time::Duration::from_secs(1),
@@ -126,6 +127,7 @@ fn backend(
         tools,
         responses,
         in_flight: Default::default(),
+        admission: crate::upstreams::admission::Admission::new(&config.admission),
     })
 }
 

@@ -66,6 +66,15 @@ pub enum ApiError {
         /// When to try again (sent as `Retry-After`).
         retry_after: Option<std::time::Duration>,
     },
+    /// 503: the upstream is at its limit of runs in flight and its queue is full or the wait
+    /// ran out (admission control): try again after `retry_after`.
+    #[error("{message}")]
+    Overloaded {
+        /// Explanation.
+        message: String,
+        /// When to try again (sent as `Retry-After`).
+        retry_after: std::time::Duration,
+    },
     /// 502: OpenCode or the model provider answered with an error.
     #[error("{0}")]
     Upstream(String),
@@ -151,7 +160,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Http { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -164,7 +175,7 @@ impl ApiError {
             ApiError::Upstream(_) => "upstream_error",
             ApiError::Unavailable(_) => "service_unavailable",
             ApiError::UpstreamTimeout(_) => "timeout",
-            ApiError::Internal(_) => "server_error",
+            ApiError::Internal(_) | ApiError::Overloaded { .. } => "server_error",
             ApiError::PermissionDenied(_) => "permission_error",
             _ => "invalid_request_error",
         }
@@ -187,6 +198,7 @@ impl ApiError {
             ApiError::Upstream(_) => Some("upstream_error"),
             ApiError::Unavailable(_) => Some("upstream_unavailable"),
             ApiError::UpstreamTimeout(_) => Some("upstream_timeout"),
+            ApiError::Overloaded { .. } => Some("overloaded"),
             ApiError::Internal(_) => None,
         }
     }
@@ -211,7 +223,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status().is_server_error() {
+        // Refusals under overload come by the thousand: counted in /metrics, not logged each.
+        if matches!(self, ApiError::Overloaded { .. }) {
+            tracing::debug!(error = %self, "request refused by admission control");
+        } else if self.status().is_server_error() {
             tracing::warn!(status = self.status().as_u16(), error = %self, "request failed");
         } else {
             tracing::debug!(status = self.status().as_u16(), error = %self, "request rejected");
@@ -220,6 +235,9 @@ impl IntoResponse for ApiError {
         if let ApiError::TooManyRequests {
             retry_after: Some(wait),
             ..
+        }
+        | ApiError::Overloaded {
+            retry_after: wait, ..
         } = &self
         {
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;

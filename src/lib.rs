@@ -27,6 +27,7 @@ pub mod config;
 pub mod embedded;
 pub mod error;
 pub mod hub;
+pub mod memory;
 pub mod metrics;
 pub mod openai;
 pub mod openapi;

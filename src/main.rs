@@ -8,8 +8,22 @@ use portatek_gateway::config::{Cli, Config, LogFormat};
 use portatek_gateway::server;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Before the runtime's threads exist, so they share the few arenas it allows.
+    portatek_gateway::memory::tune();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("portatek-gateway: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     if cli.openapi {
         println!("{:#}", portatek_gateway::openapi::document());

@@ -25,6 +25,12 @@
 //! | `portatek_rate_limited_total` | counter | `limit` |
 //! | `portatek_tool_slots_in_use` | gauge | |
 //! | `portatek_pending_session_cleanup` | gauge | |
+//! | `portatek_admission_limit` | gauge | `upstream` |
+//! | `portatek_admission_in_flight` | gauge | `upstream` |
+//! | `portatek_admission_queued` | gauge | `upstream` |
+//! | `portatek_admission_admitted_total` | counter | `upstream` |
+//! | `portatek_admission_refused_total` | counter | `upstream`, `reason` (`overloaded`, `queue_full`, `queue_timeout`) |
+//! | `portatek_admission_wait_seconds_total` | counter | `upstream` (time admitted requests queued) |
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -102,6 +108,19 @@ fn sample_state(state: &AppState) {
     let store = state.upstreams.store();
     if store.is_shared() {
         metrics::gauge!("portatek_store_up").set(if store.is_up() { 1.0 } else { 0.0 });
+    }
+    for b in all {
+        let a = b.admission.snapshot();
+        let name = b.name.clone();
+        metrics::gauge!("portatek_admission_limit", "upstream" => name.clone()).set(a.limit as f64);
+        metrics::gauge!("portatek_admission_in_flight", "upstream" => name.clone())
+            .set(a.in_flight as f64);
+        metrics::gauge!("portatek_admission_queued", "upstream" => name.clone())
+            .set(a.queued as f64);
+        metrics::counter!("portatek_admission_admitted_total", "upstream" => name.clone())
+            .absolute(a.admitted);
+        metrics::counter!("portatek_admission_wait_seconds_total", "upstream" => name)
+            .absolute(a.waited_secs as u64);
     }
     if state.upstreams.is_single() {
         return;

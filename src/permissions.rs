@@ -133,21 +133,6 @@ pub struct Permissions {
     timeout: Duration,
     client: OpenCodeClient,
     pending: Arc<Mutex<HashMap<String, Pending>>>,
-    /// Sessions with a live run, and whose: who may list their (not yet asked) requests.
-    watched: Arc<Mutex<HashMap<String, ClientId>>>,
-}
-
-/// A live run's registration as the one whose requests its session's list shows; removed
-/// when the run ends (dropped with it).
-pub struct Watch {
-    watched: Arc<Mutex<HashMap<String, ClientId>>>,
-    session_id: String,
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        lock(&self.watched).remove(&self.session_id);
-    }
 }
 
 /// Whether `text` matches `pattern` (`*` matches any run of characters).
@@ -193,7 +178,6 @@ impl Permissions {
             timeout: config.timeout,
             client,
             pending: Arc::default(),
-            watched: Arc::default(),
         }
     }
 
@@ -319,22 +303,9 @@ impl Permissions {
         Some(pending)
     }
 
-    /// Registers the live run of `owner` on `session_id` (until the guard drops).
-    pub fn watch(&self, session_id: &str, owner: &ClientId) -> Watch {
-        lock(&self.watched).insert(session_id.to_string(), owner.clone());
-        Watch {
-            watched: self.watched.clone(),
-            session_id: session_id.to_string(),
-        }
-    }
-
-    /// Whether `owner` (an admin: anyone) has a live run, or a waiting request, on
-    /// `session_id`: then its list is theirs to read even while empty.
-    pub fn watching(&self, session_id: &str, owner: &ClientId, admin: bool) -> bool {
-        let run = lock(&self.watched)
-            .get(session_id)
-            .is_some_and(|o| admin || o == owner);
-        run || lock(&self.pending)
+    /// Whether a request of `owner` (an admin: anyone's) waits on `session_id`.
+    pub fn waiting_for(&self, session_id: &str, owner: &ClientId, admin: bool) -> bool {
+        lock(&self.pending)
             .values()
             .any(|p| p.session_id == session_id && (admin || &p.owner == owner))
     }

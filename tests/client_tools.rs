@@ -329,6 +329,41 @@ fn assistant_calls(content: Value, calls: &[Call]) -> Value {
     json!({"role": "assistant", "content": content, "tool_calls": tool_calls})
 }
 
+/// A step of 150 parallel calls (a 64-entry queue between the MCP door and the run used to
+/// refuse the 65th unread call silently, and a step past 128 hung to the deadline): every call
+/// comes back, promptly, and their results reach the model.
+async fn many_parallel_calls_all_come_back(bed: &TestBed) {
+    const N: usize = 150;
+    let markers: String = (0..N)
+        .map(|i| format!(r#"[call:get_weather:{{"city":"c{i}"}}]"#))
+        .collect();
+    let mut messages = vec![user(&format!("many calls {markers}"))];
+    let tools = [weather()];
+    let started = Instant::now();
+    let (s, v) = bed.chat(tool_body(&messages, &tools)).await;
+    let calls = tool_calls_of(s, &v);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let cities: BTreeSet<String> = calls
+        .iter()
+        .map(|(_, _, a)| a["city"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(cities.len(), N, "calls came back: {}", calls.len());
+    messages.push(v["choices"][0]["message"].clone());
+    for (id, _, _) in &calls {
+        messages.push(tool_result(id, "sunny"));
+    }
+    let (s, v) = bed.chat(tool_body(&messages, &tools)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let text = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(text.matches("=sunny").count(), N, "{text}");
+}
+
 /// Answers every call of `v` with "ok" until the model answers in text (leaves no run parked).
 async fn finish_loop(bed: &TestBed, mut messages: Vec<Value>, tools: &[Value], mut v: Value) {
     for _ in 0..6 {
@@ -374,6 +409,7 @@ async fn tool_loop() {
     scenario!(s, results_reach_the_model_as_tool_results(&bed));
     scenario!(s, streamed_parallel_calls(&bed));
     scenario!(s, several_rounds_in_one_run(&bed));
+    scenario!(s, many_parallel_calls_all_come_back(&bed));
     scenario!(s, one_call_per_response_without_parallel_tool_calls(&bed));
     scenario!(s, tool_choice_decides_what_the_model_is_offered(&bed));
     scenario!(s, names_of_opencode_tools_reach_the_client(&bed));

@@ -8,7 +8,8 @@
 //!   headers too large) is answered in OpenAI's error shape;
 //! - a malformed image data URL is a 400 naming it, end to end;
 //! - 502 messages pass on the upstream's words but never its internals (Bun stack frames,
-//!   `/$bunfs/…js` paths).
+//!   `/$bunfs/…js` paths);
+//! - memory comes back after a spike of very large requests (issue 23).
 //!
 //! The gateway binary runs against no OpenCode (`UNUSED_OPENCODE_URL`) or the fake one; the
 //! 502 checks run in-process. No real OpenCode is needed.
@@ -442,4 +443,103 @@ async fn a_stack_trace_in_a_session_error_is_not_passed_on() {
         assert_scrubbed(r.body["error"]["message"].as_str().unwrap(), "responses");
     }
     assert_eq!(app.fake.prompts().len(), 6, "every request reached the run");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory after spikes
+// ---------------------------------------------------------------------------------------------
+
+/// Resident memory of process `pid`, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+/// A few very large requests (1,000 tools, a 5 MB schema, 50,000 input items — each parsed in
+/// full before its 400) used to raise the gateway's memory from 30 to 235 MiB and leave it near
+/// 150 MiB (malloc keeping freed memory). Now it comes back near where it started within
+/// seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_comes_back_after_large_requests() {
+    let fake = FakeOpenCode::start_with_models(mock_models()).await;
+    let gw = fake.gateway().await;
+    let pid = gw.pid().unwrap();
+    let http = support::gateway::test_client();
+    let send = |path: &'static str, body: serde_json::Value| {
+        let http = http.clone();
+        let url = format!("{}{path}", gw.url());
+        async move {
+            let resp = http.post(url).json(&body).send().await.unwrap();
+            assert_eq!(resp.status(), 400, "{path}");
+        }
+    };
+    // Warm up the paths once, then take the baseline.
+    send(
+        "/v1/chat/completions",
+        json!({"model": ECHO, "messages": []}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss_mib(pid);
+
+    let tool = |i: usize| {
+        json!({"type": "function", "function": {"name": format!("tool_{i}"), "description": "x".repeat(200),
+            "parameters": {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}}}})
+    };
+    let tools: Vec<_> = (0..1_000).map(tool).collect();
+    let big_schema: serde_json::Map<String, serde_json::Value> = (0..60_000)
+        .map(|i| {
+            (
+                format!("p{i}"),
+                json!({"type": "string", "description": "y".repeat(40)}),
+            )
+        })
+        .collect();
+    let items: Vec<_> = (0..50_000)
+        .map(|i| json!({"role": "user", "content": format!("item {i} {}", "z".repeat(50))}))
+        .collect();
+    let mut peak: f64 = 0.0;
+    for _ in 0..3 {
+        send(
+            "/v1/chat/completions",
+            json!({"model": ECHO, "messages": [{"role": "user", "content": "x"}],
+            "tools": tools, "tool_choice": {"type": "function", "function": {"name": "missing"}}}),
+        )
+        .await;
+        send(
+            "/v1/chat/completions",
+            json!({"model": ECHO, "messages": [{"role": "user", "content": "x"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "s",
+                "schema": {"type": "object", "properties": big_schema}}}}),
+        )
+        .await;
+        send(
+            "/v1/responses",
+            json!({"model": ECHO, "input": items, "temperature": "hot"}),
+        )
+        .await;
+        peak = peak.max(rss_mib(pid));
+    }
+    let settled = {
+        let mut now = rss_mib(pid);
+        for _ in 0..30 {
+            if now < before + 40.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            now = rss_mib(pid);
+        }
+        now
+    };
+    eprintln!("[memory] before {before:.1} MiB, peak {peak:.1} MiB, after {settled:.1} MiB");
+    assert!(
+        settled < before + 40.0,
+        "memory stayed up after the spike: {before:.1} → {peak:.1} → {settled:.1} MiB"
+    );
 }

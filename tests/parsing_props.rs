@@ -333,8 +333,65 @@ fn apply(body: &mut Value, m: &Mutation) {
 // Properties
 // ---------------------------------------------------------------------------------------------
 
+/// A schema of generated `$defs` whose `$ref`s form any graph (cycles in place included) with
+/// `allOf`/`anyOf`, `properties` and `items` between them (issue 19).
+fn ref_graph_schema() -> impl Strategy<Value = Value> {
+    (1usize..7).prop_flat_map(|n| {
+        let def = prop_oneof![
+            (0..n).prop_map(|t| json!({"$ref": format!("#/$defs/d{t}")})),
+            prop::collection::vec(0..n, 1..3).prop_map(|ts| json!({"anyOf": ts.iter()
+                .map(|t| json!({"$ref": format!("#/$defs/d{t}")})).collect::<Vec<_>>()})),
+            prop::collection::vec(0..n, 1..3).prop_map(|ts| json!({"allOf": ts.iter()
+                .map(|t| json!({"$ref": format!("#/$defs/d{t}")})).collect::<Vec<_>>()})),
+            (0..n).prop_map(|t| json!({"type": "object",
+                "properties": {"x": {"$ref": format!("#/$defs/d{t}")}}})),
+            (0..n)
+                .prop_map(|t| json!({"type": "array", "items": {"$ref": format!("#/$defs/d{t}")}})),
+            Just(json!({"type": "string"})),
+        ];
+        prop::collection::vec(def, n).prop_map(|defs| {
+            let defs: Map<String, Value> = defs
+                .into_iter()
+                .enumerate()
+                .map(|(i, d)| (format!("d{i}"), d))
+                .collect();
+            json!({"$defs": defs, "$ref": "#/$defs/d0"})
+        })
+    })
+}
+
 proptest! {
     #![proptest_config(Config { cases: CASES, failure_persistence: None, ..Config::default() })]
+
+    /// Generated `$ref` graphs in `response_format`, `text.format` or a tool's `parameters`:
+    /// every request gets its answer at once (a 400 naming the schema's field, or the run),
+    /// never a hang or a 5xx.
+    #[test]
+    fn ref_graphs_get_a_bounded_answer(schema in ref_graph_schema(), place in 0u8..3) {
+        let (path, body, param) = match place {
+            0 => (CHAT, json!({"model": ECHO, "messages": [{"role": "user", "content": "x"}],
+                "response_format": {"type": "json_schema",
+                    "json_schema": {"name": "s", "schema": schema}}}),
+                "response_format.json_schema.schema"),
+            1 => (RESPONSES, json!({"model": ECHO, "input": "x",
+                "text": {"format": {"type": "json_schema", "name": "s", "schema": schema}}}),
+                "text.format.schema"),
+            _ => {
+                let mut parameters = schema;
+                parameters["type"] = json!("object");
+                (CHAT, json!({"model": ECHO, "messages": [{"role": "user", "content": "x"}],
+                    "tools": [{"type": "function", "function": {"name": "f",
+                        "parameters": parameters}}]}),
+                    "tools[0].function.parameters")
+            }
+        };
+        let sent = serde_json::to_vec(&body).unwrap();
+        let r = post(path, sent.clone());
+        check(path, &sent, &r)?;
+        if r.status.as_u16() == 400 {
+            prop_assert_eq!(r.body["error"]["param"].as_str(), Some(param), "{}", r.body);
+        }
+    }
 
     /// Any bytes at all → a 4xx in OpenAI's shape (or, by chance, a success), never a 5xx.
     #[test]

@@ -109,6 +109,7 @@ async fn replicas_behave_as_one_gateway() {
     conversation_moves_between_replicas(&cluster).await;
     new_conversations_spread_over_both_upstreams(&cluster).await;
     responses_chain_moves_between_replicas(&cluster).await;
+    a_running_response_is_read_on_either_replica(&cluster).await;
     replicas_never_prompt_one_session_at_once(&cluster).await;
     tool_results_on_the_other_replica_are_re_driven(&cluster).await;
     dead_replica_claim_lapses(&mut cluster).await;
@@ -190,6 +191,41 @@ async fn responses_chain_moves_between_replicas(cluster: &Cluster) {
     let (status, got) = cluster.get(1, &format!("/v1/responses/{id}")).await;
     assert_eq!(status, StatusCode::OK, "{got}");
     assert_eq!(got["id"], first["id"]);
+}
+
+/// A response still running on replica 0 is `in_progress` to `GET` on replica 1 (it used to
+/// be a 404 until stored: the running map is per process, now shared through Redis), then
+/// `completed` once it is stored.
+async fn a_running_response_is_read_on_either_replica(cluster: &Cluster) {
+    let body = json!({"model": ECHO, "input": "running across [slow:400] [chunks:6]",
+        "stream": true});
+    let resp = cluster
+        .http
+        .post(format!("{}/v1/responses", cluster.gateways[0].url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut reader = support::sse::SseReader::new(resp);
+    let id = loop {
+        let frame = reader
+            .next(Duration::from_secs(30))
+            .await
+            .expect("response.created");
+        if let Some(v) = frame.json() {
+            if v["type"] == "response.created" {
+                break v["response"]["id"].as_str().unwrap().to_string();
+            }
+        }
+    };
+    let (status, got) = cluster.get(1, &format!("/v1/responses/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(got["status"], "in_progress", "{got}");
+    let _ = reader.rest(Duration::from_secs(30)).await;
+    let (status, got) = cluster.get(1, &format!("/v1/responses/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(got["status"], "completed", "{got}");
 }
 
 /// The same explicit session asked on both replicas at once: one runs, the other is told 409;

@@ -113,6 +113,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_upstream()?;
         self.validate_auth()?;
+        if let Some((key, why)) = self.admission.problem() {
+            return Err(invalid(key, why));
+        }
         for (key, value) in self.durations() {
             if value.is_zero() {
                 return Err(invalid(key, "must be greater than 0"));

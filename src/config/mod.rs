@@ -7,8 +7,11 @@
 //! `config.example.toml` (a test keeps the two equal). [`Config::load`] (in `load.rs`) layers
 //! the sources and validates the result; a bad value is a [`ConfigError`] naming the key.
 
+mod admission;
 mod load;
 mod units;
+
+pub use admission::AdmissionConfig;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -147,6 +150,8 @@ pub struct Config {
     pub balancing: BalancingConfig,
     /// Where state shared by gateway replicas lives.
     pub store: StoreConfig,
+    /// How many runs each upstream takes at once; what waits or is refused beyond.
+    pub admission: AdmissionConfig,
 }
 
 /// `[[upstreams]]`: one of several OpenCode servers. Unset fields take `[opencode]`'s value.
@@ -628,6 +633,7 @@ impl Default for Config {
             upstreams: Vec::new(),
             balancing: BalancingConfig::default(),
             store: StoreConfig::default(),
+            admission: AdmissionConfig::default(),
         }
     }
 }

@@ -146,12 +146,14 @@ pub async fn start(
     };
     let snapshot = snapshot(id, req);
     if req.store {
-        store.started(store::Running {
-            session_id: run.session_id().to_string(),
-            owner: caller.id.clone(),
-            snapshot: snapshot.clone(),
-            cancelled: false,
-        });
+        store
+            .started(store::Running {
+                session_id: run.session_id().to_string(),
+                owner: caller.id.clone(),
+                snapshot: snapshot.clone(),
+                cancelled: false,
+            })
+            .await;
     }
     Ok(Started {
         builder: Builder::new(snapshot),
@@ -185,4 +187,5 @@ pub async fn finish(
     if let Err(e) = store.save(session_id, record).await {
         tracing::warn!(response = %id, error = %e, "could not store the response");
     }
+    store.unshare(&id).await;
 }

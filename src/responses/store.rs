@@ -83,6 +83,17 @@ pub struct ResponseStore {
     max_sessions: usize,
     /// Responses running now, by id (for `GET` and `cancel` while they run).
     running: Arc<Mutex<HashMap<String, Running>>>,
+    /// How long the shared store keeps a running response (a replica that dies mid-run
+    /// leaves it no longer than this).
+    running_ttl: Duration,
+}
+
+/// A running response as the shared store keeps it, for the other replicas' `GET`.
+#[derive(Serialize, Deserialize)]
+struct SharedRunning {
+    owner: String,
+    session_id: String,
+    snapshot: ResponseObject,
 }
 
 /// A response id for a new response in `session_id`.
@@ -151,12 +162,14 @@ fn shortened(items: &[Value]) -> Vec<Value> {
 }
 
 impl ResponseStore {
-    /// A store over `upstream`'s sessions, titled `title`.
+    /// A store over `upstream`'s sessions, titled `title`; a response runs for at most
+    /// `running_ttl`.
     pub fn new(
         upstream: SessionUpstream,
         title: String,
         ttl: Duration,
         max_sessions: usize,
+        running_ttl: Duration,
     ) -> Self {
         ResponseStore {
             claims: Claims::new(upstream.clone()),
@@ -165,6 +178,7 @@ impl ResponseStore {
             ttl,
             max_sessions,
             running: Arc::default(),
+            running_ttl,
         }
     }
 
@@ -310,9 +324,52 @@ impl ResponseStore {
         Ok(())
     }
 
-    /// Marks a response running (until [`finished`](Self::finished)).
-    pub fn started(&self, running: Running) {
+    /// Marks a response running (until [`finished`](Self::finished)), here and, with a shared
+    /// store, for every replica (until [`unshare`](Self::unshare)).
+    pub async fn started(&self, running: Running) {
+        let store = self.upstream.store();
+        if store.is_shared() {
+            let shared = SharedRunning {
+                owner: running.owner.0.to_string(),
+                session_id: running.session_id.clone(),
+                snapshot: running.snapshot.clone(),
+            };
+            if let Ok(json) = serde_json::to_string(&shared) {
+                let id = &running.snapshot.id;
+                if let Err(e) = store
+                    .set_running_response(id, &json, self.running_ttl)
+                    .await
+                {
+                    tracing::debug!(response = %id, error = %e, "running response not shared");
+                }
+            }
+        }
         lock(&self.running).insert(running.snapshot.id.clone(), running);
+    }
+
+    /// `id` no longer runs anywhere (after it was stored, so a `GET` finds one or the other).
+    pub async fn unshare(&self, id: &str) {
+        let store = self.upstream.store();
+        if store.is_shared() {
+            if let Err(e) = store.forget_running_response(id).await {
+                tracing::debug!(response = %id, error = %e, "running response not unshared");
+            }
+        }
+    }
+
+    /// `caller`'s response `id` (an admin's: any) as it started, if it runs now here or, with a
+    /// shared store, on another replica.
+    pub async fn running_anywhere(&self, caller: &Caller, id: &str) -> Option<ResponseObject> {
+        if let Some(r) = self.running(caller, id) {
+            return Some(r.snapshot);
+        }
+        let store = self.upstream.store();
+        if !store.is_shared() {
+            return None;
+        }
+        let json = store.running_response(id).await.ok().flatten()?;
+        let shared: SharedRunning = serde_json::from_str(&json).ok()?;
+        (caller.is_admin() || *shared.owner == *caller.id.0).then_some(shared.snapshot)
     }
 
     /// `id` is no longer running; returns whether it was cancelled.

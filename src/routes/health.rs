@@ -122,6 +122,7 @@ pub async fn status(
                 "in_flight": b.in_flight(),
                 "events_connected": b.hub.is_connected(),
                 "remembered": b.sessions.conversations.remembered(),
+                "admission": b.admission.snapshot(),
             })
         })
         .collect();

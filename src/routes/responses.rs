@@ -131,8 +131,8 @@ pub async fn get(
     ResponseId(id): ResponseId,
 ) -> Result<Json<Value>, ApiError> {
     let state = on_response(&state, &id).await?;
-    if let Some(running) = state.responses.running(&caller, &id) {
-        return Ok(Json(json!(running.snapshot)));
+    if let Some(snapshot) = state.responses.running_anywhere(&caller, &id).await {
+        return Ok(Json(json!(snapshot)));
     }
     let found = state.responses.find(&caller, &id).await?;
     Ok(Json(json!(found.record().response)))

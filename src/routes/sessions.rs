@@ -244,11 +244,18 @@ pub async fn permissions(
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
     let state = state.for_session(&id).await?;
-    // The session of a live run (or waiting request) of the caller's, or an explicit session
-    // of theirs; anything else is the same 404 as every other session route's.
-    if !state
-        .permissions
-        .watching(&id, &caller.id, caller.is_admin())
+    // A session the caller's runs use (a conversation's, or one with a request of theirs
+    // waiting), or an explicit session of theirs (an admin: any session); anything else is
+    // the same 404 as on every other session route.
+    let runs_there = state
+        .sessions
+        .owners
+        .of(&id)
+        .is_some_and(|o| o == caller.id);
+    if !runs_there
+        && !state
+            .permissions
+            .waiting_for(&id, &caller.id, caller.is_admin())
     {
         state.sessions.explicit.owned(&caller, &id).await?;
     }

@@ -85,14 +85,15 @@ pub struct Run {
     first_output_seen: bool,
     /// The run's share of its key's concurrent runs, held until it ends.
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Its place among its upstream's runs in flight (admission control); given back while
+    /// it is parked waiting for tool results, and not taken again when resumed.
+    admitted: Option<crate::upstreams::admission::Admitted>,
     /// Held while the run lives, so shutdown can wait for it.
     _live: TaskTrackerToken,
     /// The run's place in its upstream's load (new conversations go where it is lowest).
     _in_flight: crate::upstreams::InFlight,
     /// What the caller granted this run, for its rest, by answering `always`.
     grants: crate::permissions::Grants,
-    /// The run's session is the caller's while it lives (its permission list is theirs).
-    _watch: crate::permissions::Watch,
 }
 
 /// Where a run takes its session from.
@@ -245,6 +246,19 @@ async fn begin(
         None => None,
     };
     let permit = state.rate_limits.start_run(&conversation.client)?;
+    let backend = state.upstreams.get(state.upstream).clone();
+    let admitted = backend.admission.admit().await.map_err(|refusal| {
+        metrics::counter!("portatek_admission_refused_total",
+            "upstream" => backend.name.clone(), "reason" => refusal.label())
+        .increment(1);
+        ApiError::Overloaded {
+            message: format!(
+                "OpenCode ({}) is at its limit of runs in flight; try again shortly.",
+                backend.name
+            ),
+            retry_after: backend.admission.retry_after(),
+        }
+    })?;
     let directory = conversation.placement.directory.clone();
     let tools = match req.offers_tools() {
         true => Some(ToolRun::new(
@@ -276,7 +290,10 @@ async fn begin(
             .subscribe(&lease.session_id, EVENT_CONNECT_WAIT)
             .await
             .ok_or_else(ApiError::event_stream_down)?;
+        let sending = std::time::Instant::now();
         let sent = send(state, caller, &lease, &model, &conversation, req, slot).await;
+        // How long OpenCode took to accept the prompt is admission control's load signal.
+        backend.admission.sample(sending.elapsed());
         match sent {
             Ok(()) => break subscription,
             // A remembered session that vanished upstream (deleted behind the gateway's back,
@@ -309,9 +326,6 @@ async fn begin(
     if lease.seed == Seed::Full {
         adapter = adapter.fresh_session();
     }
-    let watch = state
-        .permissions
-        .watch(&lease.session_id, &conversation.client);
     Ok(Run {
         state: state.clone(),
         lease: Some(lease),
@@ -330,10 +344,10 @@ async fn begin(
         started: std::time::Instant::now(),
         first_output_seen: false,
         _permit: permit,
+        admitted,
         _live: state.live_runs.token(),
         _in_flight: state.upstreams.run_started(state.upstream),
         grants: crate::permissions::Grants::default(),
-        _watch: watch,
     })
 }
 
@@ -673,10 +687,11 @@ impl Run {
 
     /// Keeps a suspended run for the request that brings the results (for at most the
     /// configured result timeout); any other run is simply dropped.
-    pub fn park(self) {
+    pub fn park(mut self) {
         if !self.is_suspended() {
             return;
         }
+        self.admitted = None;
         let tools = self.state.tools.clone();
         let key = match &self.park {
             Some(key) => key.clone(),

@@ -139,6 +139,7 @@ pub async fn serve(
         reset_saved_approvals(&config).await;
     }
     let state = AppState::start(config, &background)?;
+    crate::memory::spawn_trimmer(background.clone());
     match &embedded {
         Some(embedded) => forget_on_restart(&state, embedded.generation.clone()),
         None => warn_if_unreachable(&state),

@@ -445,6 +445,37 @@ impl Store {
         let n: i64 = r.script(&inv).await?;
         Ok(n.max(0) as u64)
     }
+
+    /// Records that response `id` runs now (`record`: its owner, session and snapshot, as
+    /// JSON), for at most `ttl`, so every replica can answer `GET` for it.
+    pub async fn set_running_response(
+        &self,
+        id: &str,
+        record: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let r = self.shared()?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(r.key("response:", id))
+            .arg(record)
+            .arg("PX")
+            .arg(ms(ttl));
+        r.call::<()>(&cmd).await
+    }
+
+    /// What [`set_running_response`](Self::set_running_response) recorded for `id`, while it
+    /// runs.
+    pub async fn running_response(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let r = self.shared()?;
+        r.call(redis::cmd("GET").arg(r.key("response:", id))).await
+    }
+
+    /// Response `id` no longer runs.
+    pub async fn forget_running_response(&self, id: &str) -> Result<(), StoreError> {
+        let r = self.shared()?;
+        r.call::<()>(redis::cmd("DEL").arg(r.key("response:", id)))
+            .await
+    }
 }
 
 impl Redis {

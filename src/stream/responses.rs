@@ -38,8 +38,12 @@ struct State {
 
 impl Drop for State {
     fn drop(&mut self) {
-        // However the stream ends (client gone, deadline), the response no longer runs.
-        self.app.responses.finished(&self.builder.response().id);
+        // However the stream ends (client gone, deadline), the response no longer runs, here
+        // nor (for the other replicas) in the shared store.
+        let id = self.builder.response().id.clone();
+        self.app.responses.finished(&id);
+        let store = self.app.responses.clone();
+        tokio::spawn(async move { store.unshare(&id).await });
     }
 }
 

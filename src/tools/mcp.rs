@@ -207,7 +207,8 @@ impl Endpoint {
             Value::Null => json!({}),
             args => args.clone(),
         };
-        let Some(answer) = self.slots.deliver(slot, name, arguments) else {
+        let Some(answer) = self.slots.deliver(slot, name.clone(), arguments) else {
+            tracing::warn!(%slot, tool = %name, "a tool call came for a slot no run holds; refused");
             let refused = CallResult {
                 text: "This tool is not available: no request is waiting for its result.".into(),
                 is_error: true,

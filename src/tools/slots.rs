@@ -31,8 +31,6 @@ use crate::sync::lock;
 pub const SLOT_PREFIX: &str = "ptk";
 /// Longest tool name OpenCode may show the model (providers commonly refuse longer ones).
 const MAX_TOOL_NAME: usize = 64;
-/// Calls buffered between the MCP endpoint and the run.
-const CALL_BUFFER: usize = 64;
 
 /// One tool as the slot serves it.
 #[derive(Debug, Clone)]
@@ -82,7 +80,7 @@ struct Slot {
     /// keeps MCP servers per directory instance).
     registered: HashMap<Option<String>, [u8; 32]>,
     /// The run holding it: lease id and where its calls go.
-    lease: Option<(u64, mpsc::Sender<HeldCall>)>,
+    lease: Option<(u64, mpsc::UnboundedSender<HeldCall>)>,
 }
 
 struct Inner {
@@ -115,7 +113,7 @@ pub struct SlotLease {
     /// The slot's name (`ptk<tag>NN`), the prefix of its tools in OpenCode.
     pub name: String,
     /// Calls of this run, as they arrive.
-    pub calls: mpsc::Receiver<HeldCall>,
+    pub calls: mpsc::UnboundedReceiver<HeldCall>,
     /// The tools it serves.
     pub tools: Arc<Vec<SlotTool>>,
 }
@@ -322,7 +320,10 @@ impl Slots {
             arguments,
             reply,
         };
-        sender.try_send(call).ok()?;
+        // Unbounded: every call is one open request from OpenCode (as many as the model made
+        // in one step), each ended by the run's deadline or result timeout; a bounded queue
+        // refused the 65th unread call silently and the step never completed.
+        sender.send(call).ok()?;
         Some(answer)
     }
 
@@ -376,7 +377,7 @@ impl Slots {
         (
             usize,
             u64,
-            mpsc::Receiver<HeldCall>,
+            mpsc::UnboundedReceiver<HeldCall>,
             Option<[u8; 32]>,
             Arc<Vec<SlotTool>>,
         ),
@@ -408,7 +409,7 @@ impl Slots {
         };
         let table = Arc::new(table(&self.name(index), tools));
         let digest = hash(&table);
-        let (tx, rx) = mpsc::channel(CALL_BUFFER);
+        let (tx, rx) = mpsc::unbounded_channel();
         let id = self.inner.next_lease.fetch_add(1, Ordering::Relaxed);
         let slot = &mut slots[index];
         slot.tools = table.clone();
@@ -489,6 +490,33 @@ mod tests {
         assert!(is_slot_tool("ptkab12cd07_lookup"));
         assert!(!is_slot_tool("ptkab12cd07"));
         assert!(!is_slot_tool("bash"));
+    }
+
+    /// A step may make any number of calls: every one reaches the run, however many wait
+    /// unread (a 64-entry queue refused the 65th silently and the step never completed).
+    #[test]
+    fn any_number_of_calls_waits_for_the_run() {
+        let config = crate::config::OpenCodeConfig {
+            base_url: Some("http://127.0.0.1:9".into()),
+            ..Default::default()
+        };
+        let slots = Slots::new(
+            OpenCodeClient::new(&config).unwrap(),
+            2,
+            Duration::from_secs(1),
+        );
+        let (index, _, mut calls, _, _) = slots.claim(&[spec("f")], &None).unwrap();
+        let name = slots.name(index);
+        let replies: Vec<_> = (0..300)
+            .map(|i| slots.deliver(&name, "f".into(), json!({ "i": i })))
+            .collect();
+        assert!(replies.iter().all(Option::is_some), "a call was refused");
+        let mut got = 0;
+        while let Ok(call) = calls.try_recv() {
+            assert_eq!(call.arguments["i"], got);
+            got += 1;
+        }
+        assert_eq!(got, 300);
     }
 
     #[test]

@@ -73,9 +73,11 @@ impl<T> StepTracker<T> {
         !self.held.is_empty()
     }
 
-    /// When the step could next be complete (now + the rest of the quiet window).
+    /// When the step could next be complete (the end of the quiet window), once everything
+    /// but that window holds; `None` while something else is missing (a new event or call
+    /// asks again), so a run never spins on a deadline already past.
     pub fn ready_at(&self) -> Option<Instant> {
-        if self.held.is_empty() {
+        if !self.complete_but_quiet() {
             return None;
         }
         Some(self.last_activity.map_or_else(Instant::now, |t| t + QUIET))
@@ -156,7 +158,9 @@ impl<T> StepTracker<T> {
     fn pair(&mut self) {
         for h in self.held.iter_mut().filter(|h| h.part.is_none()) {
             let hit = self.parts.iter().position(|p| {
-                !p.paired && p.status != "pending" && p.tool == h.tool && p.input == h.arguments
+                // A held call's own part runs until its result is given: a part already
+                // finished (or failed, say refused) belongs to another call.
+                !p.paired && p.status == "running" && p.tool == h.tool && p.input == h.arguments
             });
             if let Some(i) = hit {
                 h.part = Some(i);
@@ -167,6 +171,14 @@ impl<T> StepTracker<T> {
 
     /// Whether the step is complete at `now` (see the module docs).
     pub fn is_complete(&self, now: Instant) -> bool {
+        self.complete_but_quiet()
+            && self
+                .last_activity
+                .is_none_or(|t| now.duration_since(t) >= QUIET)
+    }
+
+    /// Everything of a complete step but the quiet window.
+    fn complete_but_quiet(&self) -> bool {
         !self.held.is_empty()
             && self.held.iter().all(|h| h.part.is_some())
             && !self.parts.iter().any(|p| p.status == "pending")
@@ -174,9 +186,6 @@ impl<T> StepTracker<T> {
                 .parts
                 .iter()
                 .any(|p| p.status == "running" && p.tool.starts_with(&self.prefix) && !p.paired)
-            && self
-                .last_activity
-                .is_none_or(|t| now.duration_since(t) >= QUIET)
     }
 
     /// Takes up to `max` held calls of a complete step, in the order the model made them.
@@ -269,6 +278,25 @@ mod tests {
             "the rest stays ready for the next round"
         );
         assert_eq!(t.take(1), vec!["second"]);
+    }
+
+    /// A part that already ended (here refused: OpenCode answered it without the run) is not a
+    /// held call's, even with the same arguments; and while a held call has no part yet there is
+    /// no moment to wake up for (a run used to spin on a quiet window already past).
+    #[test]
+    fn finished_parts_are_not_paired_and_nothing_to_wait_for_is_none() {
+        let now = Instant::now();
+        let mut t: StepTracker<u8> = StepTracker::new("ptk03");
+        t.on_event(&assistant("msg_a"), now);
+        t.on_call("f", json!({}), 1, now);
+        assert_eq!(t.ready_at(), None, "the held call has no part yet");
+        t.on_event(&part("c1", "ptk03_f", "error", json!({})), now);
+        assert_eq!(t.ready_at(), None, "an ended part is not the held call's");
+        assert!(!t.is_complete(now + QUIET));
+        t.on_event(&part("c2", "ptk03_f", "running", json!({})), now);
+        assert_eq!(t.ready_at(), Some(now + QUIET));
+        assert!(t.is_complete(now + QUIET));
+        assert_eq!(t.take(5), vec![1]);
     }
 
     #[test]

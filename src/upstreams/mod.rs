@@ -21,6 +21,7 @@
 //! and every later one must follow its session; the placement that remains is a minimum over
 //! at most a handful of upstreams, so it is written out in [`Upstreams::pick`].
 
+pub mod admission;
 pub mod breaker;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -68,6 +69,8 @@ pub struct Backend {
     pub breaker: Breaker,
     /// Runs in flight on it (see [`Upstreams::run_started`]).
     pub in_flight: AtomicUsize,
+    /// How many new runs it takes at once ([`admission`]).
+    pub admission: admission::Admission,
 }
 
 impl Backend {
