@@ -24,7 +24,8 @@ pub struct AdmissionConfig {
     /// How much slower than usual OpenCode may accept prompts before the limit shrinks
     /// (2.0: twice its long-run average).
     pub tolerance: f64,
-    /// Most requests waiting per upstream; beyond it a request is refused at once.
+    /// Most requests waiting per upstream (never more than the current limit); beyond it a
+    /// request is refused at once.
     pub queue: usize,
     /// Longest wait in the queue (`queue_timeout_ms`), while the upstream is healthy (an
     /// overloaded one refuses at once); then the request is refused.

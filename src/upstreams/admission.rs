@@ -22,8 +22,9 @@
 //! came. With `adaptive = false` the limit stays at
 //! `initial_limit`.
 //!
-//! **The queue** holds at most `queue` requests, each for at most `queue_timeout_ms`, first
-//! come first served — but only while OpenCode answers as fast as usual, so that a burst on a
+//! **The queue** holds at most `queue` requests and never more than the limit (one generation
+//! of runs), each for at most `queue_timeout_ms`, first come first served — but only while
+//! OpenCode answers as fast as usual, so that a burst on a
 //! healthy upstream waits the few samples the limit needs to grow. Once OpenCode is slower
 //! than it should be, waiters are refused at once and nothing new waits: under overload every
 //! refusal is immediate. A request that finds the queue full, or whose wait runs out, is
@@ -199,7 +200,9 @@ impl Admission {
                 state.refused += 1;
                 return Err(Refusal::Overloaded);
             }
-            if state.waiters.len() >= self.inner.config.queue {
+            // At most one generation of runs waits (the limit's worth, and `queue` at most):
+            // whoever would wait behind more is refused now rather than at the end of a wait.
+            if state.waiters.len() >= self.inner.config.queue.min(state.limit as usize) {
                 state.refused += 1;
                 return Err(Refusal::QueueFull);
             }

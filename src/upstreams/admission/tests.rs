@@ -15,6 +15,7 @@ fn config(limit: usize, queue: usize, wait_ms: u64, adaptive: bool) -> Admission
 #[tokio::test]
 async fn below_the_limit_at_once_then_first_come_first_served() {
     let a = Admission::new(&config(2, 4, 5_000, false));
+    // (Two may wait: the queue is never longer than the limit.)
     let one = a.admit().await.unwrap();
     let _two = a.admit().await.unwrap();
     let (x, y) = (a.clone(), a.clone());
@@ -85,8 +86,9 @@ async fn the_limit_follows_latency() {
     for _ in 0..4 {
         held.push(a.admit().await.unwrap());
     }
-    // A burst waits while OpenCode answers as fast as ever: the limit grows to let it in.
-    let burst: Vec<_> = (0..12)
+    // A burst (one generation: as many as the limit) waits while OpenCode answers as fast as
+    // ever: the limit grows to let it in.
+    let burst: Vec<_> = (0..4)
         .map(|_| {
             let a = a.clone();
             tokio::spawn(async move { a.admit().await })
@@ -104,13 +106,14 @@ async fn the_limit_follows_latency() {
         held.push(t.await.unwrap().unwrap());
     }
     let grown = a.snapshot().limit;
-    assert!(grown >= 15, "{grown}");
+    assert!(grown >= 7, "{grown}");
     // OpenCode slows down ten-fold: the limit shrinks (until that becomes the new normal).
     for _ in 0..20 {
         a.sample(Duration::from_millis(100));
     }
     let shrunk = a.snapshot().limit;
-    assert!(shrunk * 2 <= grown && shrunk >= 1, "{grown} → {shrunk}");
+    // (Towards L = gradient·L + √L: about 4 at the steepest gradient.)
+    assert!(shrunk < grown && shrunk <= 5, "{grown} → {shrunk}");
     assert!(a.snapshot().latency_ms.is_some_and(|l| l > 50.0));
 }
 
@@ -183,4 +186,27 @@ async fn an_overloaded_upstream_refuses_at_once() {
         a.sample(Duration::from_millis(10));
     }
     assert!(a.snapshot().latency_ms.is_some_and(|l| l < 20.0));
+}
+
+#[tokio::test]
+async fn no_more_than_the_limit_waits() {
+    let a = Admission::new(&config(2, 100, 5_000, false));
+    let _held = (a.admit().await.unwrap(), a.admit().await.unwrap());
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let a = a.clone();
+            tokio::spawn(async move { a.admit().await.map(|p| p.is_some()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(a.snapshot().queued, 2);
+    let started = Instant::now();
+    assert_eq!(
+        a.admit().await.map(|p| p.is_some()),
+        Err(Refusal::QueueFull)
+    );
+    assert!(started.elapsed() < Duration::from_millis(20));
+    for w in waiters {
+        w.abort();
+    }
 }
