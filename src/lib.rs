@@ -10,6 +10,12 @@
 //! - The [`adapter`] turns the session's events into outputs (text, reasoning, the end); the
 //!   handler collects them into one answer or [`stream`]s them as SSE.
 //!
+//! Before a run takes a session, its upstream's admission control
+//! ([`upstreams::admission`]) admits it, lets it wait briefly, or refuses it; client JSON
+//! Schemas are bounded when the request arrives ([`openai::schema`]). Pooled sessions carry
+//! their gateway's identity, so the sweep ([`sessions::sweep`]) can delete those of dead
+//! gateways; [`memory`] hands memory back after spikes.
+//!
 //! [`config`] layers defaults, file, environment and flags; [`error`] is the one place errors
 //! become OpenAI-shaped JSON. Beyond chat, [`routes`] also serve OpenCode's wider surface
 //! (providers, code search, tools, MCP, session extras, config) under the role and path checks
