@@ -102,18 +102,24 @@ impl Grants {
     }
 }
 
-/// The permission and patterns of an asked event.
-pub fn asked_patterns(event: &Event) -> (&str, Vec<String>) {
-    let p = &event.properties;
-    let patterns = p["patterns"]
-        .as_array()
+/// The strings of a JSON array (`patterns`, `always`); nothing for anything else.
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
         .map(|a| {
             a.iter()
                 .filter_map(|v| v.as_str().map(String::from))
                 .collect()
         })
-        .unwrap_or_default();
-    (p["permission"].as_str().unwrap_or_default(), patterns)
+        .unwrap_or_default()
+}
+
+/// The permission and patterns of an asked event.
+pub fn asked_patterns(event: &Event) -> (&str, Vec<String>) {
+    let p = &event.properties;
+    (
+        p["permission"].as_str().unwrap_or_default(),
+        strings(&p["patterns"]),
+    )
 }
 
 /// What to do with a request.
@@ -203,15 +209,7 @@ impl Permissions {
             PermissionPolicy::Deny => Decision::Reply("reject"),
             PermissionPolicy::Allow if question => Decision::Reply("reject"),
             PermissionPolicy::Allow => {
-                let patterns: Vec<String> = p["patterns"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if self.allowed(permission, &patterns) {
+                if self.allowed(permission, &strings(&p["patterns"])) {
                     Decision::Reply("once")
                 } else {
                     Decision::Reply("reject")
@@ -258,28 +256,14 @@ impl Permissions {
             } else {
                 p["permission"].as_str().unwrap_or_default().to_string()
             },
-            patterns: p["patterns"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            patterns: strings(&p["patterns"]),
             metadata: if question {
                 json!({ "questions": p["questions"] })
             } else {
                 p["metadata"].clone()
             },
             asked_at: now_secs(),
-            always: p["always"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            always: strings(&p["always"]),
             grants: grants.clone(),
             owner: owner.clone(),
             directory: event.directory.clone(),
