@@ -68,6 +68,21 @@ fn assert_no_replay(cluster: &Cluster, marker: &str, turns_before: usize) {
     );
 }
 
+/// One chat turn on the gateway at `url` (not a cluster's) → (session id, answer).
+async fn chat_at(http: &reqwest::Client, url: String, messages: Vec<Value>) -> (String, String) {
+    let rb = http
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&chat_body(ECHO, messages));
+    let (status, headers, body) = support::api::send(rb).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let session = headers[SESSION_HEADER].to_str().unwrap().to_string();
+    let answer = body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (session, answer)
+}
+
 /// One chat turn on replica `g` → (session id, answer).
 async fn turn(
     cluster: &Cluster,
@@ -538,21 +553,7 @@ async fn expiry_deletes_a_moved_session_exactly_once() {
     };
     let (gateways, opencode) = (&bed.gateways, &bed.opencode);
     let http = support::gateway::test_client();
-    let ask = |g: usize, messages: Vec<Value>| {
-        let rb = http
-            .post(format!("{}/v1/chat/completions", gateways[g].url()))
-            .json(&chat_body(ECHO, messages));
-        async move {
-            let (status, headers, body) = support::api::send(rb).await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-            let session = headers[SESSION_HEADER].to_str().unwrap().to_string();
-            let answer = body["choices"][0]["message"]["content"]
-                .as_str()
-                .unwrap()
-                .to_string();
-            (session, answer)
-        }
-    };
+    let ask = |g: usize, messages: Vec<Value>| chat_at(&http, gateways[g].url(), messages);
     let first = user("expiring conversation one");
     let (session, answer) = ask(0, vec![first.clone()]).await;
     let (moved, _) = ask(
@@ -619,21 +620,7 @@ async fn a_dead_replicas_sessions_are_swept_by_the_live_one() {
         return;
     };
     let http = support::gateway::test_client();
-    let ask = |url: String, messages: Vec<Value>| {
-        let rb = http
-            .post(format!("{url}/v1/chat/completions"))
-            .json(&chat_body(ECHO, messages));
-        async move {
-            let (status, headers, body) = support::api::send(rb).await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-            let session = headers[SESSION_HEADER].to_str().unwrap().to_string();
-            let answer = body["choices"][0]["message"]["content"]
-                .as_str()
-                .unwrap()
-                .to_string();
-            (session, answer)
-        }
-    };
+    let ask = |url: String, messages: Vec<Value>| chat_at(&http, url, messages);
     let (zero, one) = (bed.gateways[0].url(), bed.gateways[1].url());
     let (kept, moving) = (user("sweep kept"), user("sweep moving"));
     let (left, _) = ask(zero.clone(), vec![kept]).await;
