@@ -372,15 +372,29 @@ impl OpenCode {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
-    /// GET `path` (e.g. `/config/providers`), panicking unless 2xx + JSON.
+    /// GET `path` (e.g. `/config/providers`), panicking unless 2xx + JSON. A transport error
+    /// (a pooled connection to a server that was just killed and restarted) is retried twice,
+    /// half a second apart: the GET is idempotent, and an answer still has to come.
     pub async fn get_json(&self, path: &str) -> Value {
-        let resp = self
-            .client
-            .get(format!("{}{path}", self.url()))
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let url = format!("{}{path}", self.url());
+        let mut attempt = 0;
+        let resp = loop {
+            attempt += 1;
+            match self
+                .client
+                .get(&url)
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+            {
+                Ok(resp) => break resp,
+                Err(e) if attempt < 3 && !e.is_timeout() => {
+                    eprintln!("[testbed] GET {path}: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => panic!("GET {path}: {e}"),
+            }
+        };
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         assert!(status.is_success(), "GET {path} -> {status}: {text}");
