@@ -21,6 +21,10 @@ use subtle::ConstantTimeEq;
 use crate::config::{AuthConfig, KeyConfig, KeyRole};
 use crate::error::ApiError;
 
+/// A SHA-256 in hex, as `key_sha256` gives it: defined with the configuration (whose validation
+/// needs it and must not import this module), re-exported here for the key checks.
+pub use crate::config::parse_digest;
+
 /// A stable, non-secret name for the API key used (`k` + the first 16 hex digits of its
 /// SHA-256), or `anonymous` when keys are off.
 ///
@@ -112,19 +116,6 @@ pub struct Keys {
 fn digest(key: &str) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     Sha256::digest(key.trim().as_bytes()).into()
-}
-
-/// A SHA-256 in hex, as `key_sha256` gives it.
-pub fn parse_digest(hex: &str) -> Option<[u8; 32]> {
-    let hex = hex.trim();
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 fn entry(config: &KeyConfig) -> Option<Entry> {
