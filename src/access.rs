@@ -16,7 +16,7 @@ use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::app::AppState;
+use crate::run::Gateway;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::opencode::{OpenCodeClient, UpstreamError};
@@ -75,7 +75,7 @@ impl Page {
 /// The project directory a request reads (its header, else the key's or the global default),
 /// checked against the caller's scope: admins any, client keys only what their scope lists.
 pub fn project(
-    state: &AppState,
+    state: &Gateway,
     caller: &Caller,
     headers: &HeaderMap,
 ) -> Result<Option<String>, ApiError> {
@@ -100,16 +100,13 @@ pub fn project(
 /// OpenCode's client for the request's project, and the project directory, if the caller may
 /// read it ([`project`]).
 pub fn opencode_for(
-    state: &AppState,
+    state: &Gateway,
     caller: &Caller,
     headers: &HeaderMap,
 ) -> Result<(OpenCodeClient, Option<String>), ApiError> {
     let dir = project(state, caller, headers)?;
     // Not a session's: the first available upstream (upstreams are configured alike).
-    let client = match state.upstreams.is_single() {
-        true => state.client.clone(),
-        false => state.primary().client,
-    };
+    let client = state.primary_backend().client.clone();
     Ok((client.in_directory(dir.as_deref()), dir))
 }
 
@@ -132,13 +129,13 @@ pub fn upstream(e: UpstreamError) -> ApiError {
 
 /// 404 for a `path` that does not exist, where the project is on this host (OpenCode answers
 /// 500 for it). Without a project directory, OpenCode's own is asked for.
-pub async fn existing(state: &AppState, project: Option<&str>, path: &str) -> Result<(), ApiError> {
+pub async fn existing(state: &Gateway, project: Option<&str>, path: &str) -> Result<(), ApiError> {
     if !state.config.opencode_on_this_host() {
         return Ok(());
     }
     let root = match project {
         Some(root) => root.to_string(),
-        None => match state.primary().client.paths().await {
+        None => match state.primary_backend().client.paths().await {
             Ok(paths) => match paths["directory"].as_str() {
                 Some(dir) => dir.to_string(),
                 None => return Ok(()),

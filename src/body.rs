@@ -34,11 +34,7 @@ pub struct BodyLimits {
     pub deadline: Duration,
 }
 
-/// The body did not arrive within its deadline (found in a body-read error's chain, it becomes
-/// a 408).
-#[derive(Debug, thiserror::Error)]
-#[error("the request body was not received within its deadline")]
-pub struct BodyDeadlineExceeded;
+pub use crate::error::BodyDeadlineExceeded;
 
 /// Middleware: 413 for a declared length over the limit, and a total deadline on the body.
 pub async fn enforce(State(limits): State<BodyLimits>, req: Request, next: Next) -> Response {

@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::opencode::UpstreamError;
 
 /// An error answered to an API client.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -137,7 +136,7 @@ impl ApiError {
     pub fn from_body_rejection(rejection: &BytesRejection, limit: usize) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(limit)
-        } else if causes(rejection).any(|e| e.is::<crate::body::BodyDeadlineExceeded>()) {
+        } else if causes(rejection).any(|e| e.is::<BodyDeadlineExceeded>()) {
             ApiError::RequestTimeout("The request body was not received in time.".into())
         } else {
             ApiError::invalid(
@@ -267,27 +266,12 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
     }
 }
 
-impl From<UpstreamError> for ApiError {
-    fn from(e: UpstreamError) -> Self {
-        match e {
-            UpstreamError::Connect(m) | UpstreamError::Unreachable(m) => {
-                ApiError::Unavailable(format!("OpenCode is unreachable: {m}"))
-            }
-            UpstreamError::Timeout(m) => {
-                ApiError::UpstreamTimeout(format!("OpenCode timed out: {m}"))
-            }
-            // A 404 the caller could not have caused (routes that map it to their own 404 do so
-            // themselves): the upstream lost something it should have.
-            UpstreamError::NotFound(m) => ApiError::Upstream(format!("OpenCode answered 404: {m}")),
-            UpstreamError::Status { status, message } => {
-                ApiError::Upstream(format!("OpenCode answered {status}: {message}"))
-            }
-            UpstreamError::Decode(m) => {
-                ApiError::Upstream(format!("OpenCode sent an unexpected answer: {m}"))
-            }
-        }
-    }
-}
+
+/// The body did not arrive within its deadline (found in a body-read error's chain, it becomes
+/// a 408). Raised by the body-limit middleware (`body`), turned into its answer here.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body was not received within its deadline")]
+pub struct BodyDeadlineExceeded;
 
 /// An error and its chain of sources, outermost first.
 pub fn causes<'a>(

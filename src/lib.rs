@@ -47,6 +47,6 @@ pub mod server;
 pub mod sessions;
 pub mod store;
 pub mod stream;
-mod sync;
+pub mod sync;
 pub mod tools;
 pub mod upstreams;

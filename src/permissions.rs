@@ -162,7 +162,7 @@ fn glob(pattern: &str, text: &str) -> bool {
 }
 
 fn now_secs() -> u64 {
-    crate::routes::now_secs()
+    crate::sync::now_secs()
 }
 
 impl Permissions {

@@ -7,3 +7,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+/// Seconds since the Unix epoch (0 on a clock before it): the `created` of OpenAI's objects.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

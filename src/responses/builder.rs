@@ -43,7 +43,7 @@ fn item_id(prefix: &str) -> String {
 }
 
 fn now_secs() -> u64 {
-    crate::routes::now_secs()
+    crate::sync::now_secs()
 }
 
 impl Builder {

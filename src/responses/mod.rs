@@ -2,7 +2,7 @@
 //!
 //! `previous_response_id` is what an OpenCode session is: the server keeps the conversation,
 //! the client sends only what is new. So a stored response (`store: true`, the default) lives in
-//! a session of its own chain ([`store`]): a new conversation gets a new session, a follow-up
+//! a session of its own chain ([`saved`]): a new conversation gets a new session, a follow-up
 //! continues the session of the response it names — or, when that response is no longer the
 //! latest there (the client branches from an older one), a fork of it holding the conversation
 //! up to that response, so both branches live. `store: false` responses are stateless: they
@@ -14,19 +14,19 @@
 //! and `function_call_output` items sent with `previous_response_id` resume it.
 
 pub mod builder;
-pub mod store;
+pub mod saved;
 
 use serde_json::{Map, Value};
 
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::openai::{ResponseObject, ResponseStatus, ResponsesRequest};
 use crate::run::placement::{self, Requested};
-use crate::run::{self, Conversation, Run, RunRequest, Target};
+use crate::run::{self, Conversation, Gateway, Run, RunRequest, Target};
+use crate::upstreams::Backend;
 use crate::tools::ParkKey;
 use builder::Builder;
-pub use store::{Record, ResponseStore, Running};
+pub use saved::{Record, SavedResponses, Running};
 
 /// A response under way: its run, its builder, and where it is stored.
 pub struct Started {
@@ -52,7 +52,7 @@ fn snapshot(id: String, req: &ResponsesRequest) -> ResponseObject {
     ResponseObject {
         id,
         object: "response".into(),
-        created_at: crate::routes::now_secs(),
+        created_at: crate::sync::now_secs(),
         status: ResponseStatus::InProgress,
         completed_at: None,
         error: None,
@@ -78,7 +78,7 @@ fn snapshot(id: String, req: &ResponsesRequest) -> ResponseObject {
 
 /// Starts (or resumes) the run of a `POST /v1/responses`.
 pub async fn start(
-    state: &AppState,
+    state: &Gateway,
     caller: &Caller,
     req: &ResponsesRequest,
     requested: Requested,
@@ -88,16 +88,15 @@ pub async fn start(
     run_req.requested = requested;
     let placement = placement::resolve(&state.config, caller, &run_req.requested)?;
     // On the upstream of the chain's session, or where a new conversation goes.
-    let routed = match (&req.previous_response_id, req.store) {
-        (Some(previous), true) => match store::session_of(previous) {
-            Some(session) => Some(state.for_session(&session).await?),
-            None => None,
+    let backend: std::sync::Arc<Backend> = match (&req.previous_response_id, req.store) {
+        (Some(previous), true) => match saved::session_of(previous) {
+            Some(session) => state.backend_of_session(&session).await?,
+            None => state.primary_backend(),
         },
-        (None, true) => Some(state.for_new()),
-        _ => None,
+        (None, true) => state.backend_for_new(),
+        _ => state.primary_backend(),
     };
-    let state = routed.as_ref().unwrap_or(state);
-    let store = &state.responses;
+    let store = &backend.responses;
     let (run, id, resumed) = match (&req.previous_response_id, req.store) {
         (Some(_), false) => {
             return Err(ApiError::invalid(
@@ -111,43 +110,46 @@ pub async fn start(
             match conversation.answers_tools().then(|| run::resume(state, &key, conversation.clone())).flatten() {
                 Some(resumed) => {
                     let mut run = resumed?;
-                    let id = store::new_id(run.session_id());
+                    let id = saved::new_id(run.session_id());
                     run.park_under(ParkKey::Response(id.clone()));
                     (run, id, true)
                 }
                 None => {
                     // The stored chain must name it (a 404 for an unknown or foreign id).
                     let lease = store.continue_from(caller, previous).await?;
-                    state.upstreams.set_home(&lease.session_id, state.upstream);
-                    let id = store::new_id(&lease.session_id);
+                    state.upstreams.set_home(&lease.session_id, backend.index);
+                    let id = saved::new_id(&lease.session_id);
                     let target = Target::Leased {
                         lease: Box::new(lease),
                         park: ParkKey::Response(id.clone()),
+                        backend: backend.clone(),
                     };
-                    (run::start(state, caller, conversation, target, &run_req).await?, id, false)
+                    (run::start(state, &backend, caller, conversation, target, &run_req).await?, id, false)
                 }
             }
         }
         (None, true) => {
             let lease = store.open(client, placement.directory.as_deref()).await?;
-            state.upstreams.set_home(&lease.session_id, state.upstream);
-            let id = store::new_id(&lease.session_id);
+            state.upstreams.set_home(&lease.session_id, backend.index);
+            let id = saved::new_id(&lease.session_id);
             let conversation = Conversation::of(client, &run_req, &placement);
             let target = Target::Leased {
                 lease: Box::new(lease),
                 park: ParkKey::Response(id.clone()),
+                backend: backend.clone(),
             };
-            (run::start(state, caller, conversation, target, &run_req).await?, id, false)
+            (run::start(state, &backend, caller, conversation, target, &run_req).await?, id, false)
         }
         (None, false) => {
             let run = run::start_or_resume(state, caller, Target::Conversation, &run_req).await?;
-            (run, store::unstored_id(), false)
+            (run, saved::unstored_id(), false)
         }
     };
     let snapshot = snapshot(id, req);
     if req.store {
-        store
-            .started(store::Running {
+        run.backend()
+            .responses
+            .started(saved::Running {
                 session_id: run.session_id().to_string(),
                 owner: caller.id.clone(),
                 snapshot: snapshot.clone(),
@@ -165,13 +167,13 @@ pub async fn start(
 
 /// Stores a finished response (when it is stored) and marks it no longer running.
 pub async fn finish(
-    state: &AppState,
+    backend: &Backend,
     response: &ResponseObject,
     session_id: &str,
     input: Option<Vec<Value>>,
     start: Option<String>,
 ) {
-    let store = &state.responses;
+    let store = &backend.responses;
     let mut response = response.clone();
     if store.finished(&response.id) {
         response.status = ResponseStatus::Cancelled;

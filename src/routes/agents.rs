@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
-use crate::app::AppState;
+use crate::app::state::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 
@@ -27,7 +27,7 @@ pub async fn list(
     let placement = crate::run::placement::resolve(&state.config, &caller, &requested)?;
     let client = state
         .primary()
-        .client
+        .backend.client
         .in_directory(placement.directory.as_deref());
     let agents = client.agents().await?;
     let scope = &caller.scope;

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::access::{self, Page};
-use crate::app::AppState;
+use crate::app::state::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 
@@ -108,7 +108,7 @@ fn items(v: Value) -> Vec<Value> {
     operation_id = "code_find_text",
     tag = "Code",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), SearchQuery),
-    responses((status = 200, description = "Matching lines, paged.", body = crate::openapi::PageList))
+    responses((status = 200, description = "Matching lines, paged.", body = crate::routes::schemas::PageList))
 )]
 pub async fn find_text(
     State(state): State<AppState>,
@@ -131,7 +131,7 @@ pub async fn find_text(
     operation_id = "code_find_files",
     tag = "Code",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), SearchQuery),
-    responses((status = 200, description = "Matching files, paged.", body = crate::openapi::PageList))
+    responses((status = 200, description = "Matching files, paged.", body = crate::routes::schemas::PageList))
 )]
 pub async fn find_files(
     State(state): State<AppState>,
@@ -157,7 +157,7 @@ pub async fn find_files(
     operation_id = "code_find_symbols",
     tag = "Code",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), SearchQuery),
-    responses((status = 200, description = "Matching symbols, paged.", body = crate::openapi::PageList))
+    responses((status = 200, description = "Matching symbols, paged.", body = crate::routes::schemas::PageList))
 )]
 pub async fn find_symbols(
     State(state): State<AppState>,
@@ -180,7 +180,7 @@ pub async fn find_symbols(
     operation_id = "code_list_directory",
     tag = "Code",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), PathQuery),
-    responses((status = 200, description = "A directory's entries, paged.", body = crate::openapi::PageList))
+    responses((status = 200, description = "A directory's entries, paged.", body = crate::routes::schemas::PageList))
 )]
 pub async fn list_directory(
     State(state): State<AppState>,
@@ -259,7 +259,7 @@ pub async fn file_content(
     operation_id = "code_file_status",
     tag = "Code",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`)."), crate::access::Page),
-    responses((status = 200, description = "Changed files, paged.", body = crate::openapi::PageList))
+    responses((status = 200, description = "Changed files, paged.", body = crate::routes::schemas::PageList))
 )]
 pub async fn file_status(
     State(state): State<AppState>,

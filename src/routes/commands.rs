@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::access;
-use crate::app::AppState;
+use crate::app::state::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::routes::sessions::{chat_message, SessionId};
@@ -35,7 +35,7 @@ pub async fn list(
     let placement = crate::run::placement::resolve(&state.config, &caller, &requested)?;
     let client = state
         .primary()
-        .client
+        .backend.client
         .in_directory(placement.directory.as_deref());
     let commands = client.commands().await.map_err(access::upstream)?;
     let data: Vec<Value> = commands
@@ -92,8 +92,8 @@ pub async fn run_command(
     let state = state.for_session(&id).await?;
     may_execute(&state, &caller, "Running commands")?;
     let Json(body) = body?;
-    let session = state.sessions.explicit.owned(&caller, &id).await?;
-    let lease = state.sessions.explicit.acquire(&caller, &id).await?;
+    let session = state.backend.sessions.explicit.owned(&caller, &id).await?;
+    let lease = state.backend.sessions.explicit.acquire(&caller, &id).await?;
     tracing::info!(target: "portatek_gateway::audit", key = %caller.name, session = %id, command = %body.command, "command run");
     let mut upstream = json!({ "command": body.command, "arguments": body.arguments });
     if let Some(agent) = body.agent {
@@ -103,7 +103,7 @@ pub async fn run_command(
         upstream["model"] = json!(model);
     }
     let message = state
-        .client
+        .backend.client
         .in_directory(session.directory.as_deref())
         .run_command(&id, &upstream)
         .await
@@ -142,8 +142,8 @@ pub async fn run_shell(
     let state = state.for_session(&id).await?;
     may_execute(&state, &caller, "Running shell commands")?;
     let Json(body) = body?;
-    let session = state.sessions.explicit.owned(&caller, &id).await?;
-    let lease = state.sessions.explicit.acquire(&caller, &id).await?;
+    let session = state.backend.sessions.explicit.owned(&caller, &id).await?;
+    let lease = state.backend.sessions.explicit.acquire(&caller, &id).await?;
     tracing::info!(target: "portatek_gateway::audit", key = %caller.name, session = %id, command = %body.command, "shell run");
     let agent = body
         .agent
@@ -152,7 +152,7 @@ pub async fn run_shell(
         .unwrap_or_else(|| "build".into());
     let upstream = json!({ "command": body.command, "agent": agent });
     let message = state
-        .client
+        .backend.client
         .in_directory(session.directory.as_deref())
         .run_shell(&id, &upstream)
         .await

@@ -6,7 +6,7 @@ use axum::{Extension, Json};
 use serde_json::Value;
 
 use crate::access;
-use crate::app::AppState;
+use crate::app::state::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 

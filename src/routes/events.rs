@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde::Deserialize;
 
-use crate::app::AppState;
+use crate::app::state::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::hub::TAP_BUFFER;
@@ -43,7 +43,7 @@ fn tap_all(
     std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
     if state.upstreams.is_single() {
-        return state.hub.tap();
+        return state.backend.hub.tap();
     }
     let (tx, rx) = tokio::sync::mpsc::channel(TAP_BUFFER);
     let overflowed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::app::AppState;
+use crate::app::state::AppState;
 
 /// Readiness: 200 when OpenCode's `/global/health` answers and the shared event stream is
 /// connected (both within the health timeout), else 503 with the reason.
@@ -24,8 +24,8 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     }
     let timeout = state.config.opencode.health_timeout;
     let (health, events_up) = tokio::join!(
-        state.client.health(timeout),
-        state.hub.wait_connected(timeout)
+        state.backend.client.health(timeout),
+        state.backend.hub.wait_connected(timeout)
     );
     let events = json!({ "connected": events_up });
     let (status, opencode) = match health {
@@ -107,7 +107,7 @@ pub async fn status(
         return Json(json!({
             "upstreams": upstreams,
             "store": { "up": state.upstreams.store().is_up() },
-            "events": { "connected": state.hub.is_connected() },
+            "events": { "connected": state.backend.hub.is_connected() },
         }));
     }
     let upstreams: Vec<serde_json::Value> = state
@@ -131,13 +131,13 @@ pub async fn status(
         "upstreams": upstreams,
         "store": { "kind": store.kind(), "up": store.is_up() },
         "events": {
-            "connected": state.hub.is_connected(),
-            "connections_opened": state.hub.connections_opened(),
+            "connected": state.backend.hub.is_connected(),
+            "connections_opened": state.backend.hub.connections_opened(),
         },
         "pool": {
-            "remembered": state.sessions.conversations.remembered(),
-            "explicit": state.sessions.explicit.count(),
-            "pending_cleanup": state.sessions.upstream().reaper().pending(),
+            "remembered": state.backend.sessions.conversations.remembered(),
+            "explicit": state.backend.sessions.explicit.count(),
+            "pending_cleanup": state.backend.sessions.upstream().reaper().pending(),
         },
     }))
 }

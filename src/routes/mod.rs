@@ -8,9 +8,11 @@ pub mod commands;
 pub mod config;
 pub mod events;
 pub mod health;
+pub mod metrics;
 pub mod models;
 pub mod providers;
 pub mod responses;
+pub mod schemas;
 pub mod session_extras;
 pub mod sessions;
 pub mod tooling;
@@ -37,9 +39,4 @@ pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ))
 }
 
-/// Current Unix time in seconds.
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use crate::sync::now_secs;

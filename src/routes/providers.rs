@@ -7,7 +7,7 @@ use axum::{Extension, Json};
 use serde_json::{json, Value};
 
 use crate::access;
-use crate::app::AppState;
+use crate::app::state::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 
@@ -38,7 +38,7 @@ fn provider_id(id: &str) -> Result<&str, ApiError> {
 )]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let all = state
-        .client
+        .backend.client
         .provider_list()
         .await
         .map_err(access::upstream)?;
@@ -89,11 +89,11 @@ pub async fn refresh(
     caller.require_admin("Refreshing the model catalog")?;
     // Every upstream's catalog (the first available one's answer is shown).
     for b in state.upstreams.all() {
-        if b.index != state.primary().upstream {
+        if b.index != state.upstreams.primary() {
             b.catalog.refresh().await.ok();
         }
     }
-    let models = state.primary().catalog.refresh().await?;
+    let models = state.primary().backend.catalog.refresh().await?;
     Ok(Json(json!({ "object": "catalog", "models": models })))
 }
 
@@ -163,7 +163,7 @@ pub async fn oauth_authorize(
     tracing::info!(target: "portatek_gateway::audit", key = %caller.name, provider = %id, "provider OAuth started");
     Ok(Json(
         state
-            .client
+            .backend.client
             .oauth_authorize(id, &body)
             .await
             .map_err(access::upstream)?,
@@ -191,10 +191,10 @@ pub async fn oauth_callback(
     let id = provider_id(&id)?;
     tracing::info!(target: "portatek_gateway::audit", key = %caller.name, provider = %id, "provider OAuth completed");
     let result = state
-        .client
+        .backend.client
         .oauth_callback(id, &body)
         .await
         .map_err(access::upstream)?;
-    state.catalog.refresh().await.ok();
+    state.backend.catalog.refresh().await.ok();
     Ok(Json(result))
 }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::adapter::Output;
-use crate::app::AppState;
+use crate::app::state::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::openai::{InputItemList, ResponseStatus, ResponsesRequest};
@@ -40,7 +40,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ResponseId {
 
 /// The state on the upstream holding response `id`'s session.
 async fn on_response(state: &AppState, id: &str) -> Result<AppState, ApiError> {
-    match responses::store::session_of(id) {
+    match responses::saved::session_of(id) {
         Some(session) => state.for_session(&session).await,
         None => Ok(state.clone()),
     }
@@ -68,7 +68,7 @@ pub async fn create(
     let requested = Requested::from_request(&headers, Some(&req.metadata))?;
     let started = responses::start(&state, &caller, &req, requested).await?;
     // The run's own state: on the upstream its session lives on, where it is stored.
-    let state = started.run.state().clone();
+    let state = state.with(started.run.backend().clone());
     let session = crate::routes::chat::session_header(started.run.session_id());
     let mut response = if req.stream {
         let keepalive = KeepAlive::new()
@@ -109,7 +109,7 @@ async fn collect(state: &AppState, started: Started) -> Result<Response, ApiErro
         run.user_message_id().map(String::from)
     };
     run.park();
-    responses::finish(state, builder.response(), &session, store_input, start).await;
+    responses::finish(&state.backend, builder.response(), &session, store_input, start).await;
     match failure {
         Some(e) => Err(e),
         None => Ok(Json(builder.into_response()).into_response()),
@@ -131,10 +131,10 @@ pub async fn get(
     ResponseId(id): ResponseId,
 ) -> Result<Json<Value>, ApiError> {
     let state = on_response(&state, &id).await?;
-    if let Some(snapshot) = state.responses.running_anywhere(&caller, &id).await {
+    if let Some(snapshot) = state.backend.responses.running_anywhere(&caller, &id).await {
         return Ok(Json(json!(snapshot)));
     }
-    let found = state.responses.find(&caller, &id).await?;
+    let found = state.backend.responses.find(&caller, &id).await?;
     Ok(Json(json!(found.record().response)))
 }
 
@@ -145,7 +145,7 @@ pub async fn get(
     operation_id = "responses_delete",
     tag = "Responses",
     params(("id" = String, Path, description = "Response id (`resp_…`).")),
-    responses((status = 200, description = "Deleted.", body = crate::openapi::Deleted))
+    responses((status = 200, description = "Deleted.", body = crate::routes::schemas::Deleted))
 )]
 pub async fn delete(
     State(state): State<AppState>,
@@ -153,7 +153,7 @@ pub async fn delete(
     ResponseId(id): ResponseId,
 ) -> Result<Json<Value>, ApiError> {
     let state = on_response(&state, &id).await?;
-    state.responses.delete(&caller, &id).await?;
+    state.backend.responses.delete(&caller, &id).await?;
     Ok(Json(
         json!({ "id": id, "object": "response.deleted", "deleted": true }),
     ))
@@ -174,16 +174,16 @@ pub async fn cancel(
     ResponseId(id): ResponseId,
 ) -> Result<Json<Value>, ApiError> {
     let state = on_response(&state, &id).await?;
-    let Some(running) = state.responses.running(&caller, &id) else {
+    let Some(running) = state.backend.responses.running(&caller, &id) else {
         // Stored (404 if not this key's) but no longer running.
-        state.responses.find(&caller, &id).await?;
+        state.backend.responses.find(&caller, &id).await?;
         return Err(ApiError::invalid(
             "Only a response that is still in progress can be cancelled.",
             None,
         ));
     };
-    state.responses.mark_cancelled(&id);
-    state.responses.abort(&running.session_id).await?;
+    state.backend.responses.mark_cancelled(&id);
+    state.backend.responses.abort(&running.session_id).await?;
     let mut response = running.snapshot;
     response.status = ResponseStatus::Cancelled;
     Ok(Json(json!(response)))
@@ -226,7 +226,7 @@ pub async fn input_items(
         ));
     }
     let mut items = state
-        .responses
+        .backend.responses
         .find(&caller, &id)
         .await?
         .record()

@@ -10,7 +10,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::app::AppState;
+use crate::app::state::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::opencode::{error_message, OpenCodeClient, UpstreamError};
@@ -19,8 +19,8 @@ use crate::sessions::not_found_as_session;
 
 /// The session's client, once the caller is known to own it.
 async fn owned(state: &AppState, caller: &Caller, id: &str) -> Result<OpenCodeClient, ApiError> {
-    let session = state.sessions.explicit.owned(caller, id).await?;
-    Ok(state.client.in_directory(session.directory.as_deref()))
+    let session = state.backend.sessions.explicit.owned(caller, id).await?;
+    Ok(state.backend.client.in_directory(session.directory.as_deref()))
 }
 
 /// `GET /v1/sessions/{id}/children`: sessions the agent started from this one (sub-agents).
@@ -175,10 +175,10 @@ pub async fn summarize(
     let state = state.for_session(&id).await?;
     let Json(b) = b?;
     let client = owned(&state, &caller, &id).await?;
-    let model = state.catalog.get(&b.model).await?;
+    let model = state.backend.catalog.get(&b.model).await?;
     // One prompt per session at a time: the summary is one. Dropped on failure (the session
     // is aborted), freed once the summary is written.
-    let lease = state.sessions.explicit.acquire(&caller, &id).await?;
+    let lease = state.backend.sessions.explicit.acquire(&caller, &id).await?;
     client
         .summarize(&id, &model.provider_id, &model.model_id)
         .await

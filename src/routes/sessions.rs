@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
-use crate::app::AppState;
+use crate::app::state::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::opencode::Session;
@@ -50,7 +50,7 @@ fn created(s: &Session) -> Response {
     operation_id = "sessions_create",
     tag = "Sessions",
     params(("x-opencode-directory" = Option<String>, Header, description = "Project directory, within the key's scope (default: the key's, then `opencode.directory`).")),
-    responses((status = 201, description = "The new session.", body = crate::openapi::SessionObject))
+    responses((status = 201, description = "The new session.", body = crate::routes::schemas::SessionObject))
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -61,8 +61,8 @@ pub async fn create(
     let placement = placement::resolve(&state.config, &caller, &requested)?;
     let dir = placement.directory.as_deref();
     let state = state.for_new();
-    let session = state.sessions.explicit.create(&caller.id, dir).await?;
-    state.upstreams.set_home(&session.id, state.upstream);
+    let session = state.backend.sessions.explicit.create(&caller.id, dir).await?;
+    state.upstreams.set_home(&session.id, state.backend.index);
     Ok(created(&session))
 }
 
@@ -72,7 +72,7 @@ pub async fn create(
     path = "/v1/sessions",
     operation_id = "sessions_list",
     tag = "Sessions",
-    responses((status = 200, description = "The caller's sessions (an admin's: all).", body = crate::openapi::SessionList))
+    responses((status = 200, description = "The caller's sessions (an admin's: all).", body = crate::routes::schemas::SessionList))
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -106,7 +106,7 @@ pub async fn list(
     operation_id = "sessions_get",
     tag = "Sessions",
     params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
-    responses((status = 200, description = "The session.", body = crate::openapi::SessionObject))
+    responses((status = 200, description = "The session.", body = crate::routes::schemas::SessionObject))
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -114,7 +114,7 @@ pub async fn get(
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
     let state = state.for_session(&id).await?;
-    let session = state.sessions.explicit.owned(&caller, &id).await?;
+    let session = state.backend.sessions.explicit.owned(&caller, &id).await?;
     Ok(Json(session_json(&session)))
 }
 
@@ -125,7 +125,7 @@ pub async fn get(
     operation_id = "sessions_delete",
     tag = "Sessions",
     params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
-    responses((status = 200, description = "Deleted.", body = crate::openapi::Deleted))
+    responses((status = 200, description = "Deleted.", body = crate::routes::schemas::Deleted))
 )]
 pub async fn delete(
     State(state): State<AppState>,
@@ -133,7 +133,7 @@ pub async fn delete(
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
     let state = state.for_session(&id).await?;
-    state.sessions.explicit.delete(&caller, &id).await?;
+    state.backend.sessions.explicit.delete(&caller, &id).await?;
     state.upstreams.forget_home(&id);
     Ok(Json(
         json!({ "id": id, "object": "session.deleted", "deleted": true }),
@@ -147,7 +147,7 @@ pub async fn delete(
     operation_id = "sessions_messages",
     tag = "Sessions",
     params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
-    responses((status = 200, description = "The history as chat messages.", body = crate::openapi::MessageList))
+    responses((status = 200, description = "The history as chat messages.", body = crate::routes::schemas::MessageList))
 )]
 pub async fn messages(
     State(state): State<AppState>,
@@ -155,7 +155,7 @@ pub async fn messages(
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
     let state = state.for_session(&id).await?;
-    let raw = state.sessions.explicit.messages(&caller, &id).await?;
+    let raw = state.backend.sessions.explicit.messages(&caller, &id).await?;
     let data: Vec<Value> = raw.iter().filter_map(chat_message).collect();
     Ok(Json(json!({ "object": "list", "data": data })))
 }
@@ -194,7 +194,7 @@ pub fn chat_message(m: &Value) -> Option<Value> {
     operation_id = "sessions_fork",
     tag = "Sessions",
     params(("id" = String, Path, description = "Session id (`ses_…`); a key sees its own sessions, an admin every one.")),
-    responses((status = 201, description = "The new session.", body = crate::openapi::SessionObject))
+    responses((status = 201, description = "The new session.", body = crate::routes::schemas::SessionObject))
 )]
 pub async fn fork(
     State(state): State<AppState>,
@@ -202,8 +202,8 @@ pub async fn fork(
     SessionId(id): SessionId,
 ) -> Result<Response, ApiError> {
     let state = state.for_session(&id).await?;
-    let fork = state.sessions.explicit.fork(&caller, &id).await?;
-    state.upstreams.set_home(&fork.id, state.upstream);
+    let fork = state.backend.sessions.explicit.fork(&caller, &id).await?;
+    state.upstreams.set_home(&fork.id, state.backend.index);
     Ok(created(&fork))
 }
 
@@ -222,7 +222,7 @@ pub async fn abort(
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
     let state = state.for_session(&id).await?;
-    state.sessions.explicit.abort(&caller, &id).await?;
+    state.backend.sessions.explicit.abort(&caller, &id).await?;
     Ok(Json(
         json!({ "id": id, "object": "session", "aborted": true }),
     ))
@@ -248,18 +248,18 @@ pub async fn permissions(
     // waiting), or an explicit session of theirs (an admin: any session); anything else is
     // the same 404 as on every other session route.
     let runs_there = state
-        .sessions
+        .backend.sessions
         .owners
         .of(&id)
         .is_some_and(|o| o == caller.id);
     if !runs_there
         && !state
-            .permissions
+            .backend.permissions
             .waiting_for(&id, &caller.id, caller.is_admin())
     {
-        state.sessions.explicit.owned(&caller, &id).await?;
+        state.backend.sessions.explicit.owned(&caller, &id).await?;
     }
-    let data = state.permissions.list(&id, &caller.id, caller.is_admin());
+    let data = state.backend.permissions.list(&id, &caller.id, caller.is_admin());
     Ok(Json(json!({ "object": "list", "data": data })))
 }
 
@@ -312,7 +312,7 @@ pub async fn answer_permission(
     };
     let answers = answer.answers.as_ref().filter(|_| reply != "reject");
     let pending = state
-        .permissions
+        .backend.permissions
         .answer(
             &id,
             &permission_id,

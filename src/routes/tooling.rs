@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::access;
-use crate::app::AppState;
+use crate::app::state::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::tools::slots::{is_slot_name, SLOT_PREFIX};
@@ -58,7 +58,7 @@ pub async fn tool_definitions(
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = q?;
     let (client, _) = access::opencode_for(&state, &caller, &headers)?;
-    let model = state.primary().catalog.get(&q.model).await?;
+    let model = state.primary().backend.catalog.get(&q.model).await?;
     let defs = client
         .tool_definitions(&model.provider_id, &model.model_id)
         .await

@@ -11,6 +11,7 @@
 //! `tool_calls` while the run *suspends* (OpenCode waits on the held calls); the handler then
 //! [parks](Run::park) it, and the request carrying the results [resumes](start) it.
 
+mod gateway;
 pub mod placement;
 mod prompt;
 mod request;
@@ -22,10 +23,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
+pub use gateway::{Gateway, ParkedRuns};
 pub use request::{Conversation, RunRequest};
 
 use crate::adapter::{Activity, Adapter, Output};
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::catalog::ModelInfo;
 use crate::error::ApiError;
@@ -36,6 +37,8 @@ use crate::opencode::{Event, UpstreamError};
 use crate::permissions::Decision;
 use crate::sessions::{not_found_as_session, Lease, Outcome, Seed};
 use crate::tools::{ParkKey, SlotLease};
+use crate::upstreams::Backend;
+use std::sync::Arc;
 use tools::ToolRun;
 
 /// How long a request waits for the upstream event connection before answering 503.
@@ -60,7 +63,9 @@ pub struct Completion {
 
 /// A running completion.
 pub struct Run {
-    state: AppState,
+    gateway: Gateway,
+    /// The upstream the run's session lives on: every call of the run goes there.
+    backend: Arc<Backend>,
     lease: Option<Lease>,
     subscription: Subscription,
     adapter: Adapter,
@@ -109,18 +114,20 @@ pub enum Target {
         lease: Box<Lease>,
         /// Where the run waits for tool results.
         park: ParkKey,
+        /// The upstream the session lives on.
+        backend: Arc<Backend>,
     },
 }
 
 /// Resumes the run parked under `key` with `conversation`'s tool results; `None` when no run
 /// waits there. A request whose results do not fit gets its 400 and leaves the run parked.
 pub fn resume(
-    state: &AppState,
+    gateway: &Gateway,
     key: &ParkKey,
     conversation: Conversation,
 ) -> Option<Result<Run, ApiError>> {
-    let mut run = state.tools.parked.take(key)?;
-    let deadline = Instant::now() + state.config.prompt.deadline;
+    let mut run = gateway.parked.take(key)?;
+    let deadline = Instant::now() + gateway.config.prompt.deadline;
     Some(match run.resume(conversation, deadline) {
         Ok(()) => Ok(run),
         Err(e) => {
@@ -133,7 +140,7 @@ pub fn resume(
 /// Starts a run for `req` on `target` — or, when `req` carries the tool results a parked run
 /// of the same conversation waits for, resumes that run.
 pub async fn start_or_resume(
-    state: &AppState,
+    state: &Gateway,
     caller: &Caller,
     target: Target,
     req: &RunRequest,
@@ -147,11 +154,8 @@ pub async fn start_or_resume(
             Target::Leased { .. } => None,
         };
         if let Some(key) = key {
-            // The run waits on whichever upstream it runs on.
-            for i in 0..state.upstreams.all().len() {
-                if let Some(resumed) = resume(&state.on(i), &key, conversation.clone()) {
-                    return resumed;
-                }
+            if let Some(resumed) = resume(state, &key, conversation.clone()) {
+                return resumed;
             }
         }
         // Not waiting here (another process, or it was abandoned): the results are written
@@ -161,19 +165,20 @@ pub async fn start_or_resume(
     let routed = match &target {
         Target::Conversation => {
             state
-                .for_conversation(&conversation.prior_fingerprint())
+                .backend_of_conversation(&conversation.prior_fingerprint())
                 .await
         }
-        Target::Explicit(id) => state.for_session(id).await?,
-        Target::Leased { .. } => state.clone(),
+        Target::Explicit(id) => state.backend_of_session(id).await?,
+        Target::Leased { backend, .. } => backend.clone(),
     };
     if !matches!(target, Target::Conversation) || state.upstreams.is_single() {
-        return start(&routed, caller, conversation, target, req).await;
+        return start(state, &routed, caller, conversation, target, req).await;
     }
     // A conversation can move: when its upstream fails it before anything ran (unreachable,
     // its event stream gone, a 5xx creating the session or refusing the prompt — not a timeout,
     // after which the prompt may be running), the turn goes once more to another one.
     let first = start(
+        state,
         &routed,
         caller,
         conversation.clone(),
@@ -185,12 +190,13 @@ pub async fn start_or_resume(
         Err(e @ (ApiError::Unavailable(_) | ApiError::Upstream(_))) => e,
         result => return result,
     };
-    let Some(other) = state.upstreams.pick_other(routed.upstream) else {
+    let Some(other) = state.upstreams.pick_other(routed.index) else {
         return Err(failed);
     };
-    tracing::warn!(upstream = %state.upstreams.get(routed.upstream).name, error = %failed, "upstream failed the turn before it ran; trying another");
+    tracing::warn!(upstream = %routed.name, error = %failed, "upstream failed the turn before it ran; trying another");
     start(
-        &state.on(other),
+        state,
+        &state.backend(other),
         caller,
         conversation,
         Target::Conversation,
@@ -202,14 +208,15 @@ pub async fn start_or_resume(
 /// Starts a run. The configured deadline covers everything from here to the end of the
 /// response.
 pub async fn start(
-    state: &AppState,
+    state: &Gateway,
+    backend: &Arc<Backend>,
     caller: &Caller,
     conversation: Conversation,
     target: Target,
     req: &RunRequest,
 ) -> Result<Run, ApiError> {
     let deadline = Instant::now() + state.config.prompt.deadline;
-    let begun = begin(state, caller, conversation, target, req, deadline);
+    let begun = begin(state, backend, caller, conversation, target, req, deadline);
     tokio::time::timeout_at(deadline, begun)
         .await
         .map_err(|_| {
@@ -221,19 +228,20 @@ pub async fn start(
 }
 
 async fn begin(
-    state: &AppState,
+    state: &Gateway,
+    backend: &Arc<Backend>,
     caller: &Caller,
     mut conversation: Conversation,
     target: Target,
     req: &RunRequest,
     deadline: Instant,
 ) -> Result<Run, ApiError> {
-    let model = state.catalog.get(&req.model).await?;
+    let model = backend.catalog.get(&req.model).await?;
     // An explicit session lives in one project directory: its runs go there (OpenCode serves
     // a session only from its own directory's instance).
     let explicit_session = match &target {
         Target::Explicit(id) => {
-            let session = state.sessions.explicit.owned(caller, id).await?;
+            let session = backend.sessions.explicit.owned(caller, id).await?;
             let asked = req.requested.directory.is_some();
             in_session_directory(&mut conversation, &session, asked)?;
             Some(session)
@@ -246,7 +254,6 @@ async fn begin(
         None => None,
     };
     let permit = state.rate_limits.start_run(&conversation.client)?;
-    let backend = state.upstreams.get(state.upstream).clone();
     let admitted = backend.admission.admit().await.map_err(|refusal| {
         metrics::counter!("portatek_admission_refused_total",
             "upstream" => backend.name.clone(), "reason" => refusal.label())
@@ -262,7 +269,7 @@ async fn begin(
     let directory = conversation.placement.directory.clone();
     let tools = match req.offers_tools() {
         true => Some(ToolRun::new(
-            state
+            backend
                 .tools
                 .slots
                 .acquire(&req.tools, directory.as_deref())
@@ -273,25 +280,25 @@ async fn begin(
     };
     let pooled = matches!(target, Target::Conversation);
     let (mut lease, park, explicit) = match target {
-        Target::Conversation => (lease(state, &conversation, None).await?, None, None),
+        Target::Conversation => (lease(backend, &conversation, None).await?, None, None),
         Target::Explicit(id) => {
-            let lease = lease(state, &conversation, explicit_session.as_ref()).await?;
+            let lease = lease(backend, &conversation, explicit_session.as_ref()).await?;
             (lease, Some(ParkKey::Session(id.clone())), Some(id))
         }
-        Target::Leased { lease, park } => (*lease, Some(park), None),
+        Target::Leased { lease, park, .. } => (*lease, Some(park), None),
     };
     let slot = tools.as_ref().map(|t| &t.lease);
     let mut attempts = 0;
     let subscription = loop {
         attempts += 1;
-        state.sessions.owners.record(&lease.session_id, &caller.id);
-        let subscription = state
+        backend.sessions.owners.record(&lease.session_id, &caller.id);
+        let subscription = backend
             .hub
             .subscribe(&lease.session_id, EVENT_CONNECT_WAIT)
             .await
             .ok_or_else(ApiError::event_stream_down)?;
         let sending = std::time::Instant::now();
-        let sent = send(state, caller, &lease, &model, &conversation, req, slot).await;
+        let sent = send(backend, caller, &lease, &model, &conversation, req, slot).await;
         // How long OpenCode took to accept the prompt is admission control's load signal.
         backend.admission.sample(sending.elapsed());
         match sent {
@@ -308,7 +315,7 @@ async fn begin(
                 // Discard it before asking again: while it is held, its history counts as
                 // busy and the new request would wait to fork it.
                 drop(lease);
-                lease = self::lease(state, &conversation, None).await?;
+                lease = self::lease(backend, &conversation, None).await?;
             }
             // An explicit session deleted upstream behind the gateway's back is the client's 404.
             Err(e) => {
@@ -327,7 +334,8 @@ async fn begin(
         adapter = adapter.fresh_session();
     }
     Ok(Run {
-        state: state.clone(),
+        gateway: state.clone(),
+        backend: backend.clone(),
         lease: Some(lease),
         subscription,
         adapter,
@@ -346,7 +354,7 @@ async fn begin(
         _permit: permit,
         admitted,
         _live: state.live_runs.token(),
-        _in_flight: state.upstreams.run_started(state.upstream),
+        _in_flight: state.upstreams.run_started(backend.index),
         grants: crate::permissions::Grants::default(),
     })
 }
@@ -380,7 +388,7 @@ fn in_session_directory(
 }
 
 async fn lease(
-    state: &AppState,
+    state: &Backend,
     conversation: &Conversation,
     explicit_session: Option<&crate::opencode::Session>,
 ) -> Result<Lease, ApiError> {
@@ -400,7 +408,7 @@ async fn lease(
 
 /// Sends the prompt (subscribe first: OpenCode's events are not replayed).
 async fn send(
-    state: &AppState,
+    state: &Backend,
     caller: &Caller,
     lease: &Lease,
     model: &ModelInfo,
@@ -427,9 +435,9 @@ impl Run {
         self.deadline
     }
 
-    /// The state the run runs with (on its upstream).
-    pub fn state(&self) -> &AppState {
-        &self.state
+    /// The upstream the run's session lives on.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
     }
 
     /// The OpenCode session this run uses.
@@ -470,7 +478,7 @@ impl Run {
             _ = async { match ready_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
                 return self.tool_round();
             }
-            _ = self.state.hard_stop.cancelled() => {
+            _ = self.gateway.hard_stop.cancelled() => {
                 return vec![Output::Failed(ApiError::Unavailable(
                     "The gateway is shutting down.".into(),
                 ))];
@@ -495,7 +503,7 @@ impl Run {
             "permission.asked" | "question.asked" => notices.extend(self.answer_permission(event)),
             "permission.replied" | "question.replied" | "question.rejected" => {
                 if let Some(id) = event.properties["requestID"].as_str() {
-                    self.state.permissions.forget(id);
+                    self.backend.permissions.forget(id);
                 }
             }
             _ => {}
@@ -515,7 +523,7 @@ impl Run {
     /// A headless run must never wait on a permission prompt: the policy answers it now, or
     /// shows it to the caller (a notice in the stream) and answers it after the timeout.
     fn answer_permission(&self, event: &Event) -> Vec<Output> {
-        let permissions = &self.state.permissions;
+        let permissions = &self.backend.permissions;
         let kind = if event.kind == "question.asked" {
             "question"
         } else {
@@ -531,7 +539,7 @@ impl Run {
                 tracing::info!(kind, permission = %event.properties["permission"], reply,
                     session = %self.session_id(), "answering a permission request by policy");
                 let permissions = permissions.clone();
-                self.state.sessions.upstream().spawn_cleanup(async move {
+                self.backend.sessions.upstream().spawn_cleanup(async move {
                     let dir = directory.as_deref();
                     if let Err(e) = permissions.reply(kind, &id, reply, None, dir).await {
                         tracing::warn!(error = %e, "could not answer a permission request");
@@ -543,7 +551,7 @@ impl Run {
                 tracing::info!(permission = %event.properties["permission"], session = %self.session_id(),
                     "granting a permission request: the caller answered `always` earlier in this run");
                 let permissions = permissions.clone();
-                self.state.sessions.upstream().spawn_cleanup(async move {
+                self.backend.sessions.upstream().spawn_cleanup(async move {
                     let dir = directory.as_deref();
                     if let Err(e) = permissions.reply(kind, &id, "once", None, dir).await {
                         tracing::warn!(error = %e, "could not answer a permission request");
@@ -586,7 +594,7 @@ impl Run {
     }
 
     fn deadline_error(&self) -> ApiError {
-        let secs = self.state.config.prompt.deadline.as_secs();
+        let secs = self.gateway.config.prompt.deadline.as_secs();
         match self.adapter.last_retry_message() {
             Some(m) => ApiError::Upstream(format!(
                 "The model provider kept failing until the {secs}s deadline: {m}"
@@ -621,7 +629,7 @@ impl Run {
                     usage.prompt_tokens,
                     usage.completion_tokens,
                 );
-                let rate_limits = &self.state.rate_limits;
+                let rate_limits = &self.gateway.rate_limits;
                 rate_limits.spend_tokens(&self.conversation.client, usage.total_tokens);
             }
             Output::Failed(_) => crate::metrics::run_ended(model, "failed", 0, 0),
@@ -670,7 +678,7 @@ impl Run {
     async fn finish_failed(&mut self) {
         self.ended = true;
         let id = self.session_id().to_string();
-        let abort = self.state.sessions.upstream().abort(&id);
+        let abort = self.backend.sessions.upstream().abort(&id);
         if tokio::time::timeout(ABORT_WAIT, abort).await.is_err() {
             tracing::warn!(session = %id, "abort did not finish in time");
         }
@@ -692,12 +700,13 @@ impl Run {
             return;
         }
         self.admitted = None;
-        let tools = self.state.tools.clone();
+        let parked = self.gateway.parked.clone();
+        let timeout = self.gateway.config.client_tools.result_timeout;
         let key = match &self.park {
             Some(key) => key.clone(),
             None => self.conversation.park_key(&self.content, &self.calls),
         };
-        tools.parked.park(key, self, tools.result_timeout);
+        parked.park(key, self, timeout);
     }
 
     /// Parks the run under `key` from now on, should it suspend again (a resumed Responses run
@@ -778,12 +787,12 @@ impl Drop for Run {
         // The client went away mid-run (or never brought its tool results): stop the generation
         // now; the lease's drop discards the session. Held tool calls are answered (with an
         // error) only after the abort, so the model never acts on them.
-        let upstream = self.state.sessions.upstream().clone();
+        let upstream = self.backend.sessions.upstream().clone();
         let id = self.session_id().to_string();
         let lease = self.lease.take();
         let tools = self.tools.take();
         tracing::info!(session = %id, "run abandoned; aborting it upstream");
-        self.state.sessions.upstream().spawn_cleanup(async move {
+        self.backend.sessions.upstream().spawn_cleanup(async move {
             if let Err(e) = upstream.abort(&id).await {
                 tracing::warn!(session = %id, error = %e, "abort after disconnect failed");
             }

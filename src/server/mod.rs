@@ -169,9 +169,7 @@ pub async fn serve(
         }
     }
     // Runs still waiting for tool results are abandoned (aborted upstream, sessions freed).
-    for backend in state.upstreams.all() {
-        backend.tools.parked.clear();
-    }
+    state.parked.clear();
     // Requests cut off above abort their runs through the pool's clean-up tasks: wait for those.
     let cleanups = state.upstreams.all().iter().map(|b| {
         b.sessions
@@ -226,8 +224,8 @@ fn forget_on_restart(state: &AppState, mut generation: tokio::sync::watch::Recei
     tokio::spawn(async move {
         while generation.changed().await.is_ok() {
             tracing::info!("embedded OpenCode restarted; forgetting the sessions of the old one");
-            state.tools.parked.clear();
-            state.sessions.conversations.delete_all();
+            state.parked.clear();
+            state.backend.sessions.conversations.delete_all();
         }
     });
 }
@@ -235,7 +233,7 @@ fn forget_on_restart(state: &AppState, mut generation: tokio::sync::watch::Recei
 /// Says at start when the configured OpenCode does not answer (readiness stays 503 until it
 /// does), rather than leaving the operator to find out from the first request.
 fn warn_if_unreachable(state: &AppState) {
-    let client = state.client.clone();
+    let client = state.backend.client.clone();
     let timeout = state.config.opencode.health_timeout;
     let url = state.config.opencode.base_url.clone().unwrap_or_default();
     tokio::spawn(async move {

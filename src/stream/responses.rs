@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::adapter::Output;
-use crate::app::AppState;
+use crate::app::state::AppState;
 use crate::responses::builder::Builder;
 use crate::responses::{self, Started};
 
@@ -41,8 +41,8 @@ impl Drop for State {
         // However the stream ends (client gone, deadline), the response no longer runs, here
         // nor (for the other replicas) in the shared store.
         let id = self.builder.response().id.clone();
-        self.app.responses.finished(&id);
-        let store = self.app.responses.clone();
+        self.app.backend.responses.finished(&id);
+        let store = self.app.backend.responses.clone();
         tokio::spawn(async move { store.unshare(&id).await });
     }
 }
@@ -64,7 +64,7 @@ impl State {
             };
             let start = if self.resumed { None } else { user_message };
             let input = self.store_input.take();
-            responses::finish(&self.app, self.builder.response(), &session, input, start).await;
+            responses::finish(&self.app.backend, self.builder.response(), &session, input, start).await;
         }
         self.pending.extend(events);
     }

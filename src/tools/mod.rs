@@ -36,7 +36,6 @@ pub use slots::{CallResult, HeldCall, SlotLease, Slots};
 
 use crate::config::Config;
 use crate::opencode::OpenCodeClient;
-use crate::run::Run;
 use crate::sessions::Fingerprint;
 
 /// What a client's next request presents to pick up a parked run.
@@ -50,15 +49,12 @@ pub enum ParkKey {
     Response(String),
 }
 
-/// The slot pool and the parked runs; cheap to clone.
+/// One upstream's slot pool; cheap to clone. (The runs parked for tool results are the
+/// gateway's, whichever upstream they run on: `run::Gateway::parked`.)
 #[derive(Clone)]
 pub struct ClientTools {
     /// MCP server slots.
     pub slots: Slots,
-    /// Runs waiting for tool results.
-    pub parked: Parked<ParkKey, Run>,
-    /// How long a parked run waits.
-    pub result_timeout: Duration,
 }
 
 impl ClientTools {
@@ -90,8 +86,6 @@ impl ClientTools {
         let call_timeout = tools.result_timeout + config.prompt.deadline + Duration::from_secs(60);
         ClientTools {
             slots: Slots::new(client, tools.max_runs, call_timeout),
-            parked: Parked::default(),
-            result_timeout: tools.result_timeout,
         }
     }
 }

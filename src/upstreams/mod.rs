@@ -36,7 +36,7 @@ use crate::catalog::Catalog;
 use crate::hub::EventHub;
 use crate::opencode::OpenCodeClient;
 use crate::permissions::Permissions;
-use crate::responses::ResponseStore;
+use crate::responses::saved::SavedResponses;
 use crate::sessions::{Fingerprint, Sessions};
 use crate::store::Store;
 use crate::tools::ClientTools;
@@ -64,7 +64,7 @@ pub struct Backend {
     /// Its permission requests.
     pub permissions: Permissions,
     /// Its stored responses.
-    pub responses: ResponseStore,
+    pub responses: SavedResponses,
     /// Its health.
     pub breaker: Breaker,
     /// Runs in flight on it (see [`Upstreams::run_started`]).

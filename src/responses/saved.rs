@@ -75,7 +75,7 @@ pub struct Running {
 
 /// Responses in OpenCode sessions; cheap to clone.
 #[derive(Clone)]
-pub struct ResponseStore {
+pub struct SavedResponses {
     upstream: SessionUpstream,
     claims: Claims,
     title: String,
@@ -161,7 +161,7 @@ fn shortened(items: &[Value]) -> Vec<Value> {
     items.iter().map(walk).collect()
 }
 
-impl ResponseStore {
+impl SavedResponses {
     /// A store over `upstream`'s sessions, titled `title`; a response runs for at most
     /// `running_ttl`.
     pub fn new(
@@ -171,7 +171,7 @@ impl ResponseStore {
         max_sessions: usize,
         running_ttl: Duration,
     ) -> Self {
-        ResponseStore {
+        SavedResponses {
             claims: Claims::new(upstream.clone()),
             upstream,
             title,
