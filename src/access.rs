@@ -16,11 +16,11 @@ use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::run::Gateway;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::opencode::{OpenCodeClient, UpstreamError};
 use crate::run::placement::{self, Requested};
+use crate::run::Gateway;
 
 /// Largest page.
 pub const MAX_LIMIT: usize = 1_000;

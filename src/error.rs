@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-
 /// An error answered to an API client.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ApiError {
@@ -265,7 +264,6 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
         ApiError::invalid(e.body_text(), None)
     }
 }
-
 
 /// The body did not arrive within its deadline (found in a body-read error's chain, it becomes
 /// a 408). Raised by the body-limit middleware (`body`), turned into its answer here.

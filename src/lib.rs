@@ -32,7 +32,7 @@ pub mod catalog;
 pub mod config;
 pub mod embedded;
 pub mod error;
-pub mod hub;
+
 pub mod memory;
 pub mod metrics;
 pub mod openai;

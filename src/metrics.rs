@@ -40,7 +40,6 @@ use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-
 /// The model a response was for, set by handlers so the request counter can carry it.
 #[derive(Debug, Clone)]
 pub struct ModelLabel(pub String);
@@ -67,7 +66,6 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         })
         .as_ref()
 }
-
 
 /// Middleware: counts every request by route, method, status (and model when known) and
 /// times it.

@@ -32,12 +32,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::auth::ClientId;
 use crate::config::{PermissionPolicy, PermissionsConfig};
 use crate::error::ApiError;
-use crate::opencode::{Event, OpenCodeClient};
+use crate::opencode::events::{Ask, AskKind};
+use crate::opencode::OpenCodeClient;
 use crate::sync::lock;
 
 /// A request of OpenCode's agent waiting for an answer.
@@ -100,26 +101,6 @@ impl Grants {
                     .any(|(p, pattern)| p == permission && glob(pattern, text))
             })
     }
-}
-
-/// The strings of a JSON array (`patterns`, `always`); nothing for anything else.
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The permission and patterns of an asked event.
-pub fn asked_patterns(event: &Event) -> (&str, Vec<String>) {
-    let p = &event.properties;
-    (
-        p["permission"].as_str().unwrap_or_default(),
-        strings(&p["patterns"]),
-    )
 }
 
 /// What to do with a request.
@@ -197,11 +178,10 @@ impl Permissions {
         })
     }
 
-    /// What the policy says about an asked event of a run (`client_tools`: the run has them).
-    pub fn decide(&self, event: &Event, client_tools: bool) -> Decision {
-        let p = &event.properties;
-        let question = event.kind == "question.asked";
-        let permission = p["permission"].as_str().unwrap_or_default();
+    /// What the policy says about a request of a run (`client_tools`: the run has them).
+    pub fn decide(&self, ask: &Ask, client_tools: bool) -> Decision {
+        let question = ask.kind == AskKind::Question;
+        let permission = ask.permission.as_str();
         if !question && permission == "doom_loop" && client_tools {
             return Decision::Reply("once");
         }
@@ -209,7 +189,7 @@ impl Permissions {
             PermissionPolicy::Deny => Decision::Reply("reject"),
             PermissionPolicy::Allow if question => Decision::Reply("reject"),
             PermissionPolicy::Allow => {
-                if self.allowed(permission, &strings(&p["patterns"])) {
+                if self.allowed(permission, &ask.patterns) {
                     Decision::Reply("once")
                 } else {
                     Decision::Reply("reject")
@@ -242,31 +222,24 @@ impl Permissions {
         Ok(())
     }
 
-    /// Shows an asked event of the run holding `grants` to the caller `owner`, rejecting it
-    /// after the timeout if nobody answers; returns what was registered.
-    pub fn ask_client(&self, event: &Event, owner: &ClientId, grants: &Grants) -> Option<Pending> {
-        let p = &event.properties;
-        let question = event.kind == "question.asked";
+    /// Shows a request of the run holding `grants` to the caller `owner`, rejecting it after
+    /// the timeout if nobody answers; returns what was registered.
+    pub fn ask_client(&self, ask: &Ask, owner: &ClientId, grants: &Grants) -> Option<Pending> {
+        if ask.session_id.is_empty() {
+            return None;
+        }
         let pending = Pending {
-            id: p["id"].as_str()?.to_string(),
-            kind: if question { "question" } else { "permission" },
-            session_id: p["sessionID"].as_str()?.to_string(),
-            permission: if question {
-                "question".into()
-            } else {
-                p["permission"].as_str().unwrap_or_default().to_string()
-            },
-            patterns: strings(&p["patterns"]),
-            metadata: if question {
-                json!({ "questions": p["questions"] })
-            } else {
-                p["metadata"].clone()
-            },
+            id: ask.id.clone(),
+            kind: ask.kind.label(),
+            session_id: ask.session_id.clone(),
+            permission: ask.permission.clone(),
+            patterns: ask.patterns.clone(),
+            metadata: ask.details.clone(),
             asked_at: now_secs(),
-            always: strings(&p["always"]),
+            always: ask.always.clone(),
             grants: grants.clone(),
             owner: owner.clone(),
-            directory: event.directory.clone(),
+            directory: ask.directory.clone(),
         };
         lock(&self.pending).insert(pending.id.clone(), pending.clone());
         let this = self.clone();
@@ -440,12 +413,16 @@ mod tests {
         Permissions::new(&config, client)
     }
 
-    fn asked(permission: &str, patterns: &[&str]) -> Event {
-        Event {
-            kind: "permission.asked".into(),
-            properties: json!({"id": "per_1", "sessionID": "ses_1", "permission": permission,
-                "patterns": patterns}),
-            ..Event::default()
+    fn asked(permission: &str, patterns: &[&str]) -> Ask {
+        Ask {
+            id: "per_1".into(),
+            kind: AskKind::Permission,
+            session_id: "ses_1".into(),
+            permission: permission.into(),
+            patterns: patterns.iter().map(|p| p.to_string()).collect(),
+            always: Vec::new(),
+            details: Value::Null,
+            directory: None,
         }
     }
 

@@ -6,6 +6,7 @@ mod support;
 
 use portatek_gateway::adapter::{Adapter, Output};
 use portatek_gateway::opencode::Event;
+use portatek_gateway::opencode::RunDecoder;
 use support::mock_model::{self, FAILURE_MESSAGE};
 
 /// The events of a recorded fixture, or `None` (the test is skipped, saying so) when it has not
@@ -52,7 +53,7 @@ fn user_texts(events: &[Event]) -> Vec<String> {
 /// Feeds every event to a fresh adapter; checks there is at most one terminal output, and
 /// nothing after it.
 fn run_adapter(events: &[Event], max_retries: u32) -> Vec<Output> {
-    let mut a = Adapter::new(max_retries, None);
+    let mut a = Pipe::new(max_retries, false);
     let mut out = Vec::new();
     for e in events {
         out.extend(a.feed(e));
@@ -70,7 +71,7 @@ fn run_adapter(events: &[Event], max_retries: u32) -> Vec<Output> {
             ),
             "nothing may follow the terminal output: {out:?}"
         );
-        assert!(a.is_done());
+        assert!(a.adapter.is_done());
     }
     out
 }
@@ -107,7 +108,7 @@ fn assert_no_user_echo(events: &[Event], out: &[Output]) {
         .iter()
         .position(|e| e.kind == "message.updated" && e.properties["info"]["role"] == "assistant");
     if let Some(i) = first_assistant {
-        let mut a = Adapter::new(5, None);
+        let mut a = Pipe::new(5, false);
         let early: Vec<Output> = events[..i].iter().flat_map(|e| a.feed(e)).collect();
         assert!(
             early.is_empty(),
@@ -215,7 +216,7 @@ fn model_failure_fails_when_the_retry_budget_is_spent() {
             other => panic!("budget {budget}: expected Failed, got {other:?}"),
         }
         // It fails exactly when attempt budget+1 is reported, not earlier.
-        let mut a = Adapter::new(budget, None);
+        let mut a = Pipe::new(budget, false);
         let mut retries_seen = 0;
         for e in &ev {
             let out = a.feed(e);
@@ -274,4 +275,24 @@ fn unknown_model_fails_without_a_stack_trace() {
         other => panic!("unknown_model.jsonl must end Failed, got {other:?}"),
     }
     assert_no_user_echo(&ev, &out);
+}
+
+/// A run's decoder (OpenCode 1.18's events → the gateway's) and adapter, fed raw events.
+struct Pipe {
+    decoder: RunDecoder,
+    adapter: Adapter,
+}
+
+impl Pipe {
+    fn new(max_retries: u32, fresh: bool) -> Pipe {
+        Pipe {
+            decoder: RunDecoder::new(None, fresh),
+            adapter: Adapter::new(max_retries),
+        }
+    }
+
+    fn feed(&mut self, event: &Event) -> Vec<Output> {
+        let decoded = self.decoder.feed(event);
+        decoded.iter().flat_map(|e| self.adapter.feed(e)).collect()
+    }
 }

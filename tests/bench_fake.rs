@@ -17,6 +17,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use portatek_gateway::adapter::{Adapter, Output};
 use portatek_gateway::opencode::Event;
+use portatek_gateway::opencode::RunDecoder;
 use serde_json::{json, Value};
 use support::api::send;
 use support::{Gateway, GatewayOptions};
@@ -36,7 +37,7 @@ fn recorded_text() -> Vec<Event> {
 
 /// The run's outputs as the gateway's adapter sees them (a session created for the run).
 fn adapt(events: &[Event]) -> Vec<Output> {
-    let mut a = Adapter::new(2, None).fresh_session();
+    let mut a = Pipe::new(2, true);
     events.iter().flat_map(|e| a.feed(e)).collect()
 }
 
@@ -266,4 +267,24 @@ async fn the_gateway_answers_in_front_of_the_fast_fake() {
     assert!(code.is_success(), "GET /status: {code} {status}");
     assert_eq!(status["events"]["connections_opened"], 1, "{status}");
     assert_eq!(fake.counters().event_connections_open.load(Relaxed), 1);
+}
+
+/// A run's decoder (OpenCode 1.18's events → the gateway's) and adapter, fed raw events.
+struct Pipe {
+    decoder: RunDecoder,
+    adapter: Adapter,
+}
+
+impl Pipe {
+    fn new(max_retries: u32, fresh: bool) -> Pipe {
+        Pipe {
+            decoder: RunDecoder::new(None, fresh),
+            adapter: Adapter::new(max_retries),
+        }
+    }
+
+    fn feed(&mut self, event: &Event) -> Vec<Output> {
+        let decoded = self.decoder.feed(event);
+        decoded.iter().flat_map(|e| self.adapter.feed(e)).collect()
+    }
 }

@@ -1,7 +1,6 @@
 //! Application wiring: the shared state every handler sees, and the router with its layers.
 //! How connections are accepted and drained lives in [`crate::server`].
 
-
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::middleware;
@@ -17,9 +16,9 @@ use crate::routes;
 
 pub mod state;
 
-pub(crate) use state::{upstream_names, upstream_settings};
-pub use state::AppState;
 use crate::auth::Keys;
+pub use state::AppState;
+pub(crate) use state::{upstream_names, upstream_settings};
 
 /// The routes that need an API key (when keys are configured).
 fn keyed_routes(keys: Keys, limits: RateLimits, metrics_here: bool) -> Router<AppState> {

@@ -11,15 +11,15 @@ use crate::auth::Keys;
 use crate::catalog::Catalog;
 use crate::config::{Config, OpenCodeConfig, StoreKind};
 use crate::error::ApiError;
-use crate::hub::EventHub;
+use crate::opencode::hub::EventHub;
 use crate::opencode::{OpenCodeClient, UpstreamError};
 use crate::permissions::Permissions;
 use crate::ratelimit::RateLimits;
 use crate::responses::SavedResponses;
+use crate::run::Gateway;
 use crate::sessions::{Identity, Sessions};
 use crate::store::{Store, StoreSettings};
 use crate::tools::ClientTools;
-use crate::run::Gateway;
 use crate::upstreams::{Backend, Breaker, Upstreams};
 
 /// Everything a handler needs; cheap to clone: the core's [`Gateway`] (reachable through
@@ -253,4 +253,3 @@ impl AppState {
         self.on(self.upstreams.pick())
     }
 }
-

@@ -1,10 +1,20 @@
-//! HTTP client for the OpenCode server's API (`opencode serve`).
+//! The protocol seam: everything the gateway asks of an OpenCode server (`opencode serve`),
+//! and the only module that knows its wire — paths, JSON fields, event types.
+//!
+//! The core asks through [`OpenCodeClient`] (sessions, prompts, interrupts, permission and
+//! question replies, MCP registration, the catalog, agents, health) and reads a run's events as
+//! the gateway's own [`events::RunEvent`]s, decoded per run by [`RunDecoder`] from the session's
+//! events that the [`hub`] demultiplexes. OpenCode 1.18 is the implementation spoken today.
 //!
 //! Every call has a timeout; calls safe to repeat are retried with bounded backoff (health,
 //! model list, session lookup/delete on any transient failure; session create and fork only
 //! when the request surely created nothing), prompts never are.
 
+mod decode;
 mod error;
+pub mod events;
+pub mod history;
+pub mod hub;
 mod sse;
 mod surface;
 mod types;
@@ -19,11 +29,21 @@ use serde_json::Value;
 
 use crate::config::OpenCodeConfig;
 
+pub use decode::RunDecoder;
 pub use error::{error_message, public_message, upstream_message, UpstreamError};
 pub use types::{
     is_sync_frame, Capabilities, Event, Frame, Health, InputCapabilities, ModelRef, PartInput,
-    PromptBody, Provider, ProviderModel, Providers, Session, ToolSwitches,
+    Prompt, Provider, ProviderModel, Providers, Session, ToolSwitches,
 };
+
+/// Whether OpenCode connected to an MCP server it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum McpConnection {
+    /// Connected: its tools are offered.
+    Connected,
+    /// Not connected, and OpenCode's reason.
+    Failed(String),
+}
 
 /// One page of [`OpenCodeClient::list_sessions_page`].
 #[derive(Debug, Default)]
@@ -201,6 +221,12 @@ impl OpenCodeClient {
                 result => return result,
             }
         }
+    }
+
+    /// A decoder of one run's events (see [`RunDecoder`]): its messages are those newer than
+    /// `floor`, on a session created for it (`fresh`) or reused.
+    pub fn run_decoder(&self, floor: Option<String>, fresh: bool) -> RunDecoder {
+        RunDecoder::new(floor, fresh)
     }
 
     /// `GET /global/health` with its own short timeout (retried within that budget).
@@ -446,11 +472,13 @@ impl OpenCodeClient {
             .map(String::from))
     }
 
-    /// `POST /session/:id/prompt_async`: starts a run (never retried).
-    pub async fn prompt_async(&self, id: &str, body: &PromptBody) -> Result<(), UpstreamError> {
+    /// Starts a run of `prompt` on session `id` (1.18: `POST /session/:id/prompt_async`; never
+    /// retried).
+    pub async fn prompt_async(&self, id: &str, prompt: &Prompt) -> Result<(), UpstreamError> {
+        let body = types::PromptBody::from(prompt);
         let rb = self
             .request(Method::POST, &format!("session/{id}/prompt_async"))
-            .json(body);
+            .json(&body);
         let sent = tokio::time::timeout(self.timeout, self.send("send prompt", rb))
             .await
             .map_err(|_| UpstreamError::Timeout("send prompt".into()))
@@ -475,6 +503,45 @@ impl OpenCodeClient {
 
     /// `POST /mcp {name, config}`: adds (or replaces) an MCP server; answers the status map
     /// (`{"<name>": {"status": "connected"}}`).
+    /// Registers (or replaces) the remote MCP server `name` at `url`, called with `secret` as
+    /// its bearer token and waited on for at most `call_timeout` per call; returns whether
+    /// OpenCode connected to it (and why not).
+    pub async fn register_mcp(
+        &self,
+        name: &str,
+        url: &str,
+        secret: &str,
+        call_timeout: Duration,
+    ) -> Result<McpConnection, UpstreamError> {
+        let config = serde_json::json!({
+            "type": "remote",
+            "url": url,
+            "headers": { "Authorization": format!("Bearer {secret}") },
+            "oauth": false,
+            "enabled": true,
+            "timeout": call_timeout.as_millis().min(i32::MAX as u128) as u64,
+        });
+        let status = self.add_mcp(name, &config).await?;
+        Ok(
+            match status
+                .pointer(&format!("/{name}/status"))
+                .and_then(Value::as_str)
+            {
+                Some("connected") => McpConnection::Connected,
+                other => McpConnection::Failed(
+                    status
+                        .pointer(&format!("/{name}/error"))
+                        .and_then(Value::as_str)
+                        .or(other)
+                        .unwrap_or("unknown status")
+                        .to_string(),
+                ),
+            },
+        )
+    }
+
+    /// `POST /mcp {name, config}`: adds a remote MCP server at run time (OpenCode's admin
+    /// surface passes its own config through).
     pub async fn add_mcp(&self, name: &str, config: &Value) -> Result<Value, UpstreamError> {
         let body = serde_json::json!({ "name": name, "config": config });
         // Replacing a server is idempotent: safe to resend.

@@ -148,9 +148,30 @@ pub enum PartInput {
     },
 }
 
+/// What a run asks of OpenCode: the new turn (text and files), the model, the agent, the
+/// system text, which tools are allowed, the reasoning variant and the output schema. How it
+/// travels is the protocol's business (1.18: [`PromptBody`]).
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    /// The user message.
+    pub parts: Vec<PartInput>,
+    /// The model (persists on the session).
+    pub model: ModelRef,
+    /// Agent to run.
+    pub agent: Option<String>,
+    /// Extra system prompt.
+    pub system: Option<String>,
+    /// Which tools are allowed, in order (the last matching rule wins).
+    pub tools: ToolSwitches,
+    /// Reasoning effort.
+    pub variant: Option<String>,
+    /// A JSON Schema the answer must follow (structured output).
+    pub output_schema: Option<Value>,
+}
+
 /// Body of `POST /session/:id/prompt_async`.
 #[derive(Debug, Clone, Serialize)]
-pub struct PromptBody {
+pub(crate) struct PromptBody {
     /// The user message.
     pub parts: Vec<PartInput>,
     /// Always sent (it persists on the session).
@@ -170,6 +191,27 @@ pub struct PromptBody {
     /// Output format (`{"type":"json_schema","schema":…}` for structured output).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<Value>,
+}
+
+impl From<&Prompt> for PromptBody {
+    /// 1.18 answers a structured prompt through its `StructuredOutput` tool, which must be
+    /// allowed after the other rules.
+    fn from(p: &Prompt) -> PromptBody {
+        let mut tools = p.tools.clone();
+        let format = p.output_schema.as_ref().map(|schema| {
+            tools.set("StructuredOutput", true);
+            serde_json::json!({ "type": "json_schema", "schema": schema })
+        });
+        PromptBody {
+            parts: p.parts.clone(),
+            model: p.model.clone(),
+            agent: p.agent.clone(),
+            system: p.system.clone(),
+            tools,
+            variant: p.variant.clone(),
+            format,
+        }
+    }
 }
 
 /// A prompt's `tools` map: name or wildcard pattern → allowed. OpenCode turns it into

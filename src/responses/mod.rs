@@ -23,10 +23,10 @@ use crate::error::ApiError;
 use crate::openai::{ResponseObject, ResponseStatus, ResponsesRequest};
 use crate::run::placement::{self, Requested};
 use crate::run::{self, Conversation, Gateway, Run, RunRequest, Target};
-use crate::upstreams::Backend;
 use crate::tools::ParkKey;
+use crate::upstreams::Backend;
 use builder::Builder;
-pub use saved::{Record, SavedResponses, Running};
+pub use saved::{Record, Running, SavedResponses};
 
 /// A response under way: its run, its builder, and where it is stored.
 pub struct Started {

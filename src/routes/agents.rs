@@ -27,7 +27,8 @@ pub async fn list(
     let placement = crate::run::placement::resolve(&state.config, &caller, &requested)?;
     let client = state
         .primary()
-        .backend.client
+        .backend
+        .client
         .in_directory(placement.directory.as_deref());
     let agents = client.agents().await?;
     let scope = &caller.scope;

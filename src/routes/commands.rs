@@ -13,6 +13,7 @@ use crate::access;
 use crate::app::state::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::opencode::history::HistoryMessage;
 use crate::routes::sessions::{chat_message, SessionId};
 use crate::sessions::not_found_as_session;
 
@@ -35,7 +36,8 @@ pub async fn list(
     let placement = crate::run::placement::resolve(&state.config, &caller, &requested)?;
     let client = state
         .primary()
-        .backend.client
+        .backend
+        .client
         .in_directory(placement.directory.as_deref());
     let commands = client.commands().await.map_err(access::upstream)?;
     let data: Vec<Value> = commands
@@ -93,7 +95,12 @@ pub async fn run_command(
     may_execute(&state, &caller, "Running commands")?;
     let Json(body) = body?;
     let session = state.backend.sessions.explicit.owned(&caller, &id).await?;
-    let lease = state.backend.sessions.explicit.acquire(&caller, &id).await?;
+    let lease = state
+        .backend
+        .sessions
+        .explicit
+        .acquire(&caller, &id)
+        .await?;
     tracing::info!(target: "portatek_gateway::audit", key = %caller.name, session = %id, command = %body.command, "command run");
     let mut upstream = json!({ "command": body.command, "arguments": body.arguments });
     if let Some(agent) = body.agent {
@@ -103,7 +110,8 @@ pub async fn run_command(
         upstream["model"] = json!(model);
     }
     let message = state
-        .backend.client
+        .backend
+        .client
         .in_directory(session.directory.as_deref())
         .run_command(&id, &upstream)
         .await
@@ -143,7 +151,12 @@ pub async fn run_shell(
     may_execute(&state, &caller, "Running shell commands")?;
     let Json(body) = body?;
     let session = state.backend.sessions.explicit.owned(&caller, &id).await?;
-    let lease = state.backend.sessions.explicit.acquire(&caller, &id).await?;
+    let lease = state
+        .backend
+        .sessions
+        .explicit
+        .acquire(&caller, &id)
+        .await?;
     tracing::info!(target: "portatek_gateway::audit", key = %caller.name, session = %id, command = %body.command, "shell run");
     let agent = body
         .agent
@@ -152,7 +165,8 @@ pub async fn run_shell(
         .unwrap_or_else(|| "build".into());
     let upstream = json!({ "command": body.command, "agent": agent });
     let message = state
-        .backend.client
+        .backend
+        .client
         .in_directory(session.directory.as_deref())
         .run_shell(&id, &upstream)
         .await
@@ -168,17 +182,8 @@ fn shell_message(message: &Value) -> Value {
         return message.clone();
     };
     if chat["content"].as_str().is_some_and(str::is_empty) {
-        let output: String = message["parts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| p["type"] == "tool")
-            .filter_map(|p| {
-                let state = &p["state"];
-                state["output"].as_str().or_else(|| state["error"].as_str())
-            })
-            .collect();
-        chat["content"] = Value::String(output);
+        let output = HistoryMessage::read(message).map(|m| m.tool_output);
+        chat["content"] = Value::String(output.unwrap_or_default());
     }
     chat
 }

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::app::state::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::hub::TAP_BUFFER;
+use crate::opencode::hub::TAP_BUFFER;
 
 /// An event as `GET /v1/events` sends it: `{type, properties, directory}`.
 #[derive(serde::Serialize)]

@@ -38,7 +38,8 @@ fn provider_id(id: &str) -> Result<&str, ApiError> {
 )]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let all = state
-        .backend.client
+        .backend
+        .client
         .provider_list()
         .await
         .map_err(access::upstream)?;
@@ -163,7 +164,8 @@ pub async fn oauth_authorize(
     tracing::info!(target: "portatek_gateway::audit", key = %caller.name, provider = %id, "provider OAuth started");
     Ok(Json(
         state
-            .backend.client
+            .backend
+            .client
             .oauth_authorize(id, &body)
             .await
             .map_err(access::upstream)?,
@@ -191,7 +193,8 @@ pub async fn oauth_callback(
     let id = provider_id(&id)?;
     tracing::info!(target: "portatek_gateway::audit", key = %caller.name, provider = %id, "provider OAuth completed");
     let result = state
-        .backend.client
+        .backend
+        .client
         .oauth_callback(id, &body)
         .await
         .map_err(access::upstream)?;

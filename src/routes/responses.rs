@@ -109,7 +109,14 @@ async fn collect(state: &AppState, started: Started) -> Result<Response, ApiErro
         run.user_message_id().map(String::from)
     };
     run.park();
-    responses::finish(&state.backend, builder.response(), &session, store_input, start).await;
+    responses::finish(
+        &state.backend,
+        builder.response(),
+        &session,
+        store_input,
+        start,
+    )
+    .await;
     match failure {
         Some(e) => Err(e),
         None => Ok(Json(builder.into_response()).into_response()),
@@ -226,7 +233,8 @@ pub async fn input_items(
         ));
     }
     let mut items = state
-        .backend.responses
+        .backend
+        .responses
         .find(&caller, &id)
         .await?
         .record()

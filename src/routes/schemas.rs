@@ -98,4 +98,3 @@ pub struct PageList {
     /// The `offset` of the next page, when there is one.
     pub next_offset: Option<u64>,
 }
-

@@ -13,14 +13,18 @@ use serde_json::{json, Value};
 use crate::app::state::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::opencode::{error_message, OpenCodeClient, UpstreamError};
+use crate::opencode::history::{revert_point, HistoryMessage};
+use crate::opencode::{OpenCodeClient, UpstreamError};
 use crate::routes::sessions::{chat_message, SessionId};
 use crate::sessions::not_found_as_session;
 
 /// The session's client, once the caller is known to own it.
 async fn owned(state: &AppState, caller: &Caller, id: &str) -> Result<OpenCodeClient, ApiError> {
     let session = state.backend.sessions.explicit.owned(caller, id).await?;
-    Ok(state.backend.client.in_directory(session.directory.as_deref()))
+    Ok(state
+        .backend
+        .client
+        .in_directory(session.directory.as_deref()))
 }
 
 /// `GET /v1/sessions/{id}/children`: sessions the agent started from this one (sub-agents).
@@ -136,7 +140,9 @@ pub async fn message(
             e => e.into(),
         })?;
     let mut message = chat_message(&raw).ok_or_else(not_found)?;
-    message["parts"] = raw["parts"].clone();
+    message["parts"] = HistoryMessage::read(&raw)
+        .map(|m| m.parts)
+        .unwrap_or_default();
     Ok(Json(message))
 }
 
@@ -178,7 +184,12 @@ pub async fn summarize(
     let model = state.backend.catalog.get(&b.model).await?;
     // One prompt per session at a time: the summary is one. Dropped on failure (the session
     // is aborted), freed once the summary is written.
-    let lease = state.backend.sessions.explicit.acquire(&caller, &id).await?;
+    let lease = state
+        .backend
+        .sessions
+        .explicit
+        .acquire(&caller, &id)
+        .await?;
     client
         .summarize(&id, &model.provider_id, &model.model_id)
         .await
@@ -201,14 +212,9 @@ pub async fn summarize(
     ))
 }
 
-/// The error of a summary message (`info.summary`) that failed.
+/// The error of a summary message that failed.
 fn summary_error(message: &Value) -> Option<String> {
-    let info = message.get("info")?;
-    if info.get("summary") != Some(&Value::Bool(true)) {
-        return None;
-    }
-    let error = info.get("error").filter(|e| !e.is_null())?;
-    Some(error_message(error).unwrap_or_else(|| "unknown error".into()))
+    HistoryMessage::read(message)?.summary_error
 }
 
 /// Body of `POST /v1/sessions/{id}/revert`.
@@ -278,12 +284,12 @@ pub async fn unrevert(
 }
 
 fn revert_state(id: &str, session: &Value) -> Value {
-    let revert = session.get("revert").filter(|r| !r.is_null());
+    let revert = revert_point(session);
     json!({
         "id": id,
         "object": "session",
         "reverted": revert.is_some(),
-        "revert": revert.map(|r| json!({"message_id": r["messageID"], "part_id": r.get("partID")})),
+        "revert": revert.map(|(message, part)| json!({"message_id": message, "part_id": part})),
     })
 }
 

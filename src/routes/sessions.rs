@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::app::state::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::opencode::history::HistoryMessage;
 use crate::opencode::Session;
 use crate::run::placement::{self, Requested};
 use crate::sessions::display_title;
@@ -61,7 +62,12 @@ pub async fn create(
     let placement = placement::resolve(&state.config, &caller, &requested)?;
     let dir = placement.directory.as_deref();
     let state = state.for_new();
-    let session = state.backend.sessions.explicit.create(&caller.id, dir).await?;
+    let session = state
+        .backend
+        .sessions
+        .explicit
+        .create(&caller.id, dir)
+        .await?;
     state.upstreams.set_home(&session.id, state.backend.index);
     Ok(created(&session))
 }
@@ -155,34 +161,27 @@ pub async fn messages(
     SessionId(id): SessionId,
 ) -> Result<Json<Value>, ApiError> {
     let state = state.for_session(&id).await?;
-    let raw = state.backend.sessions.explicit.messages(&caller, &id).await?;
+    let raw = state
+        .backend
+        .sessions
+        .explicit
+        .messages(&caller, &id)
+        .await?;
     let data: Vec<Value> = raw.iter().filter_map(chat_message).collect();
     Ok(Json(json!({ "object": "list", "data": data })))
 }
 
-/// One OpenCode `{info, parts}` as `{id, role, content, reasoning_content?, created}`.
-pub fn chat_message(m: &Value) -> Option<Value> {
-    let info = m.get("info")?;
-    let role = info.get("role")?.as_str()?;
-    let mut content = String::new();
-    let mut reasoning = String::new();
-    let parts = m.get("parts").and_then(Value::as_array);
-    for part in parts.into_iter().flatten() {
-        let text = part.get("text").and_then(Value::as_str).unwrap_or("");
-        match part.get("type").and_then(Value::as_str) {
-            Some("text") => content.push_str(text),
-            Some("reasoning") => reasoning.push_str(text),
-            _ => {}
-        }
-    }
+/// One stored OpenCode message as `{id, role, content, reasoning_content?, created}`.
+pub fn chat_message(raw: &Value) -> Option<Value> {
+    let m = HistoryMessage::read(raw)?;
     let mut out = json!({
-        "id": info.get("id"),
-        "role": role,
-        "content": content,
-        "created": info.pointer("/time/created").and_then(Value::as_u64).map(|ms| ms / 1000),
+        "id": m.id,
+        "role": m.role,
+        "content": m.text,
+        "created": m.created_secs,
     });
-    if !reasoning.is_empty() {
-        out["reasoning_content"] = Value::String(reasoning);
+    if !m.reasoning.is_empty() {
+        out["reasoning_content"] = Value::String(m.reasoning);
     }
     Some(out)
 }
@@ -248,18 +247,23 @@ pub async fn permissions(
     // waiting), or an explicit session of theirs (an admin: any session); anything else is
     // the same 404 as on every other session route.
     let runs_there = state
-        .backend.sessions
+        .backend
+        .sessions
         .owners
         .of(&id)
         .is_some_and(|o| o == caller.id);
     if !runs_there
         && !state
-            .backend.permissions
+            .backend
+            .permissions
             .waiting_for(&id, &caller.id, caller.is_admin())
     {
         state.backend.sessions.explicit.owned(&caller, &id).await?;
     }
-    let data = state.backend.permissions.list(&id, &caller.id, caller.is_admin());
+    let data = state
+        .backend
+        .permissions
+        .list(&id, &caller.id, caller.is_admin());
     Ok(Json(json!({ "object": "list", "data": data })))
 }
 
@@ -312,7 +316,8 @@ pub async fn answer_permission(
     };
     let answers = answer.answers.as_ref().filter(|_| reply != "reject");
     let pending = state
-        .backend.permissions
+        .backend
+        .permissions
         .answer(
             &id,
             &permission_id,

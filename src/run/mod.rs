@@ -30,10 +30,11 @@ use crate::adapter::{Activity, Adapter, Output};
 use crate::auth::Caller;
 use crate::catalog::ModelInfo;
 use crate::error::ApiError;
-use crate::hub::{HubMessage, Subscription};
 use crate::openai::tools::compile_schema;
 use crate::openai::{Message, Role, ToolCall, Usage};
-use crate::opencode::{Event, UpstreamError};
+use crate::opencode::events::{Ask, AskKind, RunEvent};
+use crate::opencode::hub::{HubMessage, Subscription};
+use crate::opencode::{Event, RunDecoder, UpstreamError};
 use crate::permissions::Decision;
 use crate::sessions::{not_found_as_session, Lease, Outcome, Seed};
 use crate::tools::{ParkKey, SlotLease};
@@ -68,6 +69,8 @@ pub struct Run {
     backend: Arc<Backend>,
     lease: Option<Lease>,
     subscription: Subscription,
+    /// Decodes the session's events into this run's (the protocol's side).
+    decoder: RunDecoder,
     adapter: Adapter,
     deadline: Instant,
     queue: VecDeque<Output>,
@@ -291,7 +294,10 @@ async fn begin(
     let mut attempts = 0;
     let subscription = loop {
         attempts += 1;
-        backend.sessions.owners.record(&lease.session_id, &caller.id);
+        backend
+            .sessions
+            .owners
+            .record(&lease.session_id, &caller.id);
         let subscription = backend
             .hub
             .subscribe(&lease.session_id, EVENT_CONNECT_WAIT)
@@ -326,18 +332,19 @@ async fn begin(
             }
         }
     };
-    let mut adapter = Adapter::new(state.config.prompt.max_model_retries, lease.floor.clone());
+    let decoder = backend
+        .client
+        .run_decoder(lease.floor.clone(), lease.seed == Seed::Full);
+    let mut adapter = Adapter::new(state.config.prompt.max_model_retries);
     if let Some(schema) = structured {
         adapter = adapter.structured(schema);
-    }
-    if lease.seed == Seed::Full {
-        adapter = adapter.fresh_session();
     }
     Ok(Run {
         gateway: state.clone(),
         backend: backend.clone(),
         lease: Some(lease),
         subscription,
+        decoder,
         adapter,
         deadline,
         queue: VecDeque::new(),
@@ -497,79 +504,63 @@ impl Run {
         }
     }
 
+    /// Decodes one event of the session and acts on what it says: a request for the caller
+    /// goes to the permission policy, everything else to the tool-step tracker and the
+    /// adapter.
     fn on_event(&mut self, event: &Event) -> Vec<Output> {
-        let mut notices = Vec::new();
-        match event.kind.as_str() {
-            "permission.asked" | "question.asked" => notices.extend(self.answer_permission(event)),
-            "permission.replied" | "question.replied" | "question.rejected" => {
-                if let Some(id) = event.properties["requestID"].as_str() {
-                    self.backend.permissions.forget(id);
-                }
+        let mut out = Vec::new();
+        for decoded in self.decoder.feed(event) {
+            match &decoded {
+                RunEvent::Asked(ask) => out.extend(self.answer_permission(ask)),
+                RunEvent::Answered { id } => self.backend.permissions.forget(id),
+                _ => {}
             }
-            _ => {}
+            if let Some(tools) = &mut self.tools {
+                tools.on_event(&decoded);
+            }
+            out.extend(self.adapter.feed(&decoded));
         }
-        if let Some(tools) = &mut self.tools {
-            tools.on_event(event);
-        }
-        let outputs = self.adapter.feed(event);
         if let Some(lease) = &mut self.lease {
-            let user = self.adapter.user_message_id();
-            lease.observe(user, self.adapter.last_assistant_id().or(user));
+            let user = self.decoder.user_message_id();
+            lease.observe(user, self.decoder.last_assistant_id().or(user));
         }
-        notices.extend(outputs);
-        notices
+        out
     }
 
     /// A headless run must never wait on a permission prompt: the policy answers it now, or
     /// shows it to the caller (a notice in the stream) and answers it after the timeout.
-    fn answer_permission(&self, event: &Event) -> Vec<Output> {
+    fn answer_permission(&self, ask: &Ask) -> Vec<Output> {
         let permissions = &self.backend.permissions;
-        let kind = if event.kind == "question.asked" {
-            "question"
-        } else {
-            "permission"
-        };
-        let id = event.properties["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let directory = event.directory.clone();
-        match permissions.decide(event, self.tools.is_some()) {
+        let kind = ask.kind.label();
+        let granted =
+            ask.kind == AskKind::Permission && self.grants.cover(&ask.permission, &ask.patterns);
+        let reply = match permissions.decide(ask, self.tools.is_some()) {
             Decision::Reply(reply) => {
-                tracing::info!(kind, permission = %event.properties["permission"], reply,
+                tracing::info!(kind, permission = %ask.permission, reply,
                     session = %self.session_id(), "answering a permission request by policy");
-                let permissions = permissions.clone();
-                self.backend.sessions.upstream().spawn_cleanup(async move {
-                    let dir = directory.as_deref();
-                    if let Err(e) = permissions.reply(kind, &id, reply, None, dir).await {
-                        tracing::warn!(error = %e, "could not answer a permission request");
-                    }
-                });
-                Vec::new()
+                reply
             }
-            Decision::AskClient if kind == "permission" && self.granted(event) => {
-                tracing::info!(permission = %event.properties["permission"], session = %self.session_id(),
+            Decision::AskClient if granted => {
+                tracing::info!(permission = %ask.permission, session = %self.session_id(),
                     "granting a permission request: the caller answered `always` earlier in this run");
-                let permissions = permissions.clone();
-                self.backend.sessions.upstream().spawn_cleanup(async move {
-                    let dir = directory.as_deref();
-                    if let Err(e) = permissions.reply(kind, &id, "once", None, dir).await {
-                        tracing::warn!(error = %e, "could not answer a permission request");
-                    }
-                });
-                Vec::new()
+                "once"
             }
-            Decision::AskClient => permissions
-                .ask_client(event, &self.conversation.client, &self.grants)
-                .map(|p| vec![Output::Activity(Activity::Permission(p))])
-                .unwrap_or_default(),
-        }
-    }
-
-    /// Whether an `always` answer earlier in this run covers the asked event.
-    fn granted(&self, event: &Event) -> bool {
-        let (permission, patterns) = crate::permissions::asked_patterns(event);
-        self.grants.cover(permission, &patterns)
+            Decision::AskClient => {
+                return permissions
+                    .ask_client(ask, &self.conversation.client, &self.grants)
+                    .map(|p| vec![Output::Activity(Activity::Permission(p))])
+                    .unwrap_or_default()
+            }
+        };
+        let (permissions, id, directory) =
+            (permissions.clone(), ask.id.clone(), ask.directory.clone());
+        self.backend.sessions.upstream().spawn_cleanup(async move {
+            let dir = directory.as_deref();
+            if let Err(e) = permissions.reply(kind, &id, reply, None, dir).await {
+                tracing::warn!(error = %e, "could not answer a permission request");
+            }
+        });
+        Vec::new()
     }
 
     /// The tool calls of a complete step end this response: the run suspends.
@@ -717,7 +708,7 @@ impl Run {
 
     /// The id of the user message this run answers, once known.
     pub fn user_message_id(&self) -> Option<&str> {
-        self.adapter.user_message_id()
+        self.decoder.user_message_id()
     }
 
     /// Continues a parked run with the new request's tool results.

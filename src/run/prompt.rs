@@ -4,7 +4,7 @@
 use crate::catalog::ModelInfo;
 use crate::error::ApiError;
 use crate::openai::{ContentPart, Message, Role, ToolChoice};
-use crate::opencode::{ModelRef, PartInput, PromptBody, ToolSwitches};
+use crate::opencode::{ModelRef, PartInput, Prompt, ToolSwitches};
 use crate::sessions::Seed;
 use crate::tools::slots::{SlotLease, SLOT_PREFIX};
 
@@ -58,7 +58,7 @@ pub fn body(
     req: &RunRequest,
     placement: &Placement,
     slot: Option<&SlotLease>,
-) -> PromptBody {
+) -> Prompt {
     let mut system = req.system.clone();
     let mut tools = ToolSwitches::default();
     // OpenCode's own tools stay off unless the operator turned them on (for the key, or for
@@ -77,11 +77,7 @@ pub fn body(
             });
         }
     }
-    let format = req.response_format.schema().map(|schema| {
-        tools.set("StructuredOutput", true);
-        serde_json::json!({ "type": "json_schema", "schema": schema })
-    });
-    PromptBody {
+    Prompt {
         parts,
         model: ModelRef {
             provider_id: model.provider_id.clone(),
@@ -91,7 +87,7 @@ pub fn body(
         system,
         tools,
         variant: req.reasoning_effort.clone(),
-        format,
+        output_schema: req.response_format.schema(),
     }
 }
 

@@ -6,7 +6,7 @@ use tokio::time::Instant;
 use crate::adapter::ToolCallOutput;
 use crate::error::ApiError;
 use crate::openai::{canonical_json, Message, ToolCall};
-use crate::opencode::Event;
+use crate::opencode::events::RunEvent;
 use crate::tools::step::StepTracker;
 use crate::tools::{CallResult, HeldCall, SlotLease};
 
@@ -32,8 +32,8 @@ impl ToolRun {
         }
     }
 
-    /// Feeds one event of the run's session to the step tracker.
-    pub fn on_event(&mut self, event: &Event) {
+    /// Feeds one event of the run to the step tracker.
+    pub fn on_event(&mut self, event: &RunEvent) {
         self.tracker.on_event(event, Instant::now());
     }
 

@@ -64,7 +64,14 @@ impl State {
             };
             let start = if self.resumed { None } else { user_message };
             let input = self.store_input.take();
-            responses::finish(&self.app.backend, self.builder.response(), &session, input, start).await;
+            responses::finish(
+                &self.app.backend,
+                self.builder.response(),
+                &session,
+                input,
+                start,
+            )
+            .await;
         }
         self.pending.extend(events);
     }

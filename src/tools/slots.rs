@@ -18,13 +18,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
 use crate::openai::ToolSpec;
-use crate::opencode::OpenCodeClient;
+use crate::opencode::{McpConnection, OpenCodeClient};
 use crate::sync::lock;
 
 /// Prefix of slot names; a tools map entry `"ptk*": false` hides every slot from a prompt.
@@ -425,29 +425,16 @@ impl Slots {
         endpoint: &str,
         dir: Option<&str>,
     ) -> Result<(), ApiError> {
-        let timeout_ms = self.inner.call_timeout.as_millis().min(i32::MAX as u128) as u64;
-        let config = json!({
-            "type": "remote",
-            "url": format!("{endpoint}/mcp/{name}"),
-            "headers": { "Authorization": format!("Bearer {}", self.inner.secret) },
-            "oauth": false,
-            "enabled": true,
-            "timeout": timeout_ms,
-        });
         let client = self.inner.client.in_directory(dir);
-        let status = client.add_mcp(name, &config).await?;
-        match status
-            .pointer(&format!("/{name}/status"))
-            .and_then(Value::as_str)
+        let url = format!("{endpoint}/mcp/{name}");
+        let secret = &self.inner.secret;
+        match client
+            .register_mcp(name, &url, secret, self.inner.call_timeout)
+            .await?
         {
-            Some("connected") => Ok(()),
-            other => Err(ApiError::Upstream(format!(
-                "OpenCode could not connect to the gateway's tool server {name}: {}",
-                status
-                    .pointer(&format!("/{name}/error"))
-                    .and_then(Value::as_str)
-                    .or(other)
-                    .unwrap_or("unknown status")
+            McpConnection::Connected => Ok(()),
+            McpConnection::Failed(why) => Err(ApiError::Upstream(format!(
+                "OpenCode could not connect to the gateway's tool server {name}: {why}"
             ))),
         }
     }
@@ -456,6 +443,7 @@ impl Slots {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn spec(name: &str) -> ToolSpec {
         ToolSpec {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::opencode::Event;
+use crate::opencode::events::{RunEvent, ToolStatus};
 
 /// How long a step must be quiet before its held calls go to the client.
 pub const QUIET: Duration = Duration::from_millis(250);
@@ -29,7 +29,7 @@ pub const QUIET: Duration = Duration::from_millis(250);
 struct ToolPart {
     call_id: String,
     tool: String,
-    status: String,
+    status: ToolStatus,
     input: Value,
     /// Paired with a held call (waiting, or already sent to the client).
     paired: bool,
@@ -83,19 +83,13 @@ impl<T> StepTracker<T> {
         Some(self.last_activity.map_or_else(Instant::now, |t| t + QUIET))
     }
 
-    /// Feeds one event of the run's session.
-    pub fn on_event(&mut self, event: &Event, now: Instant) {
-        let p = &event.properties;
-        match event.kind.as_str() {
-            "message.updated" => {
-                let info = &p["info"];
-                if info["role"] != "assistant" || !info["time"]["completed"].is_null() {
-                    return;
-                }
-                let id = info["id"].as_str().map(str::to_string);
-                if id.is_some() && id != self.message {
+    /// Feeds one event of the run.
+    pub fn on_event(&mut self, event: &RunEvent, now: Instant) {
+        match event {
+            RunEvent::Step(step) if !step.completed => {
+                if self.message.as_deref() != Some(step.message.as_str()) {
                     // A new step: the previous step's parts are done with.
-                    self.message = id;
+                    self.message = Some(step.message.clone());
                     self.parts.clear();
                     for h in &mut self.held {
                         h.part = None;
@@ -103,44 +97,40 @@ impl<T> StepTracker<T> {
                 }
                 self.last_activity = Some(now);
             }
-            "message.part.updated" => self.on_part(&p["part"], now),
-            "message.part.delta" if p["messageID"].as_str() == self.message.as_deref() => {
+            RunEvent::Tool(update) if self.in_step(&update.message) => {
+                self.last_activity = Some(now);
+                let index = match self.parts.iter().position(|x| x.call_id == update.call_id) {
+                    Some(i) => i,
+                    None => {
+                        self.parts.push(ToolPart {
+                            call_id: update.call_id.clone(),
+                            tool: update.tool.clone(),
+                            status: update.status,
+                            input: Value::Null,
+                            paired: false,
+                        });
+                        self.parts.len() - 1
+                    }
+                };
+                let entry = &mut self.parts[index];
+                entry.status = update.status;
+                entry.input = update.input.clone();
+                self.pair();
+            }
+            RunEvent::Text { message, .. }
+            | RunEvent::Reasoning { message, .. }
+            | RunEvent::Progress { message }
+                if self.in_step(message) =>
+            {
                 self.last_activity = Some(now);
             }
             _ => {}
         }
     }
 
-    fn on_part(&mut self, part: &Value, now: Instant) {
-        if part["messageID"].as_str().is_none()
-            || part["messageID"].as_str() != self.message.as_deref()
-        {
-            return;
-        }
-        self.last_activity = Some(now);
-        if part["type"] != "tool" {
-            return;
-        }
-        let call_id = part["callID"].as_str().unwrap_or_default();
-        let status = part["state"]["status"].as_str().unwrap_or_default();
-        let input = part["state"]["input"].clone();
-        let index = match self.parts.iter().position(|x| x.call_id == call_id) {
-            Some(i) => i,
-            None => {
-                self.parts.push(ToolPart {
-                    call_id: call_id.to_string(),
-                    tool: part["tool"].as_str().unwrap_or_default().to_string(),
-                    status: String::new(),
-                    input: Value::Null,
-                    paired: false,
-                });
-                self.parts.len() - 1
-            }
-        };
-        let entry = &mut self.parts[index];
-        entry.status = status.to_string();
-        entry.input = input;
-        self.pair();
+    /// Whether `message` is the current step's.
+    fn in_step(&self, message: &str) -> bool {
+        self.message.as_deref() == Some(message)
     }
 
     /// A call arrived on the run's slot (`name` as the MCP server knows it).
@@ -160,7 +150,10 @@ impl<T> StepTracker<T> {
             let hit = self.parts.iter().position(|p| {
                 // A held call's own part runs until its result is given: a part already
                 // finished (or failed, say refused) belongs to another call.
-                !p.paired && p.status == "running" && p.tool == h.tool && p.input == h.arguments
+                !p.paired
+                    && p.status == ToolStatus::Running
+                    && p.tool == h.tool
+                    && p.input == h.arguments
             });
             if let Some(i) = hit {
                 h.part = Some(i);
@@ -181,11 +174,10 @@ impl<T> StepTracker<T> {
     fn complete_but_quiet(&self) -> bool {
         !self.held.is_empty()
             && self.held.iter().all(|h| h.part.is_some())
-            && !self.parts.iter().any(|p| p.status == "pending")
-            && !self
-                .parts
-                .iter()
-                .any(|p| p.status == "running" && p.tool.starts_with(&self.prefix) && !p.paired)
+            && !self.parts.iter().any(|p| p.status == ToolStatus::Pending)
+            && !self.parts.iter().any(|p| {
+                p.status == ToolStatus::Running && p.tool.starts_with(&self.prefix) && !p.paired
+            })
     }
 
     /// Takes up to `max` held calls of a complete step, in the order the model made them.
@@ -201,27 +193,30 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn ev(kind: &str, properties: Value) -> Event {
-        Event {
-            kind: kind.into(),
-            properties,
-            ..Event::default()
-        }
+    use crate::opencode::events::{Step, ToolUpdate};
+
+    fn assistant(id: &str) -> RunEvent {
+        RunEvent::Step(Step {
+            message: id.into(),
+            ..Step::default()
+        })
     }
 
-    fn assistant(id: &str) -> Event {
-        ev(
-            "message.updated",
-            json!({"info": {"id": id, "role": "assistant", "time": {"created": 1}}}),
-        )
-    }
-
-    fn part(call: &str, tool: &str, status: &str, input: Value) -> Event {
-        ev(
-            "message.part.updated",
-            json!({"part": {"messageID": "msg_a", "type": "tool", "tool": tool, "callID": call,
-                "state": {"status": status, "input": input}}}),
-        )
+    fn part(call: &str, tool: &str, status: &str, input: Value) -> RunEvent {
+        RunEvent::Tool(ToolUpdate {
+            message: "msg_a".into(),
+            call_id: call.into(),
+            tool: tool.into(),
+            status: match status {
+                "pending" => ToolStatus::Pending,
+                "running" => ToolStatus::Running,
+                "completed" => ToolStatus::Completed,
+                _ => ToolStatus::Error,
+            },
+            input,
+            output: None,
+            error: None,
+        })
     }
 
     #[test]

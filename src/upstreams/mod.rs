@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 pub use breaker::{Breaker, BreakerState};
 
 use crate::catalog::Catalog;
-use crate::hub::EventHub;
+use crate::opencode::hub::EventHub;
 use crate::opencode::OpenCodeClient;
 use crate::permissions::Permissions;
 use crate::responses::saved::SavedResponses;
