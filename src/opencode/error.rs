@@ -158,6 +158,30 @@ fn cut_at_frames(line: &str) -> &str {
         .trim_end()
 }
 
+/// How the API answers OpenCode's trouble: unreachable is 503, slow is 504, anything else a
+/// 502 naming what OpenCode said.
+impl From<UpstreamError> for ApiError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::Connect(m) | UpstreamError::Unreachable(m) => {
+                ApiError::Unavailable(format!("OpenCode is unreachable: {m}"))
+            }
+            UpstreamError::Timeout(m) => {
+                ApiError::UpstreamTimeout(format!("OpenCode timed out: {m}"))
+            }
+            // A 404 the caller could not have caused (routes that map it to their own 404 do so
+            // themselves): the upstream lost something it should have.
+            UpstreamError::NotFound(m) => ApiError::Upstream(format!("OpenCode answered 404: {m}")),
+            UpstreamError::Status { status, message } => {
+                ApiError::Upstream(format!("OpenCode answered {status}: {message}"))
+            }
+            UpstreamError::Decode(m) => {
+                ApiError::Upstream(format!("OpenCode sent an unexpected answer: {m}"))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,29 +223,5 @@ mod tests {
             upstream_message(&body).as_deref(),
             Some("Bad Request: image could not be decoded")
         );
-    }
-}
-
-/// How the API answers OpenCode's trouble: unreachable is 503, slow is 504, anything else a
-/// 502 naming what OpenCode said.
-impl From<UpstreamError> for ApiError {
-    fn from(e: UpstreamError) -> Self {
-        match e {
-            UpstreamError::Connect(m) | UpstreamError::Unreachable(m) => {
-                ApiError::Unavailable(format!("OpenCode is unreachable: {m}"))
-            }
-            UpstreamError::Timeout(m) => {
-                ApiError::UpstreamTimeout(format!("OpenCode timed out: {m}"))
-            }
-            // A 404 the caller could not have caused (routes that map it to their own 404 do so
-            // themselves): the upstream lost something it should have.
-            UpstreamError::NotFound(m) => ApiError::Upstream(format!("OpenCode answered 404: {m}")),
-            UpstreamError::Status { status, message } => {
-                ApiError::Upstream(format!("OpenCode answered {status}: {message}"))
-            }
-            UpstreamError::Decode(m) => {
-                ApiError::Upstream(format!("OpenCode sent an unexpected answer: {m}"))
-            }
-        }
     }
 }
