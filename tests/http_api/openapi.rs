@@ -91,7 +91,7 @@ async fn every_documented_operation_is_served() {
     let doc = app.get("/openapi.json").await.body;
     for (method, path) in documented(&doc) {
         if path == "/v1/events" {
-            continue; // an endless SSE stream (`tests/agent_mode.rs` covers it)
+            continue; // an endless SSE stream (`tests/it/agent_mode.rs` covers it)
         }
         let concrete = path
             .replace("{id}", "ses_doesnotexist000")

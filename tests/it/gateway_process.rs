@@ -2,7 +2,7 @@
 //! format, and clients too slow to send their request.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -15,7 +15,7 @@
 //! 502 checks run in-process. No real OpenCode is needed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

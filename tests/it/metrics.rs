@@ -1,5 +1,5 @@
 //! Prometheus `/metrics` (issue 10): the text format parses (a strict reader,
-//! `tests/support/prometheus.rs`); counters move for chats, streams, errors, evictions and
+//! `tests/it/support/prometheus.rs`); counters move for chats, streams, errors, evictions and
 //! upstream errors; `portatek_active_streams` rises while a stream is open; no label ever
 //! holds an API key, message text or a model id the catalog does not know; `/metrics` is
 //! behind the API keys, or on its own listener without them (and then not on the API's).
@@ -8,7 +8,7 @@
 //! registry, so the numbers are this test's alone). No real OpenCode is needed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;

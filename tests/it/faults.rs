@@ -1,11 +1,11 @@
 //! Fault injection: the real gateway binary against the scriptable FAKE OpenCode of
-//! `tests/support/fake_opencode.rs`, which fails on demand: 5xx answers, slow headers, a dropped
+//! `tests/it/support/fake_opencode.rs`, which fails on demand: 5xx answers, slow headers, a dropped
 //! or unavailable `/event` stream, prompts that never produce events.
 //!
 //! No real OpenCode is needed; every test spawns its own fake and its own gateway.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::time::{Duration, Instant};

@@ -8,7 +8,7 @@
 //! dir and an `opencode.json` for the scripted model (`opencode.config_file`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -11,7 +11,7 @@
 //!   the sessions it must never touch (live gateways', explicit, foreign).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

@@ -19,12 +19,12 @@
 //! (the gateway's MCP slot), which the client must never see. Malformed tool requests are
 //! checked in full in-process (`tests/http_api/validation.rs`); here only a smoke check.
 //!
-//! The scripted model's markers (`tests/support/mock_model.rs`): `[call:NAME:{args}]` makes it
+//! The scripted model's markers (`tests/it/support/mock_model.rs`): `[call:NAME:{args}]` makes it
 //! call a tool (several: parallel calls), `[sticky:N]` for N rounds; after tool results it
 //! answers `echo tool results: <its call id>=<content>; …`, so an answer proves what reached it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

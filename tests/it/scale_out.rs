@@ -1,5 +1,5 @@
 //! Scale-out: two gateway replicas over two real OpenCode servers, sharing state through a real
-//! `redis-server` (tests/support/cluster.rs), behave as one gateway to every client.
+//! `redis-server` (tests/it/support/cluster.rs), behave as one gateway to every client.
 //!
 //! Two beds run in parallel:
 //! - [`replicas_behave_as_one_gateway`]: conversations, Responses chains and explicit sessions
@@ -10,7 +10,7 @@
 //!   killed and restarted costs no request, and sharing resumes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -23,7 +23,7 @@
 //! there and from OpenCode's message records.
 #![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -38,7 +38,7 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Cargo's target directory, found as tests/support finds it (so the same OpenCode install is
+/// Cargo's target directory, found as tests/it/support finds it (so the same OpenCode install is
 /// shared with the other tests).
 fn target_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
@@ -51,7 +51,7 @@ fn target_dir() -> PathBuf {
 }
 
 /// The pinned `opencode` binary: `$OPENCODE_BIN`, else `<target>/opencode-<version>/…`,
-/// installed there with npm (under the same lock as tests/support) when missing.
+/// installed there with npm (under the same lock as tests/it/support) when missing.
 fn opencode_bin() -> PathBuf {
     use fs2::FileExt;
     if let Some(p) = std::env::var_os("OPENCODE_BIN").filter(|p| !p.is_empty()) {

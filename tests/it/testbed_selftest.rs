@@ -2,10 +2,10 @@
 //! The gateway itself is not tested here.
 //!
 //! Re-record the stream-adapter fixtures with
-//! `cargo test --test testbed_selftest -- --ignored record`.
+//! `cargo test --test it testbed_selftest::record -- --ignored`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -434,7 +434,7 @@ async fn opencode_password_and_restart() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fixture recorder: `cargo test --test testbed_selftest -- --ignored record`
+// Fixture recorder: `cargo test --test it testbed_selftest::record -- --ignored`
 
 fn fixture_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events")

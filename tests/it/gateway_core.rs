@@ -9,10 +9,10 @@
 //!   deadline, OpenCode dying.
 //!
 //! Validation, client auth, fallbacks, request ids and the catalog's filtering are checked
-//! in-process (`tests/http_api`); the binary without OpenCode in `tests/gateway_process.rs`.
+//! in-process (`tests/http_api`); the binary without OpenCode in `tests/it/gateway_process.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

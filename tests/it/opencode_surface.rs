@@ -26,7 +26,7 @@
 //! `PORTATEK_REQUIRE_TOOLS=1` (CI), where they fail. Likewise git for the VCS assertions.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

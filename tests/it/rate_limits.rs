@@ -10,7 +10,7 @@
 //! stream, past the handler. Admission control under overload runs against the real OpenCode.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! compare-and-delete), and that a dead Redis costs a fast error, never a wait.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

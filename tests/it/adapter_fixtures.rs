@@ -2,7 +2,7 @@
 //! OpenCode (`tests/fixtures/events/*.jsonl`; see the README there). Pure: starts nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use portatek_gateway::adapter::{Adapter, Output};
 use portatek_gateway::opencode::Event;

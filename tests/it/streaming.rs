@@ -1,6 +1,6 @@
 //! Streaming (`stream: true`) behaviour of `POST /v1/chat/completions`, end to end against a real
 //! `opencode serve` and the scripted mock model. Two beds, each one OpenCode shared by named
-//! scenarios (see `tests/support/scenarios.rs`), running in parallel:
+//! scenarios (see `tests/it/support/scenarios.rs`), running in parallel:
 //! - [`streaming_through_one_event_connection`]: the OpenAI stream shape, real incremental
 //!   streaming, reasoning, usage, keep-alives, client disconnects, failures, 50 concurrent
 //!   streams over one upstream event connection, and OpenCode dying mid-stream;
@@ -8,10 +8,10 @@
 //!   client leaving, a silent model hitting the deadline, and graceful shutdown.
 //!
 //! The stream adapter alone (no OpenCode) is tested on recorded events in
-//! `tests/adapter_fixtures.rs`.
+//! `tests/it/adapter_fixtures.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -7,7 +7,7 @@
 //! and passes, unless `PORTATEK_REQUIRE_TOOLS=1` (as in CI).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::Stdio;

@@ -5,9 +5,9 @@
 //! event type or field misspelled, the adapter would produce other outputs and these fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
-#[path = "../benches/suite/fake.rs"]
+#[path = "../../benches/suite/fake.rs"]
 mod fake;
 
 use std::collections::BTreeSet;

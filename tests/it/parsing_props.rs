@@ -11,7 +11,7 @@
 //! client tools are off and such a request is a 503 `upstream_unavailable` by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -12,7 +12,7 @@
 //! `pool.pending_cleanup` must drain to 0.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
