@@ -7,7 +7,6 @@
 //! (404/405 fallbacks, request ids, probes).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-
 mod auth;
 mod models;
 mod openapi;

@@ -1,6 +1,7 @@
 //! Agent mode end to end, against a real `opencode serve` and the scripted mock model (which
-//! calls OpenCode's own tools on cue: `[call:bash:{…}]`). Four beds, each one OpenCode shared by
-//! named scenarios, running in parallel:
+//! calls OpenCode's own tools on cue: `[call:bash:{…}]`). One test per behaviour; the tests of a
+//! group share a bed (a `BedPool`: one test at a time per bed), a test that restarts the gateway
+//! has its own:
 //! - [`keys_agents_and_directories`]: key roles (client 403 / admin 200 on an admin route, admin
 //!   sees every session), keys given as SHA-256 digests, audit lines; the agent and the project
 //!   directory chosen per request (headers and `metadata`) within the key's scope, and refused
@@ -33,19 +34,17 @@ use std::time::{Duration, Instant};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tempfile::TempDir;
 
 use support::api::send;
-use support::gateway::{test_client, FRAME_WAIT};
+use support::gateway::FRAME_WAIT;
 use support::mock_model::{content_text, last_user_text};
-use support::opencode::{event_session_id, opencode_config};
-use support::scenarios::scenario;
+use support::opencode::event_session_id;
 use support::sse::{check_ok_stream, is_event_stream, Frame, SseReader};
 use support::{
     ask, assert_error, assistant, chat_body, eventually, node_sdk, python_sdk, responses_schema,
     streaming, user, ECHO,
 };
-use support::{Gateway, GatewayOptions, MockModel, OpenCode, OpenCodeOptions, Scenarios, TestBed};
+use support::{BedPool, Gateway, GatewayOptions, Harness, TestBed};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -54,71 +53,8 @@ use support::{Gateway, GatewayOptions, MockModel, OpenCode, OpenCodeOptions, Sce
 /// Logs at debug for the gateway, plus the `audit` target (not under `portatek_gateway`).
 const RUST_LOG: &str = "portatek_gateway=debug";
 
-/// A bed whose OpenCode also serves extra project directories (each with the same
-/// `opencode.json` as OpenCode's own one, so the mock provider and agents exist there too).
-struct Bed {
-    bed: TestBed,
-    /// The extra project directories, in the order asked for.
-    dirs: Vec<String>,
-    _root: TempDir,
-}
-
-impl std::ops::Deref for Bed {
-    type Target = TestBed;
-    fn deref(&self) -> &TestBed {
-        &self.bed
-    }
-}
-
-impl std::ops::DerefMut for Bed {
-    fn deref_mut(&mut self) -> &mut TestBed {
-        &mut self.bed
-    }
-}
-
-/// Mock model, a real OpenCode whose `opencode.json` has `extra` merged in, directories named
-/// `names`, and a gateway configured by `gateway` (given the directories' paths).
-async fn start_bed(
-    extra: Value,
-    names: &[&str],
-    gateway: impl FnOnce(&[String]) -> GatewayOptions,
-) -> Bed {
-    let mock = MockModel::start().await;
-    let opencode = OpenCode::start_with(
-        &mock.base_url(),
-        OpenCodeOptions {
-            extra_config: extra.clone(),
-            ..OpenCodeOptions::default()
-        },
-    )
-    .await;
-    let root = tempfile::Builder::new()
-        .prefix("agent-dirs-")
-        .tempdir()
-        .expect("tempdir");
-    let config = serde_json::to_vec_pretty(&opencode_config(&mock.base_url(), &extra)).unwrap();
-    let dirs: Vec<String> = names
-        .iter()
-        .map(|name| {
-            let dir = root.path().join(name);
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("opencode.json"), &config).unwrap();
-            dir.to_str().unwrap().to_string()
-        })
-        .collect();
-    let gateway = Gateway::start_with(&opencode.url(), gateway(&dirs)).await;
-    Bed {
-        bed: TestBed {
-            gateway,
-            opencode,
-            mock,
-            client: test_client(),
-            api_key: None,
-        },
-        dirs,
-        _root: root,
-    }
-}
+/// A bed whose OpenCode also serves extra project directories (`Harness::real().projects(…)`).
+type Bed = TestBed;
 
 /// Replaces the bed's gateway (the old one is killed first).
 async fn restart_gateway(bed: &mut TestBed, opts: GatewayOptions) {
@@ -387,22 +323,66 @@ default_directory = "{b}"
 }
 
 /// Roles, digests, audit lines, agent and directory selection, two directories kept apart.
-#[tokio::test(flavor = "multi_thread")]
-async fn keys_agents_and_directories() {
-    let bed = start_bed(agents_config(), &["dir-a", "dir-b"], |dirs| {
-        gateway_config(&keys_toml(&dirs[0], &dirs[1]))
-    })
-    .await;
-    let (a, b) = (bed.dirs[0].clone(), bed.dirs[1].clone());
-    let mut s = Scenarios::new();
-    scenario!(s, roles_and_digests(&bed, &a));
-    scenario!(s, status_shows_clients_no_internals(&bed));
-    scenario!(s, audit_lines_for_admin_and_tool_calls(&bed));
-    scenario!(s, agent_chosen_per_request_within_scope(&bed));
-    scenario!(s, agents_listed_per_key(&bed));
-    scenario!(s, directory_chosen_per_request_within_scope(&bed, &a, &b));
-    scenario!(s, two_directories_kept_apart(&bed, &a, &b));
-    s.finish(&bed.gateway.logs());
+/// The bed of [`keys_agents_and_directories`]: projects `dir-a` and `dir-b`, keys scoped to them.
+async fn keys_bed() -> TestBed {
+    Harness::real()
+        .opencode_config(agents_config())
+        .projects(&["dir-a", "dir-b"])
+        .gateway_for(|dirs| gateway_config(&keys_toml(&dirs[0], &dirs[1])))
+        .start()
+        .await
+}
+
+/// Roles, digests, audit lines, agent and directory selection, two directories kept apart.
+mod keys_agents_and_directories {
+    use super::*;
+
+    static BED: BedPool<TestBed> = BedPool::new();
+
+    #[test]
+    fn roles_and_digests() {
+        BED.run(keys_bed, |bed| {
+            super::roles_and_digests(bed, &bed.projects[0])
+        });
+    }
+
+    #[test]
+    fn status_shows_clients_no_internals() {
+        BED.run(keys_bed, super::status_shows_clients_no_internals);
+    }
+
+    #[test]
+    fn audit_lines_for_admin_and_tool_calls() {
+        BED.run(keys_bed, super::audit_lines_for_admin_and_tool_calls);
+    }
+
+    #[test]
+    fn agent_chosen_per_request_within_scope() {
+        BED.run(keys_bed, super::agent_chosen_per_request_within_scope);
+    }
+
+    #[test]
+    fn agents_listed_per_key() {
+        BED.run(keys_bed, super::agents_listed_per_key);
+    }
+
+    #[test]
+    fn directory_chosen_per_request_within_scope() {
+        BED.run(keys_bed, |bed| {
+            super::directory_chosen_per_request_within_scope(
+                bed,
+                &bed.projects[0],
+                &bed.projects[1],
+            )
+        });
+    }
+
+    #[test]
+    fn two_directories_kept_apart() {
+        BED.run(keys_bed, |bed| {
+            super::two_directories_kept_apart(bed, &bed.projects[0], &bed.projects[1])
+        });
+    }
 }
 
 /// Unknown or missing keys are 401; keys configured by digest are accepted (the digest itself is
@@ -907,35 +887,84 @@ fn client_policy_toml(timeout_secs: u64, b: &str) -> String {
 
 /// OpenCode asks before every `bash` command (`"permission": {"bash": "ask"}`): without an
 /// answer such a run waits forever. Each policy must end every such run, promptly.
-#[tokio::test(flavor = "multi_thread")]
-async fn permission_policies() {
-    let mut bed = start_bed(json!({"permission": {"bash": "ask"}}), &["dir-b"], |_| {
-        gateway_config(&policy_toml("deny", ""))
-    })
-    .await;
-    let b = bed.dirs[0].clone();
-    let mut s = Scenarios::new();
-    scenario!(s, deny_tells_the_model_and_carries_on(&bed));
-    scenario!(s, deny_works_in_another_project_directory(&bed, &b));
-    scenario!(s, deny_rejects_a_question_at_once(&bed));
-    restart_gateway(
-        &mut bed,
-        gateway_config(&policy_toml(
-            "allow",
-            "allow = [\"bash:touch allowed-*\"]\n",
-        )),
-    )
-    .await;
-    scenario!(s, allow_runs_only_the_allowlisted_command(&bed));
-    restart_gateway(&mut bed, gateway_config(&client_policy_toml(2, &b))).await;
-    scenario!(s, client_answers_through_the_api(&bed));
-    scenario!(s, client_silence_is_a_rejection_after_the_timeout(&bed, &b));
-    scenario!(s, always_holds_for_the_rest_of_its_run_only(&bed));
-    scenario!(
-        s,
-        an_approval_saved_upstream_is_cleared_at_start(&mut bed, &b)
-    );
-    s.finish(&bed.gateway.logs());
+/// A bed whose OpenCode asks before `bash`, project `dir-b`, the gateway configured by `toml`
+/// (given `dir-b`'s path).
+async fn ask_bed(toml: fn(&str) -> String) -> TestBed {
+    Harness::real()
+        .opencode_config(json!({"permission": {"bash": "ask"}}))
+        .projects(&["dir-b"])
+        .gateway_for(move |dirs| gateway_config(&toml(&dirs[0])))
+        .start()
+        .await
+}
+
+async fn deny_bed() -> TestBed {
+    ask_bed(|_| policy_toml("deny", "")).await
+}
+
+async fn allow_bed() -> TestBed {
+    ask_bed(|_| policy_toml("allow", "allow = [\"bash:touch allowed-*\"]\n")).await
+}
+
+async fn client_bed() -> TestBed {
+    ask_bed(|b| client_policy_toml(2, b)).await
+}
+
+/// OpenCode asks before every `bash` command (`"permission": {"bash": "ask"}`): without an
+/// answer such a run waits forever. Each policy must end every such run, promptly.
+mod permission_policies {
+    use super::*;
+
+    static DENY: BedPool<TestBed> = BedPool::new();
+    static CLIENT: BedPool<TestBed> = BedPool::new();
+
+    #[test]
+    fn deny_tells_the_model_and_carries_on() {
+        DENY.run(deny_bed, super::deny_tells_the_model_and_carries_on);
+    }
+
+    #[test]
+    fn deny_works_in_another_project_directory() {
+        DENY.run(deny_bed, |bed| {
+            super::deny_works_in_another_project_directory(bed, &bed.projects[0])
+        });
+    }
+
+    #[test]
+    fn deny_rejects_a_question_at_once() {
+        DENY.run(deny_bed, super::deny_rejects_a_question_at_once);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn allow_runs_only_the_allowlisted_command() {
+        let bed = allow_bed().await;
+        super::allow_runs_only_the_allowlisted_command(&bed).await;
+    }
+
+    #[test]
+    fn client_answers_through_the_api() {
+        CLIENT.run(client_bed, super::client_answers_through_the_api);
+    }
+
+    #[test]
+    fn client_silence_is_a_rejection_after_the_timeout() {
+        CLIENT.run(client_bed, |bed| {
+            super::client_silence_is_a_rejection_after_the_timeout(bed, &bed.projects[0])
+        });
+    }
+
+    #[test]
+    fn always_holds_for_the_rest_of_its_run_only() {
+        CLIENT.run(client_bed, super::always_holds_for_the_rest_of_its_run_only);
+    }
+
+    /// It restarts the gateway: a bed of its own.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_approval_saved_upstream_is_cleared_at_start() {
+        let mut bed = client_bed().await;
+        let b = bed.projects[0].clone();
+        super::an_approval_saved_upstream_is_cleared_at_start(&mut bed, &b).await;
+    }
 }
 
 /// A run whose `bash` call OpenCode wants permission for, as `key` with headers, bounded by
@@ -1307,19 +1336,49 @@ async fn an_approval_saved_upstream_is_cleared_at_start(bed: &mut Bed, b: &str) 
 // ---------------------------------------------------------------------------------------------
 
 /// OpenCode's tools on, and `bash` allowed by OpenCode's defaults: the tool really runs.
-#[tokio::test(flavor = "multi_thread")]
-async fn agent_activity() {
-    let bed = start_bed(Value::Null, &[], |_| {
-        gateway_config("[prompt]\ntools_enabled = true\ndeadline_secs = 120\n")
-    })
-    .await;
-    let mut s = Scenarios::new();
-    scenario!(s, chat_stream_shows_tool_runs_as_comments(&bed));
-    scenario!(s, sdks_parse_streams_with_activity(&bed));
-    scenario!(s, responses_show_tool_runs_as_mcp_calls(&bed));
-    scenario!(s, streamed_responses_show_tool_runs_as_mcp_calls(&bed));
-    scenario!(s, a_failed_tool_run_is_a_failed_mcp_call(&bed));
-    s.finish(&bed.gateway.logs());
+/// OpenCode's tools on, and `bash` allowed by OpenCode's defaults: the tool really runs.
+async fn activity_bed() -> TestBed {
+    Harness::real()
+        .gateway(gateway_config(
+            "[prompt]\ntools_enabled = true\ndeadline_secs = 120\n",
+        ))
+        .start()
+        .await
+}
+
+/// OpenCode's tool runs as SSE comments of chat streams and `mcp_call` items of responses.
+mod agent_activity {
+    use super::*;
+
+    static BED: BedPool<TestBed> = BedPool::new();
+
+    #[test]
+    fn chat_stream_shows_tool_runs_as_comments() {
+        BED.run(activity_bed, super::chat_stream_shows_tool_runs_as_comments);
+    }
+
+    #[test]
+    fn sdks_parse_streams_with_activity() {
+        BED.run(activity_bed, super::sdks_parse_streams_with_activity);
+    }
+
+    #[test]
+    fn responses_show_tool_runs_as_mcp_calls() {
+        BED.run(activity_bed, super::responses_show_tool_runs_as_mcp_calls);
+    }
+
+    #[test]
+    fn streamed_responses_show_tool_runs_as_mcp_calls() {
+        BED.run(
+            activity_bed,
+            super::streamed_responses_show_tool_runs_as_mcp_calls,
+        );
+    }
+
+    #[test]
+    fn a_failed_tool_run_is_a_failed_mcp_call() {
+        BED.run(activity_bed, super::a_failed_tool_run_is_a_failed_mcp_call);
+    }
 }
 
 /// With `x-opencode-activity: 1`, the `bash` run shows as `: opencode-activity {json}` comment
@@ -1590,10 +1649,10 @@ async fn a_failed_tool_run_is_a_failed_mcp_call(bed: &TestBed) {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "known deviation: mcp_call.error is a string, the fixture schema wants MCPToolCallError"]
 async fn mcp_call_error_follows_the_responses_schema() {
-    let bed = start_bed(Value::Null, &[], |_| {
-        gateway_config("[prompt]\ntools_enabled = true\n")
-    })
-    .await;
+    let bed = Harness::real()
+        .gateway(gateway_config("[prompt]\ntools_enabled = true\n"))
+        .start()
+        .await;
     let missing = bed.opencode.project_dir().join("missing.txt");
     let input = format!("read it [call:read:{}]", json!({"filePath": missing}));
     let (status, _, response) = post_as(
@@ -1625,17 +1684,32 @@ fn events_toml(b: &str) -> String {
 }
 
 /// `GET /v1/events` per key and per directory, and a consumer too slow to keep up.
-#[tokio::test(flavor = "multi_thread")]
-async fn event_stream() {
-    let bed = start_bed(Value::Null, &["dir-b"], |dirs| {
-        gateway_config(&events_toml(&dirs[0]))
-    })
-    .await;
-    let b = bed.dirs[0].clone();
-    let mut s = Scenarios::new();
-    scenario!(s, events_are_filtered_per_key_and_directory(&bed, &b));
-    scenario!(s, a_consumer_that_never_reads_is_dropped(&bed));
-    s.finish(&bed.gateway.logs());
+/// The event bed: project `dir-b`, keys K1, K2 (may use `dir-b`) and an admin.
+async fn events_bed() -> TestBed {
+    Harness::real()
+        .projects(&["dir-b"])
+        .gateway_for(|dirs| gateway_config(&events_toml(&dirs[0])))
+        .start()
+        .await
+}
+
+/// `GET /v1/events` per key and per directory, and a consumer too slow to keep up.
+mod event_stream {
+    use super::*;
+
+    static BED: BedPool<TestBed> = BedPool::new();
+
+    #[test]
+    fn events_are_filtered_per_key_and_directory() {
+        BED.run(events_bed, |bed| {
+            super::events_are_filtered_per_key_and_directory(bed, &bed.projects[0])
+        });
+    }
+
+    #[test]
+    fn a_consumer_that_never_reads_is_dropped() {
+        BED.run(events_bed, super::a_consumer_that_never_reads_is_dropped);
+    }
 }
 
 /// One `GET /v1/events` stream read in the background: its events (`{type, properties,

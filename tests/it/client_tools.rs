@@ -25,6 +25,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
+use crate::support::Harness;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -39,7 +40,7 @@ use support::opencode::event_session_id;
 use support::scenarios::scenario;
 use support::schema::assert_valid;
 use support::sse::Streamed;
-use support::{assert_error, content, user, GatewayOptions, Scenarios, TestBed, ECHO};
+use support::{assert_error, content, user, BedPool, GatewayOptions, Scenarios, TestBed, ECHO};
 
 /// The text the gateway uses to introduce a replayed transcript (a seeded new session).
 const TRANSCRIPT_MARK: &str = "The conversation so far";
@@ -401,26 +402,91 @@ async fn chat_on(gw: &Gateway, body: &Value) -> (StatusCode, Value) {
 // The tool loop
 // ---------------------------------------------------------------------------------------------
 
-/// The client-tools loop on one OpenCode, scenario by scenario (see the module docs).
-#[tokio::test(flavor = "multi_thread")]
-async fn tool_loop() {
-    let mut bed = TestBed::start().await;
-    let mut s = Scenarios::new();
-    scenario!(s, results_reach_the_model_as_tool_results(&bed));
-    scenario!(s, streamed_parallel_calls(&bed));
-    scenario!(s, several_rounds_in_one_run(&bed));
-    scenario!(s, many_parallel_calls_all_come_back(&bed));
-    scenario!(s, one_call_per_response_without_parallel_tool_calls(&bed));
-    scenario!(s, tool_choice_decides_what_the_model_is_offered(&bed));
-    scenario!(s, names_of_opencode_tools_reach_the_client(&bed));
-    scenario!(s, structured_outputs(&bed));
-    scenario!(s, bad_tool_requests_are_400(&bed));
-    scenario!(s, explicit_session_runs_the_loop(&bed));
-    scenario!(s, unseen_history_is_seeded_with_calls_and_results(&bed));
-    scenario!(s, sdk_runs_the_loop(&bed));
-    scenario!(s, restarted_gateway_seeds_what_it_never_saw(&mut bed));
-    scenario!(s, opencode_tools_on_leave_client_tools_alone(&mut bed));
-    s.finish(&bed.gateway.logs());
+/// The client-tools loop, one test per behaviour (see the module docs): those that restart the
+/// gateway have a bed of their own, the others share one.
+mod tool_loop {
+    use super::*;
+
+    static BED: BedPool<TestBed> = BedPool::new();
+
+    async fn bed() -> TestBed {
+        Harness::real().start().await
+    }
+
+    #[test]
+    fn results_reach_the_model_as_tool_results() {
+        BED.run(bed, super::results_reach_the_model_as_tool_results);
+    }
+
+    #[test]
+    fn streamed_parallel_calls() {
+        BED.run(bed, super::streamed_parallel_calls);
+    }
+
+    #[test]
+    fn several_rounds_in_one_run() {
+        BED.run(bed, super::several_rounds_in_one_run);
+    }
+
+    #[test]
+    fn many_parallel_calls_all_come_back() {
+        BED.run(bed, super::many_parallel_calls_all_come_back);
+    }
+
+    #[test]
+    fn one_call_per_response_without_parallel_tool_calls() {
+        BED.run(
+            bed,
+            super::one_call_per_response_without_parallel_tool_calls,
+        );
+    }
+
+    #[test]
+    fn tool_choice_decides_what_the_model_is_offered() {
+        BED.run(bed, super::tool_choice_decides_what_the_model_is_offered);
+    }
+
+    #[test]
+    fn names_of_opencode_tools_reach_the_client() {
+        BED.run(bed, super::names_of_opencode_tools_reach_the_client);
+    }
+
+    #[test]
+    fn structured_outputs() {
+        BED.run(bed, super::structured_outputs);
+    }
+
+    #[test]
+    fn bad_tool_requests_are_400() {
+        BED.run(bed, super::bad_tool_requests_are_400);
+    }
+
+    #[test]
+    fn explicit_session_runs_the_loop() {
+        BED.run(bed, super::explicit_session_runs_the_loop);
+    }
+
+    #[test]
+    fn unseen_history_is_seeded_with_calls_and_results() {
+        BED.run(bed, super::unseen_history_is_seeded_with_calls_and_results);
+    }
+
+    #[test]
+    fn sdk_runs_the_loop() {
+        BED.run(bed, super::sdk_runs_the_loop);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn restarted_gateway_seeds_what_it_never_saw() {
+        let mut bed = bed().await;
+        super::restarted_gateway_seeds_what_it_never_saw(&mut bed).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn opencode_tools_on_leave_client_tools_alone() {
+        let mut bed = bed().await;
+        super::opencode_tools_on_leave_client_tools_alone(&mut bed).await;
+    }
 }
 
 /// One call, JSON: the client gets `finish_reason: "tool_calls"` and the call under its own
@@ -1111,8 +1177,11 @@ async fn opencode_tools_on_leave_client_tools_alone(bed: &mut TestBed) {
 #[tokio::test(flavor = "multi_thread")]
 async fn abandoned_tool_runs() {
     let config = "[client_tools]\nresult_timeout_secs = 2\nmax_runs = 1\n";
-    let bed =
-        TestBed::start_with(Default::default(), GatewayOptions::default().config(config)).await;
+    let bed = Harness::real()
+        .opencode(Default::default())
+        .gateway(GatewayOptions::default().config(config))
+        .start()
+        .await;
     let mut s = Scenarios::new();
     scenario!(s, a_client_that_never_returns_frees_everything(&bed));
     s.finish(&bed.gateway.logs());
@@ -1282,7 +1351,7 @@ async fn loop_on(gw: &Gateway, prompt: &str, result: &str) -> Result<String, Str
 /// slot names carry their own tag.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_gateways_share_one_opencode() {
-    let bed = TestBed::start().await;
+    let bed = Harness::real().start().await;
     let opts = GatewayOptions::default().config("[prompt]\nsession_title = \"replica\"\n");
     let other = Gateway::start_with(&bed.opencode.url(), opts).await;
     let first = loop_on(
@@ -1339,7 +1408,7 @@ fn doubling_schema() -> Value {
 /// allocations and dies (the last check sees that) instead of exhausting the test machine.
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_schemas_get_a_bounded_answer() {
-    let bed = TestBed::start().await;
+    let bed = Harness::real().start().await;
     let gw = Gateway::start_with(
         &bed.opencode.url(),
         GatewayOptions::default().memory_limit(512 << 20),

@@ -12,7 +12,7 @@
 //! Podman's settings for these machines come from `CONTAINERS_CONF` (`.ci/containers.conf`);
 //! the ulimits are also passed on the command line, so a plain `cargo test` works too.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,72 +30,10 @@ const ULIMITS: [&str; 4] = [
     "nproc=1000:1000",
 ];
 
-fn opencode_version() -> &'static str {
-    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/OPENCODE_VERSION")).trim()
-}
+use crate::support::opencode::opencode_bin;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Cargo's target directory, found as tests/it/support finds it (so the same OpenCode install is
-/// shared with the other tests).
-fn target_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = option_env!("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    repo().join("target")
-}
-
-/// The pinned `opencode` binary: `$OPENCODE_BIN`, else `<target>/opencode-<version>/…`,
-/// installed there with npm (under the same lock as tests/it/support) when missing.
-fn opencode_bin() -> PathBuf {
-    use fs2::FileExt;
-    if let Some(p) = std::env::var_os("OPENCODE_BIN").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let ver = opencode_version();
-    let target = target_dir();
-    let dir = target.join(format!("opencode-{ver}"));
-    let bin = dir.join("node_modules/opencode-linux-x64/bin/opencode");
-    if bin.exists() {
-        return bin;
-    }
-    std::fs::create_dir_all(&dir).expect("create the opencode install dir");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(target.join(format!("opencode-{ver}.lock")))
-        .expect("open the opencode install lock");
-    lock.lock_exclusive().expect("lock the opencode install");
-    if !bin.exists() {
-        eprintln!(
-            "[container] installing opencode-linux-x64@{ver} into {}",
-            dir.display()
-        );
-        let out = std::process::Command::new("npm")
-            .arg("install")
-            .arg("--prefix")
-            .arg(&dir)
-            .args(["--no-audit", "--no-fund"])
-            .arg(format!("opencode-linux-x64@{ver}"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run npm (is Node.js installed?)");
-        assert!(
-            out.status.success() && bin.exists(),
-            "npm install opencode-linux-x64@{ver} failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let _ = fs2::FileExt::unlock(&lock);
-    bin
 }
 
 /// Runs `podman ARGS` with a time bound; the process is killed when the bound passes.

@@ -131,10 +131,7 @@ impl Embedded {
     }
 
     async fn metric(&self, name: &str) -> f64 {
-        let resp = self.client.get(self.url("/metrics")).send().await.unwrap();
-        assert_eq!(resp.status(), 200);
-        let text = resp.text().await.unwrap();
-        let m = support::prometheus::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let (m, _) = support::prometheus::scrape(&self.client, &self.url("/metrics"), None).await;
         m.sum(name, &[])
     }
 }

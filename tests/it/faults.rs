@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
+use crate::support::Harness;
 
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::time::{Duration, Instant};
@@ -106,7 +107,7 @@ async fn wait_quiet(counter: &AtomicU32, quiet: Duration) -> u32 {
 /// 1a. `GET /config/providers` is idempotent: one 500 is retried and the client never sees it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn providers_500_once_is_retried() {
-    let fake = FakeOpenCode::start().await;
+    let fake = Harness::fake().start().await;
     // The catalog's start-up refresh must not fill the cache, so the request below has to fetch.
     fake.faults().providers_failures.store(ALWAYS, SeqCst);
     let gw = fake.gateway_with("[models]\ncache_ttl_secs = 600\n").await;
@@ -137,7 +138,7 @@ async fn providers_500_once_is_retried() {
 /// 1b. `POST /session` is retried: one 503 and the chat still succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_create_503_once_is_retried() {
-    let fake = FakeOpenCode::start().await;
+    let fake = Harness::fake().start().await;
     fake.faults().session_failures.store(1, SeqCst);
     let gw = fake.gateway().await;
     let (status, body, _) = chat(&gw, "hello").await;
@@ -158,7 +159,7 @@ async fn session_create_503_once_is_retried() {
 /// its prompt's 404 sends the turn to a new session, seeded with the history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn continued_turns_skip_the_session_lookup_and_survive_a_vanished_session() {
-    let fake = FakeOpenCode::start().await;
+    let fake = Harness::fake().start().await;
     let gw = fake.gateway().await;
     let turn = |texts: &[&str]| {
         let mut messages = Vec::new();
@@ -212,7 +213,7 @@ async fn continued_turns_skip_the_session_lookup_and_survive_a_vanished_session(
 /// 2. Prompts are never retried: a 500 from `prompt_async` is a 502 carrying OpenCode's message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prompt_500_is_not_retried() {
-    let fake = FakeOpenCode::start().await;
+    let fake = Harness::fake().start().await;
     fake.faults().prompt_fails.store(true, SeqCst);
     let gw = fake.gateway().await;
     let (status, body, elapsed) = chat(&gw, "hello").await;
@@ -232,7 +233,7 @@ async fn prompt_500_is_not_retried() {
 /// 3. Slow health headers: readiness gives up at the health timeout; liveness never waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_health_is_503_and_livez_is_immediate() {
-    let fake = FakeOpenCode::start().await;
+    let fake = Harness::fake().start().await;
     fake.faults().health_delay_ms.store(10_000, SeqCst);
     let gw = fake.gateway().await;
     let health = {
@@ -275,7 +276,7 @@ async fn slow_health_is_503_and_livez_is_immediate() {
 /// 4. A slow `POST /session` hits `request_timeout_ms`: 504 `upstream_timeout`, promptly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_session_create_is_504() {
-    let fake = FakeOpenCode::start().await;
+    let fake = Harness::fake().start().await;
     fake.faults().session_delay_ms.store(30_000, SeqCst);
     let gw = fake
         .gateway_with("[opencode]\nrequest_timeout_ms = 1000\nretry_attempts = 1\n")
@@ -292,7 +293,7 @@ async fn slow_session_create_is_504() {
 /// Starts a fake whose `/event` stream ends right after the first delta of a run, and a gateway
 /// subscribed to it.
 async fn dropping_event_stream() -> (FakeOpenCode, Gateway) {
-    let fake = FakeOpenCode::start().await;
+    let fake = Harness::fake().start().await;
     fake.faults().drop_after_delta.store(true, SeqCst);
     let gw = fake.gateway().await;
     assert!(
@@ -365,7 +366,7 @@ async fn dropped_event_stream_is_a_502() {
 /// 6. `/event` always 500: a chat is 503 `upstream_unavailable` after the bounded wait, not a hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_stream_unavailable_is_503() {
-    let fake = FakeOpenCode::start().await;
+    let fake = Harness::fake().start().await;
     fake.faults().events_fail.store(true, SeqCst);
     let gw = fake.gateway().await;
     let (status, body, elapsed) = chat(&gw, "hello").await;
@@ -398,7 +399,7 @@ async fn event_stream_unavailable_is_503() {
 /// 7. The prompt is accepted but nothing ever comes back: 504 at the deadline, run aborted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_run_hits_deadline_and_is_aborted() {
-    let fake = FakeOpenCode::start().await;
+    let fake = Harness::fake().start().await;
     fake.faults().prompt_silent.store(true, SeqCst);
     let gw = fake.gateway_with("[prompt]\ndeadline_secs = 2\n").await;
     let (status, body, elapsed) = chat(&gw, "hello").await;
@@ -423,7 +424,7 @@ async fn silent_run_hits_deadline_and_is_aborted() {
 /// 8. `/config/providers` failing persistently: `/v1/models` is a prompt 502.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn providers_500_persistently_is_502() {
-    let fake = FakeOpenCode::start().await;
+    let fake = Harness::fake().start().await;
     fake.faults().providers_failures.store(ALWAYS, SeqCst);
     let gw = fake.gateway().await;
     let (status, body, elapsed) = get_json(&gw, "/v1/models").await;
@@ -441,7 +442,7 @@ async fn providers_500_persistently_is_502() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_stream_reader_is_cut_at_the_deadline() {
     use tokio::io::AsyncWriteExt;
-    let fake = FakeOpenCode::start().await;
+    let fake = Harness::fake().start().await;
     fake.faults().flood_deltas.store(6_000, SeqCst);
     let gw = fake.gateway_with("[prompt]\ndeadline_secs = 3\n").await;
     let addr: std::net::SocketAddr = gw.url().trim_start_matches("http://").parse().unwrap();
@@ -483,7 +484,7 @@ async fn stalled_stream_reader_is_cut_at_the_deadline() {
 /// background within the TTL, so a model added upstream appears without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_catalog_is_cached_and_refreshed_in_the_background() {
-    let fake = FakeOpenCode::start().await;
+    let fake = Harness::fake().start().await;
     let gw = fake.gateway_with("[models]\ncache_ttl_secs = 2\n").await;
     let client = test_client();
     let ids = |v: &Value| -> Vec<String> {

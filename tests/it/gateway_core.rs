@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
+use crate::support::Harness;
 
 use std::time::{Duration, Instant};
 
@@ -88,7 +89,11 @@ async fn chat_through_opencode() {
         }),
         ..OpenCodeOptions::default()
     };
-    let bed = TestBed::start_with(opencode_opts, GatewayOptions::default()).await;
+    let bed = Harness::real()
+        .opencode(opencode_opts)
+        .gateway(GatewayOptions::default())
+        .start()
+        .await;
     let mut s = Scenarios::new();
     // First: it counts every model call and session so far.
     scenario!(s, first_chat(&bed));
@@ -556,15 +561,15 @@ fn with_credentials() -> GatewayOptions {
 /// off by the deadline, and last OpenCode dying.
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_failures() {
-    let mut bed = TestBed::start_with(
-        OpenCodeOptions {
+    let mut bed = Harness::real()
+        .opencode(OpenCodeOptions {
             password: Some(OC_PASSWORD.into()),
             username: Some(OC_USER.into()),
             ..OpenCodeOptions::default()
-        },
-        with_credentials(),
-    )
-    .await;
+        })
+        .gateway(with_credentials())
+        .start()
+        .await;
     let mut s = Scenarios::new();
     scenario!(s, upstream_basic_auth(&bed));
     scenario!(s, model_failure_deadline(&bed));

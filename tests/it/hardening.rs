@@ -16,6 +16,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
+use crate::support::Harness;
 
 use std::time::{Duration, Instant};
 
@@ -25,10 +26,9 @@ use tokio::net::TcpStream;
 
 use support::fake_opencode::mock_models;
 use support::gateway::UNUSED_OPENCODE_URL;
-use support::in_process::App;
 use support::raw_http::{addr_of, closed_within, exchange, read_response, RawResponse};
 use support::sse::{final_error, parse_sse_data};
-use support::{ask, assert_error, chat_body, streaming, FakeOpenCode, Gateway, GatewayOptions};
+use support::{ask, assert_error, chat_body, streaming, Gateway, GatewayOptions};
 use support::{ECHO, VISION};
 
 /// Asserts a response in OpenAI's error shape: `status`, `content-type: application/json`, a
@@ -340,7 +340,7 @@ const PNG_B64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42
 /// the field, and nothing is sent upstream (no session, no prompt).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_data_url_is_400_end_to_end() {
-    let fake = FakeOpenCode::start_with_models(mock_models()).await;
+    let fake = Harness::fake().models(mock_models()).start().await;
     let gw = fake.gateway().await;
     let body = chat_body(
         VISION,
@@ -392,7 +392,7 @@ fn assert_scrubbed(message: &str, what: &str) {
 /// (multi-line, and inline): the client's 502 keeps "bad image", not the frames.
 #[tokio::test]
 async fn a_stack_trace_in_an_upstream_error_body_is_not_passed_on() {
-    let app = App::start().await;
+    let app = Harness::in_process().start().await;
     for trace in [BUN_TRACE, BUN_INLINE] {
         *app.fake.faults().prompt_error.lock().unwrap() = Some(trace.to_string());
         let r = app.chat(&ask(ECHO, "describe this")).await;
@@ -405,7 +405,7 @@ async fn a_stack_trace_in_an_upstream_error_body_is_not_passed_on() {
 /// forwarded at all (the 502 names the HTTP status instead).
 #[tokio::test]
 async fn a_non_json_upstream_error_body_is_not_passed_on() {
-    let app = App::start().await;
+    let app = Harness::in_process().start().await;
     *app.fake.faults().prompt_error_raw.lock().unwrap() = Some(BUN_TRACE.to_string());
     let r = app.chat(&ask(ECHO, "describe this")).await;
     r.assert_error(502, Some("upstream_error"), None, "plain-text error body");
@@ -420,7 +420,7 @@ async fn a_non_json_upstream_error_body_is_not_passed_on() {
 /// "bad image" and none of the frames.
 #[tokio::test]
 async fn a_stack_trace_in_a_session_error_is_not_passed_on() {
-    let app = App::start().await;
+    let app = Harness::in_process().start().await;
     for trace in [BUN_TRACE, BUN_INLINE] {
         *app.fake.faults().run_error.lock().unwrap() =
             Some(json!({"name": "UnknownError", "data": {"message": trace}}));
@@ -467,7 +467,7 @@ fn rss_mib(pid: u32) -> f64 {
 /// seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_comes_back_after_large_requests() {
-    let fake = FakeOpenCode::start_with_models(mock_models()).await;
+    let fake = Harness::fake().models(mock_models()).start().await;
     let gw = fake.gateway().await;
     let pid = gw.pid().unwrap();
     let http = support::gateway::test_client();

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
+use crate::support::Harness;
 
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
@@ -309,7 +310,7 @@ async fn labels_hold_no_secrets(b: &Bed) {
 /// One keyed gateway (`sessions.ttl_secs = 1`) whose metrics follow its traffic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_the_traffic() {
-    let fake = FakeOpenCode::start().await;
+    let fake = Harness::fake().start().await;
     let gw = Gateway::start_with(
         fake.url(),
         GatewayOptions::default()
@@ -348,7 +349,7 @@ async fn metrics_follow_the_traffic() {
 /// else is; the API listener no longer serves it (404 even with the key).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_on_their_own_listener() {
-    let fake = FakeOpenCode::start().await;
+    let fake = Harness::fake().start().await;
     let port = free_port();
     let gw = Gateway::start_with(
         fake.url(),
@@ -432,15 +433,8 @@ async fn a_413_before_routing_is_counted() {
             .unwrap();
         assert_eq!(r.status, status);
     }
-    let text = test_client()
-        .get(format!("{}/metrics", gw.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let m = prometheus::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let (m, text) =
+        prometheus::scrape(&test_client(), &format!("{}/metrics", gw.url()), None).await;
     assert_eq!(chat_requests(&m, "400", None), 1.0, "the 400 is counted");
     assert_eq!(
         m.sum("portatek_http_requests_total", &[("status", "413")]),
@@ -473,14 +467,8 @@ async fn made_up_methods_never_become_labels() {
             assert!(matches!(r.status, 404 | 405), "{path}: {}", r.status);
         }
     }
-    let resp = test_client()
-        .get(format!("{}/metrics", gw.url()))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
-    let text = resp.text().await.unwrap();
-    let m = prometheus::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let (m, text) =
+        prometheus::scrape(&test_client(), &format!("{}/metrics", gw.url()), Some(KEY)).await;
     let methods: std::collections::BTreeSet<&str> = m
         .samples
         .iter()

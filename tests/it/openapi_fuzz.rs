@@ -8,13 +8,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
+use crate::support::Harness;
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use support::python_sdk::{interpreter, tools_required};
-use support::{GatewayOptions, OpenCodeOptions, TestBed};
+use support::{GatewayOptions, OpenCodeOptions};
 
 const ADMIN: &str = "fuzz-admin-key";
 
@@ -48,11 +49,11 @@ async fn the_description_validates_and_fuzzing_finds_nothing() {
         "[[auth.keys]]\nname = \"fuzz\"\nkey = \"{ADMIN}\"\nrole = \"admin\"\n\
          [prompt]\nmax_model_retries = 0\n"
     );
-    let bed = TestBed::start_with(
-        OpenCodeOptions::default(),
-        GatewayOptions::default().config(keys),
-    )
-    .await;
+    let bed = Harness::real()
+        .opencode(OpenCodeOptions::default())
+        .gateway(GatewayOptions::default().config(keys))
+        .start()
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let doc_path = dir.path().join("openapi.json");
     let doc = bed

@@ -6,7 +6,7 @@
 //! `surface-scoped` (client, `directories` lists the project), `surface-plain` (client, no
 //! project scope).
 //!
-//! Two beds (one OpenCode each, running in parallel), their steps as named scenarios:
+//! One test per behaviour, on two kinds of bed (see `surface` and `session_extras` for which share one):
 //! - [`surface`]: one OpenCode serving the fixture project (files with known contents, a
 //!   subdirectory, a directory of pages, a git repository, a symlink `out` leading outside),
 //!   with two gateways over it: `locked` (every `admin.allow_*` switch off) and `open`
@@ -45,10 +45,10 @@ use tempfile::TempDir;
 
 use support::api::read_json;
 use support::gateway::test_client;
-use support::mock_model::content_text;
-use support::scenarios::scenario;
-use support::{ask, assert_error, Gateway, GatewayOptions, MockModel, OpenCode, OpenCodeOptions};
-use support::{Scenarios, ECHO};
+use support::mock_model::turns_of;
+use support::shared::BedLogs;
+use support::{ask, assert_error, Gateway, GatewayOptions, MockModel, OpenCode};
+use support::{BedPool, Harness, ECHO};
 
 const ADMIN: &str = "sk-surface-admin-1";
 const SCOPED: &str = "sk-surface-scoped-2";
@@ -76,10 +76,7 @@ const PAGES: usize = 5;
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// Whether the tools of `PORTATEK_REQUIRE_TOOLS=1` must be there (CI): no skipping then.
-fn tools_required() -> bool {
-    std::env::var("PORTATEK_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
-}
+use support::tools_required;
 
 /// Whether `program` runs (`program --version`).
 fn available(program: &str) -> bool {
@@ -312,22 +309,6 @@ async fn user_message_ids(gw: &Gateway, key: &str, session: &str) -> Vec<String>
         .collect()
 }
 
-/// `(role, text)` of every non-system message the model received in one call.
-fn turns_of(request: &Value) -> Vec<(String, String)> {
-    request["messages"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no messages in model request {request}"))
-        .iter()
-        .filter(|m| m["role"] != "system")
-        .map(|m| {
-            (
-                m["role"].as_str().unwrap_or("").to_string(),
-                content_text(&m["content"]),
-            )
-        })
-        .collect()
-}
-
 // ---------------------------------------------------------------------------------------------
 // A local MCP server (streamable HTTP, JSON answers): `initialize`, `tools/list` with one tool,
 // notifications accepted.
@@ -450,14 +431,14 @@ impl Surface {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn surface() {
+/// The surface bed: a real OpenCode over the fixture project, a locked gateway, an open one
+/// (execution and config patches allowed) and the MCP fixture server.
+async fn surface_bed() -> Surface {
     let mock = MockModel::start().await;
-    let opts = OpenCodeOptions {
-        extra_config: surface_opencode_config(),
-        ..OpenCodeOptions::default()
-    };
-    let opencode = OpenCode::start_with(&mock.base_url(), opts).await;
+    let opencode = Harness::real()
+        .opencode_config(surface_opencode_config())
+        .start_opencode(&mock)
+        .await;
     let outside = tempfile::Builder::new()
         .prefix("surface-outside-")
         .tempdir()
@@ -475,7 +456,7 @@ async fn surface() {
         ),
         McpFixture::start(),
     );
-    let bed = Surface {
+    Surface {
         locked,
         open,
         opencode,
@@ -483,26 +464,93 @@ async fn surface() {
         mcp,
         outside,
         git,
-    };
-    let mut s = Scenarios::new();
-    scenario!(s, listing_and_search_match_the_fixture(&bed));
-    scenario!(s, paging(&bed));
-    scenario!(s, paths_outside_the_project_are_refused(&bed));
-    scenario!(s, project_scope(&bed));
-    scenario!(s, every_route_by_key(&bed));
-    scenario!(s, providers(&bed));
-    scenario!(s, commands_are_listed(&bed));
-    scenario!(s, tools_lsp_and_formatters(&bed));
-    scenario!(s, mcp_servers(&bed));
-    scenario!(s, execution_is_off_by_default(&bed));
-    scenario!(s, execution_when_allowed(&bed));
-    scenario!(s, configuration(&bed));
-    let logs = format!(
-        "--- locked gateway ---\n{}\n--- open gateway ---\n{}",
-        bed.locked.logs(),
-        bed.open.logs()
-    );
-    s.finish(&logs);
+    }
+}
+
+impl BedLogs for Surface {
+    fn logs(&self) -> String {
+        format!(
+            "--- locked gateway ---\n{}\n--- open gateway ---\n{}",
+            self.locked.logs(),
+            self.open.logs()
+        )
+    }
+}
+
+/// The surface's behaviours. Those that only read share a bed; those that change what the
+/// others read (run shell lines, add MCP servers, patch the config, call every route) have
+/// their own.
+mod surface {
+    use super::*;
+
+    static BED: BedPool<Surface> = BedPool::new();
+
+    /// A private bed for a test that changes it, with the log tail on failure.
+    fn own_bed<F: std::future::Future<Output = ()>>(test: impl FnOnce(&'static Surface) -> F) {
+        // A pool of its own is a bed of its own: nothing else borrows it.
+        let pool: &'static BedPool<Surface> = Box::leak(Box::new(BedPool::new()));
+        pool.run(surface_bed, test);
+    }
+
+    #[test]
+    fn listing_and_search_match_the_fixture() {
+        BED.run(surface_bed, super::listing_and_search_match_the_fixture);
+    }
+
+    #[test]
+    fn paging() {
+        BED.run(surface_bed, super::paging);
+    }
+
+    #[test]
+    fn paths_outside_the_project_are_refused() {
+        BED.run(surface_bed, super::paths_outside_the_project_are_refused);
+    }
+
+    #[test]
+    fn project_scope() {
+        BED.run(surface_bed, super::project_scope);
+    }
+
+    #[test]
+    fn every_route_by_key() {
+        own_bed(super::every_route_by_key);
+    }
+
+    #[test]
+    fn providers() {
+        BED.run(surface_bed, super::providers);
+    }
+
+    #[test]
+    fn commands_are_listed() {
+        BED.run(surface_bed, super::commands_are_listed);
+    }
+
+    #[test]
+    fn tools_lsp_and_formatters() {
+        BED.run(surface_bed, super::tools_lsp_and_formatters);
+    }
+
+    #[test]
+    fn mcp_servers() {
+        own_bed(super::mcp_servers);
+    }
+
+    #[test]
+    fn execution_is_off_by_default() {
+        BED.run(surface_bed, super::execution_is_off_by_default);
+    }
+
+    #[test]
+    fn execution_when_allowed() {
+        own_bed(super::execution_when_allowed);
+    }
+
+    #[test]
+    fn configuration() {
+        own_bed(super::configuration);
+    }
 }
 
 /// Directory listing, file content, file and text search, file status, VCS and project info
@@ -1607,10 +1655,10 @@ struct Extras {
     mock: MockModel,
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn session_extras() {
+/// The session-extras bed: OpenCode over a git project with a README, tools on, edits allowed.
+async fn extras_bed() -> Extras {
     let mock = MockModel::start().await;
-    let opencode = OpenCode::start_with(&mock.base_url(), OpenCodeOptions::default()).await;
+    let opencode = Harness::real().start_opencode(&mock).await;
     let project = opencode.project_dir();
     std::fs::write(project.join("README.md"), README).unwrap();
     git_commit_all(&project);
@@ -1619,15 +1667,34 @@ async fn session_extras() {
         "[prompt]\ntools_enabled = true\n\n[permissions]\npolicy = \"allow\"\nallow = [\"edit\", \"write\", \"todowrite\", \"task\"]\n",
     );
     let gateway = start_gateway(&opencode, config).await;
-    let bed = Extras {
+    Extras {
         gateway,
         opencode,
         mock,
-    };
-    let mut s = Scenarios::new();
-    scenario!(s, revert_and_unrevert_round_trip(&bed));
-    scenario!(s, summarize_shrinks_the_history(&bed));
-    s.finish(&bed.gateway.logs());
+    }
+}
+
+impl BedLogs for Extras {
+    fn logs(&self) -> String {
+        self.gateway.logs()
+    }
+}
+
+/// Revert/unrevert and summarize: each edits its session's files and history, on its own bed.
+mod session_extras {
+    use super::*;
+
+    #[test]
+    fn revert_and_unrevert_round_trip() {
+        static BED: BedPool<Extras> = BedPool::new();
+        BED.run(extras_bed, super::revert_and_unrevert_round_trip);
+    }
+
+    #[test]
+    fn summarize_shrinks_the_history() {
+        static BED: BedPool<Extras> = BedPool::new();
+        BED.run(extras_bed, super::summarize_shrinks_the_history);
+    }
 }
 
 /// A session with three turns, the second writing `notes.txt` through OpenCode's `write` tool,

@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
+use crate::support::Harness;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -215,13 +216,13 @@ async fn frozen_while_creating_sessions(bed: &mut TestBed) {
 /// One real OpenCode through a crash and a freeze.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_do_not_leak_around_outages() {
-    let mut bed = TestBed::start_with(
-        OpenCodeOptions::default(),
-        GatewayOptions::default().config(format!(
+    let mut bed = Harness::real()
+        .opencode(OpenCodeOptions::default())
+        .gateway(GatewayOptions::default().config(format!(
             "[opencode]\nrequest_timeout_ms = 2000\n[prompt]\nsession_title = \"{TITLE}\"\n"
-        )),
-    )
-    .await;
+        )))
+        .start()
+        .await;
     let ready = eventually(Duration::from_secs(30), || async {
         bed.get("/health").await.0 == 200
     })

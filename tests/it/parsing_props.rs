@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
+use crate::support::Harness;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -44,7 +45,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 /// One router and fake shared by every case (a cold start per case would dominate the time).
 fn app() -> &'static App {
     static APP: OnceLock<App> = OnceLock::new();
-    APP.get_or_init(|| runtime().block_on(App::start()))
+    APP.get_or_init(|| runtime().block_on(Harness::in_process().start()))
 }
 
 /// POSTs `body` to `path` as JSON; a hang (10 s) fails the case.

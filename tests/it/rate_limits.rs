@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
+use crate::support::Harness;
 
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use support::fake_opencode::FAKE_ANSWER;
 use support::gateway::test_client;
 use support::in_process::{App, Reply, Settings};
 use support::sse::{check_ok_stream, is_event_stream, SseReader};
-use support::{ask, streaming, FakeOpenCode, Gateway, GatewayOptions, ECHO};
+use support::{ask, streaming, Gateway, GatewayOptions, ECHO};
 
 const KEY_A: &str = "sk-rate-a-0001";
 const KEY_B: &str = "sk-rate-b-0002";
@@ -39,12 +40,14 @@ fn key_id(key: &str) -> String {
 
 async fn app(toml: &str) -> App {
     let keys = [KEY_A, KEY_B, KEY_BIG].join(",");
-    App::start_with(
-        Settings::default()
-            .config(toml)
-            .env("PORTATEK_API_KEYS", &keys),
-    )
-    .await
+    Harness::in_process()
+        .settings(
+            Settings::default()
+                .config(toml)
+                .env("PORTATEK_API_KEYS", &keys),
+        )
+        .start()
+        .await
 }
 
 async fn chat_as(app: &App, key: &str, text: &str) -> Reply {
@@ -206,7 +209,7 @@ async fn tokens_per_minute_refuse_once_a_run_spent_the_budget() {
 /// middle of one — the key runs again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_runs_are_capped_while_streams_last() {
-    let fake = FakeOpenCode::start().await;
+    let fake = Harness::fake().start().await;
     fake.faults().slow_delta_gap_ms.store(150, SeqCst);
     fake.faults().slow_deltas.store(10, SeqCst);
     let keys = [KEY_A, KEY_B].join(",");
@@ -397,7 +400,7 @@ async fn closed_loop(gateway: &str, clients: usize, secs: u64) -> Load {
 /// test client's own 1,000 tasks share the two cores, so the floor is loose).
 #[tokio::test(flavor = "multi_thread")]
 async fn overload_is_refused_fast_and_nothing_fails_after_starting() {
-    let bed = support::TestBed::start().await;
+    let bed = Harness::real().start().await;
     let url = bed.gateway.url();
     let best = closed_loop(&url, 16, 8).await;
     assert!(

@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
+use crate::support::Harness;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -30,8 +31,8 @@ use support::responses_schema::{assert_response, assert_valid};
 use support::scenarios::scenario;
 use support::sse::SseReader;
 use support::{
-    assert_error, Gateway, GatewayOptions, OpenCodeOptions, Scenarios, TestBed, ECHO, THINKER,
-    VISION,
+    assert_error, BedPool, Gateway, GatewayOptions, OpenCodeOptions, Scenarios, TestBed, ECHO,
+    THINKER, VISION,
 };
 
 /// The text the gateway uses to introduce a replayed transcript (a seeded new session).
@@ -194,37 +195,107 @@ async fn sessions(bed: &TestBed) -> BTreeSet<String> {
 // The API
 // ---------------------------------------------------------------------------------------------
 
-/// The Responses API on one OpenCode, scenario by scenario (see the module docs).
-#[tokio::test(flavor = "multi_thread")]
-async fn responses_api() {
-    let opencode_opts = OpenCodeOptions {
-        extra_config: json!({"provider": {"mock": {"models": {"thinker": {
+/// The Responses bed: the thinker with `reasoning_effort` variants, keys `k1` (used by the
+/// helpers) and `k2`, no model retries.
+async fn responses_bed() -> TestBed {
+    let mut bed = Harness::real()
+        .opencode_config(json!({"provider": {"mock": {"models": {"thinker": {
             "variants": {"high": {"reasoningEffort": "high"}, "low": {"reasoningEffort": "low"}}
-        }}}}}),
-        ..OpenCodeOptions::default()
-    };
-    let gateway_opts = GatewayOptions::default()
-        .env("PORTATEK_API_KEYS", "k1,k2")
-        .config("[prompt]\nmax_model_retries = 0\n");
-    let mut bed = TestBed::start_with(opencode_opts, gateway_opts).await;
+        }}}}}))
+        .gateway(
+            GatewayOptions::default()
+                .env("PORTATEK_API_KEYS", "k1,k2")
+                .config("[prompt]\nmax_model_retries = 0\n"),
+        )
+        .start()
+        .await;
     bed.api_key = Some(K1.into());
-    let mut s = Scenarios::new();
-    scenario!(s, response_object_and_what_it_echoes(&bed));
-    scenario!(s, streamed_text_events(&bed));
-    scenario!(s, reasoning_becomes_a_summary(&bed));
-    scenario!(s, previous_response_id_continues_and_branches(&bed));
-    scenario!(s, input_items_parts_and_pages(&bed));
-    scenario!(s, function_tool_loop(&bed));
-    scenario!(s, streamed_function_tool_loop(&bed));
-    scenario!(s, tool_choice_and_parallel_calls(&bed));
-    scenario!(s, output_limit_is_incomplete(&bed));
-    scenario!(s, text_formats(&bed));
-    scenario!(s, store_false_is_stateless(&bed));
-    scenario!(s, failures_are_reported(&bed));
-    scenario!(s, delete_removes_it(&bed));
-    scenario!(s, other_keys_and_unknown_ids_get_404(&bed));
-    scenario!(s, sdk_drives_responses(&bed));
-    s.finish(&bed.gateway.logs());
+    bed
+}
+
+/// The Responses API, one test per behaviour on a shared bed (see the module docs).
+mod responses_api {
+    use super::*;
+
+    static BED: BedPool<TestBed> = BedPool::new();
+
+    #[test]
+    fn response_object_and_what_it_echoes() {
+        BED.run(responses_bed, super::response_object_and_what_it_echoes);
+    }
+
+    #[test]
+    fn streamed_text_events() {
+        BED.run(responses_bed, super::streamed_text_events);
+    }
+
+    #[test]
+    fn reasoning_becomes_a_summary() {
+        BED.run(responses_bed, super::reasoning_becomes_a_summary);
+    }
+
+    #[test]
+    fn previous_response_id_continues_and_branches() {
+        BED.run(
+            responses_bed,
+            super::previous_response_id_continues_and_branches,
+        );
+    }
+
+    #[test]
+    fn input_items_parts_and_pages() {
+        BED.run(responses_bed, super::input_items_parts_and_pages);
+    }
+
+    #[test]
+    fn function_tool_loop() {
+        BED.run(responses_bed, super::function_tool_loop);
+    }
+
+    #[test]
+    fn streamed_function_tool_loop() {
+        BED.run(responses_bed, super::streamed_function_tool_loop);
+    }
+
+    #[test]
+    fn tool_choice_and_parallel_calls() {
+        BED.run(responses_bed, super::tool_choice_and_parallel_calls);
+    }
+
+    #[test]
+    fn output_limit_is_incomplete() {
+        BED.run(responses_bed, super::output_limit_is_incomplete);
+    }
+
+    #[test]
+    fn text_formats() {
+        BED.run(responses_bed, super::text_formats);
+    }
+
+    #[test]
+    fn store_false_is_stateless() {
+        BED.run(responses_bed, super::store_false_is_stateless);
+    }
+
+    #[test]
+    fn failures_are_reported() {
+        BED.run(responses_bed, super::failures_are_reported);
+    }
+
+    #[test]
+    fn delete_removes_it() {
+        BED.run(responses_bed, super::delete_removes_it);
+    }
+
+    #[test]
+    fn other_keys_and_unknown_ids_get_404() {
+        BED.run(responses_bed, super::other_keys_and_unknown_ids_get_404);
+    }
+
+    #[test]
+    fn sdk_drives_responses() {
+        BED.run(responses_bed, super::sdk_drives_responses);
+    }
 }
 
 /// `POST /v1/responses` with a string input: a completed `response` (id `resp_…`, created_at,
@@ -1071,7 +1142,7 @@ async fn sdk_drives_responses(bed: &TestBed) {
 /// Cancelling and restarts, on their own OpenCode.
 #[tokio::test(flavor = "multi_thread")]
 async fn responses_lifecycle() {
-    let mut bed = TestBed::start().await;
+    let mut bed = Harness::real().start().await;
     let mut s = Scenarios::new();
     scenario!(s, cancel_stops_a_running_response(&bed));
     scenario!(s, stored_responses_survive_a_gateway_restart(&mut bed));
@@ -1226,11 +1297,11 @@ async fn stored_responses_survive_a_gateway_restart(bed: &mut TestBed) {
 /// (`usage` is an object or absent, never `null`.)
 #[tokio::test(flavor = "multi_thread")]
 async fn response_snapshots_follow_the_schema() {
-    let bed = TestBed::start_with(
-        OpenCodeOptions::default(),
-        GatewayOptions::default().config("[prompt]\nmax_model_retries = 0\n"),
-    )
-    .await;
+    let bed = Harness::real()
+        .opencode(OpenCodeOptions::default())
+        .gateway(GatewayOptions::default().config("[prompt]\nmax_model_retries = 0\n"))
+        .start()
+        .await;
     let stream = create_stream(&bed, &json!({"model": ECHO, "input": "snapshot"})).await;
     assert_valid("ResponseCreatedEvent", &stream.events[0]);
     assert_valid("ResponseInProgressEvent", &stream.events[1]);
@@ -1245,7 +1316,7 @@ async fn response_snapshots_follow_the_schema() {
 /// (A bare `output_text` part would match neither `OutputMessage` nor `InputMessageResource`.)
 #[tokio::test(flavor = "multi_thread")]
 async fn assistant_input_items_follow_the_schema() {
-    let bed = TestBed::start().await;
+    let bed = Harness::real().start().await;
     let input = json!([
         {"role": "user", "content": "earlier question"},
         {"role": "assistant", "content": [{"type": "output_text", "text": "earlier answer"}]},
@@ -1264,7 +1335,7 @@ async fn assistant_input_items_follow_the_schema() {
 /// (A resumed run answers under a new response id and must park again under that one.)
 #[tokio::test(flavor = "multi_thread")]
 async fn function_calls_continue_from_the_latest_response() {
-    let bed = TestBed::start().await;
+    let bed = Harness::real().start().await;
     let tools = json!([city_tool("get_weather")]);
     let prompt = r#"two rounds [sticky:2] [call:get_weather:{"city":"Pisa"}]"#;
     let (s, v) = create(

@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
+use crate::support::Harness;
 
 use std::time::{Duration, Instant};
 
@@ -118,7 +119,7 @@ async fn turn(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_behave_as_one_gateway() {
-    let Some(mut cluster) = Cluster::start("").await else {
+    let Some(mut cluster) = Harness::cluster(2).config("").start().await else {
         return;
     };
     conversation_moves_between_replicas(&cluster).await;
@@ -367,7 +368,7 @@ async fn dead_replica_claim_lapses(cluster: &mut Cluster) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upstream_and_redis_failures() {
-    let Some(mut cluster) = Cluster::start("").await else {
+    let Some(mut cluster) = Harness::cluster(2).config("").start().await else {
         return;
     };
     opencode_killed_under_load_loses_no_conversation(&mut cluster).await;
@@ -661,15 +662,7 @@ async fn a_dead_replicas_sessions_are_swept_by_the_live_one() {
         )),
         "the dead replica's session went by the sweep:\n{logs}"
     );
-    let text = http
-        .get(format!("{one}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let metrics = support::prometheus::parse(&text).unwrap();
+    let (metrics, text) = support::prometheus::scrape(&http, &format!("{one}/metrics"), None).await;
     let counted = metrics.sum("portatek_sessions_swept_total", &[("upstream", "default")]);
     assert!(counted >= 1.0, "swept: {counted}\n{text}");
 }
@@ -679,10 +672,7 @@ async fn a_dead_replicas_sessions_are_swept_by_the_live_one() {
 /// needs the fake OpenCode: a real one cannot be made to fail just that.)
 #[tokio::test]
 async fn a_failing_upstream_fails_over_before_anything_ran() {
-    let (good, bad) = (
-        support::FakeOpenCode::start().await,
-        support::FakeOpenCode::start().await,
-    );
+    let (good, bad) = (Harness::fake().start().await, Harness::fake().start().await);
     bad.faults().session_failures.store(
         support::fake_opencode::ALWAYS,
         std::sync::atomic::Ordering::SeqCst,

@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
+use crate::support::Harness;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use support::api::read_json;
-use support::mock_model::content_text;
+use support::mock_model::turns_of;
 use support::prometheus;
 use support::scenarios::scenario;
 use support::{
@@ -36,22 +37,6 @@ const TITLE: &str = "PorTaTek Gateway";
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// `(role, text)` of every non-system message the model received in one call.
-fn turns_of(request: &Value) -> Vec<(String, String)> {
-    request["messages"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no messages in model request {request}"))
-        .iter()
-        .filter(|m| m["role"] != "system")
-        .map(|m| {
-            (
-                m["role"].as_str().unwrap_or("").to_string(),
-                content_text(&m["content"]),
-            )
-        })
-        .collect()
-}
 
 /// `(role, content)` of each message of a `GET /v1/sessions/{id}/messages` answer.
 fn history_of(list: &Value) -> Vec<(String, String)> {
@@ -229,7 +214,7 @@ fn listed_ids(list: &Value) -> Vec<&str> {
 /// shutdown, concurrent branches, capacity eviction, a vanished session.
 #[tokio::test(flavor = "multi_thread")]
 async fn conversation_pool() {
-    let mut bed = TestBed::start().await;
+    let mut bed = Harness::real().start().await;
     let mut s = Scenarios::new();
     scenario!(
         s,
@@ -565,7 +550,7 @@ const K2: Option<&str> = Some("k2");
 /// survive a gateway restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn session_api() {
-    let mut bed = TestBed::start().await;
+    let mut bed = Harness::real().start().await;
     let mut s = Scenarios::new();
     scenario!(s, keys_isolate_sessions_and_session_api_works(&mut bed));
     scenario!(s, ttl_evicts_pooled_sessions_but_not_pinned_ones(&mut bed));
@@ -1019,7 +1004,7 @@ async fn old_session_is_listed_behind_newer_ones(bed: &TestBed, id: &str) {
 /// each other's sessions.
 #[tokio::test(flavor = "multi_thread")]
 async fn orphan_sweep() {
-    let mut bed = TestBed::start().await;
+    let mut bed = Harness::real().start().await;
     let mut s = Scenarios::new();
     scenario!(s, a_hard_killed_gateways_sessions_are_swept(&mut bed));
     scenario!(s, live_gateways_keep_their_sessions(&mut bed));
@@ -1040,15 +1025,7 @@ fn with_state(config: &str, state: &std::path::Path) -> GatewayOptions {
 /// `portatek_sessions_swept_total{upstream="default"}` of the gateway at `url` (`None`: not
 /// exported).
 async fn swept(bed: &TestBed, gateway: &Gateway) -> Option<f64> {
-    let resp = bed
-        .client
-        .get(format!("{}/metrics", gateway.url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let text = resp.text().await.unwrap();
-    let m = prometheus::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let (m, _) = prometheus::scrape(&bed.client, &format!("{}/metrics", gateway.url()), None).await;
     let name = "portatek_sessions_swept_total";
     m.has(name).then(|| m.sum(name, &[("upstream", "default")]))
 }

@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
+use crate::support::Harness;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +24,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use support::gateway::{test_client, FRAME_WAIT};
+use support::gateway::FRAME_WAIT;
 use support::mock_model::{self, FAILURE_MESSAGE};
 use support::scenarios::scenario;
 use support::schema;
@@ -202,13 +203,7 @@ async fn streaming_through_one_event_connection() {
     let proxy = Proxy::start(opencode.port()).await;
     let gateway =
         Gateway::start_with(&proxy.url(), GatewayOptions::default().config(MAIN_CONFIG)).await;
-    let mut bed = TestBed {
-        gateway,
-        opencode,
-        mock,
-        client: test_client(),
-        api_key: None,
-    };
+    let mut bed = TestBed::assemble(mock, opencode, gateway);
     let mut s = Scenarios::new();
     scenario!(s, basic_stream_shape(&bed));
     scenario!(s, finish_reason_length(&bed));
@@ -538,7 +533,7 @@ async fn opencode_killed_mid_stream(bed: &mut TestBed) {
 /// settings replace the bed's gateway.
 #[tokio::test(flavor = "multi_thread")]
 async fn runs_end_when_clients_leave_deadlines_pass_or_the_gateway_stops() {
-    let mut bed = TestBed::start().await;
+    let mut bed = Harness::real().start().await;
     let mut s = Scenarios::new();
     scenario!(s, non_streaming_disconnect_aborts(&bed));
     scenario!(s, stream_in_flight_at_sigterm_completes(&mut bed));

@@ -44,8 +44,15 @@ pub fn replica_config(opencodes: &[OpenCode], redis_url: &str, extra: &str) -> S
 }
 
 impl Cluster {
-    /// Starts everything; `None` when redis-server is missing (and not required).
+    /// Starts everything with two replicas; `None` when redis-server is missing (and not
+    /// required).
     pub async fn start(extra_config: &str) -> Option<Cluster> {
+        Self::start_replicas(2, extra_config).await
+    }
+
+    /// Starts everything with `replicas` gateways; `None` when redis-server is missing (and
+    /// not required).
+    pub async fn start_replicas(replicas: usize, extra_config: &str) -> Option<Cluster> {
         let redis = Redis::start().await?;
         let mock = MockModel::start().await;
         let base = mock.base_url();
@@ -53,7 +60,7 @@ impl Cluster {
         let opencodes = vec![a, b];
         let config = replica_config(&opencodes, &redis.url(), extra_config);
         let mut gateways = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..replicas {
             gateways.push(Self::replica(&config).await);
         }
         let cluster = Cluster {
@@ -63,7 +70,7 @@ impl Cluster {
             gateways,
             http: test_client(),
         };
-        for g in 0..2 {
+        for g in 0..replicas {
             cluster.wait_ready(g).await;
         }
         Some(cluster)

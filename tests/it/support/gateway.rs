@@ -328,6 +328,11 @@ pub struct TestBed {
     pub client: reqwest::Client,
     /// Sent as `Authorization: Bearer <key>` by the helpers when set.
     pub api_key: Option<String>,
+    /// Extra project directories OpenCode serves (see `Harness::real().projects(…)`), each with
+    /// OpenCode's own `opencode.json`, in the order asked for.
+    pub projects: Vec<String>,
+    /// Holds [`TestBed::projects`].
+    pub projects_root: Option<TempDir>,
 }
 
 impl TestBed {
@@ -342,12 +347,19 @@ impl TestBed {
         let mock = MockModel::start().await;
         let opencode = OpenCode::start_with(&mock.base_url(), opencode_opts).await;
         let gateway = Gateway::start_with(&opencode.url(), gateway_opts).await;
+        TestBed::assemble(mock, opencode, gateway)
+    }
+
+    /// A bed of parts started separately (no extra project directories).
+    pub fn assemble(mock: MockModel, opencode: OpenCode, gateway: Gateway) -> TestBed {
         TestBed {
             gateway,
             opencode,
             mock,
             client: test_client(),
             api_key: None,
+            projects: Vec::new(),
+            projects_root: None,
         }
     }
 

@@ -155,6 +155,22 @@ impl MockModel {
     }
 }
 
+/// `(role, text)` of every non-system message the model received in one call.
+pub fn turns_of(request: &Value) -> Vec<(String, String)> {
+    request["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no messages in model request {request}"))
+        .iter()
+        .filter(|m| m["role"] != "system")
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap_or("").to_string(),
+                content_text(&m["content"]),
+            )
+        })
+        .collect()
+}
+
 /// Text of a message's `content` (string, or the concatenated text parts of an array).
 pub fn content_text(content: &Value) -> String {
     match content {

@@ -4,13 +4,15 @@
 //! OpenAI schema validation ([`schema`]), shared-bed scenarios ([`scenarios`]), processes in
 //! `/proc` ([`procs`]), the Prometheus text format ([`prometheus`]) and HTTP over raw TCP
 //! ([`raw_http`]).
-//! Use from an integration test file with `mod support;`.
+//! [`harness::Harness`] starts every kind of bed; [`shared::BedPool`] shares one between tests.
+//! The integration tests (`tests/it/main.rs`) use it as `crate::support`.
 #![allow(dead_code, unused_imports)]
 
 pub mod api;
 pub mod cluster;
 pub mod fake_opencode;
 pub mod gateway;
+pub mod harness;
 pub mod in_process;
 pub mod mock_model;
 pub mod node_sdk;
@@ -24,6 +26,7 @@ pub mod responses_api;
 pub mod responses_schema;
 pub mod scenarios;
 pub mod schema;
+pub mod shared;
 pub mod sse;
 
 use std::future::Future;
@@ -34,9 +37,11 @@ pub use api::{
 };
 pub use fake_opencode::FakeOpenCode;
 pub use gateway::{Gateway, GatewayOptions, TestBed};
+pub use harness::Harness;
 pub use mock_model::MockModel;
 pub use opencode::{OpenCode, OpenCodeOptions};
 pub use scenarios::Scenarios;
+pub use shared::BedPool;
 pub use sse::parse_sse_data;
 
 /// The mock provider's text model, as the gateway exposes it (`provider/model`).
@@ -62,4 +67,10 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Whether missing tools must fail the tests instead of skipping them (`PORTATEK_REQUIRE_TOOLS=1`,
+/// as in CI).
+pub fn tools_required() -> bool {
+    std::env::var("PORTATEK_REQUIRE_TOOLS").as_deref() == Ok("1")
 }

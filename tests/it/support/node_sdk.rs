@@ -17,16 +17,7 @@ use super::opencode::set_pdeathsig;
 
 const NODE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
 
-/// Cargo's target directory (where the pinned OpenCode is installed too).
-fn target_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = option_env!("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target")
-}
+use super::opencode::target_dir;
 
 /// The `openai` version `tests/node/package.json` pins.
 pub fn sdk_version() -> String {

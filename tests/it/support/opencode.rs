@@ -19,7 +19,8 @@ pub fn opencode_version() -> &'static str {
     include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/OPENCODE_VERSION")).trim()
 }
 
-fn target_dir() -> PathBuf {
+/// Cargo's target directory (where the pinned OpenCode is installed).
+pub fn target_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
     }

@@ -210,3 +210,17 @@ impl Metrics {
         self.samples.iter().any(|s| s.name == name)
     }
 }
+
+/// `GET url` (`…/metrics`, as `key` when given): asserts a 200 and parses the answer (panics
+/// naming the bad line); the metrics and the text.
+pub async fn scrape(client: &reqwest::Client, url: &str, key: Option<&str>) -> (Metrics, String) {
+    let mut rb = client.get(url);
+    if let Some(k) = key {
+        rb = rb.bearer_auth(k);
+    }
+    let resp = rb.send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert_eq!(resp.status(), 200, "GET {url}");
+    let text = resp.text().await.unwrap();
+    let m = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    (m, text)
+}

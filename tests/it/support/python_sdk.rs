@@ -60,10 +60,7 @@ pub fn interpreter() -> Option<PathBuf> {
     local.is_file().then(|| venv_interpreter(&local))
 }
 
-/// Whether missing tools must fail the tests (`PORTATEK_REQUIRE_TOOLS=1`).
-pub fn tools_required() -> bool {
-    std::env::var("PORTATEK_REQUIRE_TOOLS").as_deref() == Ok("1")
-}
+pub use super::tools_required;
 
 /// Runs `tests/python/<script>` against the gateway at `gateway_url` (as `api_key`, when given)
 /// and returns the JSON object it prints last; `None` (after printing why) when no interpreter

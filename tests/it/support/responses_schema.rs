@@ -33,28 +33,7 @@ pub fn document() -> &'static Value {
 }
 
 fn validator(schema_name: &str) -> Arc<jsonschema::Validator> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(v) = cache.lock().unwrap().get(schema_name) {
-        return v.clone();
-    }
-    let doc = document();
-    assert!(
-        doc["components"]["schemas"].get(schema_name).is_some(),
-        "unknown Responses schema {schema_name:?}"
-    );
-    let mut root = doc.clone();
-    root["$ref"] = json!(format!("#/components/schemas/{schema_name}"));
-    let v = Arc::new(
-        jsonschema::draft202012::options()
-            .build(&root)
-            .unwrap_or_else(|e| panic!("compile Responses schema {schema_name}: {e}")),
-    );
-    cache
-        .lock()
-        .unwrap()
-        .insert(schema_name.to_string(), v.clone());
-    v
+    super::schema::component_validator("Responses", document(), schema_name)
 }
 
 /// All validation errors of `value` against `#/components/schemas/<schema_name>`.

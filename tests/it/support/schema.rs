@@ -86,27 +86,35 @@ pub fn document() -> &'static Value {
 }
 
 fn validator(schema_name: &str) -> Arc<jsonschema::Validator> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> = OnceLock::new();
+    component_validator("OpenAI", document(), schema_name)
+}
+
+/// The compiled validator of `#/components/schemas/<schema_name>` in `doc` (an OpenAPI document
+/// named `label` in messages), compiled once per document and schema.
+pub fn component_validator(
+    label: &str,
+    doc: &'static Value,
+    schema_name: &str,
+) -> Arc<jsonschema::Validator> {
+    type Cache = Mutex<HashMap<(usize, String), Arc<jsonschema::Validator>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    if let Some(v) = cache.lock().unwrap().get(schema_name) {
+    let key = (doc as *const Value as usize, schema_name.to_string());
+    if let Some(v) = cache.lock().unwrap().get(&key) {
         return v.clone();
     }
-    let doc = document();
     assert!(
         doc["components"]["schemas"].get(schema_name).is_some(),
-        "unknown schema {schema_name:?}"
+        "unknown {label} schema {schema_name:?}"
     );
     let mut root = doc.clone();
     root["$ref"] = json!(format!("#/components/schemas/{schema_name}"));
     let v = Arc::new(
         jsonschema::draft202012::options()
             .build(&root)
-            .unwrap_or_else(|e| panic!("compile schema {schema_name}: {e}")),
+            .unwrap_or_else(|e| panic!("compile {label} schema {schema_name}: {e}")),
     );
-    cache
-        .lock()
-        .unwrap()
-        .insert(schema_name.to_string(), v.clone());
+    cache.lock().unwrap().insert(key, v.clone());
     v
 }
 
