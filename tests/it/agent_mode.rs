@@ -351,9 +351,17 @@ mod keys_agents_and_directories {
         BED.run(keys_bed, super::status_shows_clients_no_internals);
     }
 
+    /// It reads the whole audit log, which the other tests write to (the admin's session
+    /// lookup it looks for is `roles_and_digests`'): a bed of its own, with the calls that ran
+    /// before it on the shared one.
     #[test]
     fn audit_lines_for_admin_and_tool_calls() {
-        BED.run(keys_bed, super::audit_lines_for_admin_and_tool_calls);
+        static OWN: BedPool<TestBed> = BedPool::new();
+        OWN.run(keys_bed, |bed| async move {
+            super::roles_and_digests(bed, &bed.projects[0]).await;
+            super::status_shows_clients_no_internals(bed).await;
+            super::audit_lines_for_admin_and_tool_calls(bed).await;
+        });
     }
 
     #[test]
