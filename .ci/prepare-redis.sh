@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs Debian's redis-server for the shared-store tests (tests/store.rs, tests/scale_out.rs),
+# Installs Debian's redis-server for the shared-store tests (tests/it/store.rs, tests/it/scale_out.rs),
 # which start their own servers on free loopback ports. The package's own service is not wanted:
 # policy-rc.d keeps it from starting (and from taking port 6379), where a service manager runs.
 # Idempotent: nothing to do when `redis-server` is on PATH.

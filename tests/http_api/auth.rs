@@ -5,10 +5,14 @@ use crate::support::api::request_id;
 use crate::support::fake_opencode::FAKE_ANSWER;
 use crate::support::in_process::{App, Settings};
 use crate::support::schema::assert_valid;
+use crate::support::Harness;
 use crate::support::{ask, content, ECHO};
 
 async fn with_keys() -> App {
-    App::start_with(Settings::default().env("PORTATEK_API_KEYS", "k1,k2")).await
+    Harness::in_process()
+        .settings(Settings::default().env("PORTATEK_API_KEYS", "k1,k2"))
+        .start()
+        .await
 }
 
 /// Asserts a 401 `invalid_api_key` with a request id for `GET /v1/models` with these headers,

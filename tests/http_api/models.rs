@@ -4,6 +4,7 @@
 use crate::support::fake_opencode::FAKE_ANSWER;
 use crate::support::in_process::{App, Settings};
 use crate::support::schema::assert_valid;
+use crate::support::Harness;
 use crate::support::{ask, content, ECHO, THINKER};
 
 /// Asserts a 404 `model_not_found` for `GET path`.
@@ -16,7 +17,7 @@ async fn assert_no_model(app: &App, path: &str) {
 /// a 404 `model_not_found`.
 #[tokio::test]
 async fn unknown_model_id_is_404() {
-    let app = App::start().await;
+    let app = Harness::in_process().start().await;
     assert_no_model(&app, "/v1/models/mock/nope").await;
     assert_no_model(&app, "/v1/models/nope").await;
 }
@@ -25,9 +26,10 @@ async fn unknown_model_id_is_404() {
 /// is a 404 for `GET` and for chat (naming `model`), and the refused chat reaches nothing.
 #[tokio::test]
 async fn allowlist_hides_other_models() {
-    let app =
-        App::start_with(Settings::default().config("[models]\nallowlist = [\"mock/echo\"]\n"))
-            .await;
+    let app = Harness::in_process()
+        .settings(Settings::default().config("[models]\nallowlist = [\"mock/echo\"]\n"))
+        .start()
+        .await;
     let r = app.get("/v1/models").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_valid("ListModelsResponse", &r.body);

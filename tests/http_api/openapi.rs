@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::support::in_process::{App, Settings};
+use crate::support::in_process::Settings;
+use crate::support::Harness;
 
 /// `(METHOD, /path)` of every `.route("…", get(…).post(…))` in `src/app.rs`, the one table the
 /// router is built from; axum's `{*id}` is OpenAPI's `{id}`.
@@ -65,7 +66,7 @@ fn documented(doc: &Value) -> BTreeSet<(String, String)> {
 /// Every routed path and method is in the description, and nothing else is.
 #[tokio::test]
 async fn the_description_matches_the_router() {
-    let app = App::start().await;
+    let app = Harness::in_process().start().await;
     let r = app.get("/openapi.json").await;
     assert_eq!(r.status, 200, "{}", r.body);
     let routed = routed();
@@ -87,11 +88,11 @@ async fn the_description_matches_the_router() {
 /// Each documented operation reaches a handler: not the 404 `unknown_url` or 405 fallbacks.
 #[tokio::test]
 async fn every_documented_operation_is_served() {
-    let app = App::start().await;
+    let app = Harness::in_process().start().await;
     let doc = app.get("/openapi.json").await.body;
     for (method, path) in documented(&doc) {
         if path == "/v1/events" {
-            continue; // an endless SSE stream (`tests/agent_mode.rs` covers it)
+            continue; // an endless SSE stream (`tests/it/agent_mode.rs` covers it)
         }
         let concrete = path
             .replace("{id}", "ses_doesnotexist000")
@@ -112,7 +113,10 @@ async fn every_documented_operation_is_served() {
 /// which operations do.
 #[tokio::test]
 async fn served_without_a_key_and_declares_the_key() {
-    let app = App::start_with(Settings::default().env("PORTATEK_API_KEYS", "k1")).await;
+    let app = Harness::in_process()
+        .settings(Settings::default().env("PORTATEK_API_KEYS", "k1"))
+        .start()
+        .await;
     let r = app.get("/openapi.json").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["openapi"], "3.1.0");

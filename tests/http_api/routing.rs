@@ -2,13 +2,13 @@
 //! (generated, or echoed when the client sends one) on every answer, and `/livez`.
 
 use crate::support::api::request_id;
-use crate::support::in_process::App;
+use crate::support::Harness;
 use crate::support::{ask, ECHO};
 
 /// An unknown route is a 404 `unknown_url` in error shape, with a request id.
 #[tokio::test]
 async fn unknown_route_is_404() {
-    let app = App::start().await;
+    let app = Harness::in_process().start().await;
     for path in ["/v1/nope", "/", "/v2/chat/completions"] {
         let r = app.get(path).await;
         r.assert_error(404, Some("unknown_url"), None, path);
@@ -22,7 +22,7 @@ async fn unknown_route_is_404() {
 /// A known route with the wrong method is a 405 in error shape, with a request id.
 #[tokio::test]
 async fn wrong_method_is_405() {
-    let app = App::start().await;
+    let app = Harness::in_process().start().await;
     let r = app.get("/v1/chat/completions").await;
     r.assert_error(405, None, None, "GET /v1/chat/completions");
     assert!(request_id(&r.headers).is_some(), "no x-request-id on 405");
@@ -33,7 +33,7 @@ async fn wrong_method_is_405() {
 /// Without a client id every answer gets a generated `x-request-id`, a new one each time.
 #[tokio::test]
 async fn request_ids_are_generated_per_request() {
-    let app = App::start().await;
+    let app = Harness::in_process().start().await;
     let first = app.get("/v1/models").await;
     assert_eq!(first.status, 200, "{}", first.body);
     let generated = request_id(&first.headers).expect("x-request-id on 200");
@@ -48,7 +48,7 @@ async fn request_ids_are_generated_per_request() {
 /// A client's `x-request-id` is echoed back: on a probe, on a completed chat, on an error.
 #[tokio::test]
 async fn client_request_ids_are_echoed() {
-    let app = App::start().await;
+    let app = Harness::in_process().start().await;
     let r = app
         .call("GET", "/livez", &[("x-request-id", "client-req-42")])
         .await;
@@ -75,7 +75,7 @@ async fn client_request_ids_are_echoed() {
 /// `/livez` answers `{"status": "ok"}`.
 #[tokio::test]
 async fn livez_is_ok() {
-    let app = App::start().await;
+    let app = Harness::in_process().start().await;
     let r = app.get("/livez").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["status"], "ok", "{}", r.body);

@@ -4,7 +4,8 @@
 use serde_json::{json, Value};
 
 use crate::support::api::request_id;
-use crate::support::in_process::{App, Settings};
+use crate::support::in_process::Settings;
+use crate::support::Harness;
 use crate::support::{ask, assistant, chat_body, user, ECHO, THINKER, VISION};
 
 /// A 1x1 transparent PNG.
@@ -12,7 +13,7 @@ const PNG_B64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42
 
 /// Asserts that `body` is refused with a 400 naming `param`, before anything reaches OpenCode.
 async fn assert_rejected(body: Value, param: &str) {
-    let app = App::start().await;
+    let app = Harness::in_process().start().await;
     let r = app.chat(&body).await;
     r.assert_error(400, None, Some(param), &body.to_string());
     app.fake.assert_untouched("a rejected request");
@@ -141,7 +142,7 @@ async fn non_boolean_stream_is_400() {
 /// nothing reaches OpenCode.
 #[tokio::test]
 async fn invalid_json_is_400() {
-    let app = App::start().await;
+    let app = Harness::in_process().start().await;
     let r = app
         .post_raw(
             "/v1/chat/completions",
@@ -158,8 +159,10 @@ async fn invalid_json_is_400() {
 /// reaches OpenCode.
 #[tokio::test]
 async fn body_over_the_limit_is_413() {
-    let app =
-        App::start_with(Settings::default().config("[limits]\nmax_body_bytes = 1000\n")).await;
+    let app = Harness::in_process()
+        .settings(Settings::default().config("[limits]\nmax_body_bytes = 1000\n"))
+        .start()
+        .await;
     let body = chat_body(ECHO, vec![user(&"a".repeat(2000))]).to_string();
     assert!(body.len() >= 2000);
     let r = app.post_raw("/v1/chat/completions", body, &[]).await;
@@ -172,7 +175,7 @@ async fn body_over_the_limit_is_413() {
 /// `model`, and nothing reaches OpenCode.
 #[tokio::test]
 async fn unknown_model_is_404() {
-    let app = App::start().await;
+    let app = Harness::in_process().start().await;
     for model in ["mock/unknown", "nosuchprovider/echo", "echo"] {
         let r = app.chat(&ask(model, "hello?")).await;
         r.assert_error(404, Some("model_not_found"), Some("model"), model);
@@ -184,7 +187,7 @@ async fn unknown_model_is_404() {
 /// reaches OpenCode.
 #[tokio::test]
 async fn image_to_a_text_only_model_is_400() {
-    let app = App::start().await;
+    let app = Harness::in_process().start().await;
     let image = json!({"role": "user", "content": [
         {"type": "text", "text": "describe"},
         {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{PNG_B64}")}}
@@ -206,7 +209,7 @@ async fn image_to_a_text_only_model_is_400() {
 /// OpenCode.
 #[tokio::test]
 async fn reasoning_effort_outside_the_models_variants_is_400() {
-    let app = App::start().await;
+    let app = Harness::in_process().start().await;
     let with_effort = |model: &str, effort: &str| {
         let mut body = ask(model, "effort");
         body["reasoning_effort"] = json!(effort);

@@ -1,8 +1,8 @@
 // The official openai-node SDK reads a chat-completions stream of a run in which OpenCode's own
 // `bash` tool runs, once with the agent's activity shown (request header `x-opencode-activity: 1`,
 // which adds `: opencode-activity {json}` SSE comments) and once without. Both must parse without
-// error and give the same text. Prints one JSON line for tests/agent_mode.rs to assert on. Needs
-// OPENAI_SDK_DIR (where tests/support/node_sdk.rs installed the pinned `openai`), GATEWAY_URL and,
+// error and give the same text. Prints one JSON line for tests/it/agent_mode.rs to assert on. Needs
+// OPENAI_SDK_DIR (where tests/it/support/node_sdk.rs installed the pinned `openai`), GATEWAY_URL and,
 // if keyed, API_KEY.
 import { createRequire } from "node:module";
 

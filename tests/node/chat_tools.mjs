@@ -1,8 +1,8 @@
 // The official openai-node SDK runs the whole client-tools loop of chat completions against the
 // gateway: by hand (create → run the tool → create), with the SDK's stream helper (parallel
 // calls, then the results streamed back), and with its `runTools` runner over several rounds.
-// Prints one JSON line for tests/client_tools.rs to assert on. Needs OPENAI_SDK_DIR (where
-// tests/support/node_sdk.rs installed the pinned `openai`), GATEWAY_URL and, if keyed, API_KEY.
+// Prints one JSON line for tests/it/client_tools.rs to assert on. Needs OPENAI_SDK_DIR (where
+// tests/it/support/node_sdk.rs installed the pinned `openai`), GATEWAY_URL and, if keyed, API_KEY.
 import { createRequire } from "node:module";
 
 const require = createRequire(`${process.env.OPENAI_SDK_DIR}/package.json`);

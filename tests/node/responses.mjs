@@ -1,7 +1,7 @@
 // The official openai-node SDK drives the gateway's Responses API: create (with the
 // `output_text` convenience), the stream helper continuing with `previous_response_id`, a
 // function tool loop JSON and streamed, retrieve, input items, delete. Prints one JSON line for
-// tests/responses.rs to assert on. Needs OPENAI_SDK_DIR, GATEWAY_URL and, if keyed, API_KEY.
+// tests/it/responses.rs to assert on. Needs OPENAI_SDK_DIR, GATEWAY_URL and, if keyed, API_KEY.
 import { createRequire } from "node:module";
 
 const require = createRequire(`${process.env.OPENAI_SDK_DIR}/package.json`);

@@ -1,7 +1,7 @@
 """openai-python reads a chat-completions stream of a run in which OpenCode's own `bash` tool
 runs, once with the agent's activity shown (request header `x-opencode-activity: 1`, which adds
 `: opencode-activity {json}` SSE comments) and once without. Both must parse without error and
-give the same text. Prints one JSON line for tests/agent_mode.rs to assert on. Needs GATEWAY_URL
+give the same text. Prints one JSON line for tests/it/agent_mode.rs to assert on. Needs GATEWAY_URL
 and, if keyed, API_KEY."""
 
 import json
