@@ -8,7 +8,7 @@
 //!
 //! It prints medians and p90s and the gateway/direct ratio. Set `BENCH_N` to change N (default 40).
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};

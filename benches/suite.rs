@@ -24,9 +24,9 @@
 //! cores. Every section starts its own fake, gateway process and client connection pool.
 //!
 //! The fast fake (`suite/fake.rs`) runs in this process on its own runtime; the gateway is the
-//! release binary as a child process (`tests/support/gateway.rs`), logging at `warn`.
+//! release binary as a child process (`tests/it/support/gateway.rs`), logging at `warn`.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 #[path = "suite/alone.rs"]

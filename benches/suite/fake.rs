@@ -1,5 +1,5 @@
 //! A FAST fake OpenCode for the benchmark suite (the fault-injection fake in
-//! `tests/support/fake_opencode.rs` is built for failures, not speed: one global mutex, a 20 ms
+//! `tests/it/support/fake_opencode.rs` is built for failures, not speed: one global mutex, a 20 ms
 //! pause before every run, `axum::Sse` framing).
 //!
 //! Why it exists: to measure what the gateway itself costs, the upstream must cost (almost)

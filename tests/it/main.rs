@@ -21,6 +21,7 @@ mod hardening;
 /// The HTTP API in-process (its files stay in `tests/http_api`).
 #[path = "../http_api/main.rs"]
 mod http_api;
+mod layers;
 mod metrics;
 mod openapi_fuzz;
 mod opencode_surface;

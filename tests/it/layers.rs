@@ -15,8 +15,6 @@
 //! back unnoticed. The check reads the source as text (comments left out): a real parser
 //! (`syn`) was not needed for `crate::` paths and would add a dependency to the test build.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
