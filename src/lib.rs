@@ -33,6 +33,7 @@ pub mod config;
 pub mod embedded;
 pub mod error;
 
+pub mod encode;
 pub mod memory;
 pub mod metrics;
 pub mod openai;
@@ -46,7 +47,6 @@ pub mod run;
 pub mod server;
 pub mod sessions;
 pub mod store;
-pub mod stream;
 pub mod sync;
 pub mod tools;
 pub mod upstreams;

@@ -82,7 +82,8 @@ impl Builder {
         vec![created, in_progress]
     }
 
-    /// The events for one output of the run (none for the non-streaming mode's sake alone).
+    /// The events for one output of the run (the non-streaming mode keeps only the
+    /// `response` they build).
     pub fn feed(&mut self, output: Output) -> Vec<Value> {
         match output {
             Output::Reasoning(t) => self.reasoning(t),
@@ -372,6 +373,14 @@ impl Builder {
                 ]
             }
         }
+    }
+}
+
+impl crate::run::Encoder for Builder {
+    type Item = Value;
+
+    fn encode(&mut self, output: Output) -> Vec<Value> {
+        self.feed(output)
     }
 }
 

@@ -11,22 +11,20 @@ use axum::{Extension, Json};
 
 use crate::app::state::AppState;
 use crate::auth::Caller;
+use crate::encode::chat::{ChatAnswer, Chunks};
 use crate::error::ApiError;
 use crate::metrics::ModelLabel;
-use crate::openai::{
-    ChatCompletion, ChatRequest, Choice, FunctionCall, MessageToolCall, ResponseMessage, Role,
-};
+use crate::openai::ChatRequest;
 use crate::routes::now_secs;
 use crate::run::placement::Requested;
 use crate::run::{self, RunRequest, Target};
-use crate::stream::chat::Chunks;
 
 /// Header pinning a request to an explicit session created through `/v1/sessions`.
 pub const SESSION_HEADER: &str = "x-session-id";
 /// Header asking a stream to show OpenCode's activity (as SSE comments).
 pub const ACTIVITY_HEADER: &str = "x-opencode-activity";
 
-/// The handler.
+/// `POST /v1/chat/completions`: starts (or resumes) a run and answers it as JSON or SSE.
 #[utoipa::path(
     post,
     path = "/v1/chat/completions",
@@ -77,41 +75,11 @@ pub async fn completions(
         response.headers_mut().extend(session);
         return Ok(response);
     }
-    let done = run.collect().await?;
-    let tool_calls: Vec<MessageToolCall> = done
-        .tool_calls
-        .into_iter()
-        .map(|c| MessageToolCall {
-            id: c.id,
-            kind: "function",
-            function: FunctionCall {
-                name: c.name,
-                arguments: c.arguments,
-            },
-        })
-        .collect();
-    let content = (tool_calls.is_empty() || !done.content.is_empty()).then_some(done.content);
-    let message = ResponseMessage {
-        role: Role::Assistant,
-        content,
-        refusal: None,
-        reasoning_content: done.reasoning,
-        tool_calls,
-    };
-    let mut response = Json(ChatCompletion {
-        id,
-        object: "chat.completion",
-        created,
-        model: req.model,
-        choices: vec![Choice {
-            index: 0,
-            message,
-            finish_reason: done.finish_reason,
-            logprobs: None,
-        }],
-        usage: done.usage,
-    })
-    .into_response();
+    let mut answer = ChatAnswer::new(id, created, req.model);
+    if let Some(failure) = run.drain(&mut answer).await.failure {
+        return Err(failure);
+    }
+    let mut response = Json(answer.finish()?).into_response();
     response.extensions_mut().insert(label);
     response.headers_mut().extend(session);
     Ok(response)

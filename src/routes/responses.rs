@@ -12,14 +12,13 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::adapter::Output;
 use crate::app::state::AppState;
 use crate::auth::Caller;
+use crate::encode;
 use crate::error::ApiError;
 use crate::openai::{InputItemList, ResponseStatus, ResponsesRequest};
 use crate::responses::{self, Started};
 use crate::run::placement::Requested;
-use crate::stream;
 
 /// The `{id}` of a response route (a malformed one is the same 404 as an unknown one).
 pub struct ResponseId(pub String);
@@ -74,7 +73,7 @@ pub async fn create(
         let keepalive = KeepAlive::new()
             .interval(state.config.prompt.keepalive)
             .text("keep-alive");
-        let events = stream::responses::events(state, started);
+        let events = encode::responses::events(state, started);
         Sse::new(events).keep_alive(keepalive).into_response()
     } else {
         collect(&state, started).await?
@@ -90,25 +89,18 @@ pub async fn create(
 /// same HTTP error chat completions give; the stored response then says `failed`.
 async fn collect(state: &AppState, started: Started) -> Result<Response, ApiError> {
     let Started {
-        mut run,
+        run,
         mut builder,
         store_input,
         resumed,
     } = started;
-    let mut failure = None;
-    while let Some(output) = run.next().await {
-        if let Output::Failed(e) = &output {
-            failure = Some(e.clone());
-        }
-        builder.feed(output);
-    }
-    let session = run.session_id().to_string();
+    let drained = run.drain(&mut builder).await;
+    let (session, failure) = (drained.session_id, drained.failure);
     let start = if resumed {
         None
     } else {
-        run.user_message_id().map(String::from)
+        drained.user_message_id
     };
-    run.park();
     responses::finish(
         &state.backend,
         builder.response(),

@@ -8,7 +8,7 @@
 //!   fields, event names); it hands the core the gateway's own types and events.
 //! - **core** — identity, shared store, catalog, sessions, permissions, rate limits, client
 //!   tools, upstreams, the adapter, runs, the Responses API's chains, access rules.
-//! - **HTTP** — body limits, SSE encoders, routes, the OpenAPI description, app wiring, the
+//! - **HTTP** — body limits, encoders (JSON and SSE), routes, the OpenAPI description, app wiring, the
 //!   server. Only this layer knows `AppState`.
 //!
 //! A `use` that points up fails this test with the file and the name, so a cycle cannot come
@@ -44,7 +44,7 @@ const ORDER: &[(&str, &str)] = &[
     ("access", "core"),
     ("body", "http"),
     ("app::state", "http"),
-    ("stream", "http"),
+    ("encode", "http"),
     ("routes", "http"),
     ("openapi", "http"),
     ("app", "http"),

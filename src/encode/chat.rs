@@ -1,6 +1,8 @@
-//! A run as `chat.completion.chunk` events: a first chunk with the role, one chunk per piece of
-//! answer or reasoning, a last chunk with `finish_reason`, the usage chunk when asked for, then
-//! `[DONE]` — or, when the run fails after the stream started, an error event and no `[DONE]`.
+//! A run as a chat completion: one `chat.completion` answer ([`ChatAnswer`]), or
+//! `chat.completion.chunk` events ([`Chunks`]): a first chunk with the role, one chunk per
+//! piece of answer or reasoning, a last chunk with `finish_reason`, the usage chunk when asked
+//! for, then `[DONE]` — or, when the run fails after the stream started, an error event and no
+//! `[DONE]`. Both are [`Encoder`]s of the same outputs, so they agree.
 
 use std::convert::Infallible;
 
@@ -10,10 +12,96 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::adapter::Output;
 use crate::adapter::{Activity, ToolCallOutput};
+use crate::error::ApiError;
 use crate::openai::{
-    ChatCompletionChunk, ChunkChoice, ChunkFunction, ChunkToolCall, Delta, Role, Usage,
+    ChatCompletion, ChatCompletionChunk, Choice, ChunkChoice, ChunkFunction, ChunkToolCall, Delta,
+    FunctionCall, MessageToolCall, ResponseMessage, Role, Usage,
 };
-use crate::run::Run;
+use crate::run::{Encoder, Run};
+
+/// A run as one `chat.completion` answer: the outputs add up, [`ChatAnswer::finish`] makes
+/// the object.
+#[derive(Debug)]
+pub struct ChatAnswer {
+    id: String,
+    created: u64,
+    model: String,
+    content: String,
+    reasoning: String,
+    tool_calls: Vec<MessageToolCall>,
+    end: Option<(&'static str, Usage)>,
+}
+
+impl ChatAnswer {
+    /// An empty answer with the completion's `id`, `created` and `model`.
+    pub fn new(id: String, created: u64, model: String) -> ChatAnswer {
+        ChatAnswer {
+            id,
+            created,
+            model,
+            content: String::new(),
+            reasoning: String::new(),
+            tool_calls: Vec::new(),
+            end: None,
+        }
+    }
+
+    /// The `chat.completion` object, once the run finished its response.
+    pub fn finish(self) -> Result<ChatCompletion, ApiError> {
+        let (finish_reason, usage) = self
+            .end
+            .ok_or_else(|| ApiError::Internal("the run ended without a result".into()))?;
+        // With tool calls and no text, `content` is null (as OpenAI sends it).
+        let content =
+            (self.tool_calls.is_empty() || !self.content.is_empty()).then_some(self.content);
+        let message = ResponseMessage {
+            role: Role::Assistant,
+            content,
+            refusal: None,
+            reasoning_content: (!self.reasoning.is_empty()).then_some(self.reasoning),
+            tool_calls: self.tool_calls,
+        };
+        Ok(ChatCompletion {
+            id: self.id,
+            object: "chat.completion",
+            created: self.created,
+            model: self.model,
+            choices: vec![Choice {
+                index: 0,
+                message,
+                finish_reason,
+                logprobs: None,
+            }],
+            usage,
+        })
+    }
+}
+
+impl Encoder for ChatAnswer {
+    type Item = ();
+
+    fn encode(&mut self, output: Output) -> Vec<()> {
+        match output {
+            Output::Content(t) => self.content.push_str(&t),
+            Output::Reasoning(t) => self.reasoning.push_str(&t),
+            Output::ToolCall(c) => self.tool_calls.push(MessageToolCall {
+                id: c.id,
+                kind: "function",
+                function: FunctionCall {
+                    name: c.name,
+                    arguments: c.arguments,
+                },
+            }),
+            // Only streams show the agent's activity; a failure is the drain's to return.
+            Output::Activity(_) | Output::Failed(_) => {}
+            Output::Finished {
+                finish_reason,
+                usage,
+            } => self.end = Some((finish_reason, usage)),
+        }
+        Vec::new()
+    }
+}
 
 /// What every chunk of one stream shares.
 #[derive(Debug, Clone)]
@@ -42,15 +130,16 @@ impl Chunks {
             None,
         );
         let gauge = crate::metrics::StreamGauge::open();
+        let mut encoder = self;
         let rest = ReceiverStream::new(super::spawn(run, |_| {})).flat_map(move |output| {
             let _open = &gauge;
-            futures::stream::iter(self.encode(output))
+            futures::stream::iter(encoder.encode(output))
         });
         futures::stream::once(async { first }).chain(rest).map(Ok)
     }
 
     /// The events for one output of the run.
-    fn encode(&self, output: Output) -> Vec<Event> {
+    fn events(&self, output: Output) -> Vec<Event> {
         match output {
             Output::Content(t) => vec![self.chunk(
                 Delta {
@@ -131,6 +220,14 @@ impl Chunks {
             choices,
             usage,
         })
+    }
+}
+
+impl Encoder for Chunks {
+    type Item = Event;
+
+    fn encode(&mut self, output: Output) -> Vec<Event> {
+        self.events(output)
     }
 }
 
