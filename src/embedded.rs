@@ -16,8 +16,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -75,7 +73,6 @@ pub struct Embedded {
     pub url: String,
     /// The basic-auth password of this start.
     pub password: String,
-    restarts: Arc<AtomicU64>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     /// Bumped each time OpenCode is started again after an exit.
@@ -316,29 +313,21 @@ impl Embedded {
         };
         let child = launch.spawn()?;
         tracing::info!(binary = %launch.binary.display(), port = launch.port, "started the embedded OpenCode");
-        let restarts = Arc::new(AtomicU64::new(0));
         let stop = CancellationToken::new();
         let (generation_tx, generation) = watch::channel(0);
         let task = tokio::spawn(supervise(
             launch.clone(),
             child,
-            restarts.clone(),
             generation_tx,
             stop.clone(),
         ));
         Ok(Embedded {
             url: format!("http://127.0.0.1:{}", launch.port),
             password: launch.password,
-            restarts,
             stop,
             task,
             generation,
         })
-    }
-
-    /// How many times OpenCode was restarted after exiting.
-    pub fn restarts(&self) -> u64 {
-        self.restarts.load(Ordering::Relaxed)
     }
 
     /// Stops OpenCode (SIGTERM to its process group, SIGKILL after a few seconds).
@@ -352,7 +341,6 @@ impl Embedded {
 async fn supervise(
     launch: Launch,
     mut child: Child,
-    restarts: Arc<AtomicU64>,
     generation: watch::Sender<u64>,
     stop: CancellationToken,
 ) {
@@ -375,7 +363,6 @@ async fn supervise(
         match launch.spawn() {
             Ok(c) => {
                 child = c;
-                restarts.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::opencode_restarted();
                 generation.send_modify(|g| *g += 1);
             }

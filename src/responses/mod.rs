@@ -26,7 +26,7 @@ use crate::run::{self, Conversation, Gateway, Run, RunRequest, Target};
 use crate::tools::ParkKey;
 use crate::upstreams::Backend;
 use builder::Builder;
-pub use saved::{Record, Running, SavedResponses};
+pub use saved::{Record, SavedResponses};
 
 /// A response under way: its run, its builder, and where it is stored.
 pub struct Started {
@@ -38,13 +38,6 @@ pub struct Started {
     pub store_input: Option<Vec<Value>>,
     /// Whether the run continues a run parked for tool results (its user message is not its own).
     pub resumed: bool,
-}
-
-impl Started {
-    /// The response's id.
-    pub fn id(&self) -> &str {
-        &self.builder.response().id
-    }
 }
 
 /// The `response` object a request starts with (`in_progress`, no output).

@@ -29,8 +29,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-pub use gateway::{Gateway, ParkedRuns};
-pub use output::{Drained, Encoder};
+pub use gateway::Gateway;
+pub use output::Encoder;
 pub use phase::{Move, Phase};
 pub use request::{Conversation, RunRequest};
 pub use start::{resume, start, start_or_resume};

@@ -36,7 +36,6 @@ pub use explicit::{display_title, is_session_id, ExplicitSessions};
 pub use fingerprint::Fingerprint;
 pub use identity::Identity;
 pub use lease::{Lease, Outcome, Seed};
-pub use reaper::Reaper;
 pub use sweep::Sweeper;
 pub use upstream::{not_found_as_session, SessionUpstream};
 

@@ -69,6 +69,7 @@ impl<T> StepTracker<T> {
     }
 
     /// Whether any call is held and not yet sent to the client.
+    #[cfg(test)]
     pub fn has_held(&self) -> bool {
         !self.held.is_empty()
     }
