@@ -106,7 +106,7 @@ pub fn opencode_for(
 ) -> Result<(OpenCodeClient, Option<String>), ApiError> {
     let dir = project(state, caller, headers)?;
     // Not a session's: the first available upstream (upstreams are configured alike).
-    let client = state.primary_backend().client.clone();
+    let client = state.default_backend().client.clone();
     Ok((client.in_directory(dir.as_deref()), dir))
 }
 
@@ -135,7 +135,7 @@ pub async fn existing(state: &Gateway, project: Option<&str>, path: &str) -> Res
     }
     let root = match project {
         Some(root) => root.to_string(),
-        None => match state.primary_backend().client.paths().await {
+        None => match state.default_backend().client.paths().await {
             Ok(paths) => match paths["directory"].as_str() {
                 Some(dir) => dir.to_string(),
                 None => return Ok(()),

@@ -13,9 +13,9 @@ struct Pipe {
 }
 
 impl Pipe {
-    fn new(max_retries: u32, floor: Option<String>) -> Pipe {
+    fn new(max_retries: u32, history_end: Option<String>) -> Pipe {
         Pipe {
-            d: RunDecoder::new(floor, false),
+            d: RunDecoder::new(history_end, false),
             a: Adapter::new(max_retries),
         }
     }
@@ -95,8 +95,8 @@ fn late_events_of_an_earlier_run_are_not_taken_for_this_one() {
 }
 
 #[test]
-fn messages_up_to_the_floor_are_not_this_runs() {
-    // A fork's copied pair arrives after the subscription: ids at or below the floor.
+fn messages_up_to_the_history_end_are_not_this_runs() {
+    // A fork's copied pair arrives after the subscription: ids at or below the history's end.
     let mut a = Pipe::new(1, Some("msg_b".into()));
     a.feed(&ev(
         "message.updated",

@@ -219,7 +219,7 @@ impl AppState {
     }
 
     /// The same state on upstream `i`.
-    pub fn on(&self, i: usize) -> AppState {
+    pub fn on_upstream(&self, i: usize) -> AppState {
         if i == self.backend.index || self.upstreams.is_single() {
             return self.clone();
         }
@@ -236,8 +236,8 @@ impl AppState {
 
     /// The state for requests not tied to a session (the model list, OpenCode's own routes):
     /// on the first available upstream.
-    pub fn primary(&self) -> AppState {
-        self.on(self.upstreams.primary())
+    pub fn on_default_upstream(&self) -> AppState {
+        self.on_upstream(self.upstreams.default_upstream())
     }
 
     /// The state on the upstream holding `session` (see [`Gateway::backend_of_session`]).
@@ -250,6 +250,6 @@ impl AppState {
 
     /// The state on the upstream a new conversation or session goes to.
     pub fn for_new(&self) -> AppState {
-        self.on(self.upstreams.pick())
+        self.on_upstream(self.upstreams.pick())
     }
 }

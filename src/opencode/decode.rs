@@ -5,7 +5,7 @@
 //! part whole: text, reasoning, tool, step markers) and `message.part.delta` (an increment of a
 //! part's field), plus `session.status` (busy, retry, idle), `session.idle`, `session.error`,
 //! and the permission and question requests. What is this run's:
-//! - only messages newer than the `floor` (message ids ascend; a fork's copied history is at or
+//! - only messages newer than the `history end` (message ids ascend; a fork's copied history is at or
 //!   below it) and, of assistant messages, only those answering this run's user message — the
 //!   newest user message seen — so late events of an earlier run on the same session are not
 //!   taken for this one;
@@ -44,7 +44,7 @@ struct Part {
 /// Per-run decoding state.
 #[derive(Debug)]
 pub struct RunDecoder {
-    floor: Option<String>,
+    history_end: Option<String>,
     fresh: bool,
     user_message: Option<String>,
     assistants: HashSet<String>,
@@ -54,11 +54,11 @@ pub struct RunDecoder {
 }
 
 impl RunDecoder {
-    /// A decoder for a run whose messages are newer than `floor`, on a session created for it
+    /// A decoder for a run whose messages are newer than `history end`, on a session created for it
     /// (`fresh`) or reused.
-    pub fn new(floor: Option<String>, fresh: bool) -> RunDecoder {
+    pub fn new(history_end: Option<String>, fresh: bool) -> RunDecoder {
         RunDecoder {
-            floor,
+            history_end,
             fresh,
             user_message: None,
             assistants: HashSet::new(),
@@ -128,7 +128,7 @@ impl RunDecoder {
             return Vec::new();
         };
         match info.get("role").and_then(Value::as_str) {
-            Some("user") if self.floor.as_deref().is_some_and(|f| id <= f) => Vec::new(),
+            Some("user") if self.history_end.as_deref().is_some_and(|f| id <= f) => Vec::new(),
             Some("user") => {
                 // Message ids ascend: the newest user message is this run's (a late update of an
                 // earlier one must not take its place).

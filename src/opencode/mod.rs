@@ -224,9 +224,9 @@ impl OpenCodeClient {
     }
 
     /// A decoder of one run's events (see [`RunDecoder`]): its messages are those newer than
-    /// `floor`, on a session created for it (`fresh`) or reused.
-    pub fn run_decoder(&self, floor: Option<String>, fresh: bool) -> RunDecoder {
-        RunDecoder::new(floor, fresh)
+    /// `history end`, on a session created for it (`fresh`) or reused.
+    pub fn run_decoder(&self, history_end: Option<String>, fresh: bool) -> RunDecoder {
+        RunDecoder::new(history_end, fresh)
     }
 
     /// `GET /global/health` with its own short timeout (retried within that budget).

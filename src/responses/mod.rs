@@ -84,10 +84,10 @@ pub async fn start(
     let backend: std::sync::Arc<Backend> = match (&req.previous_response_id, req.store) {
         (Some(previous), true) => match saved::session_of(previous) {
             Some(session) => state.backend_of_session(&session).await?,
-            None => state.primary_backend(),
+            None => state.default_backend(),
         },
         (None, true) => state.backend_for_new(),
-        _ => state.primary_backend(),
+        _ => state.default_backend(),
     };
     let store = &backend.responses;
     let (run, id, resumed) = match (&req.previous_response_id, req.store) {

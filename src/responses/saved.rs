@@ -189,7 +189,7 @@ impl SavedResponses {
         ours.insert("responses".into(), json!([]));
         let session = self.upstream.create_with(&self.title, ours, dir).await?;
         let mut lease = self.claims.claim(&session.id).await?;
-        lease.seed = crate::sessions::Seed::Full;
+        lease.seed = crate::sessions::Seed::WholeHistory;
         Ok(lease)
     }
 
@@ -262,12 +262,12 @@ impl SavedResponses {
             self.upstream.delete_later(fork.id, "unusable branch");
             return Err(e.into());
         }
-        let floor = self
+        let history_end = self
             .upstream
             .newest_message_id(&fork.id)
             .await
             .unwrap_or(None);
-        self.claims.set_floor(&fork.id, floor);
+        self.claims.set_history_end(&fork.id, history_end);
         self.claims.claim(&fork.id).await
     }
 

@@ -35,7 +35,7 @@ pub async fn list(
     let requested = crate::run::placement::Requested::from_request(&headers, None)?;
     let placement = crate::run::placement::resolve(&state.config, &caller, &requested)?;
     let client = state
-        .primary()
+        .on_default_upstream()
         .backend
         .client
         .in_directory(placement.directory.as_deref());

@@ -17,7 +17,7 @@ use crate::openai::{Model, ModelList};
     responses((status = 200, description = "The exposed models.", body = ModelList))
 )]
 pub async fn list(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
-    let models = state.primary().backend.catalog.models().await?;
+    let models = state.on_default_upstream().backend.catalog.models().await?;
     Ok(Json(ModelList {
         object: "list",
         data: models.values().map(|m| m.model.clone()).collect(),
@@ -38,5 +38,13 @@ pub async fn get(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Model>, ApiError> {
     let Path(id) = id.map_err(|_| ApiError::ModelNotFound(String::new()))?;
-    Ok(Json(state.primary().backend.catalog.get(&id).await?.model))
+    Ok(Json(
+        state
+            .on_default_upstream()
+            .backend
+            .catalog
+            .get(&id)
+            .await?
+            .model,
+    ))
 }

@@ -90,11 +90,16 @@ pub async fn refresh(
     caller.require_admin("Refreshing the model catalog")?;
     // Every upstream's catalog (the first available one's answer is shown).
     for b in state.upstreams.all() {
-        if b.index != state.upstreams.primary() {
+        if b.index != state.upstreams.default_upstream() {
             b.catalog.refresh().await.ok();
         }
     }
-    let models = state.primary().backend.catalog.refresh().await?;
+    let models = state
+        .on_default_upstream()
+        .backend
+        .catalog
+        .refresh()
+        .await?;
     Ok(Json(json!({ "object": "catalog", "models": models })))
 }
 

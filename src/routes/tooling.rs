@@ -58,7 +58,12 @@ pub async fn tool_definitions(
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = q?;
     let (client, _) = access::opencode_for(&state, &caller, &headers)?;
-    let model = state.primary().backend.catalog.get(&q.model).await?;
+    let model = state
+        .on_default_upstream()
+        .backend
+        .catalog
+        .get(&q.model)
+        .await?;
     let defs = client
         .tool_definitions(&model.provider_id, &model.model_id)
         .await

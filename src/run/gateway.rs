@@ -51,8 +51,8 @@ impl Gateway {
 
     /// The upstream for requests not tied to a session (the model list, OpenCode's own
     /// routes): the first available one.
-    pub fn primary_backend(&self) -> Arc<Backend> {
-        self.backend(self.upstreams.primary())
+    pub fn default_backend(&self) -> Arc<Backend> {
+        self.backend(self.upstreams.default_upstream())
     }
 
     /// The upstream holding `session` (with none, the primary one: the caller's request then
@@ -70,7 +70,7 @@ impl Gateway {
                 "Session {session} lives on upstream `{}`, which is failing its health checks.",
                 self.upstreams.get(i).name
             ))),
-            None => Ok(self.primary_backend()),
+            None => Ok(self.default_backend()),
         }
     }
 

@@ -44,9 +44,9 @@ pub fn check_model(req: &RunRequest, model: &ModelInfo) -> Result<(), ApiError> 
 /// The parts to send for the `new` messages, given what the session already holds (`seed`).
 pub fn parts(seed: Seed, prior: &[Message], new: &[Message]) -> Vec<PartInput> {
     match seed {
-        Seed::LastOnly => new_parts(new),
-        Seed::Full if prior.is_empty() => new_parts(new),
-        Seed::Full => seeded_parts(prior, new),
+        Seed::NewTurnOnly => new_parts(new),
+        Seed::WholeHistory if prior.is_empty() => new_parts(new),
+        Seed::WholeHistory => seeded_parts(prior, new),
     }
 }
 
@@ -217,7 +217,7 @@ mod tests {
             tool_call_id: Some("call_1".into()),
         };
         let prior = [Message::text_only(Role::User, "weather?"), assistant];
-        let texts: Vec<String> = parts(Seed::Full, &prior, &[result])
+        let texts: Vec<String> = parts(Seed::WholeHistory, &prior, &[result])
             .into_iter()
             .filter_map(|p| match p {
                 PartInput::Text { text } => Some(text),

@@ -218,7 +218,7 @@ async fn begin(
             // turn, so its prompt's 404 says so. Drop it (the lease's drop discards it) and run
             // the turn in a new session seeded with the history.
             Err(UpstreamError::NotFound(message))
-                if pooled && lease.seed == Seed::LastOnly && attempts < 3 =>
+                if pooled && lease.seed == Seed::NewTurnOnly && attempts < 3 =>
             {
                 tracing::info!(session = %lease.session_id, %message, "remembered session unusable; starting a new one");
                 drop(subscription);
@@ -238,7 +238,7 @@ async fn begin(
     };
     let decoder = backend
         .client
-        .run_decoder(lease.floor.clone(), lease.seed == Seed::Full);
+        .run_decoder(lease.history_end.clone(), lease.seed == Seed::WholeHistory);
     let mut adapter = Adapter::new(state.config.prompt.max_model_retries);
     if let Some(schema) = structured {
         adapter = adapter.structured(schema);

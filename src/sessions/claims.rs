@@ -1,15 +1,15 @@
-//! One request at a time on a named session: the busy flag and the floor of sessions that the
+//! One request at a time on a named session: the busy flag and the history's end of sessions that the
 //! client, not the pool, decides to continue (explicit sessions, Responses API chains).
 //!
 //! OpenCode folds a second prompt sent to a busy session into the running one, so a second
-//! request on a busy session is refused (409) rather than sent. The floor is the newest message
+//! request on a busy session is refused (409) rather than sent. The history end is the newest message
 //! id known to predate the next request, so late events of the previous one are not taken for
 //! it.
 //!
 //! With a shared store (Redis) both are shared by the replicas: the busy flag becomes a claim
 //! with an expiry (`SET NX PX`), renewed while the run lives and deleted at its end, so two
 //! replicas never prompt one session at once and a dead replica's claim lapses by itself; the
-//! floor is written there too. The local flag is still taken first (two requests in this
+//! history end is written there too. The local flag is still taken first (two requests in this
 //! process never both ask Redis). With the store unreachable, the local flag alone decides:
 //! a request is never refused because Redis is down.
 
@@ -27,7 +27,7 @@ use crate::sync::lock;
 #[derive(Debug, Default)]
 struct Local {
     busy: bool,
-    floor: Option<String>,
+    history_end: Option<String>,
     /// Stops the renewal of this run's shared claim.
     renewal: Option<CancellationToken>,
 }
@@ -58,10 +58,10 @@ impl Drop for Pending<'_> {
     }
 }
 
-/// How long the shared store keeps a session's floor after its last run.
+/// How long the shared store keeps a session's history end after its last run.
 const FLOOR_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
-/// Busy flags and floors by session id; cheap to clone.
+/// Busy flags and history ends by session id; cheap to clone.
 #[derive(Clone)]
 pub struct Claims {
     upstream: SessionUpstream,
@@ -85,14 +85,14 @@ impl Claims {
                 "Session {id} is already running a request; OpenCode runs one prompt per session at a time."
             ))
         };
-        let floor = {
+        let history_end = {
             let mut local = lock(&self.local);
             let state = local.entry(id.to_string()).or_default();
             if state.busy {
                 return Err(busy());
             }
             state.busy = true;
-            state.floor.clone()
+            state.history_end.clone()
         };
         // Until the lease exists, a cancelled request (its future dropped while Redis answers)
         // must not leave the session marked busy here.
@@ -102,7 +102,7 @@ impl Claims {
             armed: true,
         };
         let store = self.upstream.store();
-        let mut floor = floor;
+        let mut history_end = history_end;
         if store.is_shared() {
             match store.claim_run(id).await {
                 Ok(claim @ (Claim::Taken | Claim::TakenFromLapsed)) => {
@@ -118,9 +118,9 @@ impl Claims {
                     if let Some(state) = lock(&self.local).get_mut(id) {
                         state.renewal = Some(token);
                     }
-                    if let Ok(Some(shared)) = store.floor(id).await {
-                        if floor.as_deref().is_none_or(|f| shared.as_str() > f) {
-                            floor = Some(shared);
+                    if let Ok(Some(shared)) = store.history_end(id).await {
+                        if history_end.as_deref().is_none_or(|f| shared.as_str() > f) {
+                            history_end = Some(shared);
                         }
                     }
                 }
@@ -133,8 +133,8 @@ impl Claims {
         pending.armed = false;
         Ok(Lease::new(
             id.to_string(),
-            Seed::LastOnly,
-            floor,
+            Seed::NewTurnOnly,
+            history_end,
             Owner::Claimed(Box::new(self.clone())),
         ))
     }
@@ -158,27 +158,35 @@ impl Claims {
         token
     }
 
-    /// Ends this process's shared claim on `id` (and its renewal) and shares its floor.
-    fn release_shared(&self, id: &str, renewal: Option<CancellationToken>, floor: Option<String>) {
+    /// Ends this process's shared claim on `id` (and its renewal) and shares its history end.
+    fn release_shared(
+        &self,
+        id: &str,
+        renewal: Option<CancellationToken>,
+        history_end: Option<String>,
+    ) {
         let Some(renewal) = renewal else { return };
         renewal.cancel();
         let (store, id) = (self.upstream.store().clone(), id.to_string());
         self.upstream.spawn_cleanup(async move {
-            if let Some(floor) = floor {
-                let _ = store.set_floor(&id, &floor, FLOOR_TTL).await;
+            if let Some(history_end) = history_end {
+                let _ = store.set_history_end(&id, &history_end, FLOOR_TTL).await;
             }
             let _ = store.release_run(&id).await;
         });
     }
 
-    /// Sets the floor of a session not yet claimed (a fork whose copies predate its next run).
-    pub fn set_floor(&self, id: &str, floor: Option<String>) {
-        lock(&self.local).entry(id.to_string()).or_default().floor = floor.clone();
+    /// Sets the history's end of a session not yet claimed (a fork whose copies predate its next run).
+    pub fn set_history_end(&self, id: &str, history_end: Option<String>) {
+        lock(&self.local)
+            .entry(id.to_string())
+            .or_default()
+            .history_end = history_end.clone();
         let store = self.upstream.store();
-        if let (true, Some(floor)) = (store.is_shared(), floor) {
+        if let (true, Some(history_end)) = (store.is_shared(), history_end) {
             let (store, id) = (store.clone(), id.to_string());
             self.upstream.spawn_cleanup(async move {
-                let _ = store.set_floor(&id, &floor, FLOOR_TTL).await;
+                let _ = store.set_history_end(&id, &history_end, FLOOR_TTL).await;
             });
         }
     }
@@ -204,17 +212,17 @@ impl Claims {
         lock(&self.local).len()
     }
 
-    /// A request on the session ended: it is free, and `last_seen` is the next one's floor.
+    /// A request on the session ended: it is free, and `last_seen` is the next one's history end.
     pub(super) fn free(&self, session_id: &str, last_seen: Option<String>) {
         let ended = lock(&self.local).get_mut(session_id).map(|state| {
             state.busy = false;
             if last_seen.is_some() {
-                state.floor = last_seen;
+                state.history_end = last_seen;
             }
-            (state.renewal.take(), state.floor.clone())
+            (state.renewal.take(), state.history_end.clone())
         });
-        if let Some((renewal, floor)) = ended {
-            self.release_shared(session_id, renewal, floor);
+        if let Some((renewal, history_end)) = ended {
+            self.release_shared(session_id, renewal, history_end);
         }
     }
 

@@ -50,8 +50,8 @@ const FORK_POINT_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 struct Remembered {
     session_id: String,
-    /// The newest message id of the remembered state (see [`Lease::floor`]).
-    floor: Option<String>,
+    /// The newest message id of the remembered state (see [`Lease::history end`]).
+    history_end: Option<String>,
     /// The entry as written to the shared store (`None`: this process only).
     shared: Option<SharedConversation>,
 }
@@ -249,7 +249,7 @@ impl ConversationPool {
             .upstream
             .create_pooled(&self.inner.title, dir)
             .await?;
-        Ok(self.lease(session.id, Seed::Full, None, None))
+        Ok(self.lease(session.id, Seed::WholeHistory, None, None))
     }
 
     /// This gateway's instance id.
@@ -298,7 +298,7 @@ impl ConversationPool {
             Some(Ok(Some(entry))) if entry.upstream == self.inner.upstream.name() => {
                 Some(Remembered {
                     session_id: entry.session.clone(),
-                    floor: entry.floor.clone(),
+                    history_end: entry.history_end.clone(),
                     shared: Some(entry),
                 })
             }
@@ -344,7 +344,7 @@ impl ConversationPool {
     ) -> Lease {
         // From here on, a cancelled request's lease drop deletes the session and releases the
         // claim instead of leaking both.
-        self.lease(r.session_id, Seed::LastOnly, Some(prior), r.floor)
+        self.lease(r.session_id, Seed::NewTurnOnly, Some(prior), r.history_end)
             .with_fork_point(fork_point)
     }
 
@@ -366,15 +366,15 @@ impl ConversationPool {
         // Leased at once: cancelled from here on, the lease's drop deletes the fork.
         let stamped = super::identity::stamp_of(fork.metadata.as_ref())
             .is_some_and(|(instance, _)| instance == self.instance());
-        let mut lease = self.lease(fork.id, Seed::LastOnly, None, None);
+        let mut lease = self.lease(fork.id, Seed::NewTurnOnly, None, None);
         if !stamped {
             // A copy of a session whose stamp is not (yet) this gateway's.
             self.restamp(&lease.session_id).await;
         }
         // The fork's copies get fresh ids (and events that may still be in flight).
         match upstream.newest_message_id(&lease.session_id).await {
-            Ok(floor) => {
-                lease.floor = floor;
+            Ok(history_end) => {
+                lease.history_end = history_end;
                 Some(lease)
             }
             Err(e) => {
@@ -389,7 +389,7 @@ impl ConversationPool {
         session_id: String,
         seed: Seed,
         claimed: Option<Fingerprint>,
-        floor: Option<String>,
+        history_end: Option<String>,
     ) -> Lease {
         *lock(&self.inner.in_use)
             .entry(session_id.clone())
@@ -398,7 +398,7 @@ impl ConversationPool {
             pool: self.clone(),
             claimed,
         };
-        Lease::new(session_id, seed, floor, owner)
+        Lease::new(session_id, seed, history_end, owner)
     }
 
     /// A lease of `session_id` ended (the session is remembered again, or discarded).
@@ -417,7 +417,7 @@ impl ConversationPool {
         &self,
         fingerprint: Fingerprint,
         session_id: &str,
-        floor: Option<String>,
+        history_end: Option<String>,
     ) {
         let store = self.inner.upstream.store();
         let shared = match store.is_shared() {
@@ -425,7 +425,7 @@ impl ConversationPool {
                 let entry = SharedConversation {
                     upstream: self.inner.upstream.name().to_string(),
                     session: session_id.to_string(),
-                    floor: floor.clone(),
+                    history_end: history_end.clone(),
                     holder: Some(self.instance().to_string()),
                 };
                 let put =
@@ -436,7 +436,7 @@ impl ConversationPool {
         };
         let remembered = Remembered {
             session_id: session_id.to_string(),
-            floor,
+            history_end,
             shared,
         };
         self.inner.cache.insert(fingerprint, remembered).await;

@@ -3,7 +3,7 @@
 //!
 //! Ownership lives upstream, in the session's title (`… [owner:<client id>]`, kept by OpenCode's
 //! forks too), so explicit sessions survive a gateway restart and are shared by gateway
-//! replicas; only the busy flag and the floor are local. A key never learns whether another
+//! replicas; only the busy flag and the history's end are local. A key never learns whether another
 //! key's session exists: both are the same 404.
 
 use std::sync::Arc;
@@ -24,7 +24,7 @@ const ADMIN_LIST_LIMIT: usize = 10_000;
 struct Inner {
     upstream: SessionUpstream,
     title: String,
-    /// Busy flags and floors (ownership lives upstream, in the title).
+    /// Busy flags and history ends (ownership lives upstream, in the title).
     claims: Claims,
     max_per_key: usize,
     /// Makes "check the cap, then create" one step.
@@ -162,8 +162,8 @@ impl ExplicitSessions {
             .map_err(not_found_as_session(id))?;
         // The copies get fresh ids, and their events may still be in flight: remember the
         // newest so they are not taken for the next run's.
-        let floor = upstream.newest_message_id(&fork.id).await.unwrap_or(None);
-        self.inner.claims.set_floor(&fork.id, floor);
+        let history_end = upstream.newest_message_id(&fork.id).await.unwrap_or(None);
+        self.inner.claims.set_history_end(&fork.id, history_end);
         Ok(fork)
     }
 

@@ -16,9 +16,9 @@ use super::fingerprint::Fingerprint;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seed {
     /// New session: send every prior turn along with the new message.
-    Full,
+    WholeHistory,
     /// The session already holds the history: send only the last message.
-    LastOnly,
+    NewTurnOnly,
 }
 
 /// How a leased run ended.
@@ -52,12 +52,12 @@ pub struct Lease {
     pub seed: Seed,
     /// Messages with ids up to this one predate the request: their (late) events must not be
     /// taken for the run's own (OpenCode message ids ascend).
-    pub floor: Option<String>,
+    pub history_end: Option<String>,
     /// `None` once released.
     owner: Option<Owner>,
     /// Where a concurrent request with the same history must fork (see [`Lease::observe`]).
     fork_point: Option<watch::Sender<Option<String>>>,
-    /// The newest message id the run has seen: the next request's floor.
+    /// The newest message id the run has seen: the next request's history end.
     last_seen: Option<String>,
 }
 
@@ -66,7 +66,7 @@ impl std::fmt::Debug for Lease {
         f.debug_struct("Lease")
             .field("session_id", &self.session_id)
             .field("seed", &self.seed)
-            .field("floor", &self.floor)
+            .field("history_end", &self.history_end)
             .finish_non_exhaustive()
     }
 }
@@ -75,13 +75,13 @@ impl Lease {
     pub(super) fn new(
         session_id: String,
         seed: Seed,
-        floor: Option<String>,
+        history_end: Option<String>,
         owner: Owner,
     ) -> Lease {
         Lease {
             session_id,
             seed,
-            floor,
+            history_end,
             owner: Some(owner),
             fork_point: None,
             last_seen: None,
@@ -96,7 +96,7 @@ impl Lease {
 
     /// Records what the run has learned: its own user message id (where a concurrent request
     /// with the same history must fork this session: just before it) and the newest message id
-    /// of the run (the next request's floor).
+    /// of the run (the next request's history end).
     pub fn observe(&mut self, user_message_id: Option<&str>, newest: Option<&str>) {
         if let (Some(tx), Some(id)) = (&self.fork_point, user_message_id) {
             tx.send_if_modified(|v| {

@@ -10,7 +10,7 @@
 //! | `session:<id>` | the upstream holding an explicit or Responses session | 7 days after last set |
 //! | `run:<id>` | the replica running a prompt on the session | `store.lease_ttl_secs`, renewed every third of it while the run lives |
 //! | `running:<id>` | the same, removed only by a release: still there at the next claim, the last holder died mid-run (its run is aborted first) | 1 day |
-//! | `floor:<id>` | the newest message id before the session's next run | 7 days |
+//! | `history end:<id>` | the newest message id before the session's next run | 7 days |
 //! | `rate:req:<key>:<minute>`, `rate:tok:<key>:<minute>` | requests and tokens of a key in a minute | 2 minutes |
 //! | `instance:<id>` | a live gateway instance's deployment (its heartbeat: the sweep spares the pooled sessions of live instances) | `store.lease_ttl_secs`, renewed every third of it; deleted at a clean shutdown |
 //!
@@ -65,8 +65,10 @@ pub struct SharedConversation {
     pub upstream: String,
     /// The OpenCode session.
     pub session: String,
-    /// The newest message id of the remembered state.
-    pub floor: Option<String>,
+    /// The newest message id of the remembered state (stored as `floor`, the name replicas
+    /// of earlier versions read).
+    #[serde(rename = "floor")]
+    pub history_end: Option<String>,
     /// The gateway instance that wrote the entry (and whose stamp the session carries); absent
     /// in entries of gateways that predate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -372,23 +374,23 @@ impl Store {
     }
 
     /// The newest message id before `session`'s next run.
-    pub async fn floor(&self, session: &str) -> Result<Option<String>, StoreError> {
+    pub async fn history_end(&self, session: &str) -> Result<Option<String>, StoreError> {
         let r = self.shared()?;
         r.call(redis::cmd("GET").arg(r.key("floor:", session)))
             .await
     }
 
-    /// Records `session`'s floor for `ttl`.
-    pub async fn set_floor(
+    /// Records `session`'s history end for `ttl`.
+    pub async fn set_history_end(
         &self,
         session: &str,
-        floor: &str,
+        history_end: &str,
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let r = self.shared()?;
         let mut cmd = redis::cmd("SET");
         cmd.arg(r.key("floor:", session))
-            .arg(floor)
+            .arg(history_end)
             .arg("PX")
             .arg(ms(ttl));
         r.call::<()>(&cmd).await
@@ -619,7 +621,7 @@ mod tests {
         let entry = SharedConversation {
             upstream: "a".into(),
             session: "ses_1".into(),
-            floor: None,
+            history_end: None,
             holder: None,
         };
         let text = serde_json::to_string(&entry).unwrap();
@@ -664,7 +666,7 @@ mod tests {
         ));
         assert!(!s.is_up());
         // Within the quiet second: no network at all.
-        assert!(s.floor("ses_x").await.is_err());
+        assert!(s.history_end("ses_x").await.is_err());
         assert!(started.elapsed() < Duration::from_millis(900));
     }
 }

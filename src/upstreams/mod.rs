@@ -164,7 +164,8 @@ impl Upstreams {
         if self.is_single() {
             return 0;
         }
-        self.least_loaded(None).unwrap_or_else(|| self.primary())
+        self.least_loaded(None)
+            .unwrap_or_else(|| self.default_upstream())
     }
 
     /// Another available upstream than `not` (the least loaded), if there is one.
@@ -187,7 +188,7 @@ impl Upstreams {
 
     /// Where requests not tied to a session go (the model list, OpenCode's own routes): the
     /// first available upstream, else the first with its event stream up, else the first.
-    pub fn primary(&self) -> usize {
+    pub fn default_upstream(&self) -> usize {
         if self.is_single() {
             return 0;
         }

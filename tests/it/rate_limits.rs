@@ -397,7 +397,7 @@ async fn closed_loop(gateway: &str, clients: usize, secs: u64) -> Load {
 /// request either completes or is refused at once with a 503 `overloaded` and `Retry-After`,
 /// none fails after starting, and OpenCode keeps completing at a good share of the rate it
 /// sustains at its best concurrency (the exact ratio is BENCHMARKS.md's overload row; here the
-/// test client's own 1,000 tasks share the two cores, so the floor is loose).
+/// test client's own 1,000 tasks share the two cores, so the history_end is loose).
 #[tokio::test(flavor = "multi_thread")]
 async fn overload_is_refused_fast_and_nothing_fails_after_starting() {
     let bed = Harness::real().start().await;

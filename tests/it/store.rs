@@ -23,7 +23,7 @@ fn entry(session: &str) -> SharedConversation {
     SharedConversation {
         upstream: "a".into(),
         session: session.into(),
-        floor: Some("msg_1".into()),
+        history_end: Some("msg_1".into()),
         holder: Some("i1".into()),
     }
 }
@@ -99,17 +99,20 @@ async fn shared_store_semantics() {
     one.set_session_home("ses_h", "b", Duration::from_secs(60))
         .await
         .unwrap();
-    one.set_floor("ses_h", "msg_9", Duration::from_secs(60))
+    one.set_history_end("ses_h", "msg_9", Duration::from_secs(60))
         .await
         .unwrap();
     assert_eq!(
         two.session_home("ses_h").await.unwrap().as_deref(),
         Some("b")
     );
-    assert_eq!(two.floor("ses_h").await.unwrap().as_deref(), Some("msg_9"));
+    assert_eq!(
+        two.history_end("ses_h").await.unwrap().as_deref(),
+        Some("msg_9")
+    );
     two.forget_session("ses_h").await.unwrap();
     assert_eq!(one.session_home("ses_h").await.unwrap(), None);
-    assert_eq!(one.floor("ses_h").await.unwrap(), None);
+    assert_eq!(one.history_end("ses_h").await.unwrap(), None);
     let ttl = Duration::from_millis(300);
     assert_eq!(one.add_to_counter("k:1", 1, ttl).await.unwrap(), 1);
     assert_eq!(two.add_to_counter("k:1", 5, ttl).await.unwrap(), 6);
