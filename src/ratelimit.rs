@@ -18,13 +18,16 @@
 //! (`limit`, `remaining`, `reset` for requests and tokens), which the SDKs' own back-off reads;
 //! the same headers go with every completion response.
 
+mod shared;
+mod standing;
+
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, Method};
+use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -39,6 +42,11 @@ use crate::config::RateLimitsConfig;
 use crate::error::ApiError;
 use crate::store::Store;
 use crate::sync::lock;
+
+use shared::{window, WINDOW_TTL};
+use standing::{reset_text, too_many};
+
+pub use standing::Standing;
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
@@ -101,70 +109,6 @@ pub struct RateLimits {
     keys: Arc<Mutex<HashMap<ClientId, Arc<KeyState>>>>,
     /// Shared counters (memory-only: none).
     store: Store,
-}
-
-/// How long a shared per-minute counter lives.
-const WINDOW_TTL: Duration = Duration::from_secs(120);
-
-/// The current minute, and how long until the next one.
-fn window() -> (u64, Duration) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let minute = now.as_secs() / 60;
-    let next = Duration::from_secs((minute + 1) * 60).saturating_sub(now);
-    (minute, next)
-}
-
-/// What the request-per-minute and token limits say about a request.
-#[derive(Debug, Clone, Default)]
-pub struct Standing {
-    /// `(limit, remaining, reset)` for requests.
-    requests: Option<(u32, u32, Duration)>,
-    /// `(limit, remaining, reset)` for tokens.
-    tokens: Option<(u64, u64, Duration)>,
-}
-
-/// OpenAI's reset format: `20ms`, `1s`, `6m0s`.
-fn reset_text(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let secs = d.as_secs_f64().ceil() as u64;
-    match secs / 60 {
-        0 => format!("{secs}s"),
-        m => format!("{m}m{}s", secs % 60),
-    }
-}
-
-impl Standing {
-    /// The `x-ratelimit-*` headers.
-    pub fn headers(&self) -> Vec<(HeaderName, String)> {
-        let mut out = Vec::new();
-        if let Some((limit, remaining, reset)) = self.requests {
-            out.push(("x-ratelimit-limit-requests", limit.to_string()));
-            out.push(("x-ratelimit-remaining-requests", remaining.to_string()));
-            out.push(("x-ratelimit-reset-requests", reset_text(reset)));
-        }
-        if let Some((limit, remaining, reset)) = self.tokens {
-            out.push(("x-ratelimit-limit-tokens", limit.to_string()));
-            out.push(("x-ratelimit-remaining-tokens", remaining.to_string()));
-            out.push(("x-ratelimit-reset-tokens", reset_text(reset)));
-        }
-        out.into_iter()
-            .map(|(k, v)| (HeaderName::from_static(k), v))
-            .collect()
-    }
-}
-
-fn too_many(message: String, retry_after: Duration, limit: &'static str) -> ApiError {
-    crate::metrics::rate_limited(limit);
-    ApiError::TooManyRequests {
-        message,
-        code: "rate_limit_exceeded",
-        retry_after: Some(retry_after.max(Duration::from_secs(1))),
-    }
 }
 
 impl RateLimits {
@@ -233,51 +177,7 @@ impl RateLimits {
         self
     }
 
-    /// [`admit`](Self::admit) against the shared counters; `None` when there are none (memory
-    /// store, or Redis unreachable): the local limiters decide.
-    pub async fn admit_shared(
-        &self,
-        client: &ClientId,
-        uses_tokens: bool,
-    ) -> Option<Result<Standing, (ApiError, Standing)>> {
-        if !self.store.is_shared() {
-            return None;
-        }
-        let limits = self.key(client).limits;
-        let (minute, reset) = window();
-        let mut standing = Standing::default();
-        if uses_tokens && limits.tokens_per_minute > 0 {
-            let name = format!("tok:{}:{minute}", client.0);
-            let used = self.store.add_to_counter(&name, 0, WINDOW_TTL).await.ok()?;
-            let limit = limits.tokens_per_minute;
-            standing.tokens = Some((limit, limit.saturating_sub(used), reset));
-            if used >= limit {
-                let e = too_many(
-                    format!("Rate limit reached: {limit} tokens per minute for this API key. Try again in {}.", reset_text(reset)),
-                    reset,
-                    "tokens",
-                );
-                return Some(Err((e, standing)));
-            }
-        }
-        if limits.requests_per_minute > 0 {
-            let name = format!("req:{}:{minute}", client.0);
-            let count = self.store.add_to_counter(&name, 1, WINDOW_TTL).await.ok()?;
-            let limit = limits.requests_per_minute;
-            let remaining = u64::from(limit).saturating_sub(count) as u32;
-            standing.requests = Some((limit, remaining, reset));
-            if count > u64::from(limit) {
-                let e = too_many(
-                    format!("Rate limit reached: {limit} requests per minute for this API key. Try again in {}.", reset_text(reset)),
-                    reset,
-                    "requests",
-                );
-                return Some(Err((e, standing)));
-            }
-        }
-        Some(Ok(standing))
-    }
-
+    /// The state of `client`'s key, made on first use from its limits.
     fn key(&self, client: &ClientId) -> Arc<KeyState> {
         let mut keys = lock(&self.keys);
         keys.entry(client.clone())
@@ -428,84 +328,4 @@ pub async fn enforce(State(limits): State<RateLimits>, req: Request, next: Next)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::KeyLimitsConfig;
-
-    fn limits(rpm: u32, tpm: u64, runs: u32) -> RateLimits {
-        RateLimits::new(&RateLimitsConfig {
-            requests_per_minute: rpm,
-            tokens_per_minute: tpm,
-            concurrent_runs: runs,
-            keys: vec![KeyLimitsConfig {
-                key_id: "kbig".into(),
-                requests_per_minute: Some(100),
-                tokens_per_minute: None,
-                concurrent_runs: None,
-            }],
-        })
-    }
-
-    #[tokio::test]
-    async fn requests_per_minute_per_key_with_overrides() {
-        let l = limits(2, 0, 0);
-        let a = ClientId("ka".into());
-        assert!(l.admit(&a, true).is_ok());
-        let second = l.admit(&a, true).unwrap();
-        assert_eq!(second.requests.unwrap().1, 0, "none remaining");
-        let (e, standing) = l.admit(&a, true).unwrap_err();
-        assert!(matches!(
-            e,
-            ApiError::TooManyRequests {
-                retry_after: Some(_),
-                ..
-            }
-        ));
-        let names: Vec<String> = standing
-            .headers()
-            .iter()
-            .map(|(n, _)| n.to_string())
-            .collect();
-        assert!(names.contains(&"x-ratelimit-reset-requests".to_string()));
-        assert!(
-            l.admit(&ClientId("kb".into()), true).is_ok(),
-            "another key is not affected"
-        );
-        for _ in 0..50 {
-            assert!(l.admit(&ClientId("kbig".into()), true).is_ok(), "override");
-        }
-    }
-
-    #[tokio::test]
-    async fn tokens_are_debited_after_the_run_and_block_until_refilled() {
-        let l = limits(0, 600, 0);
-        let a = ClientId("ka".into());
-        assert!(l.admit(&a, true).is_ok());
-        l.spend_tokens(&a, 700);
-        let (e, standing) = l.admit(&a, true).unwrap_err();
-        assert!(matches!(e, ApiError::TooManyRequests { .. }));
-        assert_eq!(standing.tokens.unwrap().1, 0);
-        assert!(
-            l.admit(&a, false).is_ok(),
-            "requests that run no model pass"
-        );
-    }
-
-    #[tokio::test]
-    async fn concurrent_runs_are_capped_per_key() {
-        let l = limits(0, 0, 1);
-        let a = ClientId("ka".into());
-        let first = l.start_run(&a).unwrap();
-        assert!(l.start_run(&a).is_err());
-        assert!(l.start_run(&ClientId("kb".into())).is_ok());
-        drop(first);
-        assert!(l.start_run(&a).is_ok());
-    }
-
-    #[test]
-    fn reset_texts() {
-        assert_eq!(reset_text(Duration::from_millis(20)), "20ms");
-        assert_eq!(reset_text(Duration::from_secs(1)), "1s");
-        assert_eq!(reset_text(Duration::from_secs(360)), "6m0s");
-    }
-}
+mod tests;

@@ -13,6 +13,8 @@
 //! given — so the pool is fixed-size (`tools.max_concurrent_runs`), and idle slots cost OpenCode
 //! nothing per prompt.
 
+mod names;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -27,23 +29,9 @@ use crate::openai::ToolSpec;
 use crate::opencode::{McpConnection, OpenCodeClient};
 use crate::sync::lock;
 
-/// Prefix of slot names; a tools map entry `"ptk*": false` hides every slot from a prompt.
-pub const SLOT_PREFIX: &str = "ptk";
-/// Longest tool name OpenCode may show the model (providers commonly refuse longer ones).
-const MAX_TOOL_NAME: usize = 64;
+use names::{hash, slot_name, table};
 
-/// One tool as the slot serves it.
-#[derive(Debug, Clone)]
-pub struct SlotTool {
-    /// The client's name.
-    pub client_name: String,
-    /// The name on the MCP server (the client's, shortened when `<slot>_<name>` would be too long).
-    pub mcp_name: String,
-    /// Description for the model.
-    pub description: Option<String>,
-    /// JSON Schema of the arguments.
-    pub schema: Value,
-}
+pub use names::{is_slot_name, is_slot_tool, SlotTool, SLOT_PREFIX};
 
 /// What a tool call's result is.
 #[derive(Debug, Clone)]
@@ -153,67 +141,6 @@ impl Drop for SlotLease {
             }
         }
     }
-}
-
-/// Length of a slot name: the prefix, six hex digits of tag, two of index.
-const SLOT_NAME_LEN: usize = SLOT_PREFIX.len() + 8;
-
-/// The slot name for an index under `tag`.
-fn slot_name(tag: &str, index: usize) -> String {
-    format!("{SLOT_PREFIX}{tag}{index:02}")
-}
-
-/// Whether `name` is a gateway's slot (this one's or another's sharing the OpenCode): such
-/// MCP servers are internal, never shown or managed through the API.
-pub fn is_slot_name(name: &str) -> bool {
-    name.len() == SLOT_NAME_LEN
-        && name.starts_with(SLOT_PREFIX)
-        && name[SLOT_PREFIX.len()..]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// Whether OpenCode's tool `tool` is one of a slot's (`<slot>_<name>`), i.e. a client's tool.
-pub fn is_slot_tool(tool: &str) -> bool {
-    tool.get(..SLOT_NAME_LEN).is_some_and(is_slot_name)
-        && tool.as_bytes().get(SLOT_NAME_LEN) == Some(&b'_')
-}
-
-/// The tool table for `tools` on slot `slot`: names kept unless `<slot>_<name>` would exceed
-/// [`MAX_TOOL_NAME`], then shortened with a hash so they stay unique.
-fn table(slot: &str, tools: &[ToolSpec]) -> Vec<SlotTool> {
-    let room = MAX_TOOL_NAME - slot.len() - 1;
-    tools
-        .iter()
-        .map(|t| {
-            let mcp_name = if t.name.len() <= room {
-                t.name.clone()
-            } else {
-                let digest = Sha256::digest(t.name.as_bytes());
-                let tag: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
-                format!("{}_{tag}", &t.name[..room - 9])
-            };
-            SlotTool {
-                client_name: t.name.clone(),
-                mcp_name,
-                description: t.description.clone(),
-                schema: t.parameters.clone(),
-            }
-        })
-        .collect()
-}
-
-fn hash(tools: &[SlotTool]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    for t in tools {
-        h.update(t.mcp_name.as_bytes());
-        h.update([0]);
-        h.update(t.description.as_deref().unwrap_or("").as_bytes());
-        h.update([0]);
-        h.update(t.schema.to_string().as_bytes());
-        h.update([0]);
-    }
-    h.finalize().into()
 }
 
 impl Slots {
@@ -441,86 +368,4 @@ impl Slots {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn spec(name: &str) -> ToolSpec {
-        ToolSpec {
-            name: name.into(),
-            description: None,
-            parameters: json!({"type": "object"}),
-            strict: false,
-        }
-    }
-
-    #[test]
-    fn names_fit_the_providers_limit_and_stay_unique() {
-        let long_a = "a".repeat(64);
-        let long_b = format!("{}b", "a".repeat(63));
-        let t = table(
-            "ptkab12cd07",
-            &[spec("short"), spec(&long_a), spec(&long_b)],
-        );
-        assert_eq!(t[0].mcp_name, "short");
-        for tool in &t {
-            assert!(
-                format!("ptkab12cd07_{}", tool.mcp_name).len() <= 64,
-                "{}",
-                tool.mcp_name
-            );
-        }
-        assert_ne!(t[1].mcp_name, t[2].mcp_name);
-        assert!(is_slot_name("ptkab12cd07"));
-        assert!(!is_slot_name("ptk07"));
-        assert!(!is_slot_name("xyzab12cd07"));
-        assert!(!is_slot_name("ptkAB12CD07"));
-        assert!(is_slot_tool("ptkab12cd07_lookup"));
-        assert!(!is_slot_tool("ptkab12cd07"));
-        assert!(!is_slot_tool("bash"));
-    }
-
-    /// A step may make any number of calls: every one reaches the run, however many wait
-    /// unread (a 64-entry queue refused the 65th silently and the step never completed).
-    #[test]
-    fn any_number_of_calls_waits_for_the_run() {
-        let config = crate::config::OpenCodeConfig {
-            base_url: Some("http://127.0.0.1:9".into()),
-            ..Default::default()
-        };
-        let slots = Slots::new(
-            OpenCodeClient::new(&config).unwrap(),
-            2,
-            Duration::from_secs(1),
-        );
-        let (index, _, mut calls, _, _) = slots.claim(&[spec("f")], &None).unwrap();
-        let name = slots.name(index);
-        let replies: Vec<_> = (0..300)
-            .map(|i| slots.deliver(&name, "f".into(), json!({ "i": i })))
-            .collect();
-        assert!(replies.iter().all(Option::is_some), "a call was refused");
-        let mut got = 0;
-        while let Ok(call) = calls.try_recv() {
-            assert_eq!(call.arguments["i"], got);
-            got += 1;
-        }
-        assert_eq!(got, 300);
-    }
-
-    #[test]
-    fn each_start_names_its_own_slots() {
-        let config = crate::config::OpenCodeConfig {
-            base_url: Some("http://127.0.0.1:9".into()),
-            ..Default::default()
-        };
-        let client = OpenCodeClient::new(&config).unwrap();
-        let (a, b) = (
-            Slots::new(client.clone(), 2, Duration::from_secs(1)),
-            Slots::new(client, 2, Duration::from_secs(1)),
-        );
-        let name = a.name(1);
-        assert!(is_slot_name(&name), "{name}");
-        assert_eq!(a.index_of(&name), Some(1));
-        assert_eq!(b.index_of(&name), None, "another start's slot is not ours");
-    }
-}
+mod tests;

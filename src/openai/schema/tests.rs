@@ -1,6 +1,6 @@
 use super::*;
 use proptest::prelude::*;
-use serde_json::json;
+use serde_json::{json, Map};
 
 fn message_of(e: ApiError) -> (String, String) {
     match e {
