@@ -225,7 +225,9 @@ impl Adapter {
     /// OpenCode's own tools (not the client's, whose calls the run reports itself) as
     /// activity, once per state change.
     fn on_tool(&mut self, update: &crate::opencode::events::ToolUpdate) -> Vec<Output> {
-        if crate::tools::slots::is_slot_tool(&update.tool) || update.status == ToolStatus::Pending {
+        if crate::client_tools::slots::is_slot_tool(&update.tool)
+            || update.status == ToolStatus::Pending
+        {
             return Vec::new();
         }
         if self.tools.get(&update.call_id) == Some(&update.status) {

@@ -39,6 +39,7 @@ pub mod config;
 pub(crate) mod embedded;
 pub mod error;
 
+pub(crate) mod client_tools;
 pub(crate) mod encode;
 pub mod memory;
 pub(crate) mod metrics;
@@ -54,5 +55,4 @@ pub mod server;
 pub(crate) mod sessions;
 pub mod store;
 pub(crate) mod sync;
-pub(crate) mod tools;
 pub(crate) mod upstreams;

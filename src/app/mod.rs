@@ -23,7 +23,7 @@ pub(crate) use state::{upstream_names, upstream_settings};
 /// The routes that need an API key (when keys are configured).
 fn keyed_routes(keys: Keys, limits: RateLimits, metrics_here: bool) -> Router<AppState> {
     use routes::{agents, chat, code, commands, config, events, health, models, providers};
-    use routes::{responses, session_extras as extras, sessions, tooling};
+    use routes::{opencode_tools, responses, session_extras as extras, sessions};
     let router = Router::new();
     let router = if metrics_here {
         router.route("/metrics", get(routes::metrics::render))
@@ -95,13 +95,22 @@ fn keyed_routes(keys: Keys, limits: RateLimits, metrics_here: bool) -> Router<Ap
         .route("/v1/files/status", get(code::file_status))
         .route("/v1/vcs", get(code::vcs))
         .route("/v1/project", get(code::project_info))
-        .route("/v1/tools", get(tooling::tool_ids))
-        .route("/v1/tools/definitions", get(tooling::tool_definitions))
-        .route("/v1/lsp", get(tooling::lsp))
-        .route("/v1/formatters", get(tooling::formatters))
-        .route("/v1/mcp", get(tooling::mcp_status).post(tooling::mcp_add))
-        .route("/v1/mcp/{name}/connect", post(tooling::mcp_connect))
-        .route("/v1/mcp/{name}/disconnect", post(tooling::mcp_disconnect))
+        .route("/v1/tools", get(opencode_tools::tool_ids))
+        .route(
+            "/v1/tools/definitions",
+            get(opencode_tools::tool_definitions),
+        )
+        .route("/v1/lsp", get(opencode_tools::lsp))
+        .route("/v1/formatters", get(opencode_tools::formatters))
+        .route(
+            "/v1/mcp",
+            get(opencode_tools::mcp_status).post(opencode_tools::mcp_add),
+        )
+        .route("/v1/mcp/{name}/connect", post(opencode_tools::mcp_connect))
+        .route(
+            "/v1/mcp/{name}/disconnect",
+            post(opencode_tools::mcp_disconnect),
+        )
         .route("/v1/config", get(config::get).patch(config::patch))
         .route("/status", get(health::status))
         .route_layer(middleware::from_fn_with_state(

@@ -9,6 +9,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Keys;
 use crate::catalog::Catalog;
+use crate::client_tools::ClientTools;
 use crate::config::{Config, OpenCodeConfig, StoreKind};
 use crate::error::ApiError;
 use crate::opencode::hub::EventHub;
@@ -19,7 +20,6 @@ use crate::responses::SavedResponses;
 use crate::run::Gateway;
 use crate::sessions::{Identity, Sessions};
 use crate::store::{Store, StoreSettings};
-use crate::tools::ClientTools;
 use crate::upstreams::{Backend, Breaker, Upstreams};
 
 /// Everything a handler needs; cheap to clone: the core's [`Gateway`] (reachable through

@@ -19,11 +19,11 @@ pub mod saved;
 use serde_json::{Map, Value};
 
 use crate::auth::Caller;
+use crate::client_tools::ParkKey;
 use crate::error::ApiError;
 use crate::openai::{ResponseObject, ResponseStatus, ResponsesRequest};
 use crate::run::placement::{self, Requested};
 use crate::run::{self, Conversation, Gateway, Run, RunRequest, Target};
-use crate::tools::ParkKey;
 use crate::upstreams::Backend;
 use builder::Builder;
 pub use saved::{Record, SavedResponses};

@@ -10,12 +10,12 @@ pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod models;
+pub mod opencode_tools;
 pub mod providers;
 pub mod responses;
 pub mod schemas;
 pub mod session_extras;
 pub mod sessions;
-pub mod tooling;
 
 use axum::http::{Method, Uri};
 

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::client_tools::{ParkKey, Parked};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::ratelimit::RateLimits;
 use crate::sessions::{Fingerprint, Identity};
-use crate::tools::{ParkKey, Parked};
 use crate::upstreams::{Backend, BreakerState, Upstreams};
 
 use super::Run;

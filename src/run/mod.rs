@@ -21,7 +21,7 @@ pub mod placement;
 mod prompt;
 mod request;
 mod start;
-mod tools;
+mod tool_round;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -38,15 +38,15 @@ pub use start::{resume, start, start_or_resume};
 use std::sync::Arc;
 
 use crate::adapter::{Adapter, Output};
+use crate::client_tools::ParkKey;
 use crate::error::ApiError;
 use crate::openai::{Message, Role, ToolCall, Usage};
 use crate::opencode::events::RunEvent;
 use crate::opencode::hub::{HubMessage, Subscription};
 use crate::opencode::{Event, RunDecoder};
 use crate::sessions::{Lease, Outcome};
-use crate::tools::ParkKey;
 use crate::upstreams::Backend;
-use tools::ToolRun;
+use tool_round::ToolRun;
 
 /// How long a request waits for the upstream event connection before answering 503.
 pub(crate) const EVENT_CONNECT_WAIT: Duration = Duration::from_secs(5);

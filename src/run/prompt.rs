@@ -2,11 +2,11 @@
 //! prompt body (parts, model, agent, system prompt, tool switches, variant, output format).
 
 use crate::catalog::ModelInfo;
+use crate::client_tools::slots::{SlotLease, SLOT_PREFIX};
 use crate::error::ApiError;
 use crate::openai::{ContentPart, Message, Role, ToolChoice};
 use crate::opencode::{ModelRef, PartInput, Prompt, ToolSwitches};
 use crate::sessions::Seed;
-use crate::tools::slots::{SlotLease, SLOT_PREFIX};
 
 use super::placement::Placement;
 use super::request::RunRequest;

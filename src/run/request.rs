@@ -3,11 +3,11 @@
 
 use super::placement::{Placement, Requested};
 use crate::auth::ClientId;
+use crate::client_tools::ParkKey;
 use crate::openai::{
     ChatRequest, Message, ResponseFormat, ResponsesRequest, Role, ToolCall, ToolChoice, ToolSpec,
 };
 use crate::sessions::Fingerprint;
-use crate::tools::ParkKey;
 
 /// One completion request, independent of the wire format it came in.
 #[derive(Debug, Clone)]

@@ -12,18 +12,18 @@ use tokio::time::Instant;
 use crate::adapter::Adapter;
 use crate::auth::Caller;
 use crate::catalog::ModelInfo;
+use crate::client_tools::{ParkKey, SlotLease};
 use crate::error::ApiError;
 use crate::openai::tools::compile_schema;
 use crate::openai::Usage;
 use crate::opencode::UpstreamError;
 use crate::sessions::{not_found_as_session, Lease, Seed};
-use crate::tools::{ParkKey, SlotLease};
 use crate::upstreams::Backend;
 
 use super::phase::Phase;
 use super::placement;
 use super::prompt;
-use super::tools::ToolRun;
+use super::tool_round::ToolRun;
 use super::{Conversation, Gateway, Run, RunRequest, Target, EVENT_CONNECT_WAIT};
 
 /// Resumes the run parked under `key` with `conversation`'s tool results; `None` when no run

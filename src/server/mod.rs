@@ -272,7 +272,7 @@ async fn start_metrics_listener(state: &AppState, stop: CancellationToken) {
     });
 }
 
-/// Binds the MCP endpoint OpenCode calls back for client tools (see [`crate::tools`]). A bind
+/// Binds the MCP endpoint OpenCode calls back for client tools (see [`crate::client_tools`]). A bind
 /// failure disables client tools (requests with `tools` get 503) rather than the gateway.
 async fn start_mcp_endpoint(
     state: &AppState,
@@ -297,13 +297,14 @@ async fn start_mcp_endpoint(
         .all()
         .iter()
         .map(|b| {
-            b.tools
-                .slots
-                .set_endpoint(format!("{url}{}", crate::tools::mcp::prefix(b.index)));
+            b.tools.slots.set_endpoint(format!(
+                "{url}{}",
+                crate::client_tools::mcp::prefix(b.index)
+            ));
             b.tools.slots.clone()
         })
         .collect();
-    Some(tokio::spawn(crate::tools::mcp::serve(
+    Some(tokio::spawn(crate::client_tools::mcp::serve(
         listener,
         slots,
         async move { stop.cancelled().await },

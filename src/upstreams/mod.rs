@@ -33,13 +33,13 @@ use tokio_util::sync::CancellationToken;
 pub use breaker::{Breaker, BreakerState};
 
 use crate::catalog::Catalog;
+use crate::client_tools::ClientTools;
 use crate::opencode::hub::EventHub;
 use crate::opencode::OpenCodeClient;
 use crate::permissions::Permissions;
 use crate::responses::saved::SavedResponses;
 use crate::sessions::{Fingerprint, Sessions};
 use crate::store::Store;
-use crate::tools::ClientTools;
 
 /// One OpenCode server and everything the gateway keeps about it.
 pub struct Backend {

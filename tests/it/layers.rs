@@ -35,7 +35,7 @@ const ORDER: &[(&str, &str)] = &[
     ("sessions", "core"),
     ("permissions", "core"),
     ("ratelimit", "core"),
-    ("tools", "core"),
+    ("client_tools", "core"),
     ("responses::saved", "core"),
     ("upstreams", "core"),
     ("adapter", "core"),

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use crate::access;
 use crate::app::state::AppState;
 use crate::auth::Caller;
+use crate::client_tools::slots::{is_slot_name, SLOT_PREFIX};
 use crate::error::ApiError;
-use crate::tools::slots::{is_slot_name, SLOT_PREFIX};
 
 /// `GET /v1/tools`: the ids of OpenCode's tools.
 #[utoipa::path(

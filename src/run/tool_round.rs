@@ -4,11 +4,11 @@
 use tokio::time::Instant;
 
 use crate::adapter::ToolCallOutput;
+use crate::client_tools::step::StepTracker;
+use crate::client_tools::{CallResult, HeldCall, SlotLease};
 use crate::error::ApiError;
 use crate::openai::{canonical_json, Message, ToolCall};
 use crate::opencode::events::RunEvent;
-use crate::tools::step::StepTracker;
-use crate::tools::{CallResult, HeldCall, SlotLease};
 
 /// The client tools of one run.
 pub struct ToolRun {
