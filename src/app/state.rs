@@ -8,19 +8,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Keys;
-use crate::catalog::Catalog;
-use crate::client_tools::ClientTools;
 use crate::config::{Config, OpenCodeConfig, StoreKind};
 use crate::error::ApiError;
-use crate::opencode::hub::EventHub;
-use crate::opencode::{OpenCodeClient, UpstreamError};
-use crate::permissions::Permissions;
+use crate::opencode::UpstreamError;
 use crate::ratelimit::RateLimits;
-use crate::responses::SavedResponses;
 use crate::run::Gateway;
-use crate::sessions::{Identity, Sessions};
+use crate::sessions::Identity;
 use crate::store::{Store, StoreSettings};
-use crate::upstreams::{Backend, Breaker, Upstreams};
+use crate::upstreams::{Backend, Upstreams};
 
 /// Everything a handler needs; cheap to clone: the core's [`Gateway`] (reachable through
 /// `Deref`), the upstream this request talks to, and the key table the middleware checks.
@@ -44,67 +39,6 @@ impl std::ops::Deref for AppState {
     fn deref(&self) -> &Gateway {
         &self.gateway
     }
-}
-
-/// Builds one upstream's backend and starts its background tasks.
-fn backend(
-    index: usize,
-    config: &Config,
-    opencode: &OpenCodeConfig,
-    store: &Store,
-    identity: &Arc<Identity>,
-    shutdown: &CancellationToken,
-) -> Result<Backend, UpstreamError> {
-    let client = OpenCodeClient::new(opencode)?;
-    let name = upstream_name(config, index);
-    let hub = EventHub::start(client.clone(), shutdown.child_token());
-    let ttl = config.models.cache_ttl;
-    let catalog = Catalog::new(client.clone(), config.models.allowlist.clone(), ttl);
-    catalog.spawn_refresh(
-        (ttl / 2).max(std::time::Duration::from_secs(1)),
-        shutdown.child_token(),
-    );
-    let title = config.prompt.session_title.clone();
-    let sessions = Sessions::new(
-        client.clone(),
-        store.clone(),
-        name.clone(),
-        title,
-        identity.clone(),
-        &config.sessions,
-    );
-    sessions.spawn_background(hub.watch_connected(), shutdown.child_token());
-    let responses = SavedResponses::new(
-        sessions.upstream().clone(),
-        config.prompt.session_title.clone(),
-        config.responses.ttl,
-        config.responses.max_sessions,
-        config.prompt.deadline * 2 + config.client_tools.result_timeout,
-    );
-    let sweep_every = (config.responses.ttl / 4).clamp(
-        std::time::Duration::from_secs(1),
-        std::time::Duration::from_secs(600),
-    );
-    responses.spawn_sweeper(sweep_every, shutdown.child_token());
-    let tools = ClientTools::new(client.clone(), config);
-    tools.spawn_watch(hub.watch_connected(), shutdown.child_token());
-    let balancing = &config.balancing;
-    Ok(Backend {
-        index,
-        url: opencode.base_url.clone().unwrap_or_default(),
-        weight: config.upstreams.get(index).map_or(1, |u| u.weight.max(1)),
-        permissions: Permissions::new(&config.permissions, client.clone()),
-        breaker: Breaker::new(balancing.failure_threshold, balancing.open_for),
-        name,
-        client,
-        hub,
-        catalog,
-        sessions,
-        tools,
-        responses,
-        in_flight: Default::default(),
-        admission: crate::upstreams::admission::Admission::new(&config.admission),
-    })
 }
 
 /// With Redis: records that this gateway is alive (`instance:<id>`, lapsing after
@@ -189,7 +123,8 @@ impl AppState {
         spawn_heartbeat(&store, &identity, shutdown.child_token());
         let mut list = Vec::new();
         for (i, opencode) in upstream_settings(&config).iter().enumerate() {
-            let backend = backend(i, &config, opencode, &store, &identity, shutdown)?;
+            let name = upstream_name(&config, i);
+            let backend = Backend::start(i, name, &config, opencode, &store, &identity, shutdown)?;
             list.push(Arc::new(backend));
         }
         let upstreams = Upstreams::new(list, store);

@@ -26,7 +26,7 @@ use crate::run::placement::{self, Requested};
 use crate::run::{self, Conversation, Gateway, Run, RunRequest, Target};
 use crate::upstreams::Backend;
 use builder::Builder;
-pub use saved::{Record, SavedResponses};
+pub use saved::Record;
 
 /// A response under way: its run, its builder, and where it is stored.
 pub struct Started {

@@ -76,7 +76,7 @@ fn tap_all(
     (rx, overflowed)
 }
 
-/// The handler.
+/// `GET /v1/events`: OpenCode's events as SSE, filtered to what the caller may see.
 #[utoipa::path(
     get,
     path = "/v1/events",

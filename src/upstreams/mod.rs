@@ -22,7 +22,12 @@
 //! at most a handful of upstreams, so it is written out in [`Upstreams::pick`].
 
 pub mod admission;
+mod backend;
 pub mod breaker;
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,78 +35,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use breaker::{Breaker, BreakerState};
+pub use backend::{Backend, InFlight};
+pub use breaker::BreakerState;
 
-use crate::catalog::Catalog;
-use crate::client_tools::ClientTools;
-use crate::opencode::hub::EventHub;
-use crate::opencode::OpenCodeClient;
-use crate::permissions::Permissions;
-use crate::responses::saved::SavedResponses;
-use crate::sessions::{Fingerprint, Sessions};
+use crate::sessions::Fingerprint;
 use crate::store::Store;
-
-/// One OpenCode server and everything the gateway keeps about it.
-pub struct Backend {
-    /// Position in the configuration.
-    pub index: usize,
-    /// Its name (`/status`, `/metrics`, the shared store).
-    pub name: String,
-    /// Its base URL (for `/status`).
-    pub url: String,
-    /// Relative share of new conversations.
-    pub weight: u32,
-    /// The client.
-    pub client: OpenCodeClient,
-    /// Its event subscription.
-    pub hub: EventHub,
-    /// Its model catalog.
-    pub catalog: Catalog,
-    /// Its conversation pool and explicit sessions.
-    pub sessions: Sessions,
-    /// Its MCP slots and parked runs.
-    pub tools: ClientTools,
-    /// Its permission requests.
-    pub permissions: Permissions,
-    /// Its stored responses.
-    pub responses: SavedResponses,
-    /// Its health.
-    pub breaker: Breaker,
-    /// Runs in flight on it (see [`Upstreams::run_started`]).
-    pub in_flight: AtomicUsize,
-    /// How many new runs it takes at once ([`admission`]).
-    pub admission: admission::Admission,
-}
-
-impl Backend {
-    /// Whether it takes new work: its breaker is closed and its event stream connected (the
-    /// stream drops the moment OpenCode dies, long before a probe notices).
-    pub fn available(&self) -> bool {
-        self.breaker.state() == BreakerState::Closed && self.hub.is_connected()
-    }
-
-    /// Runs in flight on it.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-}
-
-/// A run's place in its upstream's in-flight count, given back on drop (`/metrics` reads the
-/// counts at scrape time).
-pub struct InFlight(Arc<Backend>);
-
-impl InFlight {
-    fn new(backend: Arc<Backend>) -> InFlight {
-        backend.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(backend)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// Every upstream, the shared store, and where sessions live; cheap to clone.
 #[derive(Clone)]
