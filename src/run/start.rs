@@ -269,8 +269,8 @@ async fn begin(
     })
 }
 
-/// Claims the session the run will use (the explicit one named, or the conversation's).
-/// Runs on `session` in its directory: a request naming another directory is refused.
+/// Runs on `session` in its directory (OpenCode serves a session only from its own
+/// directory's instance): a request naming another directory is refused.
 fn in_session_directory(
     conversation: &mut Conversation,
     session: &crate::opencode::Session,
@@ -297,6 +297,8 @@ fn in_session_directory(
     }
 }
 
+/// Claims the session the run will use (the explicit one named, or the conversation's),
+/// once the upstream's event stream is up (a run nobody can follow is not started).
 async fn lease(
     state: &Backend,
     conversation: &Conversation,

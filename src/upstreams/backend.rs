@@ -31,15 +31,15 @@ pub struct Backend {
     pub url: String,
     /// Relative share of new conversations.
     pub weight: u32,
-    /// The client.
+    /// The protocol seam to this OpenCode: every call the gateway makes to it.
     pub client: OpenCodeClient,
-    /// Its event subscription.
+    /// Its one shared event subscription, demultiplexed by session.
     pub hub: EventHub,
     /// Its model catalog.
     pub catalog: Catalog,
     /// Its conversation pool and explicit sessions.
     pub sessions: Sessions,
-    /// Its MCP slots and parked runs.
+    /// Its client-tool slots (the MCP servers it knows the gateway by).
     pub tools: ClientTools,
     /// Its permission requests.
     pub permissions: Permissions,
