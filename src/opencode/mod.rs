@@ -6,6 +6,15 @@
 //! the gateway's own [`events::RunEvent`]s, decoded per run by [`RunDecoder`] from the session's
 //! events that the [`hub`] demultiplexes. OpenCode 1.18 is the implementation spoken today.
 //!
+//! What stays of 1.18 here and nowhere else: the paths and bodies of each call (`transport`,
+//! `sessions`, `runs`, `server`, `surface`), the event frames and their decoding (`types`,
+//! `sse`, `decode`), the stored message form (`history`). The core holds the typed results
+//! ([`Session`], [`Providers`], [`Prompt`] as an intent, [`events`]) and the raw event only as
+//! an opaque value handed back to this module's decoder. A second server API (OpenCode 2.x)
+//! is a second implementation of these same calls and a second decoder, chosen per upstream
+//! by what the server says it is; `tests/it/layers.rs` fails any module outside this one that
+//! spells a 1.18 path or event type.
+//!
 //! Every call has a timeout; calls safe to repeat are retried with bounded backoff (health,
 //! model list, session lookup/delete on any transient failure; session create and fork only
 //! when the request surely created nothing), prompts never are.

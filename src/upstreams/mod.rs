@@ -25,8 +25,6 @@ pub mod admission;
 mod backend;
 pub mod breaker;
 #[cfg(test)]
-mod fake;
-#[cfg(test)]
 mod tests;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

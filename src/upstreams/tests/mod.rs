@@ -1,4 +1,4 @@
-//! Placement and the conversation pool against a fake OpenCode (`super::fake`): real
+//! Placement and the conversation pool against a fake OpenCode ([`fake`]): real
 //! backends, real event hubs and HTTP, nothing but OpenCode faked.
 
 use std::sync::Arc;
@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::fake::Fake;
+mod fake;
+
 use super::{Backend, Upstreams};
 use crate::auth::ClientId;
 use crate::config::{Config, OpenCodeConfig};
 use crate::openai::{Message, Role};
 use crate::sessions::{Fingerprint, Identity, Outcome, Seed};
 use crate::store::Store;
+use fake::Fake;
 
 /// Backends on `fakes` (weights as given), once each one's event stream is up.
 async fn upstreams(fakes: &[&Fake], weights: &[u32], shutdown: &CancellationToken) -> Upstreams {

@@ -1,5 +1,5 @@
 //! A minimal fake OpenCode for the core's unit tests: just enough of 1.18's server for a
-//! [`Backend`](super::Backend) to connect (the event stream, health) and for the conversation
+//! [`Backend`](crate::upstreams::Backend) to connect (the event stream, health) and for the conversation
 //! pool to create and forget sessions. Every session create is counted. The integration
 //! tests' fake (`tests/it/support/fake_opencode.rs`) injects faults; this one only has to be
 //! there, in-process, and go away when asked.
