@@ -2,20 +2,27 @@
 
 use super::*;
 
-/// The first chat creates a session titled by the gateway and costs exactly one model call (no
-/// title generation); the model is offered no tools.
+/// A new conversation's chat creates a session titled by the gateway and costs exactly one model
+/// call (no title generation); the model is offered no tools.
 pub(super) async fn first_chat(bed: &TestBed) {
+    let calls_before = bed.mock.call_count();
+    let sessions_before: Vec<Value> = bed.opencode.sessions().await;
     let (status, v) = bed.chat(ask(ECHO, "first contact")).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(content(&v), "echo: first contact");
     assert_eq!(
-        bed.mock.call_count(),
+        bed.mock.call_count() - calls_before,
         1,
         "one chat must cost exactly one model call (no title generation): {:#?}",
         bed.mock.requests()
     );
     let sessions = bed.opencode.sessions().await;
-    assert!(!sessions.is_empty(), "no OpenCode session after a chat");
+    assert!(
+        sessions
+            .iter()
+            .any(|s| !sessions_before.iter().any(|b| b["id"] == s["id"])),
+        "no new OpenCode session after a new conversation's chat: {sessions:?}"
+    );
     for s in &sessions {
         assert_eq!(s["title"], TITLE, "session title: {s}");
     }

@@ -2,7 +2,7 @@
 //! scripted model. Every response object, stream event and input-item page is validated against
 //! OpenAI's Responses schemas (`src/openapi/openai-responses.schema.json`).
 //!
-//! Two beds (one OpenCode each, running in parallel), their steps as named scenarios:
+//! One test per behaviour, declared here (their steps live in the submodules), on shared beds:
 //! - [`responses_api`] (keys `k1`, `k2`; `prompt.max_model_retries = 0`): the response object
 //!   and what it echoes, the typed stream, reasoning, `previous_response_id` (continuation
 //!   without replay, branches), input items and their pages, function tools (`tool_choice`,
@@ -28,11 +28,9 @@ use support::responses_api::{
     check_structure, function_calls, items, output_text, read_stream, ResponseStream,
 };
 use support::responses_schema::{assert_response, assert_valid};
-use support::scenarios::scenario;
 use support::sse::SseReader;
 use support::{
-    assert_error, BedPool, Gateway, GatewayOptions, OpenCodeOptions, Scenarios, TestBed, ECHO,
-    THINKER, VISION,
+    assert_error, BedPool, Gateway, GatewayOptions, OpenCodeOptions, TestBed, ECHO, THINKER, VISION,
 };
 
 mod helpers;
@@ -158,14 +156,22 @@ mod responses_api {
 // Lifecycle
 // ---------------------------------------------------------------------------------------------
 
-/// Cancelling and restarts, on their own OpenCode.
-#[tokio::test(flavor = "multi_thread")]
-async fn responses_lifecycle() {
-    let mut bed = Harness::real().start().await;
-    let mut s = Scenarios::new();
-    scenario!(s, cancel_stops_a_running_response(&bed));
-    scenario!(s, stored_responses_survive_a_gateway_restart(&mut bed));
-    s.finish(&bed.gateway.logs());
+/// Cancelling (on a shared plain bed) and restarts (on a bed of its own: it replaces the
+/// gateway).
+mod responses_lifecycle {
+    use super::*;
+    use support::shared::{plain_bed, PLAIN};
+
+    #[test]
+    fn cancel_stops_a_running_response() {
+        PLAIN.run(plain_bed, super::cancel_stops_a_running_response);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stored_responses_survive_a_gateway_restart() {
+        let mut bed = plain_bed().await;
+        super::stored_responses_survive_a_gateway_restart(&mut bed).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

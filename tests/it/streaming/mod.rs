@@ -1,6 +1,7 @@
 //! Streaming (`stream: true`) behaviour of `POST /v1/chat/completions`, end to end against a real
-//! `opencode serve` and the scripted mock model. Two beds, each one OpenCode shared by named
-//! scenarios (see `tests/it/support/scenarios.rs`), running in parallel:
+//! `opencode serve` and the scripted mock model. One test per behaviour, declared here (their
+//! steps live in the submodules); the tests of a group share a bed, those that kill OpenCode or
+//! replace the gateway have their own:
 //! - [`streaming_through_one_event_connection`]: the OpenAI stream shape, real incremental
 //!   streaming, reasoning, usage, keep-alives, client disconnects, failures, 50 concurrent
 //!   streams over one upstream event connection, and OpenCode dying mid-stream;
@@ -12,7 +13,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
-use crate::support::Harness;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,11 +26,12 @@ use tokio::net::{TcpListener, TcpStream};
 
 use support::gateway::FRAME_WAIT;
 use support::mock_model::{self, FAILURE_MESSAGE};
-use support::scenarios::scenario;
 use support::schema;
+use support::shared::BedLogs;
 use support::sse::{datas, final_error, streamed_content, Frame};
+use support::BedPool;
 use support::{ask, streaming, ECHO, THINKER};
-use support::{Gateway, GatewayOptions, MockModel, OpenCode, OpenCodeOptions, Scenarios, TestBed};
+use support::{Gateway, GatewayOptions, MockModel, OpenCode, OpenCodeOptions, TestBed};
 
 mod ending;
 mod proxy;
@@ -47,47 +48,128 @@ use stream_shape::*;
 const MAIN_CONFIG: &str =
     "[prompt]\nmax_model_retries = 1\ndeadline_secs = 20\nkeepalive_secs = 1\n";
 
-/// Streams through one OpenCode, the gateway reaching it through a proxy that counts its
-/// `GET /event` connections (retry budget 1, deadline 20 s, keep-alive every second).
-#[tokio::test(flavor = "multi_thread")]
-async fn streaming_through_one_event_connection() {
+/// A bed whose gateway reaches OpenCode through a [`Proxy`] that counts its `GET /event`
+/// connections (retry budget 1, deadline 20 s, keep-alive every second).
+struct ProxiedBed {
+    bed: TestBed,
+    proxy: Proxy,
+}
+
+impl BedLogs for ProxiedBed {
+    fn logs(&self) -> String {
+        self.bed.gateway.logs()
+    }
+}
+
+async fn proxied_bed() -> ProxiedBed {
     let mock = MockModel::start().await;
     let opencode = OpenCode::start_with(&mock.base_url(), OpenCodeOptions::default()).await;
     let proxy = Proxy::start(opencode.port()).await;
     let gateway =
         Gateway::start_with(&proxy.url(), GatewayOptions::default().config(MAIN_CONFIG)).await;
-    let mut bed = TestBed::assemble(mock, opencode, gateway);
-    let mut s = Scenarios::new();
-    scenario!(s, basic_stream_shape(&bed));
-    scenario!(s, finish_reason_length(&bed));
-    scenario!(s, stream_equals_non_stream(&bed));
-    scenario!(s, real_streaming(&bed));
-    scenario!(s, reasoning_content(&bed));
-    scenario!(s, include_usage(&bed));
-    scenario!(s, keepalive_comments(&bed));
-    scenario!(s, client_disconnect_aborts(&bed));
-    scenario!(s, model_failure_error_event(&bed));
-    scenario!(s, fifty_streams(&bed, &proxy));
-    // Last: it kills OpenCode.
-    scenario!(s, opencode_killed_mid_stream(&mut bed));
-    s.finish(&bed.gateway.logs());
+    ProxiedBed {
+        bed: TestBed::assemble(mock, opencode, gateway),
+        proxy,
+    }
+}
+
+/// Streams through one OpenCode behind the proxy, one test per behaviour on a shared bed;
+/// OpenCode dying mid-stream has a bed of its own (it kills OpenCode).
+mod streaming_through_one_event_connection {
+    use super::*;
+
+    static BED: BedPool<ProxiedBed> = BedPool::new();
+
+    #[test]
+    fn basic_stream_shape() {
+        BED.run(proxied_bed, |b| super::basic_stream_shape(&b.bed));
+    }
+
+    #[test]
+    fn finish_reason_length() {
+        BED.run(proxied_bed, |b| super::finish_reason_length(&b.bed));
+    }
+
+    #[test]
+    fn stream_equals_non_stream() {
+        BED.run(proxied_bed, |b| super::stream_equals_non_stream(&b.bed));
+    }
+
+    #[test]
+    fn real_streaming() {
+        BED.run(proxied_bed, |b| super::real_streaming(&b.bed));
+    }
+
+    #[test]
+    fn reasoning_content() {
+        BED.run(proxied_bed, |b| super::reasoning_content(&b.bed));
+    }
+
+    #[test]
+    fn include_usage() {
+        BED.run(proxied_bed, |b| super::include_usage(&b.bed));
+    }
+
+    #[test]
+    fn keepalive_comments() {
+        BED.run(proxied_bed, |b| super::keepalive_comments(&b.bed));
+    }
+
+    #[test]
+    fn client_disconnect_aborts() {
+        BED.run(proxied_bed, |b| super::client_disconnect_aborts(&b.bed));
+    }
+
+    #[test]
+    fn model_failure_error_event() {
+        BED.run(proxied_bed, |b| super::model_failure_error_event(&b.bed));
+    }
+
+    #[test]
+    fn fifty_streams() {
+        BED.run(proxied_bed, |b| super::fifty_streams(&b.bed, &b.proxy));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn opencode_killed_mid_stream() {
+        let mut b = proxied_bed().await;
+        super::opencode_killed_mid_stream(&mut b.bed).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Runs that end early: clients leaving, deadlines, shutdown
 // ---------------------------------------------------------------------------------------------
 
-/// How runs end other than by finishing, on one OpenCode: a non-streaming client leaving, a
+/// How runs end other than by finishing: a non-streaming client leaving (on a shared bed), a
 /// silent model hitting the deadline, and graceful shutdown (a stream in flight at SIGTERM
-/// finishes; one outliving the grace period is ended and aborted). Scenarios that need other
-/// settings replace the bed's gateway.
-#[tokio::test(flavor = "multi_thread")]
-async fn runs_end_when_clients_leave_deadlines_pass_or_the_gateway_stops() {
-    let mut bed = Harness::real().start().await;
-    let mut s = Scenarios::new();
-    scenario!(s, non_streaming_disconnect_aborts(&bed));
-    scenario!(s, stream_in_flight_at_sigterm_completes(&mut bed));
-    scenario!(s, deadline_on_a_silent_model(&mut bed));
-    scenario!(s, stream_outliving_the_grace_period(&mut bed));
-    s.finish(&bed.gateway.logs());
+/// finishes; one outliving the grace period is ended and aborted). Tests that need other
+/// settings replace the gateway: each has a bed of its own.
+mod runs_end_when_clients_leave_deadlines_pass_or_the_gateway_stops {
+    use super::*;
+
+    use support::shared::{plain_bed, PLAIN};
+
+    #[test]
+    fn non_streaming_disconnect_aborts() {
+        PLAIN.run(plain_bed, super::non_streaming_disconnect_aborts);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stream_in_flight_at_sigterm_completes() {
+        let mut bed = plain_bed().await;
+        super::stream_in_flight_at_sigterm_completes(&mut bed).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn deadline_on_a_silent_model() {
+        let mut bed = plain_bed().await;
+        super::deadline_on_a_silent_model(&mut bed).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stream_outliving_the_grace_period() {
+        let mut bed = plain_bed().await;
+        super::stream_outliving_the_grace_period(&mut bed).await;
+    }
 }
