@@ -9,11 +9,11 @@ use serde_json::Value;
 use crate::support::in_process::Settings;
 use crate::support::Harness;
 
-/// `(METHOD, /path)` of every `.route("…", get(…).post(…))` in `src/app.rs`, the one table the
-/// router is built from; axum's `{*id}` is OpenAPI's `{id}`.
+/// `(METHOD, /path)` of every `.route("…", get(…).post(…))` in `src/app/mod.rs`, the one table
+/// the router is built from; axum's `{*id}` is OpenAPI's `{id}`.
 fn routed() -> BTreeSet<(String, String)> {
-    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/app.rs"))
-        .expect("read src/app.rs");
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/app/mod.rs"))
+        .expect("read src/app/mod.rs");
     let mut out = BTreeSet::new();
     let mut rest = source.as_str();
     while let Some(at) = rest.find(".route(") {
