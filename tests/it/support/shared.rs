@@ -130,3 +130,12 @@ where
     rx.recv()
         .expect("the shared bed failed to start (its panic is printed above)")
 }
+
+/// Plain beds (`Harness::real()` as it comes), lent to tests of any module that need nothing
+/// else of their bed.
+pub static PLAIN: BedPool<super::TestBed> = BedPool::new();
+
+/// Starts a bed of [`PLAIN`].
+pub async fn plain_bed() -> super::TestBed {
+    super::Harness::real().start().await
+}
