@@ -221,7 +221,14 @@ pub(super) async fn model_failure_error_event(bed: &TestBed) {
 /// 50 concurrent streams each get their own answer, over one upstream event connection (the
 /// hub's: `/status` and the proxy agree) before, during and after the burst.
 pub(super) async fn fifty_streams(bed: &TestBed, proxy: &Proxy) {
-    let (connected, opened) = hub_status(bed).await;
+    // On a bed just started (the pool may lend this test a fresh one) the gateway is ready
+    // before its event stream is: wait for it, then count connections from there.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut connected, mut opened) = hub_status(bed).await;
+    while !connected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (connected, opened) = hub_status(bed).await;
+    }
     assert!(connected, "hub not connected before the burst");
     assert_eq!(opened, 1, "connections_opened before the burst");
     let done = AtomicBool::new(false);
