@@ -20,10 +20,9 @@ use tempfile::TempDir;
 use support::gateway::{test_client, UNUSED_OPENCODE_URL};
 use support::opencode::{opencode_bin, opencode_config};
 use support::procs;
-use support::scenarios::scenario;
 use support::sse::{final_error, SseReader};
 use support::{ask, eventually, reply_of, streaming, Gateway, GatewayOptions, MockModel};
-use support::{Scenarios, ECHO, THINKER, VISION};
+use support::{ECHO, THINKER, VISION};
 
 /// A gateway running its own OpenCode, and what that OpenCode needs.
 struct Embedded {
@@ -140,17 +139,6 @@ impl Embedded {
 // The embedded OpenCode
 // ---------------------------------------------------------------------------------------------
 
-/// Started without `--opencode-url`, the gateway is not ready (503) until its own OpenCode is,
-/// then ready (200), and never flips back while starting.
-async fn readiness_goes_from_503_to_200(e: &Embedded) {
-    let seen = e.wait_ready().await;
-    assert_eq!(
-        seen,
-        [503, 200],
-        "statuses of /health while the embedded OpenCode starts"
-    );
-}
-
 /// `/v1/models` lists the scripted provider's models from the embedded OpenCode's config.
 async fn models_come_from_the_embedded_opencode(e: &Embedded) {
     let (status, v) = e.get("/v1/models").await;
@@ -241,7 +229,7 @@ async fn opencode_is_loopback_and_password_protected(e: &Embedded) {
 /// event (no `[DONE]`) and the in-flight non-streaming request with a 5xx in OpenAI's shape;
 /// OpenCode comes back (a new pid), the gateway is ready again, a chat works, and
 /// `portatek_opencode_restarts_total` counts the restart.
-async fn a_killed_opencode_is_restarted(e: &Embedded) {
+async fn a_killed_opencode_is_restarted_on(e: &Embedded) {
     let old = e.opencode_pid().await;
     let restarts_before = e.metric("portatek_opencode_restarts_total").await;
 
@@ -312,36 +300,93 @@ async fn a_killed_opencode_is_restarted(e: &Embedded) {
     assert_eq!(restarts, restarts_before + 1.0, "restarts counted");
 }
 
-/// One embedded OpenCode through its life: ready, models, chat, protected, killed and back,
-/// and gone after the gateway's SIGTERM (its whole process group).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_opencode_lifecycle() {
-    let mut e = start_embedded().await;
-    let mut s = Scenarios::new();
-    scenario!(s, readiness_goes_from_503_to_200(&e));
-    scenario!(s, models_come_from_the_embedded_opencode(&e));
-    scenario!(s, a_chat_completes(&e));
-    scenario!(s, opencode_is_loopback_and_password_protected(&e));
-    scenario!(s, a_killed_opencode_is_restarted(&e));
+/// An embedded OpenCode's gateway, started and waited for: `readiness` is what `/health` said
+/// while it started.
+struct ReadyEmbedded {
+    e: Embedded,
+    readiness: Vec<u16>,
+}
 
-    // SIGTERM of the gateway stops its OpenCode.
-    let oc = e.opencode_pid().await;
-    let status = e.gw.terminate(Duration::from_secs(20)).await;
+impl support::shared::BedLogs for ReadyEmbedded {
+    fn logs(&self) -> String {
+        self.e.gw.logs()
+    }
+}
+
+async fn ready_embedded() -> ReadyEmbedded {
+    let e = start_embedded().await;
+    let readiness = e.wait_ready().await;
+    ReadyEmbedded { e, readiness }
+}
+
+/// What one embedded OpenCode does while it runs, on a bed the tests share (started once):
+/// ready after it, models and chats from it, loopback and password-protected.
+mod an_embedded_opencode {
+    use super::*;
+
+    static BED: support::BedPool<ReadyEmbedded> = support::BedPool::new();
+
+    /// Started without `--opencode-url`, the gateway is not ready (503) until its own
+    /// OpenCode is, then ready (200), and never flips back while starting.
+    #[test]
+    fn readiness_goes_from_503_to_200() {
+        BED.run(ready_embedded, |b| async move {
+            assert_eq!(
+                b.readiness,
+                [503, 200],
+                "statuses of /health while the embedded OpenCode started"
+            );
+        });
+    }
+
+    #[test]
+    fn models_come_from_the_embedded_opencode() {
+        BED.run(ready_embedded, |b| {
+            super::models_come_from_the_embedded_opencode(&b.e)
+        });
+    }
+
+    #[test]
+    fn a_chat_completes() {
+        BED.run(ready_embedded, |b| super::a_chat_completes(&b.e));
+    }
+
+    #[test]
+    fn opencode_is_loopback_and_password_protected() {
+        BED.run(ready_embedded, |b| {
+            super::opencode_is_loopback_and_password_protected(&b.e)
+        });
+    }
+}
+
+/// A killed embedded OpenCode is restarted, ready again, counted (a bed of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_opencode_is_restarted() {
+    let b = ready_embedded().await;
+    assert_eq!(b.readiness.last(), Some(&200), "{:?}", b.readiness);
+    self::a_killed_opencode_is_restarted_on(&b.e).await;
+}
+
+/// SIGTERM of the gateway stops its OpenCode, and nothing of OpenCode's process group is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_the_gateway_leaves_no_opencode() {
+    let mut b = ready_embedded().await;
+    assert_eq!(b.readiness.last(), Some(&200), "{:?}", b.readiness);
+    let oc = b.e.opencode_pid().await;
+    let status = b.e.gw.terminate(Duration::from_secs(20)).await;
     assert!(
         status.is_some_and(|s| s.success()),
         "the gateway did not exit cleanly after SIGTERM: {status:?}"
     );
-    let gone = procs::wait_gone(oc, Duration::from_secs(5)).await;
+    assert!(
+        procs::wait_gone(oc, Duration::from_secs(5)).await,
+        "OpenCode {oc} still runs after the gateway exited"
+    );
     let left = procs::group_members(oc);
-    s.run("sigterm_leaves_no_opencode", async {
-        assert!(gone, "OpenCode {oc} still runs after the gateway exited");
-        assert!(
-            left.is_empty(),
-            "left in OpenCode's process group: {left:?}"
-        );
-    })
-    .await;
-    s.finish(&e.gw.logs());
+    assert!(
+        left.is_empty(),
+        "left in OpenCode's process group: {left:?}"
+    );
 }
 
 /// SIGKILL of the gateway (no chance to clean up) still takes its OpenCode down: the parent-

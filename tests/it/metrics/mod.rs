@@ -22,18 +22,17 @@ use support::fake_opencode::{ALWAYS, FAKE_ANSWER};
 use support::gateway::test_client;
 use support::opencode::free_port;
 use support::prometheus::{self, Metrics};
-use support::scenarios::scenario;
 use support::sse::{check_ok_stream, SseReader};
 use support::{ask, assert_error, eventually, reply_of, streaming, FakeOpenCode, Gateway};
-use support::{GatewayOptions, Scenarios, ECHO};
+use support::{GatewayOptions, ECHO};
 
 mod traffic;
 
 use traffic::*;
 
-/// One keyed gateway (`sessions.ttl_secs = 1`) whose metrics follow its traffic.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_follow_the_traffic() {
+/// A keyed gateway (`sessions.ttl_secs = 1`) of its own in front of a fake OpenCode, ready:
+/// each test reads its own process's registry, so the numbers are that test's alone.
+async fn keyed_bed() -> Bed {
     let fake = Harness::fake().start().await;
     let gw = Gateway::start_with(
         fake.url(),
@@ -58,15 +57,52 @@ async fn metrics_follow_the_traffic() {
     })
     .await;
     assert!(ready, "the gateway is not ready");
-    let mut s = Scenarios::new();
-    scenario!(s, metrics_need_the_key_and_parse(&b));
-    scenario!(s, a_chat_is_counted(&b));
-    scenario!(s, a_stream_is_active_while_open_and_counted(&b));
-    scenario!(s, client_errors_are_counted(&b));
-    scenario!(s, upstream_errors_are_counted(&b));
-    scenario!(s, evictions_are_counted(&b));
-    scenario!(s, labels_hold_no_secrets(&b));
-    s.finish(&b.gw.logs());
+    b
+}
+
+/// The metrics of a keyed gateway follow its traffic: one test per kind of traffic.
+mod metrics_follow_the_traffic {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn metrics_need_the_key_and_parse() {
+        super::metrics_need_the_key_and_parse(&keyed_bed().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_chat_is_counted() {
+        super::a_chat_is_counted(&keyed_bed().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_is_active_while_open_and_counted() {
+        super::a_stream_is_active_while_open_and_counted(&keyed_bed().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn client_errors_are_counted() {
+        super::client_errors_are_counted(&keyed_bed().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn upstream_errors_are_counted() {
+        super::upstream_errors_are_counted(&keyed_bed().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn evictions_are_counted() {
+        super::evictions_are_counted(&keyed_bed().await).await;
+    }
+
+    /// After the traffic that carries the secrets (a chat, a stream, an unknown model).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn labels_hold_no_secrets() {
+        let b = keyed_bed().await;
+        super::a_chat_is_counted(&b).await;
+        super::a_stream_is_active_while_open_and_counted(&b).await;
+        super::client_errors_are_counted(&b).await;
+        super::labels_hold_no_secrets(&b).await;
+    }
 }
 
 /// With `[metrics] listen`, `/metrics` is served on that address without a key, and nothing

@@ -226,7 +226,7 @@ pub(super) async fn upstream_errors_are_counted(b: &Bed) {
 /// `portatek_session_evictions_total{cause="expired"}`, and its session deleted upstream.
 pub(super) async fn evictions_are_counted(b: &Bed) {
     let expired = [("cause", "expired")];
-    // Earlier scenarios' conversations expire too: let them go first.
+    // Conversations of earlier traffic on this gateway expire too: let them go first.
     let drained = eventually(Duration::from_secs(10), || async {
         b.scrape()
             .await

@@ -10,7 +10,7 @@
 //! - [`surface`]: one OpenCode serving the fixture project (files with known contents, a
 //!   subdirectory, a directory of pages, a git repository, a symlink `out` leading outside),
 //!   with two gateways over it: `locked` (every `admin.allow_*` switch off) and `open`
-//!   (`allow_execution` and `allow_config_patch` on). Scenarios: every route of the surface for
+//!   (`allow_execution` and `allow_config_patch` on). Tests: every route of the surface for
 //!   each key and without one; project scope and traversal attempts; search and listing results
 //!   against the fixture; providers; commands; tools, language servers and formatters; MCP
 //!   servers with a local MCP server the test starts; execution off and on (with its audit

@@ -155,21 +155,29 @@ mod runs_end_when_clients_leave_deadlines_pass_or_the_gateway_stops {
         PLAIN.run(plain_bed, super::non_streaming_disconnect_aborts);
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn stream_in_flight_at_sigterm_completes() {
-        let mut bed = plain_bed().await;
-        super::stream_in_flight_at_sigterm_completes(&mut bed).await;
+    /// Real beds these tests share one at a time: each starts a gateway of its own on it.
+    static ENDINGS: BedPool<support::shared::Mutable> = BedPool::new();
+
+    #[test]
+    fn stream_in_flight_at_sigterm_completes() {
+        ENDINGS.run(support::shared::mutable_bed, |b| async move {
+            let bed = &mut *b.0.lock().await;
+            replace_gateway(bed, "").await;
+            super::stream_in_flight_at_sigterm_completes(bed).await
+        });
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn deadline_on_a_silent_model() {
-        let mut bed = plain_bed().await;
-        super::deadline_on_a_silent_model(&mut bed).await;
+    #[test]
+    fn deadline_on_a_silent_model() {
+        ENDINGS.run(support::shared::mutable_bed, |b| async move {
+            super::deadline_on_a_silent_model(&mut *b.0.lock().await).await
+        });
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn stream_outliving_the_grace_period() {
-        let mut bed = plain_bed().await;
-        super::stream_outliving_the_grace_period(&mut bed).await;
+    #[test]
+    fn stream_outliving_the_grace_period() {
+        ENDINGS.run(support::shared::mutable_bed, |b| async move {
+            super::stream_outliving_the_grace_period(&mut *b.0.lock().await).await
+        });
     }
 }

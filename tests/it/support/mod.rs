@@ -1,7 +1,7 @@
 //! The integration-test bed: a scripted model server ([`mock_model`]), a real `opencode serve`
 //! ([`opencode`]), the gateway binary ([`gateway`]), a fault-injecting fake OpenCode
 //! ([`fake_opencode`]), the router in-process ([`in_process`]), client helpers ([`api`], [`sse`]),
-//! OpenAI schema validation ([`schema`]), shared-bed scenarios ([`scenarios`]), processes in
+//! OpenAI schema validation ([`schema`]), processes in
 //! `/proc` ([`procs`]), the Prometheus text format ([`prometheus`]) and HTTP over raw TCP
 //! ([`raw_http`]).
 //! [`harness::Harness`] starts every kind of bed; [`shared::BedPool`] shares one between tests.
@@ -24,7 +24,6 @@ pub mod raw_http;
 pub mod redis;
 pub mod responses_api;
 pub mod responses_schema;
-pub mod scenarios;
 pub mod schema;
 pub mod shared;
 pub mod sse;
@@ -40,7 +39,6 @@ pub use gateway::{Gateway, GatewayOptions, TestBed};
 pub use harness::Harness;
 pub use mock_model::MockModel;
 pub use opencode::{OpenCode, OpenCodeOptions};
-pub use scenarios::Scenarios;
 pub use shared::BedPool;
 pub use sse::parse_sse_data;
 

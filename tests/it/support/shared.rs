@@ -139,3 +139,21 @@ pub static PLAIN: BedPool<super::TestBed> = BedPool::new();
 pub async fn plain_bed() -> super::TestBed {
     super::Harness::real().start().await
 }
+
+/// A real bed that tests share but mutate (they replace its gateway, restart its OpenCode):
+/// lent to one test at a time, the lock is only ever taken by the test holding it.
+pub struct Mutable(pub tokio::sync::Mutex<super::TestBed>);
+
+impl BedLogs for Mutable {
+    fn logs(&self) -> String {
+        self.0
+            .try_lock()
+            .map(|bed| bed.gateway.logs())
+            .unwrap_or_default()
+    }
+}
+
+/// Starts a [`Mutable`] bed.
+pub async fn mutable_bed() -> Mutable {
+    Mutable(tokio::sync::Mutex::new(plain_bed().await))
+}
