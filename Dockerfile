@@ -7,11 +7,11 @@
 # same non-root user, on a loopback port with a random password. OpenCode keeps its data under
 # HOME (/home/app): mount a volume there (or a tmpfs with --read-only) to keep or discard it.
 #
-# Tests (tests/it/container.rs) build `--target runtime-prebuilt` from a context whose dist/ holds
+# Tests (tests/it/container/) build `--target runtime-prebuilt` from a context whose dist/ holds
 # prebuilt binaries, so that no rust or node image has to be pulled.
 
 # The OpenCode version the gateway is tested with. Must equal the OPENCODE_VERSION file
-# (tests/it/deploy_manifests.rs checks it: a Dockerfile ARG default cannot read a file).
+# (tests/it/deploy_manifests/ checks it: a Dockerfile ARG default cannot read a file).
 ARG OPENCODE_VERSION=1.18.34
 
 # ---- gateway binary ----

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepares what tests/it/container.rs needs on a Debian bookworm machine with no reachable container
+# Prepares what tests/it/container/ needs on a Debian bookworm machine with no reachable container
 # registry: podman + runc from Debian, and the `docker.io/library/debian:bookworm-slim` base image
 # made locally with debootstrap from Debian's packages (the same mirror apt uses).
 #

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs ripgrep from Debian for OpenCode's text search (GET /find, which the gateway serves as
-# /v1/find/text; tests/it/opencode_surface.rs). OpenCode uses `rg` from PATH, else downloads a
+# /v1/find/text; tests/it/opencode_surface/). OpenCode uses `rg` from PATH, else downloads a
 # release from the internet, which no test machine can reach.
 # Idempotent: nothing to do when `rg` is on PATH.
 set -euo pipefail

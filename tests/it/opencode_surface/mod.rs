@@ -73,18 +73,19 @@ use providers_and_tools::*;
 use routes::*;
 
 /// The surface's behaviours. Those that only read share a bed; those that change what the
-/// others read (run shell lines, add MCP servers, patch the config, call every route) have
-/// their own.
+/// others read (run shell lines, add MCP servers, patch the config, call every route) share
+/// another, one test at a time (each checks only what it changed itself).
 mod surface {
     use super::*;
 
     static BED: BedPool<Surface> = BedPool::new();
 
-    /// A private bed for a test that changes it, with the log tail on failure.
+    /// The bed of the tests that change it.
+    static CHANGED: BedPool<Surface> = BedPool::new();
+
+    /// Runs a test that changes its bed on [`CHANGED`]'s.
     fn own_bed<F: std::future::Future<Output = ()>>(test: impl FnOnce(&'static Surface) -> F) {
-        // A pool of its own is a bed of its own: nothing else borrows it.
-        let pool: &'static BedPool<Surface> = Box::leak(Box::new(BedPool::new()));
-        pool.run(surface_bed, test);
+        CHANGED.run(surface_bed, test);
     }
 
     #[test]
@@ -148,19 +149,20 @@ mod surface {
     }
 }
 
-/// Revert/unrevert and summarize: each edits its session's files and history, on its own bed.
+/// Revert/unrevert and summarize: each edits its own session's files and history, on a bed
+/// they share one at a time.
 mod session_extras {
     use super::*;
 
+    static BED: BedPool<Extras> = BedPool::new();
+
     #[test]
     fn revert_and_unrevert_round_trip() {
-        static BED: BedPool<Extras> = BedPool::new();
         BED.run(extras_bed, super::revert_and_unrevert_round_trip);
     }
 
     #[test]
     fn summarize_shrinks_the_history() {
-        static BED: BedPool<Extras> = BedPool::new();
         BED.run(extras_bed, super::summarize_shrinks_the_history);
     }
 }

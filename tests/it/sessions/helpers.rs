@@ -165,7 +165,16 @@ pub(super) async fn turn_two_continues(bed: &TestBed, key: Option<&str>, r1: &st
 /// (the old gateway is killed first, then every upstream session is deleted).
 pub(super) async fn fresh_gateway(bed: &mut TestBed, opts: GatewayOptions) {
     bed.gateway.kill().await;
-    bed.opencode.delete_all_sessions().await;
+    // Requests the killed gateway had in flight may still create sessions for a moment: clear
+    // until OpenCode holds none for half a second (the tests count sessions).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        bed.opencode.delete_all_sessions().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if bed.opencode.session_ids().await.is_empty() || Instant::now() > deadline {
+            break;
+        }
+    }
     bed.gateway = Gateway::start_with(&bed.opencode.url(), opts).await;
 }
 

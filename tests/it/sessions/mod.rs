@@ -2,8 +2,9 @@
 //! `opencode serve` and the scripted mock model.
 //!
 //! One test per behaviour, declared here (their steps, named functions with doc comments, live
-//! in the submodules). Every test has an OpenCode of its own and starts with a fresh gateway on
-//! it ([`fresh_gateway`]): they replace the gateway, restart OpenCode or count its sessions.
+//! in the submodules). The tests of each group share real beds, one test at a time, and every
+//! test starts with a fresh gateway on its bed, all sessions deleted ([`fresh_gateway`]): they
+//! replace the gateway, restart OpenCode or count its sessions.
 //! - [`conversation_pool`]: affinity, seeding, forks, eviction, vanished sessions, shutdown;
 //! - [`session_api`]: keys isolating sessions, the session API, pinned sessions, restarts;
 //! - [`orphan_sweep`]: the sweep of pooled sessions a gateway killed outright left behind, and
@@ -11,7 +12,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
-use crate::support::Harness;
+use crate::support::shared::{mutable_bed, Mutable};
+use crate::support::BedPool;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -48,28 +50,38 @@ use sweep::*;
 mod conversation_pool {
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn pool_keeps_affinity_without_replay_and_cleans_up_on_shutdown() {
-        let mut bed = Harness::real().start().await;
-        super::pool_keeps_affinity_without_replay_and_cleans_up_on_shutdown(&mut bed).await;
+    /// A real bed these tests share one at a time (each starts its own gateway on it).
+    static BED: BedPool<Mutable> = BedPool::new();
+
+    #[test]
+    fn pool_keeps_affinity_without_replay_and_cleans_up_on_shutdown() {
+        BED.run(mutable_bed, |b| async move {
+            super::pool_keeps_affinity_without_replay_and_cleans_up_on_shutdown(
+                &mut *b.0.lock().await,
+            )
+            .await
+        });
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn pool_forks_concurrent_branches() {
-        let mut bed = Harness::real().start().await;
-        super::pool_forks_concurrent_branches(&mut bed).await;
+    #[test]
+    fn pool_forks_concurrent_branches() {
+        BED.run(mutable_bed, |b| async move {
+            super::pool_forks_concurrent_branches(&mut *b.0.lock().await).await
+        });
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn capacity_eviction_deletes_sessions_upstream() {
-        let mut bed = Harness::real().start().await;
-        super::capacity_eviction_deletes_sessions_upstream(&mut bed).await;
+    #[test]
+    fn capacity_eviction_deletes_sessions_upstream() {
+        BED.run(mutable_bed, |b| async move {
+            super::capacity_eviction_deletes_sessions_upstream(&mut *b.0.lock().await).await
+        });
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn vanished_session_falls_back_to_a_seeded_one() {
-        let mut bed = Harness::real().start().await;
-        super::vanished_session_falls_back_to_a_seeded_one(&mut bed).await;
+    #[test]
+    fn vanished_session_falls_back_to_a_seeded_one() {
+        BED.run(mutable_bed, |b| async move {
+            super::vanished_session_falls_back_to_a_seeded_one(&mut *b.0.lock().await).await
+        });
     }
 }
 
@@ -79,22 +91,28 @@ mod conversation_pool {
 mod session_api {
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn keys_isolate_sessions_and_session_api_works() {
-        let mut bed = Harness::real().start().await;
-        super::keys_isolate_sessions_and_session_api_works(&mut bed).await;
+    /// A real bed these tests share one at a time (each starts its own gateway on it).
+    static BED: BedPool<Mutable> = BedPool::new();
+
+    #[test]
+    fn keys_isolate_sessions_and_session_api_works() {
+        BED.run(mutable_bed, |b| async move {
+            super::keys_isolate_sessions_and_session_api_works(&mut *b.0.lock().await).await
+        });
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn ttl_evicts_pooled_sessions_but_not_pinned_ones() {
-        let mut bed = Harness::real().start().await;
-        super::ttl_evicts_pooled_sessions_but_not_pinned_ones(&mut bed).await;
+    #[test]
+    fn ttl_evicts_pooled_sessions_but_not_pinned_ones() {
+        BED.run(mutable_bed, |b| async move {
+            super::ttl_evicts_pooled_sessions_but_not_pinned_ones(&mut *b.0.lock().await).await
+        });
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn explicit_sessions_survive_a_gateway_restart() {
-        let mut bed = Harness::real().start().await;
-        super::explicit_sessions_survive_a_gateway_restart(&mut bed).await;
+    #[test]
+    fn explicit_sessions_survive_a_gateway_restart() {
+        BED.run(mutable_bed, |b| async move {
+            super::explicit_sessions_survive_a_gateway_restart(&mut *b.0.lock().await).await
+        });
     }
 }
 
@@ -109,15 +127,20 @@ mod session_api {
 mod orphan_sweep {
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_hard_killed_gateways_sessions_are_swept() {
-        let mut bed = Harness::real().start().await;
-        super::a_hard_killed_gateways_sessions_are_swept(&mut bed).await;
+    /// A real bed these tests share one at a time (each starts its own gateway on it).
+    static BED: BedPool<Mutable> = BedPool::new();
+
+    #[test]
+    fn a_hard_killed_gateways_sessions_are_swept() {
+        BED.run(mutable_bed, |b| async move {
+            super::a_hard_killed_gateways_sessions_are_swept(&mut *b.0.lock().await).await
+        });
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn live_gateways_keep_their_sessions() {
-        let mut bed = Harness::real().start().await;
-        super::live_gateways_keep_their_sessions(&mut bed).await;
+    #[test]
+    fn live_gateways_keep_their_sessions() {
+        BED.run(mutable_bed, |b| async move {
+            super::live_gateways_keep_their_sessions(&mut *b.0.lock().await).await
+        });
     }
 }
