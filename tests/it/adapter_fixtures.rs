@@ -9,6 +9,26 @@ use portatek_gateway::opencode::Event;
 use portatek_gateway::opencode::RunDecoder;
 use support::mock_model::{self, FAILURE_MESSAGE};
 
+/// A run's decoder (OpenCode 1.18's events → the gateway's) and adapter, fed raw events.
+pub(crate) struct Pipe {
+    pub(crate) decoder: RunDecoder,
+    pub(crate) adapter: Adapter,
+}
+
+impl Pipe {
+    pub(crate) fn new(max_retries: u32, fresh: bool) -> Pipe {
+        Pipe {
+            decoder: RunDecoder::new(None, fresh),
+            adapter: Adapter::new(max_retries),
+        }
+    }
+
+    pub(crate) fn feed(&mut self, event: &Event) -> Vec<Output> {
+        let decoded = self.decoder.feed(event);
+        decoded.iter().flat_map(|e| self.adapter.feed(e)).collect()
+    }
+}
+
 /// The events of a recorded fixture, or `None` (the test is skipped, saying so) when it has not
 /// been recorded yet.
 fn fixture(name: &str) -> Option<Vec<Event>> {
@@ -275,24 +295,4 @@ fn unknown_model_fails_without_a_stack_trace() {
         other => panic!("unknown_model.jsonl must end Failed, got {other:?}"),
     }
     assert_no_user_echo(&ev, &out);
-}
-
-/// A run's decoder (OpenCode 1.18's events → the gateway's) and adapter, fed raw events.
-struct Pipe {
-    decoder: RunDecoder,
-    adapter: Adapter,
-}
-
-impl Pipe {
-    fn new(max_retries: u32, fresh: bool) -> Pipe {
-        Pipe {
-            decoder: RunDecoder::new(None, fresh),
-            adapter: Adapter::new(max_retries),
-        }
-    }
-
-    fn feed(&mut self, event: &Event) -> Vec<Output> {
-        let decoded = self.decoder.feed(event);
-        decoded.iter().flat_map(|e| self.adapter.feed(e)).collect()
-    }
 }

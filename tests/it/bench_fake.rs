@@ -14,10 +14,10 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use crate::adapter_fixtures::Pipe;
 use futures::StreamExt;
-use portatek_gateway::adapter::{Adapter, Output};
+use portatek_gateway::adapter::Output;
 use portatek_gateway::opencode::Event;
-use portatek_gateway::opencode::RunDecoder;
 use serde_json::{json, Value};
 use support::api::send;
 use support::{Gateway, GatewayOptions};
@@ -267,24 +267,4 @@ async fn the_gateway_answers_in_front_of_the_fast_fake() {
     assert!(code.is_success(), "GET /status: {code} {status}");
     assert_eq!(status["events"]["connections_opened"], 1, "{status}");
     assert_eq!(fake.counters().event_connections_open.load(Relaxed), 1);
-}
-
-/// A run's decoder (OpenCode 1.18's events → the gateway's) and adapter, fed raw events.
-struct Pipe {
-    decoder: RunDecoder,
-    adapter: Adapter,
-}
-
-impl Pipe {
-    fn new(max_retries: u32, fresh: bool) -> Pipe {
-        Pipe {
-            decoder: RunDecoder::new(None, fresh),
-            adapter: Adapter::new(max_retries),
-        }
-    }
-
-    fn feed(&mut self, event: &Event) -> Vec<Output> {
-        let decoded = self.decoder.feed(event);
-        decoded.iter().flat_map(|e| self.adapter.feed(e)).collect()
-    }
 }
