@@ -429,13 +429,21 @@ async fn overload_is_refused_fast_and_nothing_fails_after_starting() {
     );
     assert!(over.refused > 0, "1,000 clients were all admitted");
     // A debug build on two cores shared with 1,000 client tasks that wake together (one
-    // `Retry-After` for all): the bounds are loose here; a refusal never waits in the gateway
-    // past `admission.queue_timeout_ms` (the unit tests), and BENCHMARKS.md's overload row has
-    // the release figures.
+    // `Retry-After` for all) and with another test: a refused request may have waited in the
+    // queue up to `admission.queue_timeout_ms` (2 s by default) while OpenCode still looked
+    // healthy, so the bound is that wait plus slack for the client's own tasks — never the
+    // stream deadline a request hit before admission control. The unit tests pin the queue's
+    // timing; BENCHMARKS.md's overload row has the release figures.
+    let queue_timeout = Duration::from_secs(2);
     assert!(
-        over.refusal_quantile(0.5) < Duration::from_secs(1),
+        over.refusal_quantile(0.5) < queue_timeout + Duration::from_millis(500),
         "refusals took {:?} (median)",
         over.refusal_quantile(0.5)
+    );
+    assert!(
+        over.refusal_quantile(0.99) < queue_timeout + Duration::from_secs(5),
+        "refusals took {:?} (p99)",
+        over.refusal_quantile(0.99)
     );
     assert!(
         rate >= 0.4 * best_rate,
