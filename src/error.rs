@@ -93,6 +93,10 @@ pub enum ApiError {
         /// Machine-readable code.
         code: &'static str,
     },
+    /// 501: the upstream's OpenCode version has no such feature (2.x dropped todo, share,
+    /// code search, LSP…); the message names the version.
+    #[error("{0}")]
+    NotImplemented(String),
     /// 500: a bug in the gateway.
     #[error("{0}")]
     Internal(String),
@@ -163,6 +167,7 @@ impl ApiError {
             }
             ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Http { status, .. } => *status,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -197,6 +202,7 @@ impl ApiError {
             ApiError::Unavailable(_) => Some("upstream_unavailable"),
             ApiError::UpstreamTimeout(_) => Some("upstream_timeout"),
             ApiError::Overloaded { .. } => Some("overloaded"),
+            ApiError::NotImplemented(_) => Some("not_supported_by_upstream"),
             ApiError::Internal(_) => None,
         }
     }

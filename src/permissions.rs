@@ -205,6 +205,7 @@ impl Permissions {
     pub async fn reply(
         &self,
         kind: &str,
+        session: &str,
         id: &str,
         reply: &str,
         answers: Option<&Value>,
@@ -213,11 +214,15 @@ impl Permissions {
         let message = "The gateway's permission policy does not allow this.";
         let client = self.client.in_directory(directory);
         match (kind, reply, answers) {
-            ("question", _, Some(answers)) => client.reply_question(id, answers).await?,
-            ("question", _, None) => client.reject_question(id).await?,
-            (_, "reject", _) => client.reply_permission(id, "reject", Some(message)).await?,
+            ("question", _, Some(answers)) => client.reply_question(session, id, answers).await?,
+            ("question", _, None) => client.reject_question(session, id).await?,
+            (_, "reject", _) => {
+                client
+                    .reply_permission(session, id, "reject", Some(message))
+                    .await?
+            }
             // `always` would become a rule of the whole project upstream: see the module docs.
-            (_, _, _) => client.reply_permission(id, "once", None).await?,
+            (_, _, _) => client.reply_permission(session, id, "once", None).await?,
         }
         Ok(())
     }
@@ -250,7 +255,14 @@ impl Permissions {
                 tracing::info!(id = %expired.id, session = %expired.session_id, "nobody answered the permission request in time; rejecting it");
                 let dir = expired.directory.as_deref();
                 if let Err(e) = this
-                    .reply(expired.kind, &expired.id, "reject", None, dir)
+                    .reply(
+                        expired.kind,
+                        &expired.session_id,
+                        &expired.id,
+                        "reject",
+                        None,
+                        dir,
+                    )
                     .await
                 {
                     tracing::warn!(error = %e, "could not reject an unanswered permission request");
@@ -303,6 +315,7 @@ impl Permissions {
         })?;
         self.reply(
             pending.kind,
+            &pending.session_id,
             id,
             reply,
             answers,
@@ -339,7 +352,10 @@ impl Permissions {
         };
         for p in covered {
             let dir = p.directory.as_deref();
-            if let Err(e) = self.reply(p.kind, &p.id, "once", None, dir).await {
+            if let Err(e) = self
+                .reply(p.kind, &p.session_id, &p.id, "once", None, dir)
+                .await
+            {
                 tracing::warn!(error = %e, "could not answer a permission request granted by `always`");
             }
         }

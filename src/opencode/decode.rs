@@ -41,9 +41,54 @@ struct Part {
     sent: String,
 }
 
-/// Per-run decoding state.
+/// A run's decoder, for the API its upstream speaks.
 #[derive(Debug)]
-pub struct RunDecoder {
+pub enum RunDecoder {
+    /// OpenCode 1.x.
+    V1(V1Decoder),
+    /// OpenCode 2.x.
+    V2(super::v2::decode::Decoder),
+}
+
+impl RunDecoder {
+    /// A 1.x decoder (see [`V1Decoder::new`]).
+    pub fn new(history_end: Option<String>, fresh: bool) -> RunDecoder {
+        RunDecoder::V1(V1Decoder::new(history_end, fresh))
+    }
+
+    /// A 2.x decoder.
+    pub fn v2() -> RunDecoder {
+        RunDecoder::V2(Default::default())
+    }
+
+    /// The id of this run's user message, once the run is under way.
+    pub fn user_message_id(&self) -> Option<&str> {
+        match self {
+            RunDecoder::V1(d) => d.user_message_id(),
+            RunDecoder::V2(d) => d.user_message_id(),
+        }
+    }
+
+    /// The id of this run's newest assistant message.
+    pub fn last_assistant_id(&self) -> Option<&str> {
+        match self {
+            RunDecoder::V1(d) => d.last_assistant_id(),
+            RunDecoder::V2(d) => d.last_assistant_id(),
+        }
+    }
+
+    /// Decodes one event of the run's session.
+    pub fn feed(&mut self, event: &Event) -> Vec<RunEvent> {
+        match self {
+            RunDecoder::V1(d) => d.feed(event),
+            RunDecoder::V2(d) => d.feed(event),
+        }
+    }
+}
+
+/// Per-run decoding state of a 1.x run.
+#[derive(Debug)]
+pub struct V1Decoder {
     history_end: Option<String>,
     fresh: bool,
     user_message: Option<String>,
@@ -53,11 +98,11 @@ pub struct RunDecoder {
     started: bool,
 }
 
-impl RunDecoder {
+impl V1Decoder {
     /// A decoder for a run whose messages are newer than `history end`, on a session created for it
     /// (`fresh`) or reused.
-    pub fn new(history_end: Option<String>, fresh: bool) -> RunDecoder {
-        RunDecoder {
+    pub fn new(history_end: Option<String>, fresh: bool) -> V1Decoder {
+        V1Decoder {
             history_end,
             fresh,
             user_message: None,

@@ -30,6 +30,10 @@ pub enum UpstreamError {
     /// A success status with a body we could not understand.
     #[error("bad response: {0}")]
     Decode(String),
+    /// The server's API version has no such call (OpenCode 2.x dropped todo, share, code
+    /// search, LSP…): what, and the version.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl UpstreamError {
@@ -57,6 +61,7 @@ impl UpstreamError {
             UpstreamError::Status { status, .. } if *status >= 500 => "status_5xx",
             UpstreamError::Status { .. } => "status_4xx",
             UpstreamError::Decode(_) => "decode",
+            UpstreamError::Unsupported(_) => "unsupported",
         }
     }
 
@@ -77,7 +82,9 @@ impl UpstreamError {
             | UpstreamError::Unreachable(_)
             | UpstreamError::Timeout(_) => true,
             UpstreamError::Status { status, .. } => *status >= 500,
-            UpstreamError::NotFound(_) | UpstreamError::Decode(_) => false,
+            UpstreamError::NotFound(_)
+            | UpstreamError::Decode(_)
+            | UpstreamError::Unsupported(_) => false,
         }
     }
 }
@@ -178,6 +185,7 @@ impl From<UpstreamError> for ApiError {
             UpstreamError::Decode(m) => {
                 ApiError::Upstream(format!("OpenCode sent an unexpected answer: {m}"))
             }
+            UpstreamError::Unsupported(m) => ApiError::NotImplemented(m),
         }
     }
 }

@@ -19,6 +19,7 @@
 //! model list, session lookup/delete on any transient failure; session create and fork only
 //! when the request surely created nothing), prompts never are.
 
+mod api;
 mod decode;
 mod error;
 pub mod events;
@@ -31,13 +32,17 @@ mod sse;
 mod surface;
 mod transport;
 mod types;
+mod v2;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
 
 use crate::config::OpenCodeConfig;
 
+pub use api::Api;
+use api::ApiCell;
 pub use decode::RunDecoder;
 pub use error::{error_message, public_message, upstream_message, UpstreamError};
 pub use server::McpConnection;
@@ -57,6 +62,8 @@ pub struct OpenCodeClient {
     directory: Option<String>,
     timeout: Duration,
     retry_attempts: u32,
+    /// The API the server speaks (probed; shared by every clone).
+    api: Arc<ApiCell>,
 }
 
 impl OpenCodeClient {
@@ -86,6 +93,7 @@ impl OpenCodeClient {
             directory: config.directory.clone(),
             timeout: config.request_timeout,
             retry_attempts: config.retry_attempts.max(1),
+            api: Arc::new(ApiCell::default()),
         })
     }
 
@@ -97,5 +105,30 @@ impl OpenCodeClient {
             scoped.directory = Some(dir.to_string());
         }
         scoped
+    }
+
+    /// The API the server was last seen speaking (`None` before the first probe).
+    pub fn detected_api(&self) -> Option<Api> {
+        self.api.get()
+    }
+
+    /// The version the server last reported (`1.18.34`, `2.1.2`).
+    pub fn detected_version(&self) -> Option<String> {
+        self.api.version()
+    }
+
+    /// The API to speak: the one detected, probed now if none was yet (1.x when the probe
+    /// fails: the call then fails on its own).
+    pub(crate) async fn api(&self) -> Api {
+        if let Some(api) = self.api.get() {
+            return api;
+        }
+        let _ = self.health(self.timeout.min(Duration::from_secs(10))).await;
+        self.api.get().unwrap_or_default()
+    }
+
+    /// Whether the server speaks 2.x (probing it first if unknown).
+    pub(crate) async fn is_v2(&self) -> bool {
+        self.api().await == Api::V2
     }
 }

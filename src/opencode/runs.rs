@@ -4,24 +4,31 @@
 
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use reqwest::Method;
 use serde_json::Value;
 
 use super::{
-    is_sync_frame, sse, types, Event, Frame, OpenCodeClient, Prompt, RunDecoder, UpstreamError,
+    is_sync_frame, sse, types, Api, Event, Frame, OpenCodeClient, Prompt, RunDecoder, UpstreamError,
 };
 
 impl OpenCodeClient {
     /// A decoder of one run's events (see [`RunDecoder`]): its messages are those newer than
     /// `history end`, on a session created for it (`fresh`) or reused.
     pub fn run_decoder(&self, history_end: Option<String>, fresh: bool) -> RunDecoder {
-        RunDecoder::new(history_end, fresh)
+        match self.detected_api() {
+            Some(Api::V2) => RunDecoder::v2(),
+            _ => RunDecoder::new(history_end, fresh),
+        }
     }
 
     /// Starts a run of `prompt` on session `id` (1.18: `POST /session/:id/prompt_async`; never
     /// retried).
     pub async fn prompt_async(&self, id: &str, prompt: &Prompt) -> Result<(), UpstreamError> {
+        if self.is_v2().await {
+            return self.v2_prompt(id, prompt).await;
+        }
         let body = types::PromptBody::from(prompt);
         let rb = self
             .request(Method::POST, &format!("session/{id}/prompt_async"))
@@ -38,6 +45,9 @@ impl OpenCodeClient {
 
     /// `POST /session/:id/abort`.
     pub async fn abort(&self, id: &str) -> Result<(), UpstreamError> {
+        if self.is_v2().await {
+            return self.v2_interrupt(id).await;
+        }
         let _: Value = self
             .json(
                 "abort session",
@@ -49,13 +59,17 @@ impl OpenCodeClient {
     }
 
     /// `POST /permission/:id/reply {reply, message?}`: answers a pending permission request
-    /// (`once`, `always` or `reject`).
+    /// (`once`, `always` or `reject`) of `session` (2.x names it in the path).
     pub async fn reply_permission(
         &self,
+        session: &str,
         id: &str,
         reply: &str,
         message: Option<&str>,
     ) -> Result<(), UpstreamError> {
+        if self.is_v2().await {
+            return self.v2_reply_permission(session, id, reply, message).await;
+        }
         let mut body = serde_json::json!({ "reply": reply });
         if let Some(m) = message {
             body["message"] = Value::String(m.to_string());
@@ -74,6 +88,9 @@ impl OpenCodeClient {
     /// `GET /session/status`: how many sessions of this client's directory are busy (or
     /// retrying) now.
     pub async fn busy_sessions(&self) -> Result<usize, UpstreamError> {
+        if self.is_v2().await {
+            return self.v2_busy_sessions().await;
+        }
         let status: serde_json::Map<String, Value> = self
             .json(
                 "session status",
@@ -88,7 +105,15 @@ impl OpenCodeClient {
     }
 
     /// `POST /question/:id/reply {answers}`: answers a question of the agent.
-    pub async fn reply_question(&self, id: &str, answers: &Value) -> Result<(), UpstreamError> {
+    pub async fn reply_question(
+        &self,
+        session: &str,
+        id: &str,
+        answers: &Value,
+    ) -> Result<(), UpstreamError> {
+        if self.is_v2().await {
+            return self.v2_reply_form(session, id, answers).await;
+        }
         let body = serde_json::json!({ "answers": answers });
         let _: Value = self
             .json(
@@ -102,7 +127,10 @@ impl OpenCodeClient {
     }
 
     /// `POST /question/:id/reject`: declines a question of the agent.
-    pub async fn reject_question(&self, id: &str) -> Result<(), UpstreamError> {
+    pub async fn reject_question(&self, session: &str, id: &str) -> Result<(), UpstreamError> {
+        if self.is_v2().await {
+            return self.v2_dismiss_form(session, id).await;
+        }
         let _: Value = self
             .json(
                 "reject question",
@@ -119,11 +147,20 @@ impl OpenCodeClient {
     ///
     /// Only the connect and the response headers are bounded (by `headers_within`); the body is a
     /// long-lived stream whose liveness the caller watches (OpenCode sends a heartbeat every 10 s).
+    ///
+    /// Every (re)connect first asks the server which API it speaks (see [`super::api`]): an
+    /// upstream replaced by another OpenCode version is followed in its own API.
     pub async fn events(
         &self,
         headers_within: Duration,
-    ) -> Result<impl Stream<Item = Result<Event, UpstreamError>> + Send + 'static, UpstreamError>
-    {
+    ) -> Result<BoxStream<'static, Result<Event, UpstreamError>>, UpstreamError> {
+        let api = match self.health(headers_within).await {
+            Ok(h) => h.api,
+            Err(_) => self.api().await,
+        };
+        if api == Api::V2 {
+            return Ok(self.v2_events(headers_within).await?.boxed());
+        }
         let subscribe = |path: &str| {
             let rb = self
                 .request(Method::GET, path)
@@ -135,8 +172,8 @@ impl OpenCodeClient {
             other => other,
         }
         .map_err(|_| UpstreamError::Timeout("subscribe to events".into()))??;
-        Ok(
-            sse::data_of_events(resp.bytes_stream()).filter_map(|item| async move {
+        Ok(sse::data_of_events(resp.bytes_stream())
+            .filter_map(|item| async move {
                 match item {
                     Ok(data) if data.trim().is_empty() || is_sync_frame(&data) => None,
                     Ok(data) => Some(
@@ -152,7 +189,7 @@ impl OpenCodeClient {
                     ),
                     Err(e) => Some(Err(e)),
                 }
-            }),
-        )
+            })
+            .boxed())
     }
 }

@@ -6,7 +6,21 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::Value;
 
-use super::{Health, OpenCodeClient, Providers, UpstreamError};
+use super::{Api, Health, OpenCodeClient, Providers, UpstreamError};
+
+/// Whether a health call's failure means the server speaks the other API (an HTML page
+/// instead of JSON, a 404 or 405), not that it is down.
+fn answered_another_api(e: &UpstreamError) -> bool {
+    matches!(
+        e,
+        UpstreamError::Decode(_)
+            | UpstreamError::NotFound(_)
+            | UpstreamError::Status {
+                status: 404 | 405,
+                ..
+            }
+    )
+}
 
 /// Whether OpenCode connected to an MCP server it was given.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,25 +32,59 @@ pub enum McpConnection {
 }
 
 impl OpenCodeClient {
-    /// `GET /global/health` with its own short timeout (retried within that budget).
+    /// Whether the server is healthy, and which API and version it speaks, with its own short
+    /// timeout (retried within it): `GET /global/health` answering JSON is 1.x, `GET /api/info`
+    /// answering JSON is 2.x (the API seen last is asked first). An HTML page — what 2.x
+    /// answers on 1.x paths — is never health. Records what it found for every clone.
     pub async fn health(&self, timeout: Duration) -> Result<Health, UpstreamError> {
         let call = async {
-            self.retrying("health", || {
-                self.json(
-                    "health",
-                    self.request(Method::GET, "global/health"),
-                    timeout,
-                )
-            })
-            .await
+            let first = self.api.get().unwrap_or_default();
+            let other = match first {
+                Api::V1 => Api::V2,
+                Api::V2 => Api::V1,
+            };
+            match self.probe(first, timeout).await {
+                Err(e) if answered_another_api(&e) => match self.probe(other, timeout).await {
+                    Err(e2) if answered_another_api(&e2) => Err(UpstreamError::Decode(
+                        "health: neither /global/health (OpenCode 1.x) nor /api/info (2.x) \
+                         answered with JSON (an HTML page is not health)"
+                            .into(),
+                    )),
+                    other => other,
+                },
+                result => result,
+            }
         };
         tokio::time::timeout(timeout, call).await.map_err(|_| {
             UpstreamError::Timeout(format!("health check took longer than {timeout:?}"))
         })?
     }
 
+    /// One API's health call; records the API when it answers.
+    async fn probe(&self, api: Api, timeout: Duration) -> Result<Health, UpstreamError> {
+        let mut health = match api {
+            Api::V1 => {
+                self.retrying("health", || {
+                    self.json::<Health>(
+                        "health",
+                        self.request(Method::GET, "global/health"),
+                        timeout,
+                    )
+                })
+                .await?
+            }
+            Api::V2 => self.v2_info(timeout).await?,
+        };
+        health.api = api;
+        self.api.set(api, health.version.as_deref());
+        Ok(health)
+    }
+
     /// `GET /config/providers`.
     pub async fn providers(&self) -> Result<Providers, UpstreamError> {
+        if self.is_v2().await {
+            return self.v2_providers().await;
+        }
         self.retrying("list providers", || {
             self.json(
                 "list providers",
@@ -59,6 +107,9 @@ impl OpenCodeClient {
         secret: &str,
         call_timeout: Duration,
     ) -> Result<McpConnection, UpstreamError> {
+        if self.is_v2().await {
+            return self.v2_register_mcp(name, url, secret, call_timeout).await;
+        }
         let config = serde_json::json!({
             "type": "remote",
             "url": url,
@@ -89,6 +140,9 @@ impl OpenCodeClient {
     /// `POST /mcp {name, config}`: adds a remote MCP server at run time (OpenCode's admin
     /// surface passes its own config through).
     pub async fn add_mcp(&self, name: &str, config: &Value) -> Result<Value, UpstreamError> {
+        if self.is_v2().await {
+            return self.v2_add_mcp(name, config).await;
+        }
         let body = serde_json::json!({ "name": name, "config": config });
         // Replacing a server is idempotent: safe to resend.
         self.retrying("add MCP server", || {
@@ -105,6 +159,9 @@ impl OpenCodeClient {
     /// in-memory state: saved permission approvals, run-time MCP servers…); the next call
     /// there starts a fresh one.
     pub async fn dispose_instance(&self) -> Result<(), UpstreamError> {
+        if self.is_v2().await {
+            return Err(self.v2_gone("Resetting an OpenCode instance"));
+        }
         let _: Value = self
             .json(
                 "dispose instance",
@@ -117,6 +174,9 @@ impl OpenCodeClient {
 
     /// `GET /agent`: the agents OpenCode knows (`[{name, description, mode, …}]`).
     pub async fn agents(&self) -> Result<Vec<Value>, UpstreamError> {
+        if self.is_v2().await {
+            return self.v2_agents().await;
+        }
         self.retrying("list agents", || {
             self.json(
                 "list agents",

@@ -27,6 +27,9 @@ impl OpenCodeClient {
         title: &str,
         metadata: &Value,
     ) -> Result<Session, UpstreamError> {
+        if self.is_v2().await {
+            return self.v2_create_session(title, metadata).await;
+        }
         let body = serde_json::json!({ "title": title, "metadata": metadata });
         self.retrying_creation("create session", || {
             self.json(
@@ -47,6 +50,12 @@ impl OpenCodeClient {
         limit: usize,
         since_ms: Option<u64>,
     ) -> Result<Vec<Session>, UpstreamError> {
+        if self.is_v2().await {
+            return self
+                .v2_list_sessions(search, limit, since_ms, None)
+                .await
+                .map(|p| p.sessions);
+        }
         let mut query = vec![("search", search.to_string()), ("limit", limit.to_string())];
         if let Some(ms) = since_ms {
             query.push(("start", ms.to_string()));
@@ -74,6 +83,9 @@ impl OpenCodeClient {
         since: Option<u64>,
         before: Option<u64>,
     ) -> Result<SessionPage, UpstreamError> {
+        if self.is_v2().await {
+            return self.v2_list_sessions(search, limit, since, before).await;
+        }
         let mut query = vec![("search", search.to_string()), ("limit", limit.to_string())];
         if let Some(ms) = since {
             query.push(("start", ms.to_string()));
@@ -152,6 +164,9 @@ impl OpenCodeClient {
         id: &str,
         metadata: &Value,
     ) -> Result<(), UpstreamError> {
+        if self.is_v2().await {
+            return self.v2_set_metadata(id, metadata).await;
+        }
         let body = serde_json::json!({ "metadata": metadata });
         self.retrying("update session", || async {
             let _: Value = self
@@ -169,6 +184,9 @@ impl OpenCodeClient {
 
     /// `GET /session/:id`.
     pub async fn session(&self, id: &str) -> Result<Session, UpstreamError> {
+        if self.is_v2().await {
+            return self.v2_session(id).await;
+        }
         self.retrying("get session", || {
             self.json(
                 "get session",
@@ -181,6 +199,9 @@ impl OpenCodeClient {
 
     /// `DELETE /session/:id`.
     pub async fn delete_session(&self, id: &str) -> Result<(), UpstreamError> {
+        if self.is_v2().await {
+            return self.v2_delete_session(id).await;
+        }
         self.retrying("delete session", || async {
             let _: Value = self
                 .json(
@@ -196,6 +217,9 @@ impl OpenCodeClient {
 
     /// `POST /session/:id/fork`, optionally up to (excluding) a message.
     pub async fn fork(&self, id: &str, message_id: Option<&str>) -> Result<Session, UpstreamError> {
+        if self.is_v2().await {
+            return self.v2_fork(id, message_id).await;
+        }
         let body = match message_id {
             Some(m) => serde_json::json!({ "messageID": m }),
             None => serde_json::json!({}),
@@ -213,6 +237,9 @@ impl OpenCodeClient {
 
     /// `GET /session/:id/message`: the history as `[{info, parts}]`.
     pub async fn messages(&self, id: &str) -> Result<Vec<Value>, UpstreamError> {
+        if self.is_v2().await {
+            return self.v2_messages(id).await;
+        }
         self.retrying("list messages", || {
             self.json(
                 "list messages",
@@ -225,6 +252,9 @@ impl OpenCodeClient {
 
     /// The id of a session's newest message (None for an empty session).
     pub async fn newest_message_id(&self, id: &str) -> Result<Option<String>, UpstreamError> {
+        if self.is_v2().await {
+            return self.v2_newest_message_id(id).await;
+        }
         let messages = self.messages(id).await?;
         Ok(messages
             .iter()

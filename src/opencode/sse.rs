@@ -7,8 +7,9 @@
 //! lines of each event, so this reader does just that, on bytes, with one scan per chunk.
 //!
 //! What it follows of the SSE format: lines end with `\n` or `\r\n`; a blank line ends an event;
-//! `data:` lines (one optional space after the colon) are joined with `\n`; comments (`:`…) and
-//! other fields (`event`, `id`, `retry`) are skipped; an event cut off by the end of the stream
+//! `data:` lines (one optional space after the colon) are joined with `\n`; a comment (`:`…, 2.x's
+//! heartbeat) between events is handed out as an empty event; other fields (`event`, `id`,
+//! `retry`) are skipped; an event cut off by the end of the stream
 //! is dropped. (Lines ended by a lone `\r` are not split: OpenCode never sends them.) A line
 //! longer than [`MAX_LINE`] ends the stream with an error instead of growing memory.
 
@@ -112,8 +113,16 @@ impl Lines {
             }
             return Ok(());
         }
+        if line.first() == Some(&b':') {
+            // A comment: OpenCode 2.x's heartbeat. Handed out as an empty event between
+            // events, so that a reader watching for silence sees the stream alive.
+            if !self.has_data {
+                self.ready.push_back(String::new());
+            }
+            return Ok(());
+        }
         let Some(value) = line.strip_prefix(b"data") else {
-            return Ok(()); // a comment or another field
+            return Ok(()); // another field
         };
         let value = match value {
             [] => value,
@@ -159,7 +168,11 @@ mod tests {
         let whole = events(&[stream]);
         assert_eq!(
             whole,
-            vec!["{\"text\":\"é ü\"}".to_string(), "two".to_string()]
+            vec![
+                "{\"text\":\"é ü\"}".to_string(),
+                String::new(),
+                "two".to_string()
+            ]
         );
         for cut in 0..stream.len() {
             let (a, b) = stream.split_at(cut);
@@ -170,8 +183,17 @@ mod tests {
     }
 
     #[test]
-    fn comments_other_fields_and_empty_events_give_nothing() {
-        assert!(events(&[b": ping\n\nretry: 5\n\ndatax: no\n\n\n\n"]).is_empty());
+    fn comments_are_heartbeats_and_other_fields_give_nothing() {
+        assert_eq!(
+            events(&[b": ping\n\nretry: 5\n\ndatax: no\n\n\n\n"]),
+            vec![String::new()],
+            "the comment, as an empty event"
+        );
+        assert_eq!(
+            events(&[b"data: a\n: inside\ndata: b\n\n"]),
+            vec!["a\nb".to_string()],
+            "a comment inside an event is no heartbeat"
+        );
         assert_eq!(events(&[b"data\n\n"]), vec![String::new()]);
     }
 

@@ -15,6 +15,9 @@ pub struct Health {
     /// OpenCode's version.
     #[serde(default)]
     pub version: Option<String>,
+    /// The server API it speaks (known from which health call answered).
+    #[serde(skip)]
+    pub api: super::Api,
 }
 
 /// `GET /config/providers`.
@@ -309,6 +312,7 @@ impl Event {
         p.get("sessionID")
             .or_else(|| p.get("info").and_then(|i| i.get("sessionID")))
             .or_else(|| p.get("part").and_then(|i| i.get("sessionID")))
+            .or_else(|| p.get("form").and_then(|i| i.get("sessionID")))
             .and_then(Value::as_str)
     }
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::app::state::AppState;
 
-/// Readiness: 200 when OpenCode's `/global/health` answers and the shared event stream is
+/// Readiness: 200 when OpenCode's health call (`/global/health` on 1.x, `/api/info` on 2.x) answers and the shared event stream is
 /// connected (both within the health timeout), else 503 with the reason.
 #[utoipa::path(
     get,
@@ -31,7 +31,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     let (status, opencode) = match health {
         Ok(h) if h.healthy => (
             if events_up { "ok" } else { "unavailable" },
-            json!({ "healthy": true, "version": h.version }),
+            json!({ "healthy": true, "version": h.version, "api": h.api.label() }),
         ),
         Ok(_) => (
             "unavailable",
@@ -102,7 +102,13 @@ pub async fn status(
             .upstreams
             .all()
             .iter()
-            .map(|b| json!({ "name": b.name, "state": b.breaker.state().label() }))
+            .map(|b| {
+                json!({
+                    "name": b.name,
+                    "state": b.breaker.state().label(),
+                    "opencode": { "version": b.client.detected_version() },
+                })
+            })
             .collect();
         return Json(json!({
             "upstreams": upstreams,
@@ -123,6 +129,10 @@ pub async fn status(
                 "events_connected": b.hub.is_connected(),
                 "remembered": b.sessions.conversations.remembered(),
                 "admission": b.admission.snapshot(),
+                "opencode": {
+                    "api": b.client.detected_api().map(|a| a.label()),
+                    "version": b.client.detected_version(),
+                },
             })
         })
         .collect();

@@ -58,8 +58,14 @@ fn sample_state(state: &AppState) {
             .set(a.queued as f64);
         metrics::counter!("portatek_admission_admitted_total", "upstream" => name.clone())
             .absolute(a.admitted);
-        metrics::counter!("portatek_admission_wait_seconds_total", "upstream" => name)
+        metrics::counter!("portatek_admission_wait_seconds_total", "upstream" => name.clone())
             .absolute(a.waited_secs as u64);
+        // Which OpenCode each upstream runs (an info series: its labels are the facts).
+        if let Some(api) = b.client.detected_api() {
+            let version = b.client.detected_version().unwrap_or_default();
+            metrics::gauge!("portatek_upstream_opencode_info", "upstream" => name, "api" => api.label(), "version" => version)
+                .set(1.0);
+        }
     }
     if state.upstreams.is_single() {
         return;

@@ -34,11 +34,18 @@ impl Run {
                     .unwrap_or_default()
             }
         };
-        let (permissions, id, directory) =
-            (permissions.clone(), ask.id.clone(), ask.directory.clone());
+        let (permissions, id, session, directory) = (
+            permissions.clone(),
+            ask.id.clone(),
+            ask.session_id.clone(),
+            ask.directory.clone(),
+        );
         self.backend.sessions.upstream().spawn_cleanup(async move {
             let dir = directory.as_deref();
-            if let Err(e) = permissions.reply(kind, &id, reply, None, dir).await {
+            if let Err(e) = permissions
+                .reply(kind, &session, &id, reply, None, dir)
+                .await
+            {
                 tracing::warn!(error = %e, "could not answer a permission request");
             }
         });

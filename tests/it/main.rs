@@ -25,6 +25,7 @@ mod layers;
 mod metrics;
 mod openapi_fuzz;
 mod opencode_surface;
+mod opencode_v2;
 mod outages;
 mod parsing_props;
 mod rate_limits;

@@ -71,6 +71,17 @@ impl Real {
         self
     }
 
+    /// OpenCode 2.x instead of 1.x (with a password, which 2.x always wants, given to the
+    /// gateway too).
+    pub fn v2(mut self) -> Self {
+        let extra = std::mem::take(&mut self.opencode.extra_config);
+        self.opencode = OpenCodeOptions {
+            extra_config: extra,
+            ..OpenCodeOptions::v2("v2-test-password")
+        };
+        self
+    }
+
     /// Deep-merged into OpenCode's `opencode.json` (and the extra projects' ones).
     pub fn opencode_config(mut self, extra: Value) -> Self {
         self.opencode.extra_config = extra;
@@ -137,10 +148,24 @@ impl Real {
                 .collect();
             (dirs, Some(root))
         };
-        let opts = match self.gateway_for {
+        let mut opts = match self.gateway_for {
             Some(f) => f(&dirs),
             None => self.gateway,
         };
+        if let Some(pw) = self
+            .opencode
+            .password
+            .as_deref()
+            .filter(|_| self.opencode.v2)
+        {
+            if !opts
+                .env
+                .iter()
+                .any(|(k, _)| k == "OPENCODE_SERVER_PASSWORD")
+            {
+                opts = opts.env("OPENCODE_SERVER_PASSWORD", pw);
+            }
+        }
         let gateway = Gateway::start_with(&opencode.url(), opts).await;
         let mut bed = TestBed::assemble(mock, opencode, gateway);
         bed.projects = dirs;

@@ -38,7 +38,7 @@ pub use fake_opencode::FakeOpenCode;
 pub use gateway::{Gateway, GatewayOptions, TestBed};
 pub use harness::Harness;
 pub use mock_model::MockModel;
-pub use opencode::{OpenCode, OpenCodeOptions};
+pub use opencode::{opencode_v2_version, OpenCode, OpenCodeOptions};
 pub use shared::BedPool;
 pub use sse::parse_sse_data;
 

@@ -7,6 +7,30 @@ pub fn opencode_version() -> &'static str {
     include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/OPENCODE_VERSION")).trim()
 }
 
+/// The OpenCode 2.x version tested (from `/OPENCODE_V2_VERSION`).
+pub fn opencode_v2_version() -> &'static str {
+    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/OPENCODE_V2_VERSION")).trim()
+}
+
+/// Path of OpenCode 2.x's binary: `$OPENCODE_V2_BIN` when set, else `@opencode/cli-linux-x64`
+/// at [`opencode_v2_version`] installed (once, under a file lock) into
+/// `<target>/opencode-<version>`. Blocking.
+pub fn opencode_v2_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("OPENCODE_V2_BIN").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            install_package(
+                "@opencode/cli-linux-x64",
+                opencode_v2_version(),
+                "node_modules/@opencode/cli-linux-x64/bin/opencode",
+            )
+        })
+        .clone()
+}
+
 /// Cargo's target directory (where the pinned OpenCode is installed).
 pub fn target_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
@@ -30,11 +54,20 @@ pub fn opencode_bin() -> PathBuf {
 }
 
 pub(super) fn install_pinned() -> PathBuf {
+    install_package(
+        "opencode-linux-x64",
+        opencode_version(),
+        "node_modules/opencode-linux-x64/bin/opencode",
+    )
+}
+
+/// Installs `package@ver` with npm into `<target>/opencode-<ver>` (once, under a file lock);
+/// the path of `bin_in` there.
+fn install_package(package: &str, ver: &str, bin_in: &str) -> PathBuf {
     use fs2::FileExt;
-    let ver = opencode_version();
     let target = target_dir();
     let dir = target.join(format!("opencode-{ver}"));
-    let bin = dir.join("node_modules/opencode-linux-x64/bin/opencode");
+    let bin = dir.join(bin_in);
     if bin.exists() {
         return bin;
     }
@@ -50,7 +83,7 @@ pub(super) fn install_pinned() -> PathBuf {
     lock.lock_exclusive().expect("lock opencode install");
     if !bin.exists() {
         eprintln!(
-            "[testbed] installing opencode-linux-x64@{ver} into {}",
+            "[testbed] installing {package}@{ver} into {}",
             dir.display()
         );
         let out = std::process::Command::new("npm")
@@ -59,14 +92,14 @@ pub(super) fn install_pinned() -> PathBuf {
             .arg(&dir)
             .arg("--no-audit")
             .arg("--no-fund")
-            .arg(format!("opencode-linux-x64@{ver}"))
+            .arg(format!("{package}@{ver}"))
             .stdin(Stdio::null())
             .output()
             .expect("run npm (is node/npm installed?)");
         if !out.status.success() || !bin.exists() {
             let _ = fs2::FileExt::unlock(&lock);
             panic!(
-                "npm install opencode-linux-x64@{ver} failed ({}):\n{}\n{}",
+                "npm install {package}@{ver} failed ({}):\n{}\n{}",
                 out.status,
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)

@@ -28,6 +28,20 @@ pub struct OpenCodeOptions {
     pub username: Option<String>,
     /// Deep-merged into `opencode.json` at top level (e.g. `{"agent": {...}}`).
     pub extra_config: Value,
+    /// OpenCode 2.x (`@opencode/cli`, [`opencode_v2_version`]) instead of the pinned 1.x;
+    /// it always wants a password (one is made up when none is set).
+    pub v2: bool,
+}
+
+impl OpenCodeOptions {
+    /// OpenCode 2.x with the password `password`.
+    pub fn v2(password: &str) -> OpenCodeOptions {
+        OpenCodeOptions {
+            password: Some(password.into()),
+            v2: true,
+            ..OpenCodeOptions::default()
+        }
+    }
 }
 
 /// A running `opencode serve`. Killed when dropped.
@@ -84,10 +98,15 @@ impl OpenCode {
         Self::start_with(mock_base_url, OpenCodeOptions::default()).await
     }
 
-    pub async fn start_with(mock_base_url: &str, opts: OpenCodeOptions) -> OpenCode {
-        let bin = tokio::task::spawn_blocking(opencode_bin)
-            .await
-            .expect("install opencode");
+    pub async fn start_with(mock_base_url: &str, mut opts: OpenCodeOptions) -> OpenCode {
+        let bin = match opts.v2 {
+            true => tokio::task::spawn_blocking(opencode_v2_bin).await,
+            false => tokio::task::spawn_blocking(opencode_bin).await,
+        }
+        .expect("install opencode");
+        if opts.v2 && opts.password.is_none() {
+            opts.password = Some("v2-test-password".into());
+        }
         let dir = tempfile::Builder::new()
             .prefix("opencode-bed-")
             .tempdir()
@@ -184,6 +203,10 @@ impl OpenCode {
         if let Some(user) = &self.opts.username {
             cmd.env("OPENCODE_SERVER_USERNAME", user);
         }
+        if self.opts.v2 {
+            // 2.x's config is per location: the mock provider must be seen in every directory.
+            cmd.env("OPENCODE_CONFIG", self.project_dir().join("opencode.json"));
+        }
         set_pdeathsig(&mut cmd);
         let child = cmd.spawn().unwrap_or_else(|e| {
             panic!("spawn {}: {e}", self.bin.display());
@@ -191,7 +214,12 @@ impl OpenCode {
         self.child = Some(child);
 
         let deadline = Instant::now() + Duration::from_secs(60);
-        let url = format!("{}/global/health", self.url());
+        let health_path = if self.opts.v2 {
+            "/api/info"
+        } else {
+            "/global/health"
+        };
+        let url = format!("{}{health_path}", self.url());
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
@@ -209,7 +237,7 @@ impl OpenCode {
                 Ok(resp) if resp.status().is_success() => resp
                     .json::<Value>()
                     .await
-                    .map(|v| v["healthy"] == json!(true))
+                    .map(|v| v["healthy"] == json!(true) || v["version"].is_string())
                     .unwrap_or(false),
                 _ => false,
             };

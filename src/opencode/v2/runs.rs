@@ -1,0 +1,415 @@
+//! 2.x runs and the server calls they need: prompting (session state first, then the turn),
+//! interrupting, answering permission requests and forms, counting running sessions, the
+//! event stream, the model catalog, agents and run-time MCP servers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::super::types::{Capabilities, InputCapabilities, PartInput, Provider, ProviderModel};
+use super::super::{
+    sse, Event, McpConnection, OpenCodeClient, Prompt, Providers, ToolSwitches, UpstreamError,
+};
+
+/// The instruction entry that carries a request's system text (see [`OpenCodeClient::v2_prompt`]).
+const SYSTEM_ENTRY: &str = "portatek-system";
+
+/// A frame of `GET /api/event`.
+#[derive(Debug, Deserialize)]
+struct Frame {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    data: Value,
+    #[serde(default)]
+    location: Option<Location>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Location {
+    #[serde(default)]
+    directory: Option<String>,
+}
+
+/// 1.18's tool names that 2.x renamed (its permission actions are the new names).
+fn action_of(tool: &str) -> &str {
+    match tool {
+        "bash" => "shell",
+        "task" => "subagent",
+        other => other,
+    }
+}
+
+/// 1.18's tool switches as 2.x session permission rules (the last matching rule wins in
+/// both).
+fn permission_rules(tools: &ToolSwitches) -> Value {
+    Value::Array(
+        tools
+            .0
+            .iter()
+            .map(|(pattern, allowed)| {
+                json!({
+                    "action": action_of(pattern),
+                    "resource": "*",
+                    "effect": if *allowed { "allow" } else { "deny" },
+                })
+            })
+            .collect(),
+    )
+}
+
+impl OpenCodeClient {
+    /// Starts a run: the session's model (and variant), agent, tool permissions and system
+    /// text are set first — 2.x keeps them as session state, a prompt carries only its text
+    /// and files — then `POST /api/session/:id/prompt {text, files}` (never resent).
+    ///
+    /// The system text is the instruction entry `portatek-system`, which 2.x hands the model
+    /// at the turn's start as a `<system-update>` message (and again only when it changes);
+    /// with no system text the entry is removed.
+    pub(crate) async fn v2_prompt(&self, id: &str, prompt: &Prompt) -> Result<(), UpstreamError> {
+        if prompt.output_schema.is_some() {
+            return Err(UpstreamError::Unsupported(format!(
+                "Structured outputs (`response_format` / `text.format` with a JSON schema or JSON object) are not available: the upstream runs OpenCode {}, which has no structured output, and the gateway does not yet provide it there (OpenCode 1.x does).",
+                self.detected_version().unwrap_or_else(|| "2.x".into())
+            )));
+        }
+        let session = format!("api/session/{id}");
+        let mut model =
+            json!({ "id": prompt.model.model_id, "providerID": prompt.model.provider_id });
+        if let Some(variant) = &prompt.variant {
+            model["variant"] = json!(variant);
+        }
+        self.v2_write(
+            "select model",
+            self.request(Method::POST, &format!("{session}/model"))
+                .json(&json!({ "model": model })),
+        )
+        .await?;
+        let agent = prompt.agent.as_deref().unwrap_or("build");
+        self.v2_write(
+            "select agent",
+            self.request(Method::POST, &format!("{session}/agent"))
+                .json(&json!({ "agent": agent })),
+        )
+        .await?;
+        self.v2_write(
+            "set tool permissions",
+            self.request(Method::PATCH, &session)
+                .json(&json!({ "permissions": permission_rules(&prompt.tools) })),
+        )
+        .await?;
+        let entry = format!("api/experimental/session/{id}/instructions/entries/{SYSTEM_ENTRY}");
+        match prompt.system.as_deref().filter(|s| !s.is_empty()) {
+            Some(system) => {
+                self.v2_write(
+                    "set system text",
+                    self.request(Method::PUT, &entry)
+                        .json(&json!({ "value": system })),
+                )
+                .await?
+            }
+            None => match self
+                .v2_write("clear system text", self.request(Method::DELETE, &entry))
+                .await
+            {
+                Ok(()) | Err(UpstreamError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            },
+        }
+        let mut texts = Vec::new();
+        let mut files = Vec::new();
+        for part in &prompt.parts {
+            match part {
+                PartInput::Text { text } => texts.push(text.as_str()),
+                PartInput::File { mime, url } => files.push(json!({
+                    "uri": url,
+                    "name": format!("file-{}.{}", files.len() + 1, mime.rsplit('/').next().unwrap_or("bin")),
+                })),
+            }
+        }
+        let mut body = json!({ "text": texts.join("\n\n") });
+        if !files.is_empty() {
+            body["files"] = Value::Array(files);
+        }
+        self.v2_write(
+            "send prompt",
+            self.request(Method::POST, &format!("{session}/prompt"))
+                .json(&body),
+        )
+        .await
+    }
+
+    /// `POST /api/session/:id/interrupt`.
+    pub(crate) async fn v2_interrupt(&self, id: &str) -> Result<(), UpstreamError> {
+        self.v2_write(
+            "interrupt session",
+            self.request(Method::POST, &format!("api/session/{id}/interrupt")),
+        )
+        .await
+    }
+
+    /// `POST /api/session/:sid/permission/:id/reply {decision, message?}`.
+    pub(crate) async fn v2_reply_permission(
+        &self,
+        session: &str,
+        id: &str,
+        reply: &str,
+        message: Option<&str>,
+    ) -> Result<(), UpstreamError> {
+        let mut body = json!({ "decision": reply });
+        if let Some(m) = message {
+            body["message"] = json!(m);
+        }
+        self.v2_write(
+            "reply to permission",
+            self.request(
+                Method::POST,
+                &format!("api/session/{session}/permission/{id}/reply"),
+            )
+            .json(&body),
+        )
+        .await
+    }
+
+    /// Answers a form (2.x's questions): 1.18's answers (one list of labels per question) as
+    /// `{answer: {q0: …, q1: …}}`.
+    pub(crate) async fn v2_reply_form(
+        &self,
+        session: &str,
+        id: &str,
+        answers: &Value,
+    ) -> Result<(), UpstreamError> {
+        let mut answer = serde_json::Map::new();
+        for (i, a) in answers.as_array().into_iter().flatten().enumerate() {
+            let labels: Vec<&str> = match a {
+                Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+                Value::String(s) => vec![s.as_str()],
+                _ => Vec::new(),
+            };
+            answer.insert(format!("q{i}"), json!(labels.join(", ")));
+        }
+        self.v2_write(
+            "answer question",
+            self.request(
+                Method::POST,
+                &format!("api/session/{session}/form/{id}/reply"),
+            )
+            .json(&json!({ "answer": answer })),
+        )
+        .await
+    }
+
+    /// `DELETE /api/session/:sid/form/:id`: dismisses a form (2.x then stops the run).
+    pub(crate) async fn v2_dismiss_form(
+        &self,
+        session: &str,
+        id: &str,
+    ) -> Result<(), UpstreamError> {
+        self.v2_write(
+            "reject question",
+            self.request(Method::DELETE, &format!("api/session/{session}/form/{id}")),
+        )
+        .await
+    }
+
+    /// How many sessions run now (`GET /api/session/active`).
+    pub(crate) async fn v2_busy_sessions(&self) -> Result<usize, UpstreamError> {
+        let active: serde_json::Map<String, Value> = self
+            .v2_read("active sessions", "api/session/active", &[])
+            .await?;
+        Ok(active.len())
+    }
+
+    /// `GET /api/event`: every session's events, as [`Event`]s (`type`, `data`, the
+    /// location's directory); heartbeats (SSE comments) come as `server.heartbeat`.
+    pub(crate) async fn v2_events(
+        &self,
+        headers_within: Duration,
+    ) -> Result<impl Stream<Item = Result<Event, UpstreamError>> + Send + 'static, UpstreamError>
+    {
+        let rb = self
+            .request(Method::GET, "api/event")
+            .header("accept", "text/event-stream");
+        let resp = tokio::time::timeout(headers_within, self.send("subscribe to events", rb))
+            .await
+            .map_err(|_| UpstreamError::Timeout("subscribe to events".into()))??;
+        Ok(sse::data_of_events(resp.bytes_stream()).map(|item| {
+            let data = item?;
+            if data.trim().is_empty() {
+                return Ok(Event {
+                    kind: "server.heartbeat".into(),
+                    ..Event::default()
+                });
+            }
+            let frame: Frame = serde_json::from_str(&data)
+                .map_err(|e| UpstreamError::Decode(format!("event: {e}")))?;
+            Ok(Event {
+                kind: frame.kind,
+                properties: frame.data,
+                directory: frame.location.and_then(|l| l.directory),
+            })
+        }))
+    }
+
+    /// The model catalog (`GET /api/model`) in 1.18's providers form.
+    pub(crate) async fn v2_providers(&self) -> Result<Providers, UpstreamError> {
+        let models: Vec<Value> = self.v2_read("list models", "api/model", &[]).await?;
+        let mut providers: BTreeMap<String, Provider> = BTreeMap::new();
+        for m in models {
+            let (Some(provider), Some(id)) = (
+                m["providerID"].as_str(),
+                m["modelID"].as_str().or_else(|| m["id"].as_str()),
+            ) else {
+                continue;
+            };
+            if m["enabled"] == Value::Bool(false) {
+                continue;
+            }
+            let inputs = m.pointer("/capabilities/input").and_then(Value::as_array);
+            let variants = m["variants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| Some((v["id"].as_str()?.to_string(), v["settings"].clone())))
+                .collect();
+            let model = ProviderModel {
+                id: id.to_string(),
+                capabilities: Some(Capabilities {
+                    reasoning: false,
+                    input: Some(InputCapabilities {
+                        image: inputs.is_some_and(|i| i.iter().any(|x| x == "image")),
+                    }),
+                }),
+                release_date: m
+                    .pointer("/time/released")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+                variants,
+            };
+            providers
+                .entry(provider.to_string())
+                .or_insert_with(|| Provider {
+                    id: provider.to_string(),
+                    models: BTreeMap::new(),
+                })
+                .models
+                .insert(id.to_string(), model);
+        }
+        Ok(Providers {
+            providers: providers.into_values().collect(),
+        })
+    }
+
+    /// `GET /api/agent`, each agent's id under 1.18's `name` key.
+    pub(crate) async fn v2_agents(&self) -> Result<Vec<Value>, UpstreamError> {
+        let mut agents: Vec<Value> = self.v2_read("list agents", "api/agent", &[]).await?;
+        for a in &mut agents {
+            // 2.x selects agents by `id`; its `name` is for display.
+            if a.get("id").is_some_and(Value::is_string) {
+                a["name"] = a["id"].clone();
+            }
+            if let Some(system) = a.get("system").cloned() {
+                a["prompt"] = system;
+            }
+        }
+        Ok(agents)
+    }
+
+    /// `PUT /api/experimental/mcp/:name {config}` (code mode off, so its tools are offered
+    /// by name), then its status from `GET /api/mcp`.
+    pub(crate) async fn v2_register_mcp(
+        &self,
+        name: &str,
+        url: &str,
+        secret: &str,
+        call_timeout: Duration,
+    ) -> Result<McpConnection, UpstreamError> {
+        let millis = call_timeout.as_millis().min(i32::MAX as u128) as u64;
+        let config = json!({
+            "type": "remote",
+            "url": url,
+            "headers": { "Authorization": format!("Bearer {secret}") },
+            "oauth": false,
+            "codemode": false,
+            "timeout": { "execution": millis },
+        });
+        let status = self.v2_add_mcp(name, &config).await?;
+        Ok(match status["status"].as_str() {
+            Some("connected") => McpConnection::Connected,
+            other => McpConnection::Failed(
+                status["error"]
+                    .as_str()
+                    .or(other)
+                    .unwrap_or("unknown status")
+                    .to_string(),
+            ),
+        })
+    }
+
+    /// Adds (or replaces) a remote MCP server; answers its status
+    /// (`{"status": "connected"|"failed", "error"?}`).
+    pub(crate) async fn v2_add_mcp(
+        &self,
+        name: &str,
+        config: &Value,
+    ) -> Result<Value, UpstreamError> {
+        let mut config = config.clone();
+        if config.get("codemode").is_none() {
+            config["codemode"] = json!(false);
+        }
+        if let Some(ms) = config.get("timeout").and_then(Value::as_u64) {
+            config["timeout"] = json!({ "execution": ms });
+        }
+        if let Some(obj) = config.as_object_mut() {
+            obj.remove("enabled");
+        }
+        let body = json!({ "config": config });
+        self.retrying("add MCP server", || {
+            self.v2_write(
+                "add MCP server",
+                self.request(Method::PUT, &format!("api/experimental/mcp/{name}"))
+                    .json(&body),
+            )
+        })
+        .await?;
+        let servers: Vec<Value> = self.v2_read("MCP status", "api/mcp", &[]).await?;
+        Ok(servers
+            .into_iter()
+            .find(|s| s["name"] == name)
+            .map(|s| s["status"].clone())
+            .unwrap_or_else(|| json!({ "status": "unknown" })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Data;
+    use super::*;
+
+    #[test]
+    fn tool_switches_become_permission_rules_in_order() {
+        let tools = ToolSwitches(vec![
+            ("*".into(), false),
+            ("ptk03_*".into(), true),
+            ("bash".into(), true),
+        ]);
+        assert_eq!(
+            permission_rules(&tools),
+            json!([
+                {"action": "*", "resource": "*", "effect": "deny"},
+                {"action": "ptk03_*", "resource": "*", "effect": "allow"},
+                {"action": "shell", "resource": "*", "effect": "allow"},
+            ])
+        );
+    }
+
+    #[test]
+    fn data_envelopes_unwrap() {
+        let d: Data<Vec<u8>> = serde_json::from_str(r#"{"data":[1,2]}"#).unwrap();
+        assert_eq!(d.data, vec![1, 2]);
+    }
+}
