@@ -168,6 +168,9 @@ impl Adapter {
 
     fn translate(&mut self, event: &RunEvent) -> Vec<Output> {
         match event {
+            // With a structured answer requested, the answer is that value alone: text the
+            // model writes beside it is not the answer.
+            RunEvent::Text { .. } if self.structured.is_some() => Vec::new(),
             RunEvent::Text { text, .. } => vec![Output::Content(text.clone())],
             RunEvent::Reasoning { text, .. } => vec![Output::Reasoning(text.clone())],
             RunEvent::Step(step) => {
@@ -253,6 +256,11 @@ impl Adapter {
         // A structured answer arrives as a tool call, but for the client it is the answer.
         let finish_reason = match &self.structured {
             Some((_, true)) => "stop",
+            Some((_, false)) if last.finish != Some(Finish::Length) => {
+                return vec![Output::Failed(ApiError::Upstream(
+                    "The model did not produce the requested structured output: it gave no answer that follows the requested schema.".into(),
+                ))]
+            }
             _ => map_finish(last.finish),
         };
         vec![Output::Finished {

@@ -151,7 +151,10 @@ async fn handle(
     match method {
         "initialize" => initialize(id, &slot, params),
         "ping" => result(id, json!({})),
-        "tools/list" => list_tools(&endpoint.slots, id, &slot),
+        "tools/list" => {
+            tracing::debug!(slot = %slot, "MCP tools/list");
+            list_tools(&endpoint.slots, id, &slot)
+        }
         "tools/call" => endpoint.call(id, &slot, params).await,
         _ => rpc_error(id, -32601, "method not found"),
     }

@@ -77,6 +77,15 @@ impl RunDecoder {
         }
     }
 
+    /// Whether OpenCode still runs after the run ended for the client (2.x goes on after a
+    /// step cut by the token limit): the run then interrupts it.
+    pub fn upstream_goes_on(&self) -> bool {
+        match self {
+            RunDecoder::V1(_) => false,
+            RunDecoder::V2(d) => d.cut_short(),
+        }
+    }
+
     /// Decodes one event of the run's session.
     pub fn feed(&mut self, event: &Event) -> Vec<RunEvent> {
         match self {

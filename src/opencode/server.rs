@@ -80,6 +80,12 @@ impl OpenCodeClient {
         Ok(health)
     }
 
+    /// Whether the server answers in a JSON schema itself (1.x's structured output; 2.x has
+    /// none, and the gateway asks for the answer as a tool call instead).
+    pub async fn has_structured_output(&self) -> bool {
+        !self.is_v2().await
+    }
+
     /// `GET /config/providers`.
     pub async fn providers(&self) -> Result<Providers, UpstreamError> {
         if self.is_v2().await {

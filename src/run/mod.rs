@@ -13,6 +13,7 @@
 //! handler [parks](Run::park) the run, and the request carrying the results resumes it. Every
 //! end goes through one path ([`Run::end`]): the session handed back or aborted, once.
 
+mod answer_tool;
 mod asks;
 mod gateway;
 mod output;
@@ -91,6 +92,12 @@ pub struct Run {
     _in_flight: crate::upstreams::InFlight,
     /// What the caller granted this run, for its rest, by answering `always`.
     grants: crate::permissions::Grants,
+    /// The tool the structured answer comes through, when OpenCode has no structured output.
+    answer_tool: Option<answer_tool::AnswerTool>,
+    /// The answer came: the response ends when its step does.
+    answer_pending: bool,
+    /// The response ended while OpenCode's execution goes on (it must be interrupted).
+    upstream_goes_on: bool,
 }
 
 /// Where a run takes its session from.
@@ -152,10 +159,7 @@ impl Run {
         let message = tokio::select! {
             m = tokio::time::timeout_at(self.deadline, self.subscription.recv()) => m,
             Some(call) = async { match calls { Some(c) => c.recv().await, None => None } } => {
-                if let Some(tools) = &mut self.tools {
-                    tools.on_call(call);
-                }
-                return Vec::new();
+                return self.on_slot_call(call);
             }
             _ = async { match ready_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
                 return self.tool_round();
@@ -179,6 +183,40 @@ impl Run {
         }
     }
 
+    /// A call on the run's slot: the structured answer (taken at once, see
+    /// [`answer_tool`]), or a client tool's call (held for the client).
+    fn on_slot_call(&mut self, call: crate::client_tools::HeldCall) -> Vec<Output> {
+        let Some(answer) = self
+            .answer_tool
+            .as_ref()
+            .filter(|_| call.mcp_name == answer_tool::ANSWER_TOOL)
+        else {
+            if let Some(tools) = &mut self.tools {
+                tools.on_call(call);
+            }
+            return Vec::new();
+        };
+        let value = answer.answer(call.arguments.clone());
+        self.answer_pending = true;
+        // Interrupted before the call is answered: once OpenCode has the tool's result it
+        // hands it to the model for another step (a model call the client would pay for and
+        // never see).
+        let (sessions, id) = (
+            self.backend.sessions.upstream().clone(),
+            self.session_id().to_string(),
+        );
+        self.backend.sessions.upstream().spawn_cleanup(async move {
+            if let Err(e) = sessions.abort(&id).await {
+                tracing::debug!(session = %id, error = %e, "could not interrupt after the structured answer");
+            }
+            call.answer(crate::client_tools::CallResult {
+                text: "Answer recorded.".into(),
+                is_error: false,
+            });
+        });
+        self.adapter.feed(&RunEvent::Structured(value))
+    }
+
     /// Decodes one event of the session and acts on what it says: a request for the caller
     /// goes to the permission policy, everything else to the tool-step tracker and the
     /// adapter.
@@ -190,8 +228,16 @@ impl Run {
                 RunEvent::Answered { id } => self.backend.permissions.forget(id),
                 _ => {}
             }
-            if let Some(tools) = &mut self.tools {
+            let answer_call = matches!(&decoded, RunEvent::Tool(u)
+                if self.answer_tool.is_some() && answer_tool::AnswerTool::is_answer_tool(&u.tool));
+            if let (Some(tools), false) = (&mut self.tools, answer_call) {
                 tools.on_event(&decoded);
+            }
+            // After the answer, the run's end (OpenCode interrupted, or done) is the
+            // response's.
+            if self.answer_pending && matches!(&decoded, RunEvent::Failed(_) | RunEvent::Idle) {
+                out.extend(self.adapter.feed(&RunEvent::Idle));
+                continue;
             }
             out.extend(self.adapter.feed(&decoded));
         }
@@ -303,17 +349,16 @@ impl Run {
         self.phase.advance(how);
         let outcome = match how {
             Move::Answered => {
+                if self.upstream_goes_on || self.decoder.upstream_goes_on() {
+                    self.interrupt_upstream().await;
+                }
                 let reply = Message::text_only(Role::Assistant, self.content.clone());
                 Outcome::Answered {
                     fingerprint: self.conversation.fingerprint_after(reply),
                 }
             }
             _ => {
-                let id = self.session_id().to_string();
-                let abort = self.backend.sessions.upstream().abort(&id);
-                if tokio::time::timeout(ABORT_WAIT, abort).await.is_err() {
-                    tracing::warn!(session = %id, "abort did not finish in time");
-                }
+                self.interrupt_upstream().await;
                 Outcome::Failed
             }
         };
@@ -321,6 +366,15 @@ impl Run {
             lease.release(outcome).await;
         }
         self.tools = None;
+    }
+
+    /// Stops OpenCode's work on the run's session (waiting [`ABORT_WAIT`] at most).
+    async fn interrupt_upstream(&self) {
+        let id = self.session_id().to_string();
+        let abort = self.backend.sessions.upstream().abort(&id);
+        if tokio::time::timeout(ABORT_WAIT, abort).await.is_err() {
+            tracing::warn!(session = %id, "abort did not finish in time");
+        }
     }
 
     /// Where the run is in its life.

@@ -8,6 +8,7 @@ use crate::openai::{ContentPart, Message, Role, ToolChoice};
 use crate::opencode::{ModelRef, PartInput, Prompt, ToolSwitches};
 use crate::sessions::Seed;
 
+use super::answer_tool::{AnswerTool, ANSWER_TOOL};
 use super::placement::Placement;
 use super::request::RunRequest;
 
@@ -50,15 +51,26 @@ pub fn parts(seed: Seed, prior: &[Message], new: &[Message]) -> Vec<PartInput> {
     }
 }
 
-/// The prompt body for `parts`: the run's agent and tool policy, the client's tools (on
-/// `slot`) and output format.
+/// The tools a run offers through its MCP slot: the client's, and the gateway's answer tool
+/// (structured output where OpenCode has none, see `answer_tool`).
+#[derive(Clone, Copy)]
+pub struct Offer<'a> {
+    /// The run's slot, when it has one.
+    pub slot: Option<&'a SlotLease>,
+    /// Whether the slot serves the answer tool.
+    pub answer_tool: bool,
+}
+
+/// The prompt body for `parts`: the run's agent and tool policy, the tools it offers (on its
+/// slot) and output format.
 pub fn body(
     model: &ModelInfo,
     parts: Vec<PartInput>,
     req: &RunRequest,
     placement: &Placement,
-    slot: Option<&SlotLease>,
+    offer: Offer<'_>,
 ) -> Prompt {
+    let Offer { slot, answer_tool } = offer;
     let mut system = req.system.clone();
     let mut tools = ToolSwitches::default();
     // OpenCode's own tools stay off unless the operator turned them on (for the key, or for
@@ -69,8 +81,16 @@ pub fn body(
         tools.set("*", false);
     }
     if let Some(slot) = slot {
-        let instruction = allow_client_tools(&mut tools, slot, &req.tool_choice);
-        if let Some(instruction) = instruction {
+        let mut instructions = Vec::new();
+        if req.offers_tools() {
+            instructions.extend(allow_client_tools(&mut tools, slot, &req.tool_choice));
+        }
+        if answer_tool {
+            let visible = format!("{}_{ANSWER_TOOL}", slot.name);
+            tools.set(visible.clone(), true);
+            instructions.push(AnswerTool::instruction(&visible));
+        }
+        for instruction in instructions {
             system = Some(match system {
                 Some(s) => format!("{s}\n\n{instruction}"),
                 None => instruction,
@@ -87,7 +107,8 @@ pub fn body(
         system,
         tools,
         variant: req.reasoning_effort.clone(),
-        output_schema: req.response_format.schema(),
+        // Asked of OpenCode only when it answers in a schema itself.
+        output_schema: req.response_format.schema().filter(|_| !answer_tool),
     }
 }
 

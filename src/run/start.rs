@@ -12,7 +12,9 @@ use tokio::time::Instant;
 use crate::adapter::Adapter;
 use crate::auth::Caller;
 use crate::catalog::ModelInfo;
-use crate::client_tools::{ParkKey, SlotLease};
+use crate::client_tools::ParkKey;
+
+use super::answer_tool::{AnswerTool, ANSWER_TOOL};
 use crate::error::ApiError;
 use crate::openai::tools::compile_schema;
 use crate::openai::Usage;
@@ -174,16 +176,37 @@ async fn begin(
         }
     })?;
     let directory = conversation.placement.directory.clone();
-    let tools = match req.offers_tools() {
-        true => Some(ToolRun::new(
+    // Without structured output upstream, the answer comes as a call of a tool of the run's
+    // slot (see `answer_tool`).
+    let answer_tool = match req.response_format.schema() {
+        Some(schema) if !backend.client.has_structured_output().await => {
+            Some(AnswerTool::new(&schema))
+        }
+        _ => None,
+    };
+    let mut specs = match req.offers_tools() {
+        true => req.tools.clone(),
+        false => Vec::new(),
+    };
+    if let Some(answer) = &answer_tool {
+        if specs.iter().any(|t| t.name == ANSWER_TOOL) {
+            return Err(ApiError::invalid(
+                format!("A function may not be named `{ANSWER_TOOL}` with a structured response format on this upstream: the gateway answers through a tool of that name."),
+                Some("tools".to_string()),
+            ));
+        }
+        specs.push(answer.spec().clone());
+    }
+    let tools = match specs.is_empty() {
+        false => Some(ToolRun::new(
             backend
                 .tools
                 .slots
-                .acquire(&req.tools, directory.as_deref())
+                .acquire(&specs, directory.as_deref())
                 .await?,
             req.parallel_tool_calls,
         )),
-        false => None,
+        true => None,
     };
     let pooled = matches!(target, Target::Conversation);
     let (mut lease, park, explicit) = match target {
@@ -208,7 +231,11 @@ async fn begin(
             .await
             .ok_or_else(ApiError::event_stream_down)?;
         let sending = std::time::Instant::now();
-        let sent = send(backend, caller, &lease, &model, &conversation, req, slot).await;
+        let offer = prompt::Offer {
+            slot,
+            answer_tool: answer_tool.is_some(),
+        };
+        let sent = send(backend, caller, &lease, &model, &conversation, req, offer).await;
         // How long OpenCode took to accept the prompt is admission control's load signal.
         backend.admission.sample(sending.elapsed());
         match sent {
@@ -266,6 +293,9 @@ async fn begin(
         _live: state.live_runs.token(),
         _in_flight: state.upstreams.run_started(backend.index),
         grants: crate::permissions::Grants::default(),
+        answer_tool,
+        answer_pending: false,
+        upstream_goes_on: false,
     })
 }
 
@@ -326,11 +356,11 @@ async fn send(
     model: &ModelInfo,
     conversation: &Conversation,
     req: &RunRequest,
-    slot: Option<&SlotLease>,
+    offer: prompt::Offer<'_>,
 ) -> Result<(), UpstreamError> {
     let parts = prompt::parts(lease.seed, &conversation.prior, &conversation.new);
     let placement = &conversation.placement;
-    let body = prompt::body(model, parts, req, placement, slot);
+    let body = prompt::body(model, parts, req, placement, offer);
     let client = state.client.in_directory(placement.directory.as_deref());
     client.prompt_async(&lease.session_id, &body).await?;
     tracing::debug!(session = %lease.session_id, seed = ?lease.seed, "prompt sent");

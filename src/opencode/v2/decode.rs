@@ -30,6 +30,8 @@ pub struct Decoder {
     last_assistant: Option<String>,
     /// Tool name and input per call id.
     tools: HashMap<String, (String, Value)>,
+    /// The run is over for the client while OpenCode goes on (see [`Decoder::cut_short`]).
+    cut: bool,
 }
 
 impl Decoder {
@@ -43,8 +45,18 @@ impl Decoder {
         self.last_assistant.as_deref()
     }
 
+    /// Whether the run ended for the client while OpenCode's execution goes on, so that it
+    /// must be interrupted: 2.x answers a step cut by the output-token limit by prompting the
+    /// model to go on, where an OpenAI client expects the answer to end there (`length`).
+    pub fn cut_short(&self) -> bool {
+        self.cut
+    }
+
     /// Decodes one event of the run's session.
     pub fn feed(&mut self, event: &Event) -> Vec<RunEvent> {
+        if self.cut {
+            return Vec::new();
+        }
         let d = &event.properties;
         let kind = event.kind.as_str();
         match kind {
@@ -90,10 +102,25 @@ impl Decoder {
                     ..Step::default()
                 })]
             }
-            "session.step.ended" => vec![RunEvent::Step(Step {
+            "session.step.ended" => {
+                let finish = d["finish"].as_str().map(finish);
+                let step = RunEvent::Step(Step {
+                    message,
+                    completed: true,
+                    finish,
+                    tokens: d.get("tokens").map(tokens),
+                });
+                if finish == Some(Finish::Length) {
+                    self.cut = true;
+                    return vec![step, RunEvent::Idle];
+                }
+                vec![step]
+            }
+            // A step that failed (interrupted, say) still cost its tokens.
+            "session.step.failed" => vec![RunEvent::Step(Step {
                 message,
                 completed: true,
-                finish: d["finish"].as_str().map(finish),
+                finish: None,
                 tokens: d.get("tokens").map(tokens),
             })],
             "session.text.delta" => delta(d, |text| RunEvent::Text { message, text }),
@@ -355,6 +382,31 @@ mod tests {
             d.feed(&ev("session.execution.succeeded", json!({}))),
             vec![RunEvent::Idle]
         );
+    }
+
+    #[test]
+    fn a_step_cut_by_the_token_limit_ends_the_run_there() {
+        let mut d = Decoder::default();
+        d.feed(&ev("session.execution.started", json!({})));
+        d.feed(&ev(
+            "session.step.started",
+            json!({"assistantMessageID": "m1"}),
+        ));
+        let out = d.feed(&ev(
+            "session.step.ended",
+            json!({"assistantMessageID": "m1", "finish": "length"}),
+        ));
+        assert!(
+            matches!(&out[..], [RunEvent::Step(s), RunEvent::Idle] if s.finish == Some(Finish::Length)),
+            "{out:?}"
+        );
+        assert!(d.cut_short(), "OpenCode goes on: the run must interrupt it");
+        assert!(d
+            .feed(&ev(
+                "session.step.started",
+                json!({"assistantMessageID": "m2"})
+            ))
+            .is_empty());
     }
 
     #[test]

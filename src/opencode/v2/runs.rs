@@ -18,6 +18,10 @@ use super::super::{
 /// The instruction entry that carries a request's system text (see [`OpenCodeClient::v2_prompt`]).
 const SYSTEM_ENTRY: &str = "portatek-system";
 
+/// How long a 2.x MCP registration settles before its tools are used (see
+/// [`OpenCodeClient::v2_register_mcp`]).
+const MCP_SETTLE: Duration = Duration::from_millis(300);
+
 /// A frame of `GET /api/event`.
 #[derive(Debug, Deserialize)]
 struct Frame {
@@ -329,15 +333,26 @@ impl OpenCodeClient {
         call_timeout: Duration,
     ) -> Result<McpConnection, UpstreamError> {
         let millis = call_timeout.as_millis().min(i32::MAX as u128) as u64;
+        // A new header value per registration: 2.x reconnects (and lists the tools again)
+        // only when the config changed, and the caller registers because the tools did.
+        let registration = uuid::Uuid::new_v4().simple().to_string();
         let config = json!({
             "type": "remote",
             "url": url,
-            "headers": { "Authorization": format!("Bearer {secret}") },
+            "headers": {
+                "Authorization": format!("Bearer {secret}"),
+                "X-Portatek-Registration": registration,
+            },
             "oauth": false,
             "codemode": false,
             "timeout": { "execution": millis },
         });
         let status = self.v2_add_mcp(name, &config).await?;
+        // 2.1.2 answers the PUT once connected and its tools listed, but offers them to the
+        // model a moment later (its catalog updates asynchronously; a prompt 10 ms after the
+        // PUT was offered none, 50 ms after, all — and no event or route tells when). So a
+        // registration, which happens only when a slot's tool set changed, settles first.
+        tokio::time::sleep(MCP_SETTLE).await;
         Ok(match status["status"].as_str() {
             Some("connected") => McpConnection::Connected,
             other => McpConnection::Failed(

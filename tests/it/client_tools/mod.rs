@@ -150,6 +150,81 @@ mod tool_loop {
 
 /// A client that never comes back, with one tool slot and a 2 s result timeout (a bed of its
 /// own: the timeout and the single slot are the bed's config).
+/// The same loop in front of OpenCode 2.x (its MCP servers registered with code mode off, the
+/// turn's tools chosen by session permissions).
+mod tool_loop_v2 {
+    use super::*;
+
+    static BED: BedPool<TestBed> = BedPool::new();
+
+    async fn bed() -> TestBed {
+        Harness::real().v2().start().await
+    }
+
+    #[test]
+    fn results_reach_the_model_as_tool_results() {
+        BED.run(bed, super::results_reach_the_model_as_tool_results);
+    }
+
+    #[test]
+    fn streamed_parallel_calls() {
+        BED.run(bed, super::streamed_parallel_calls);
+    }
+
+    #[test]
+    fn several_rounds_in_one_run() {
+        BED.run(bed, super::several_rounds_in_one_run);
+    }
+
+    #[test]
+    fn many_parallel_calls_all_come_back() {
+        BED.run(bed, super::many_parallel_calls_all_come_back);
+    }
+
+    #[test]
+    fn one_call_per_response_without_parallel_tool_calls() {
+        BED.run(
+            bed,
+            super::one_call_per_response_without_parallel_tool_calls,
+        );
+    }
+
+    #[test]
+    fn tool_choice_decides_what_the_model_is_offered() {
+        BED.run(bed, super::tool_choice_decides_what_the_model_is_offered);
+    }
+
+    #[test]
+    fn names_of_opencode_tools_reach_the_client() {
+        BED.run(bed, super::names_of_opencode_tools_reach_the_client);
+    }
+
+    #[test]
+    fn bad_tool_requests_are_400() {
+        BED.run(bed, super::bad_tool_requests_are_400);
+    }
+
+    #[test]
+    fn explicit_session_runs_the_loop() {
+        BED.run(bed, super::explicit_session_runs_the_loop);
+    }
+
+    #[test]
+    fn unseen_history_is_seeded_with_calls_and_results() {
+        BED.run(bed, super::unseen_history_is_seeded_with_calls_and_results);
+    }
+
+    #[test]
+    fn sdk_runs_the_loop() {
+        BED.run(bed, super::sdk_runs_the_loop);
+    }
+
+    #[test]
+    fn structured_outputs() {
+        BED.run(bed, super::structured_outputs);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_never_returns_frees_everything() {
     let config = "[client_tools]\nresult_timeout_secs = 2\nmax_runs = 1\n";

@@ -217,19 +217,74 @@ fn the_system_prompt_reaches_the_model_and_a_change_takes_effect() {
     })
 }
 
+/// 2.x has no structured output: the gateway offers the schema as a tool and takes the call's
+/// arguments as the answer, checked; text instead of the call is an error, never the answer.
 #[test]
-fn structured_outputs_are_refused_clearly_not_answered_unchecked() {
+fn structured_outputs_come_through_the_gateways_answer_tool() {
     on_v2(|bed| async move {
+        let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": false});
+        let format =
+            json!({"type": "json_schema", "json_schema": {"name": "place", "schema": schema}});
+        let marker = unique("structured");
         let (code, body) = bed
-            .chat(json!({"model": ECHO,
-                "messages": [{"role": "user", "content": unique("structured")}],
-                "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}}))
+            .chat(json!({"model": ECHO, "response_format": format,
+                "messages": [{"role": "user", "content": format!(r#"{marker} [call:StructuredOutput:{{"city":"Oslo"}}]"#)}]}))
             .await;
-        assert_eq!(code, 501, "{body}");
-        let message = body["error"]["message"].as_str().unwrap_or("");
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(
+            body["choices"][0]["message"]["content"], r#"{"city":"Oslo"}"#,
+            "{body}"
+        );
+        assert_eq!(body["choices"][0]["finish_reason"], "stop");
         assert!(
-            message.contains("Structured outputs")
-                && message.contains(support::opencode_v2_version()),
+            body["usage"]["completion_tokens"].as_u64().unwrap_or(0) > 0,
+            "the answer's step counts: {body}"
+        );
+        let calls = model_calls_with(bed, &marker);
+        assert_eq!(
+            calls.len(),
+            1,
+            "the response ends with the answer: OpenCode is interrupted"
+        );
+        let offered: Vec<&str> = calls[0]["tools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["function"]["name"].as_str())
+            .collect();
+        assert!(
+            offered.len() == 1 && offered[0].ends_with("_StructuredOutput"),
+            "only the answer tool is offered: {offered:?}"
+        );
+        assert_eq!(calls[0]["tools"][0]["function"]["parameters"], schema);
+
+        let (code, body) = bed
+            .chat(json!({"model": ECHO, "response_format": format,
+                "messages": [{"role": "user", "content": format!(r#"{} [call:StructuredOutput:{{"town":1}}]"#, unique("bad"))}]}))
+            .await;
+        // 2.x checks a tool's arguments against its schema and tells the model, which here
+        // answers in text then: an error, never the text.
+        assert_eq!(code, 502, "a value off the schema is an error: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("structured output"),
+            "{body}"
+        );
+
+        let (code, body) = bed
+            .chat(
+                json!({"model": ECHO, "response_format": {"type": "json_object"},
+                "messages": [{"role": "user", "content": unique("just text")}]}),
+            )
+            .await;
+        assert_eq!(code, 502, "text instead of the answer is an error: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("structured output"),
             "{body}"
         );
     })

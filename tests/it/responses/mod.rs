@@ -67,6 +67,109 @@ async fn responses_bed() -> TestBed {
     bed
 }
 
+/// The Responses bed in front of OpenCode 2.x.
+async fn responses_bed_v2() -> TestBed {
+    let mut bed = Harness::real()
+        .v2()
+        .opencode_config(json!({"provider": {"mock": {"models": {"thinker": {
+            "variants": {"high": {"reasoningEffort": "high"}, "low": {"reasoningEffort": "low"}}
+        }}}}}))
+        .gateway(
+            GatewayOptions::default()
+                .env("PORTATEK_API_KEYS", "k1,k2")
+                .config("[prompt]\nmax_model_retries = 0\n"),
+        )
+        .start()
+        .await;
+    bed.api_key = Some(K1.into());
+    bed
+}
+
+/// The same behaviours in front of OpenCode 2.x.
+mod responses_api_v2 {
+    use super::*;
+
+    static BED: BedPool<TestBed> = BedPool::new();
+
+    #[test]
+    fn response_object_and_what_it_echoes() {
+        BED.run(responses_bed_v2, super::response_object_and_what_it_echoes);
+    }
+
+    #[test]
+    fn streamed_text_events() {
+        BED.run(responses_bed_v2, super::streamed_text_events);
+    }
+
+    #[test]
+    fn reasoning_becomes_a_summary() {
+        BED.run(responses_bed_v2, super::reasoning_becomes_a_summary);
+    }
+
+    #[test]
+    fn previous_response_id_continues_and_branches() {
+        BED.run(
+            responses_bed_v2,
+            super::previous_response_id_continues_and_branches,
+        );
+    }
+
+    #[test]
+    fn input_items_parts_and_pages() {
+        BED.run(responses_bed_v2, super::input_items_parts_and_pages);
+    }
+
+    #[test]
+    fn function_tool_loop() {
+        BED.run(responses_bed_v2, super::function_tool_loop);
+    }
+
+    #[test]
+    fn streamed_function_tool_loop() {
+        BED.run(responses_bed_v2, super::streamed_function_tool_loop);
+    }
+
+    #[test]
+    fn tool_choice_and_parallel_calls() {
+        BED.run(responses_bed_v2, super::tool_choice_and_parallel_calls);
+    }
+
+    #[test]
+    fn output_limit_is_incomplete() {
+        BED.run(responses_bed_v2, super::output_limit_is_incomplete);
+    }
+
+    #[test]
+    fn text_formats() {
+        BED.run(responses_bed_v2, super::text_formats);
+    }
+
+    #[test]
+    fn store_false_is_stateless() {
+        BED.run(responses_bed_v2, super::store_false_is_stateless);
+    }
+
+    #[test]
+    fn failures_are_reported() {
+        BED.run(responses_bed_v2, super::failures_are_reported);
+    }
+
+    #[test]
+    fn delete_removes_it() {
+        BED.run(responses_bed_v2, super::delete_removes_it);
+    }
+
+    #[test]
+    fn other_keys_and_unknown_ids_get_404() {
+        BED.run(responses_bed_v2, super::other_keys_and_unknown_ids_get_404);
+    }
+
+    #[test]
+    fn sdk_drives_responses() {
+        BED.run(responses_bed_v2, super::sdk_drives_responses);
+    }
+}
+
 /// The Responses API, one test per behaviour on a shared bed (see the module docs).
 mod responses_api {
     use super::*;

@@ -343,8 +343,17 @@ impl OpenCode {
         v["id"].as_str().expect("session id").to_string()
     }
 
-    /// `GET /session` (list of sessions).
+    /// Whether this is OpenCode 2.x.
+    pub fn is_v2(&self) -> bool {
+        self.opts.v2
+    }
+
+    /// `GET /session` (list of sessions; 2.x: `GET /api/session`).
     pub async fn sessions(&self) -> Vec<Value> {
+        if self.opts.v2 {
+            let page = self.get_json("/api/session?limit=100").await;
+            return page["data"].as_array().cloned().unwrap_or_default();
+        }
         match self.get_json("/session").await {
             Value::Array(a) => a,
             other => panic!("GET /session: expected array, got {other}"),
@@ -353,9 +362,14 @@ impl OpenCode {
 
     /// `DELETE /session/:id`, panicking unless it succeeds.
     pub async fn delete_session(&self, id: &str) {
+        let path = if self.opts.v2 {
+            "api/session"
+        } else {
+            "session"
+        };
         let resp = self
             .client
-            .delete(format!("{}/session/{id}", self.url()))
+            .delete(format!("{}/{path}/{id}", self.url()))
             .timeout(Duration::from_secs(30))
             .send()
             .await
@@ -419,16 +433,41 @@ impl OpenCode {
         }
     }
 
-    /// `GET /session/status` → `{sessionID: {"type": "busy"|"retry"|"idle", ...}}`.
+    /// `GET /session/status` → `{sessionID: {"type": "busy"|"retry"|"idle", ...}}` (2.x:
+    /// `GET /api/session/active`, running ones as `busy`).
     pub async fn session_status(&self) -> serde_json::Map<String, Value> {
+        if self.opts.v2 {
+            let active = self.get_json("/api/session/active").await;
+            return active["data"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(id, _)| (id.clone(), json!({"type": "busy"})))
+                .collect();
+        }
         match self.get_json("/session/status").await {
             Value::Object(m) => m,
             other => panic!("GET /session/status: expected object, got {other}"),
         }
     }
 
-    /// `GET /session/:id/message` → `[{info, parts}]`.
+    /// `GET /session/:id/message` → `[{info, parts}]` (2.x: its user and assistant items, as
+    /// `{info: {id, role}, item}`).
     pub async fn messages(&self, session_id: &str) -> Vec<Value> {
+        if self.opts.v2 {
+            let page = self
+                .get_json(&format!(
+                    "/api/session/{session_id}/message?order=asc&limit=100"
+                ))
+                .await;
+            return page["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|m| m["type"] == "user" || m["type"] == "assistant")
+                .map(|m| json!({"info": {"id": m["id"], "role": m["type"]}, "item": m}))
+                .collect();
+        }
         match self
             .get_json(&format!("/session/{session_id}/message"))
             .await
