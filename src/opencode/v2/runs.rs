@@ -2,7 +2,7 @@
 //! interrupting, answering permission requests and forms, counting running sessions, the
 //! event stream, the model catalog, agents and run-time MCP servers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -17,6 +17,13 @@ use super::super::{
 
 /// The instruction entry that carries a request's system text (see [`OpenCodeClient::v2_prompt`]).
 const SYSTEM_ENTRY: &str = "portatek-system";
+
+/// Longest wait for a location's lists to hold what its config defines (see
+/// [`OpenCodeClient::v2_loaded`]).
+const LOAD_WAIT: Duration = Duration::from_secs(5);
+
+/// The answer a declined question gets (see [`OpenCodeClient::v2_dismiss_form`]).
+const DECLINED: &str = "(The user declined to answer this question. Go on without the answer.)";
 
 /// How long a 2.x MCP registration settles before its tools are used (see
 /// [`OpenCodeClient::v2_register_mcp`]).
@@ -207,17 +214,38 @@ impl OpenCodeClient {
         .await
     }
 
-    /// `DELETE /api/session/:sid/form/:id`: dismisses a form (2.x then stops the run).
+    /// Declines a form (2.x's question). Dismissing it (`DELETE`) would stop the whole run,
+    /// where 1.x told the model the question was declined and went on: so each field is
+    /// answered with that, and only a form refusing such an answer is dismissed.
     pub(crate) async fn v2_dismiss_form(
         &self,
         session: &str,
         id: &str,
     ) -> Result<(), UpstreamError> {
-        self.v2_write(
-            "reject question",
-            self.request(Method::DELETE, &format!("api/session/{session}/form/{id}")),
-        )
-        .await
+        let path = format!("api/session/{session}/form/{id}");
+        let form: Value = self.v2_read("get form", &path, &[]).await?;
+        let answer: serde_json::Map<String, Value> = form["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| Some((f["key"].as_str()?.to_string(), json!(DECLINED))))
+            .collect();
+        let declined = self
+            .v2_write(
+                "decline question",
+                self.request(Method::POST, &format!("{path}/reply"))
+                    .json(&json!({ "answer": answer })),
+            )
+            .await;
+        match declined {
+            Err(UpstreamError::Status {
+                status: 400..=499, ..
+            }) => {
+                self.v2_write("reject question", self.request(Method::DELETE, &path))
+                    .await
+            }
+            other => other,
+        }
     }
 
     /// How many sessions run now (`GET /api/session/active`).
@@ -259,9 +287,58 @@ impl OpenCodeClient {
         }))
     }
 
+    /// The names of the `section` (`agents`, `providers`) the location's config files
+    /// define (`GET /api/config`).
+    async fn v2_configured(&self, section: &str) -> Result<BTreeSet<String>, UpstreamError> {
+        let docs: Value = self
+            .retrying("get config", || {
+                self.json(
+                    "get config",
+                    self.request(Method::GET, "api/config"),
+                    self.timeout,
+                )
+            })
+            .await?;
+        Ok(docs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.pointer(&format!("/info/{section}"))?.as_object())
+            .flat_map(|m| m.keys().cloned())
+            .collect())
+    }
+
+    /// A location-scoped list, once it holds what the config defines: 2.x loads a directory
+    /// on its first use and answers meanwhile with what it has (no agents, then only its
+    /// built-in ones), so the list is read again (every 100 ms, [`LOAD_WAIT`] at most) until
+    /// every `wanted` name is in it.
+    async fn v2_loaded(
+        &self,
+        what: &str,
+        path: &str,
+        wanted: &BTreeSet<String>,
+        name_of: fn(&Value) -> Option<&str>,
+    ) -> Result<Vec<Value>, UpstreamError> {
+        let deadline = tokio::time::Instant::now() + LOAD_WAIT;
+        loop {
+            let list: Vec<Value> = self.v2_read(what, path, &[]).await?;
+            let names: BTreeSet<&str> = list.iter().filter_map(name_of).collect();
+            let complete = wanted.iter().all(|w| names.contains(w.as_str()));
+            if (complete && !list.is_empty()) || tokio::time::Instant::now() >= deadline {
+                return Ok(list);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The model catalog (`GET /api/model`) in 1.18's providers form.
     pub(crate) async fn v2_providers(&self) -> Result<Providers, UpstreamError> {
-        let models: Vec<Value> = self.v2_read("list models", "api/model", &[]).await?;
+        let wanted = self.v2_configured("providers").await?;
+        let models = self
+            .v2_loaded("list models", "api/model", &wanted, |m| {
+                m["providerID"].as_str()
+            })
+            .await?;
         let mut providers: BTreeMap<String, Provider> = BTreeMap::new();
         for m in models {
             let (Some(provider), Some(id)) = (
@@ -310,7 +387,10 @@ impl OpenCodeClient {
 
     /// `GET /api/agent`, each agent's id under 1.18's `name` key.
     pub(crate) async fn v2_agents(&self) -> Result<Vec<Value>, UpstreamError> {
-        let mut agents: Vec<Value> = self.v2_read("list agents", "api/agent", &[]).await?;
+        let wanted = self.v2_configured("agents").await?;
+        let mut agents = self
+            .v2_loaded("list agents", "api/agent", &wanted, |a| a["id"].as_str())
+            .await?;
         for a in &mut agents {
             // 2.x selects agents by `id`; its `name` is for display.
             if a.get("id").is_some_and(Value::is_string) {

@@ -9,7 +9,16 @@ use super::*;
 /// OpenCode's tools on, and `bash` allowed by OpenCode's defaults: the tool really runs.
 /// OpenCode's tools on, and `bash` allowed by OpenCode's defaults: the tool really runs.
 pub(super) async fn activity_bed() -> TestBed {
-    Harness::real()
+    activity_bed_on(Harness::real()).await
+}
+
+/// [`activity_bed`] in front of OpenCode 2.x.
+pub(super) async fn activity_bed_v2() -> TestBed {
+    activity_bed_on(Harness::real().v2()).await
+}
+
+async fn activity_bed_on(harness: support::harness::Real) -> TestBed {
+    harness
         .gateway(gateway_config(
             "[prompt]\ntools_enabled = true\ndeadline_secs = 120\n",
         ))
@@ -41,7 +50,7 @@ pub(super) async fn chat_stream_shows_tool_runs_as_comments(bed: &TestBed) {
         .map(|a| {
             assert_eq!(a["type"], "tool", "{a}");
             let tool = &a["tool"];
-            assert_eq!(tool["tool"], "bash", "{a}");
+            assert_eq!(tool["tool"], bash_tool(bed), "{a}");
             assert_eq!(tool["call_id"], "call_0_0", "{a}");
             assert_eq!(tool["input"], input, "{a}");
             tool["status"].as_str().unwrap()
@@ -160,7 +169,7 @@ pub(super) async fn responses_show_tool_runs_as_mcp_calls(bed: &TestBed) {
     assert_eq!(status, 200, "{response}");
     responses_schema::assert_response(&response);
     let call = mcp_call(&response);
-    assert_eq!(call["name"], "bash", "{call}");
+    assert_eq!(call["name"], bash_tool(bed), "{call}");
     assert_eq!(call["status"], "completed", "{call}");
     let arguments: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
     assert_eq!(

@@ -93,11 +93,27 @@ pub(super) fn tool_results(call: &Value) -> Vec<String> {
 
 /// OpenCode's record of a session (`directory`, `agent`, …).
 pub(super) async fn upstream_session(bed: &TestBed, id: &str) -> Value {
+    if bed.opencode.is_v2() {
+        // 2.x: `{data}`, the directory under `location` (1.x's shape here).
+        let mut s = bed.opencode.get_json(&format!("/api/session/{id}")).await["data"].take();
+        s["directory"] = s["location"]["directory"].clone();
+        return s;
+    }
     bed.opencode.get_json(&format!("/session/{id}")).await
 }
 
-/// The agent OpenCode recorded on the user messages of a session.
+/// The agent OpenCode recorded on the user messages of a session (2.x records it on the
+/// answers).
 pub(super) async fn agents_recorded(bed: &TestBed, id: &str) -> BTreeSet<String> {
+    if bed.opencode.is_v2() {
+        return bed
+            .opencode
+            .messages(id)
+            .await
+            .iter()
+            .filter_map(|m| m["item"]["agent"].as_str().map(String::from))
+            .collect();
+    }
     bed.opencode
         .messages(id)
         .await
@@ -128,6 +144,21 @@ pub(super) fn activities(frames: &[Frame]) -> Vec<Value> {
 }
 
 /// A prompt making the mock call OpenCode's `bash` with `command`, tagged with `marker`.
+/// Whether the tool result the model got says the permission was rejected (1.18: "The user
+/// rejected permission…"; 2.x: a `permission.rejected` error).
+pub(super) fn says_rejected(text: &str) -> bool {
+    text.contains("rejected permission") || text.contains("permission.rejected")
+}
+
+/// OpenCode's shell tool as it names it: `bash` (1.x) or `shell` (2.x).
+pub(super) fn bash_tool(bed: &TestBed) -> &'static str {
+    if bed.opencode.is_v2() {
+        "shell"
+    } else {
+        "bash"
+    }
+}
+
 pub(super) fn bash_prompt(marker: &str, command: &str) -> String {
     let args = json!({"command": command, "description": "scripted"});
     format!("{marker} [call:bash:{args}]")

@@ -58,7 +58,16 @@ default_directory = "{b}"
 /// Roles, digests, audit lines, agent and directory selection, two directories kept apart.
 /// The bed of [`keys_agents_and_directories`]: projects `dir-a` and `dir-b`, keys scoped to them.
 pub(super) async fn keys_bed() -> TestBed {
-    Harness::real()
+    keys_bed_on(Harness::real()).await
+}
+
+/// [`keys_bed`] in front of OpenCode 2.x.
+pub(super) async fn keys_bed_v2() -> TestBed {
+    keys_bed_on(Harness::real().v2()).await
+}
+
+async fn keys_bed_on(harness: support::harness::Real) -> TestBed {
+    harness
         .opencode_config(agents_config())
         .projects(&["dir-a", "dir-b"])
         .gateway_for(|dirs| gateway_config(&keys_toml(&dirs[0], &dirs[1])))

@@ -269,6 +269,91 @@ mod permission_policies {
     }
 }
 
+/// The policies and activity in front of OpenCode 2.x (its `permission.asked`, replies that
+/// name the session, questions as forms, `shell` for `bash`).
+mod agent_mode_v2 {
+    use super::*;
+
+    static DENY: BedPool<TestBed> = BedPool::new();
+    static CLIENT: BedPool<TestBed> = BedPool::new();
+    static ACTIVITY: BedPool<TestBed> = BedPool::new();
+    static KEYS: BedPool<TestBed> = BedPool::new();
+
+    #[test]
+    fn agent_chosen_per_request_within_scope() {
+        KEYS.run(keys_bed_v2, super::agent_chosen_per_request_within_scope);
+    }
+
+    #[test]
+    fn agents_listed_per_key() {
+        KEYS.run(keys_bed_v2, super::agents_listed_per_key);
+    }
+
+    #[test]
+    fn directory_chosen_per_request_within_scope() {
+        KEYS.run(keys_bed_v2, |bed| {
+            super::directory_chosen_per_request_within_scope(
+                bed,
+                &bed.projects[0],
+                &bed.projects[1],
+            )
+        });
+    }
+
+    #[test]
+    fn two_directories_kept_apart() {
+        KEYS.run(keys_bed_v2, |bed| {
+            super::two_directories_kept_apart(bed, &bed.projects[0], &bed.projects[1])
+        });
+    }
+
+    #[test]
+    fn deny_tells_the_model_and_carries_on() {
+        DENY.run(deny_bed_v2, super::deny_tells_the_model_and_carries_on);
+    }
+
+    #[test]
+    fn deny_rejects_a_question_at_once() {
+        DENY.run(deny_bed_v2, super::deny_rejects_a_question_at_once);
+    }
+
+    #[test]
+    fn client_answers_through_the_api() {
+        CLIENT.run(client_bed_v2, super::client_answers_through_the_api);
+    }
+
+    #[test]
+    fn client_silence_is_a_rejection_after_the_timeout() {
+        CLIENT.run(client_bed_v2, |bed| {
+            super::client_silence_is_a_rejection_after_the_timeout(bed, &bed.projects[0])
+        });
+    }
+
+    #[test]
+    fn always_holds_for_the_rest_of_its_run_only() {
+        CLIENT.run(
+            client_bed_v2,
+            super::always_holds_for_the_rest_of_its_run_only,
+        );
+    }
+
+    #[test]
+    fn chat_stream_shows_tool_runs_as_comments() {
+        ACTIVITY.run(
+            activity_bed_v2,
+            super::chat_stream_shows_tool_runs_as_comments,
+        );
+    }
+
+    #[test]
+    fn responses_show_tool_runs_as_mcp_calls() {
+        ACTIVITY.run(
+            activity_bed_v2,
+            super::responses_show_tool_runs_as_mcp_calls,
+        );
+    }
+}
+
 /// OpenCode's tool runs as SSE comments of chat streams and `mcp_call` items of responses.
 mod agent_activity {
     use super::*;

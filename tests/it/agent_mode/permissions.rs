@@ -34,7 +34,16 @@ pub(super) fn client_policy_toml(timeout_secs: u64, b: &str) -> String {
 /// A bed whose OpenCode asks before `bash`, project `dir-b`, the gateway configured by `toml`
 /// (given `dir-b`'s path).
 pub(super) async fn ask_bed(toml: fn(&str) -> String) -> TestBed {
-    Harness::real()
+    ask_bed_on(Harness::real(), toml).await
+}
+
+/// [`ask_bed`] in front of OpenCode 2.x.
+pub(super) async fn ask_bed_v2(toml: fn(&str) -> String) -> TestBed {
+    ask_bed_on(Harness::real().v2(), toml).await
+}
+
+async fn ask_bed_on(harness: support::harness::Real, toml: fn(&str) -> String) -> TestBed {
+    harness
         .opencode_config(json!({"permission": {"bash": "ask"}}))
         .projects(&["dir-b"])
         .gateway_for(move |dirs| gateway_config(&toml(&dirs[0])))
@@ -52,6 +61,14 @@ pub(super) async fn allow_bed() -> TestBed {
 
 pub(super) async fn client_bed() -> TestBed {
     ask_bed(|b| client_policy_toml(2, b)).await
+}
+
+pub(super) async fn deny_bed_v2() -> TestBed {
+    ask_bed_v2(|_| policy_toml("deny", "")).await
+}
+
+pub(super) async fn client_bed_v2() -> TestBed {
+    ask_bed_v2(|b| client_policy_toml(2, b)).await
 }
 
 /// A run whose `bash` call OpenCode wants permission for, as `key` with headers, bounded by
@@ -76,12 +93,12 @@ pub(super) async fn deny_tells_the_model_and_carries_on(bed: &TestBed) {
     let marker = bed.opencode.project_dir().join("denied.txt");
     let (text, _, took) = bash_run(bed, None, &[], "deny policy", "touch denied.txt").await;
     assert!(
-        text.starts_with("echo tool results: call_0_0=") && text.contains("rejected permission"),
+        text.starts_with("echo tool results: call_0_0=") && says_rejected(&text),
         "the model must be told: {text}"
     );
     let results = tool_results(&model_call(bed, "deny policy"));
     assert!(
-        results.len() == 1 && results[0].contains("rejected permission"),
+        results.len() == 1 && says_rejected(&results[0]),
         "tool results the model got: {results:?}"
     );
     assert!(!marker.exists(), "a denied command ran");
@@ -99,7 +116,7 @@ pub(super) async fn deny_tells_the_model_and_carries_on(bed: &TestBed) {
 pub(super) async fn deny_works_in_another_project_directory(bed: &TestBed, b: &str) {
     let headers = [("x-opencode-directory", b)];
     let (text, session, _) = bash_run(bed, None, &headers, "deny in B", "touch denied-b.txt").await;
-    assert!(text.contains("rejected permission"), "{text}");
+    assert!(says_rejected(&text), "{text}");
     assert_eq!(upstream_session(bed, &session).await["directory"], b);
     assert!(
         !Path::new(b).join("denied-b.txt").exists(),
@@ -151,7 +168,7 @@ pub(super) async fn allow_runs_only_the_allowlisted_command(bed: &TestBed) {
         "tool results the model got: {results:?}"
     );
     let (text, _, _) = bash_run(bed, None, &[], "not allowed", "touch other.txt").await;
-    assert!(text.contains("rejected permission"), "{text}");
+    assert!(says_rejected(&text), "{text}");
     assert!(
         !project.join("other.txt").exists(),
         "a command off the allowlist ran"
@@ -300,11 +317,7 @@ pub(super) async fn client_silence_is_a_rejection_after_the_timeout(bed: &TestBe
         "activity without the opt-in header"
     );
     let streamed = check_ok_stream(frames, ECHO);
-    assert!(
-        streamed.content.contains("rejected permission"),
-        "{}",
-        streamed.content
-    );
+    assert!(says_rejected(&streamed.content), "{}", streamed.content);
     // Asked after the request began, rejected 2 s after it was asked: not sooner, nor much later.
     assert!(
         since_start >= Duration::from_secs(2) && since_shown < Duration::from_secs(12),
@@ -407,7 +420,7 @@ pub(super) async fn an_approval_saved_upstream_is_cleared_at_start(bed: &mut Bed
     );
     restart_gateway(bed, gateway_config(&toml)).await;
     let (text, _, _) = bash_run(bed, Some(C1), &[], "after reset", "touch saved-2.txt").await;
-    assert!(text.contains("rejected permission"), "{text}");
+    assert!(says_rejected(&text), "{text}");
     assert!(
         !bed.opencode.project_dir().join("saved-2.txt").exists(),
         "an approval saved upstream outlived the gateway's restart with `deny`"

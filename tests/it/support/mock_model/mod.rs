@@ -16,7 +16,8 @@
 //! * `[call:NAME:{json args}]` -> answer with a tool call instead of text; several markers -> several
 //!   parallel calls (`delta.tool_calls` index 0, 1, …), `finish_reason: "tool_calls"`. NAME is matched
 //!   against the request's `tools`: an exact name wins, else the unique offered tool whose name ends with
-//!   `_NAME` (OpenCode prefixes MCP tools with `<server>_`), else NAME as written. Only when the last
+//!   `_NAME` (OpenCode prefixes MCP tools with `<server>_`), else 2.x's new name of a 1.x tool
+//!   (`bash` → `shell`, `task` → `subagent`) when offered, else NAME as written. Only when the last
 //!   message is the user's (so the run ends after one round of tool results), unless `[sticky]`.
 //!   The markers are read from the last text part of that message (a seeded prompt, whose earlier
 //!   turns are written out in parts before the new message, does not repeat their calls).

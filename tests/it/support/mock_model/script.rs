@@ -121,6 +121,15 @@ pub fn resolve_tool_name(body: &Value, name: &str) -> String {
     if hits.len() == 1 {
         return hits[0].to_string();
     }
+    // OpenCode 2.x renamed its own `bash` and `task`: a script written for 1.x calls them there.
+    let renamed = match name {
+        "bash" => "shell",
+        "task" => "subagent",
+        _ => name,
+    };
+    if offered.contains(&renamed) {
+        return renamed.to_string();
+    }
     name.to_string()
 }
 
