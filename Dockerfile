@@ -12,7 +12,7 @@
 
 # The OpenCode version the gateway is tested with. Must equal the OPENCODE_VERSION file
 # (tests/it/deploy_manifests/ checks it: a Dockerfile ARG default cannot read a file).
-ARG OPENCODE_VERSION=1.18.34
+ARG OPENCODE_VERSION=2.1.2
 
 # ---- gateway binary ----
 FROM rust:1-bookworm AS gateway-build
@@ -23,14 +23,14 @@ COPY src ./src
 COPY benches ./benches
 RUN cargo build --release --locked --bin portatek-gateway
 
-# ---- OpenCode: the npm package opencode-linux-x64 is one glibc-linked executable ----
+# ---- OpenCode: the npm package @opencode/cli-linux-x64 is one glibc-linked executable ----
 FROM node:20-bookworm-slim AS opencode-build
 ARG OPENCODE_VERSION
 ARG TARGETARCH
 RUN if [ "${TARGETARCH:-amd64}" != amd64 ]; then \
-      echo "only linux/amd64 is supported (opencode-linux-x64)" >&2; exit 1; fi \
- && npm install --no-audit --no-fund --prefix /oc "opencode-linux-x64@${OPENCODE_VERSION}" \
- && /oc/node_modules/opencode-linux-x64/bin/opencode --version
+      echo "only linux/amd64 is supported (@opencode/cli-linux-x64)" >&2; exit 1; fi \
+ && npm install --no-audit --no-fund --prefix /oc "@opencode/cli-linux-x64@${OPENCODE_VERSION}" \
+ && /oc/node_modules/@opencode/cli-linux-x64/bin/opencode --version
 
 # ---- everything but the two binaries ----
 FROM debian:bookworm-slim AS runtime-base
@@ -64,4 +64,4 @@ COPY dist/portatek-gateway dist/opencode /usr/local/bin/
 # ---- default (last) stage: the binaries built above ----
 FROM runtime-base AS runtime
 COPY --from=gateway-build /src/target/release/portatek-gateway /usr/local/bin/
-COPY --from=opencode-build /oc/node_modules/opencode-linux-x64/bin/opencode /usr/local/bin/
+COPY --from=opencode-build /oc/node_modules/@opencode/cli-linux-x64/bin/opencode /usr/local/bin/

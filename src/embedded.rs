@@ -2,7 +2,8 @@
 //! itself and supervises it.
 //!
 //! - **Which binary:** `opencode.binary` (`OPENCODE_BIN`), else `opencode` on `PATH`, else the
-//!   pinned version (`OPENCODE_VERSION`) installed with npm into a cache directory.
+//!   pinned version (`OPENCODE_VERSION`, OpenCode 2.x; `opencode.version` pins another, such
+//!   as 1.18.34) installed with npm into a cache directory.
 //! - **Nobody else can drive it:** a free loopback port and a random
 //!   `OPENCODE_SERVER_PASSWORD` per gateway start; the gateway's client is the only one that
 //!   knows it.
@@ -25,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::OpenCodeConfig;
 
-/// The OpenCode version the gateway is tested with (installed when no binary is found).
+/// The OpenCode version the gateway is tested with and installs when no binary is found
+/// (2.x; 1.18.34, the last 1.x, is supported too).
 pub const PINNED_VERSION: &str = include_str!("../OPENCODE_VERSION");
 
 /// Longest pause between restarts.
@@ -79,8 +81,9 @@ pub struct Embedded {
     pub generation: watch::Receiver<u64>,
 }
 
-/// The npm package of OpenCode for this platform (`opencode-linux-x64`, …).
-pub fn npm_package() -> String {
+/// The npm package of OpenCode `version` for this platform: 2.x's `@opencode/cli-linux-x64`
+/// (…), 1.x's `opencode-linux-x64` (…).
+pub fn npm_package(version: &str) -> String {
     let os = match std::env::consts::OS {
         "macos" => "darwin",
         other => other,
@@ -90,7 +93,14 @@ pub fn npm_package() -> String {
         "aarch64" => "arm64",
         other => other,
     };
-    format!("opencode-{os}-{arch}")
+    match version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok())
+    {
+        Some(major) if major >= 2 => format!("@opencode/cli-{os}-{arch}"),
+        _ => format!("opencode-{os}-{arch}"),
+    }
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -120,8 +130,11 @@ pub async fn locate(config: &OpenCodeConfig) -> Result<PathBuf, EmbeddedError> {
     if let Some(bin) = on_path("opencode") {
         return Ok(bin);
     }
-    let version = PINNED_VERSION.trim().to_string();
-    let package = npm_package();
+    let version = config
+        .version
+        .clone()
+        .unwrap_or_else(|| PINNED_VERSION.trim().to_string());
+    let package = npm_package(&version);
     let dir = cache_dir(config).join(format!("opencode-{version}"));
     let bin = dir
         .join("node_modules")
@@ -374,5 +387,17 @@ async fn supervise(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_package_follows_the_major_version() {
+        assert!(npm_package("2.1.2").starts_with("@opencode/cli-"));
+        assert!(npm_package("1.18.34").starts_with("opencode-"));
+        assert!(!npm_package(PINNED_VERSION.trim()).is_empty());
     }
 }

@@ -24,6 +24,9 @@ pub struct OpenCodeConfig {
     pub config_file: Option<PathBuf>,
     /// Where the pinned OpenCode is installed when needed (default: the user's cache directory).
     pub cache_dir: Option<PathBuf>,
+    /// The OpenCode version installed for the embedded server when no binary is found
+    /// (default: the pinned 2.x, `OPENCODE_VERSION`; `"1.18.34"` pins the last 1.x).
+    pub version: Option<String>,
     /// Basic-auth user name (env `OPENCODE_SERVER_USERNAME`).
     pub username: String,
     /// Basic-auth password; unset means no auth (env `OPENCODE_SERVER_PASSWORD`).
@@ -51,6 +54,7 @@ impl Default for OpenCodeConfig {
             binary: None,
             config_file: None,
             cache_dir: None,
+            version: None,
             username: "opencode".into(),
             password: None,
             directory: None,

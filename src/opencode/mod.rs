@@ -20,6 +20,8 @@
 //! when the request surely created nothing), prompts never are.
 
 mod api;
+#[cfg(test)]
+mod api_tests;
 mod decode;
 mod error;
 pub mod events;

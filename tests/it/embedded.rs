@@ -26,18 +26,27 @@ use support::{ECHO, THINKER, VISION};
 
 /// A gateway running its own OpenCode, and what that OpenCode needs.
 struct Embedded {
+    /// OpenCode 2.x (the default the gateway installs) rather than 1.x.
+    v2: bool,
     gw: Gateway,
     _mock: MockModel,
     _dir: TempDir,
     client: reqwest::Client,
 }
 
-/// Starts a gateway without `--opencode-url`: it starts OpenCode itself.
+/// Starts a gateway without `--opencode-url`: it starts OpenCode (1.x) itself.
 async fn start_embedded() -> Embedded {
+    start_embedded_version(false).await
+}
+
+/// The same with OpenCode 2.x (`v2`) or 1.x.
+async fn start_embedded_version(v2: bool) -> Embedded {
     let mock = MockModel::start().await;
-    let bin = tokio::task::spawn_blocking(opencode_bin)
-        .await
-        .expect("the opencode binary");
+    let bin = match v2 {
+        true => tokio::task::spawn_blocking(support::opencode::opencode_v2_bin).await,
+        false => tokio::task::spawn_blocking(opencode_bin).await,
+    }
+    .expect("the opencode binary");
     let dir = tempfile::Builder::new()
         .prefix("embedded-")
         .tempdir()
@@ -70,6 +79,7 @@ async fn start_embedded() -> Embedded {
     };
     let gw = Gateway::start_with(UNUSED_OPENCODE_URL, opts).await;
     Embedded {
+        v2,
         gw,
         _mock: mock,
         _dir: dir,
@@ -178,7 +188,11 @@ async fn opencode_is_loopback_and_password_protected(e: &Embedded) {
         !addrs.is_empty() && addrs.iter().all(|a| a == "127.0.0.1"),
         "OpenCode's port {port} listens on {addrs:?}"
     );
-    for path in ["/session", "/config/providers", "/event"] {
+    let paths = match e.v2 {
+        true => ["/api/session", "/api/model", "/api/event"],
+        false => ["/session", "/config/providers", "/event"],
+    };
+    for path in paths {
         let resp = test_client()
             .get(format!("http://127.0.0.1:{port}{path}"))
             .timeout(Duration::from_secs(10))
@@ -206,7 +220,7 @@ async fn opencode_is_loopback_and_password_protected(e: &Embedded) {
         password.len()
     );
     let resp = test_client()
-        .get(format!("http://127.0.0.1:{port}/session"))
+        .get(format!("http://127.0.0.1:{port}{}", paths[0]))
         .basic_auth("opencode", Some(&password))
         .send()
         .await
@@ -314,7 +328,15 @@ impl support::shared::BedLogs for ReadyEmbedded {
 }
 
 async fn ready_embedded() -> ReadyEmbedded {
-    let e = start_embedded().await;
+    ready_embedded_version(false).await
+}
+
+async fn ready_embedded_v2() -> ReadyEmbedded {
+    ready_embedded_version(true).await
+}
+
+async fn ready_embedded_version(v2: bool) -> ReadyEmbedded {
+    let e = start_embedded_version(v2).await;
     let readiness = e.wait_ready().await;
     ReadyEmbedded { e, readiness }
 }
@@ -354,6 +376,44 @@ mod an_embedded_opencode {
     #[test]
     fn opencode_is_loopback_and_password_protected() {
         BED.run(ready_embedded, |b| {
+            super::opencode_is_loopback_and_password_protected(&b.e)
+        });
+    }
+}
+
+/// The same with OpenCode 2.x, the version the gateway installs by default.
+mod an_embedded_opencode_2 {
+    use super::*;
+
+    static BED: support::BedPool<ReadyEmbedded> = support::BedPool::new();
+
+    #[test]
+    fn readiness_goes_from_503_to_200() {
+        // 2.x starts in well under a second: the first look may already find it ready.
+        BED.run(ready_embedded_v2, |b| async move {
+            assert!(
+                b.readiness == [503, 200] || b.readiness == [200],
+                "statuses of /health while the embedded OpenCode started: {:?}",
+                b.readiness
+            );
+        });
+    }
+
+    #[test]
+    fn models_come_from_the_embedded_opencode() {
+        BED.run(ready_embedded_v2, |b| {
+            super::models_come_from_the_embedded_opencode(&b.e)
+        });
+    }
+
+    #[test]
+    fn a_chat_completes() {
+        BED.run(ready_embedded_v2, |b| super::a_chat_completes(&b.e));
+    }
+
+    #[test]
+    fn opencode_is_loopback_and_password_protected() {
+        BED.run(ready_embedded_v2, |b| {
             super::opencode_is_loopback_and_password_protected(&b.e)
         });
     }

@@ -13,7 +13,7 @@ pub(super) const ULIMITS: [&str; 4] = [
     "nproc=1000:1000",
 ];
 
-use crate::support::opencode::opencode_bin;
+use crate::support::opencode::opencode_v2_bin;
 
 pub(super) fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -110,7 +110,7 @@ pub(super) fn build_context(dir: &Path) {
     let dist = dir.join("dist");
     std::fs::create_dir_all(&dist).expect("create dist/ in the build context");
     copy_gateway(&dist.join("portatek-gateway"));
-    let opencode = opencode_bin();
+    let opencode = opencode_v2_bin();
     std::fs::copy(&opencode, dist.join("opencode"))
         .unwrap_or_else(|e| panic!("copy {} into the build context: {e}", opencode.display()));
     for bin in ["portatek-gateway", "opencode"] {

@@ -157,7 +157,7 @@ pub(super) fn dockerfile_pins_the_opencode_version_file() {
     let opencode = stage("opencode-build").join("\n");
     assert!(
         opencode.contains("ARG OPENCODE_VERSION")
-            && opencode.contains("opencode-linux-x64@${OPENCODE_VERSION}"),
+            && opencode.contains("@opencode/cli-linux-x64@${OPENCODE_VERSION}"),
         "the opencode-build stage installs the ARG's version: {opencode}"
     );
 }

@@ -2,14 +2,15 @@
 
 use super::*;
 
-/// The pinned OpenCode version (from `/OPENCODE_VERSION`, the single place the pin lives).
+/// The OpenCode 1.x version tested (from `/OPENCODE_V1_VERSION`, the last 1.x).
 pub fn opencode_version() -> &'static str {
-    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/OPENCODE_VERSION")).trim()
+    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/OPENCODE_V1_VERSION")).trim()
 }
 
-/// The OpenCode 2.x version tested (from `/OPENCODE_V2_VERSION`).
+/// The OpenCode 2.x version tested, the embedded default (from `/OPENCODE_VERSION`, the single
+/// place that pin lives).
 pub fn opencode_v2_version() -> &'static str {
-    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/OPENCODE_V2_VERSION")).trim()
+    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/OPENCODE_VERSION")).trim()
 }
 
 /// Path of OpenCode 2.x's binary: `$OPENCODE_V2_BIN` when set, else `@opencode/cli-linux-x64`
