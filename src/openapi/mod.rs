@@ -264,6 +264,22 @@ fn recursion_to_ref(v: &mut Value, component: &str) {
 
 /// Every operation can fail the same ways, in OpenAI's error shape: said once here rather
 /// than on every handler.
+/// Operations whose OpenCode route 2.x dropped: on a 2.x upstream they answer 501.
+const GONE_IN_2X: &[&str] = &[
+    "code_find_text",
+    "code_find_symbols",
+    "tooling_tool_ids",
+    "tooling_tool_definitions",
+    "tooling_lsp",
+    "tooling_formatters",
+    "session_extras_todo",
+    "session_extras_share",
+    "session_extras_unshare",
+    "config_patch",
+    "providers_oauth_authorize",
+    "providers_oauth_callback",
+];
+
 fn error_responses(doc: &mut Value) {
     let error = json!({"content": {"application/json": {"schema": {
         "$ref": "#/components/schemas/ErrorResponse"}}}});
@@ -281,11 +297,21 @@ fn error_responses(doc: &mut Value) {
         .filter_map(Value::as_object_mut)
         .flat_map(|item| item.values_mut())
     {
+        let gone = op["operationId"]
+            .as_str()
+            .is_some_and(|id| GONE_IN_2X.contains(&id));
         let responses = &mut op["responses"];
         for (status, description) in [("4XX", client), ("5XX", upstream)] {
             let mut response = error.clone();
             response["description"] = json!(description);
             responses[status] = response;
+        }
+        if gone {
+            let mut response = error.clone();
+            response["description"] = json!(
+                "Not supported by the upstream: it runs OpenCode 2.x, whose server API has no such route (error code `not_supported_by_upstream`, the message names the version)."
+            );
+            responses["501"] = response;
         }
     }
 }

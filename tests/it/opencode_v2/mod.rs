@@ -489,3 +489,18 @@ async fn a_mixed_set_of_upstreams_works() {
         "every follow-up continued its conversation's session"
     );
 }
+
+/// The OpenAPI description marks the operations 2.x dropped with their 501.
+#[test]
+fn the_openapi_description_names_the_501s() {
+    let doc = portatek_gateway::openapi::document();
+    let lsp = &doc["paths"]["/v1/lsp"]["get"]["responses"]["501"];
+    assert!(
+        lsp["description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("OpenCode 2.x"),
+        "{lsp}"
+    );
+    assert!(doc["paths"]["/v1/chat/completions"]["post"]["responses"]["501"].is_null());
+}
