@@ -65,11 +65,16 @@ fn post(path: &str, body: Vec<u8>) -> Reply {
 }
 
 /// Valid requests the in-process router cannot bring to a success (see the module doc): those
-/// offering tools.
+/// offering tools, and those asking for a JSON schema (the fake answers the smallest value it
+/// can make up, which an intricate or unsatisfiable schema refuses: the gateway's checked 502).
 fn fake_cannot_serve(body: &Value) -> bool {
-    body.get("tools")
-        .and_then(Value::as_array)
-        .is_some_and(|tools| !tools.is_empty())
+    let schema_format = body.pointer("/response_format/type") == Some(&json!("json_schema"))
+        || body.pointer("/text/format/type") == Some(&json!("json_schema"));
+    schema_format
+        || body
+            .get("tools")
+            .and_then(Value::as_array)
+            .is_some_and(|tools| !tools.is_empty())
 }
 
 /// The property: a 4xx in OpenAI's shape, or a 2xx (a JSON object, or an SSE stream ending in

@@ -77,6 +77,76 @@ pub(super) fn emit_run(s: &FakeState, sid: &str) {
     emit_run_end(s, sid);
 }
 
+/// A run answering a structured prompt: no text, the value as the message's `structured`.
+pub(super) fn emit_structured_run(s: &FakeState, sid: &str, value: Value) {
+    let (u, a, _) = run_ids(s, sid);
+    emit_run_start(s, sid);
+    s.emit(
+        "message.updated",
+        json!({"info": {
+            "id": a, "sessionID": sid, "role": "assistant", "parentID": u,
+            "finish": "stop", "structured": value,
+            "tokens": {"input": 1, "output": 2, "reasoning": 0, "cache": {"read": 0, "write": 0}}
+        }}),
+    );
+    s.emit("session.idle", json!({"sessionID": sid}));
+}
+
+/// The smallest value `schema` accepts, roughly: required properties filled by type, the first
+/// of an enum or a choice, local `$ref`s followed (to a bounded depth).
+pub fn minimal_instance(schema: &Value, root: &Value, depth: u32) -> Value {
+    if depth > 8 {
+        return Value::Null;
+    }
+    if let Some(r) = schema["$ref"].as_str().and_then(|r| r.strip_prefix('#')) {
+        let target = root.pointer(r).unwrap_or(&Value::Null);
+        return minimal_instance(target, root, depth + 1);
+    }
+    if let Some(c) = schema.get("const") {
+        return c.clone();
+    }
+    if let Some(first) = schema["enum"].as_array().and_then(|e| e.first()) {
+        return first.clone();
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(first) = schema[key].as_array().and_then(|a| a.first()) {
+            return minimal_instance(first, root, depth + 1);
+        }
+    }
+    let kind = match &schema["type"] {
+        Value::String(t) => t.as_str(),
+        Value::Array(ts) => ts.first().and_then(Value::as_str).unwrap_or("object"),
+        _ => "object",
+    };
+    match kind {
+        "string" => json!(""),
+        "integer" | "number" => json!(schema["minimum"].as_f64().map_or(0, |m| m.ceil() as i64)),
+        "boolean" => json!(false),
+        "null" => Value::Null,
+        "array" => {
+            let n = schema["minItems"].as_u64().unwrap_or(0).min(4);
+            Value::Array(
+                (0..n)
+                    .map(|_| minimal_instance(&schema["items"], root, depth + 1))
+                    .collect(),
+            )
+        }
+        _ => {
+            let mut out = serde_json::Map::new();
+            for name in schema["required"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                let prop = &schema["properties"][name];
+                out.insert(name.to_string(), minimal_instance(prop, root, depth + 1));
+            }
+            Value::Object(out)
+        }
+    }
+}
+
 /// A run's closing events: the finished assistant message (with tokens) and idle.
 pub(super) fn emit_run_end(s: &FakeState, sid: &str) {
     let (u, a, _) = run_ids(s, sid);

@@ -213,8 +213,14 @@ async fn abort(State(s): St, Path(id): Path<String>) -> Json<Value> {
     Json(json!(true))
 }
 
-async fn prompt_async(State(s): St, Path(id): Path<String>) -> Response {
+async fn prompt_async(State(s): St, Path(id): Path<String>, body: Bytes) -> Response {
     s.seen.prompts.lock().unwrap().push(id.clone());
+    // As 1.18: a prompt with an output format is answered with a structured value (the
+    // smallest one its schema accepts), not text.
+    let structured = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|b| b.pointer("/format/schema").cloned())
+        .map(|schema| minimal_instance(&schema, &schema, 0));
     // As OpenCode: a prompt for a session it does not hold is a 404.
     if !s.sessions.lock().unwrap().contains_key(&id) {
         let message = format!("Session not found: {id}");
@@ -270,7 +276,10 @@ async fn prompt_async(State(s): St, Path(id): Path<String>) -> Response {
         let s = s.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            emit_run(&s, &id);
+            match structured {
+                Some(value) => emit_structured_run(&s, &id, value),
+                None => emit_run(&s, &id),
+            }
         });
     }
     StatusCode::NO_CONTENT.into_response()
