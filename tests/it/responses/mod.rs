@@ -277,6 +277,23 @@ mod responses_lifecycle {
     }
 }
 
+/// Cancelling and restarts in front of OpenCode 2.x.
+mod responses_lifecycle_v2 {
+    use super::*;
+    use support::shared::{plain_bed_v2, PLAIN_V2};
+
+    #[test]
+    fn cancel_stops_a_running_response() {
+        PLAIN_V2.run(plain_bed_v2, super::cancel_stops_a_running_response);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stored_responses_survive_a_gateway_restart() {
+        let mut bed = plain_bed_v2().await;
+        super::stored_responses_survive_a_gateway_restart(&mut bed).await;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Schema deviations (gateway bugs)
 // ---------------------------------------------------------------------------------------------

@@ -144,3 +144,82 @@ mod orphan_sweep {
         });
     }
 }
+
+/// The pool, the session API and the sweep in front of OpenCode 2.x, grouped on beds as the
+/// 1.x groups are (the test that restarts OpenCode has its own: a restarted OpenCode is tied
+/// to the thread of the test that restarted it).
+mod sessions_v2 {
+    use super::*;
+    use support::shared::mutable_bed_v2;
+
+    static POOL: BedPool<Mutable> = BedPool::new();
+    static RESTARTS: BedPool<Mutable> = BedPool::new();
+    static API: BedPool<Mutable> = BedPool::new();
+    static SWEEP: BedPool<Mutable> = BedPool::new();
+
+    #[test]
+    fn pool_keeps_affinity_without_replay_and_cleans_up_on_shutdown() {
+        RESTARTS.run(mutable_bed_v2, |b| async move {
+            super::pool_keeps_affinity_without_replay_and_cleans_up_on_shutdown(
+                &mut *b.0.lock().await,
+            )
+            .await
+        });
+    }
+
+    #[test]
+    fn pool_forks_concurrent_branches() {
+        POOL.run(mutable_bed_v2, |b| async move {
+            super::pool_forks_concurrent_branches(&mut *b.0.lock().await).await
+        });
+    }
+
+    #[test]
+    fn capacity_eviction_deletes_sessions_upstream() {
+        POOL.run(mutable_bed_v2, |b| async move {
+            super::capacity_eviction_deletes_sessions_upstream(&mut *b.0.lock().await).await
+        });
+    }
+
+    #[test]
+    fn vanished_session_falls_back_to_a_seeded_one() {
+        POOL.run(mutable_bed_v2, |b| async move {
+            super::vanished_session_falls_back_to_a_seeded_one(&mut *b.0.lock().await).await
+        });
+    }
+
+    #[test]
+    fn keys_isolate_sessions_and_session_api_works() {
+        API.run(mutable_bed_v2, |b| async move {
+            super::keys_isolate_sessions_and_session_api_works(&mut *b.0.lock().await).await
+        });
+    }
+
+    #[test]
+    fn ttl_evicts_pooled_sessions_but_not_pinned_ones() {
+        API.run(mutable_bed_v2, |b| async move {
+            super::ttl_evicts_pooled_sessions_but_not_pinned_ones(&mut *b.0.lock().await).await
+        });
+    }
+
+    #[test]
+    fn explicit_sessions_survive_a_gateway_restart() {
+        API.run(mutable_bed_v2, |b| async move {
+            super::explicit_sessions_survive_a_gateway_restart(&mut *b.0.lock().await).await
+        });
+    }
+
+    #[test]
+    fn a_hard_killed_gateways_sessions_are_swept() {
+        SWEEP.run(mutable_bed_v2, |b| async move {
+            super::a_hard_killed_gateways_sessions_are_swept(&mut *b.0.lock().await).await
+        });
+    }
+
+    #[test]
+    fn live_gateways_keep_their_sessions() {
+        SWEEP.run(mutable_bed_v2, |b| async move {
+            super::live_gateways_keep_their_sessions(&mut *b.0.lock().await).await
+        });
+    }
+}

@@ -24,9 +24,15 @@ pub(super) async fn swept(bed: &TestBed, gateway: &Gateway) -> Option<f64> {
 /// A session made on OpenCode directly, titled like the gateway's, with `metadata`.
 pub(super) async fn made_upstream(bed: &TestBed, metadata: Value) -> String {
     let body = json!({ "title": TITLE, "metadata": metadata });
-    let (status, v) = bed.opencode.post_json("/session", &body).await;
-    assert!(status.is_success(), "POST /session -> {status}: {v}");
-    v["id"].as_str().unwrap().to_string()
+    let path = if bed.opencode.is_v2() {
+        "/api/session"
+    } else {
+        "/session"
+    };
+    let (status, v) = bed.opencode.post_json(path, &body).await;
+    assert!(status.is_success(), "POST {path} -> {status}: {v}");
+    let created = if bed.opencode.is_v2() { &v["data"] } else { &v };
+    created["id"].as_str().unwrap().to_string()
 }
 
 /// A gateway with a 2 s TTL answers a request slowly, its session quiet for 8 s (past TTL,

@@ -86,14 +86,35 @@ pub(super) async fn deadline_on_a_silent_model(bed: &mut TestBed) {
     // Warm OpenCode up directly (its first prompt is slow, and a busy machine could push a
     // warm-up through the gateway past the 4 s deadline).
     let sid = bed.opencode.create_session("warm up").await;
-    let (status, v) = bed
-        .opencode
-        .post_json(
-            &format!("/session/{sid}/message"),
-            &json!({"parts": [{"type": "text", "text": "warm up"}],
-                    "model": {"providerID": "mock", "modelID": "echo"}}),
-        )
-        .await;
+    let (status, v) = match bed.opencode.is_v2() {
+        // 2.x: the model is session state; the prompt returns at once, `wait` until idle.
+        true => {
+            let model = json!({"model": {"id": "echo", "providerID": "mock"}});
+            bed.opencode
+                .post_json(&format!("/api/session/{sid}/model"), &model)
+                .await;
+            let (status, v) = bed
+                .opencode
+                .post_json(
+                    &format!("/api/session/{sid}/prompt"),
+                    &json!({"text": "warm up"}),
+                )
+                .await;
+            assert!(status.is_success(), "warm-up prompt: {status} {v}");
+            bed.opencode
+                .post_json(&format!("/api/experimental/session/{sid}/wait"), &json!({}))
+                .await
+        }
+        false => {
+            bed.opencode
+                .post_json(
+                    &format!("/session/{sid}/message"),
+                    &json!({"parts": [{"type": "text", "text": "warm up"}],
+                            "model": {"providerID": "mock", "modelID": "echo"}}),
+                )
+                .await
+        }
+    };
     assert!(status.is_success(), "warm-up prompt: {status} {v}");
     let started = Instant::now();
     let mut reader = bed

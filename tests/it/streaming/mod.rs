@@ -181,3 +181,87 @@ mod runs_end_when_clients_leave_deadlines_pass_or_the_gateway_stops {
         });
     }
 }
+
+/// Streaming in front of OpenCode 2.x (no proxy: its one-connection and kill tests stay 1.x's).
+mod streaming_v2 {
+    use super::*;
+
+    use support::shared::{mutable_bed_v2, plain_bed_v2, PLAIN_V2};
+
+    static ENDINGS: BedPool<support::shared::Mutable> = BedPool::new();
+    /// The 1.x group's gateway settings (retry budget 1, deadline 20 s, keep-alive every
+    /// second), without the proxy.
+    static MAIN: BedPool<TestBed> = BedPool::new();
+
+    async fn main_bed() -> TestBed {
+        support::Harness::real()
+            .v2()
+            .config(MAIN_CONFIG)
+            .start()
+            .await
+    }
+
+    #[test]
+    fn basic_stream_shape() {
+        MAIN.run(main_bed, super::basic_stream_shape);
+    }
+
+    #[test]
+    fn finish_reason_length() {
+        MAIN.run(main_bed, super::finish_reason_length);
+    }
+
+    #[test]
+    fn stream_equals_non_stream() {
+        MAIN.run(main_bed, super::stream_equals_non_stream);
+    }
+
+    #[test]
+    fn real_streaming() {
+        MAIN.run(main_bed, super::real_streaming);
+    }
+
+    #[test]
+    fn reasoning_content() {
+        MAIN.run(main_bed, super::reasoning_content);
+    }
+
+    #[test]
+    fn include_usage() {
+        MAIN.run(main_bed, super::include_usage);
+    }
+
+    #[test]
+    fn keepalive_comments() {
+        MAIN.run(main_bed, super::keepalive_comments);
+    }
+
+    #[test]
+    fn client_disconnect_aborts() {
+        MAIN.run(main_bed, super::client_disconnect_aborts);
+    }
+
+    #[test]
+    fn model_failure_error_event() {
+        MAIN.run(main_bed, super::model_failure_error_event);
+    }
+
+    #[test]
+    fn non_streaming_disconnect_aborts() {
+        PLAIN_V2.run(plain_bed_v2, super::non_streaming_disconnect_aborts);
+    }
+
+    #[test]
+    fn deadline_on_a_silent_model() {
+        ENDINGS.run(mutable_bed_v2, |b| async move {
+            super::deadline_on_a_silent_model(&mut *b.0.lock().await).await
+        });
+    }
+
+    #[test]
+    fn stream_outliving_the_grace_period() {
+        ENDINGS.run(mutable_bed_v2, |b| async move {
+            super::stream_outliving_the_grace_period(&mut *b.0.lock().await).await
+        });
+    }
+}

@@ -51,7 +51,11 @@ pub(super) async fn stream_equals_non_stream(bed: &TestBed) {
 
 /// Several chunks, not one blob; with a slow model the first chunk arrives well before the last.
 pub(super) async fn real_streaming(bed: &TestBed) {
-    let text = "one two three four five six seven [chunks:5]";
+    // OpenCode 2.x merges deltas that come within ~150 ms: the model is paced there.
+    let text = match bed.opencode.is_v2() {
+        true => "one two three four five six seven [chunks:5] [slow:250]",
+        false => "one two three four five six seven [chunks:5]",
+    };
     let st = bed.read_ok_stream(streaming(ask(ECHO, text))).await;
     assert_eq!(st.content, echo(text));
     assert!(
@@ -80,7 +84,11 @@ pub(super) async fn real_streaming(bed: &TestBed) {
 /// Reasoning arrives as `delta.reasoning_content` (in pieces, before the answer, never mixed
 /// into a content chunk) and as `message.reasoning_content` without streaming.
 pub(super) async fn reasoning_content(bed: &TestBed) {
-    let text = "ponder deeply [reasoning]";
+    // OpenCode 2.x merges deltas that come within ~150 ms: the model is paced there.
+    let text = match bed.opencode.is_v2() {
+        true => "ponder deeply [reasoning] [slow:250]",
+        false => "ponder deeply [reasoning]",
+    };
     let st = bed.read_ok_stream(streaming(ask(THINKER, text))).await;
     assert_eq!(st.reasoning, reasoning_of(text), "streamed reasoning");
     assert_eq!(st.content, echo(text), "streamed content");

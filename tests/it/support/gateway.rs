@@ -129,6 +129,10 @@ fn command(opencode_url: &str, opts: &GatewayOptions) -> (Command, TempDir) {
     cmd.env("RUST_LOG", "portatek_gateway=debug")
         .env("NO_COLOR", "1")
         .env("PORTATEK_STATE_DIR", dir.path().join("state"));
+    // A test's 2.x OpenCode always wants its password (unless the test sets one itself).
+    if let Some(pw) = super::opencode::password_for(opencode_url) {
+        cmd.env("OPENCODE_SERVER_PASSWORD", pw);
+    }
     for (k, v) in &opts.env {
         cmd.env(k, v);
     }

@@ -71,8 +71,8 @@ impl Real {
         self
     }
 
-    /// OpenCode 2.x instead of 1.x (with a password, which 2.x always wants, given to the
-    /// gateway too).
+    /// OpenCode 2.x instead of 1.x (with a password, which 2.x always wants; every gateway
+    /// started on it gets it, see `opencode::password_for`).
     pub fn v2(mut self) -> Self {
         let extra = std::mem::take(&mut self.opencode.extra_config);
         self.opencode = OpenCodeOptions {
@@ -148,24 +148,11 @@ impl Real {
                 .collect();
             (dirs, Some(root))
         };
-        let mut opts = match self.gateway_for {
+        // (A 2.x OpenCode's password reaches the gateway by `opencode::password_for`.)
+        let opts = match self.gateway_for {
             Some(f) => f(&dirs),
             None => self.gateway,
         };
-        if let Some(pw) = self
-            .opencode
-            .password
-            .as_deref()
-            .filter(|_| self.opencode.v2)
-        {
-            if !opts
-                .env
-                .iter()
-                .any(|(k, _)| k == "OPENCODE_SERVER_PASSWORD")
-            {
-                opts = opts.env("OPENCODE_SERVER_PASSWORD", pw);
-            }
-        }
         let gateway = Gateway::start_with(&opencode.url(), opts).await;
         let mut bed = TestBed::assemble(mock, opencode, gateway);
         bed.projects = dirs;

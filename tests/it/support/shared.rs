@@ -157,3 +157,16 @@ impl BedLogs for Mutable {
 pub async fn mutable_bed() -> Mutable {
     Mutable(tokio::sync::Mutex::new(plain_bed().await))
 }
+
+/// Plain beds in front of OpenCode 2.x.
+pub static PLAIN_V2: BedPool<super::TestBed> = BedPool::new();
+
+/// Starts a bed of [`PLAIN_V2`].
+pub async fn plain_bed_v2() -> super::TestBed {
+    super::Harness::real().v2().start().await
+}
+
+/// Starts a [`Mutable`] bed in front of OpenCode 2.x.
+pub async fn mutable_bed_v2() -> Mutable {
+    Mutable(tokio::sync::Mutex::new(plain_bed_v2().await))
+}

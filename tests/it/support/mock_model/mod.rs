@@ -5,7 +5,7 @@
 //!
 //! * `[fail]`      -> HTTP 500 `{"error":{"message":"scripted model failure","type":"server_error"}}`
 //! * `[reasoning]` -> stream `delta.reasoning_content` = `thinking about <text>` (2+ chunks) first
-//! * `[slow:MS]`   -> sleep MS milliseconds between content chunks
+//! * `[slow:MS]`   -> sleep MS milliseconds between content chunks (and reasoning chunks)
 //! * `[chunks:N]`  -> split the reply into N chunks (default: ~3 chunks by words)
 //! * `[length]`    -> finish_reason `length` instead of `stop`
 //! * `[hang]`      -> send headers, then nothing (connection stays open)
@@ -272,7 +272,12 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
         }
         if let Some(r) = reasoning {
             // "thinking about <text>" always has 2+ words, hence 2+ chunks.
-            for piece in split_chunks(&r, None) {
+            for (i, piece) in split_chunks(&r, None).into_iter().enumerate() {
+                if i > 0 {
+                    if let Some(ms) = script.slow_ms {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
+                }
                 if !send(chunk(json!({"reasoning_content": piece}), None)).await {
                     return;
                 }

@@ -44,6 +44,21 @@ impl OpenCodeOptions {
     }
 }
 
+/// The passwords of the 2.x servers the tests started, by URL: a gateway started on one of
+/// them gets it (2.x always wants a password) unless the test gives its own.
+static PASSWORDS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// The password of the 2.x server the tests started at `url`, if any.
+pub fn password_for(url: &str) -> Option<String> {
+    let url = url.trim_end_matches('/');
+    PASSWORDS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(u, _)| u == url)
+        .map(|(_, p)| p.clone())
+}
+
 /// A running `opencode serve`. Killed when dropped.
 pub struct OpenCode {
     dir: TempDir,
@@ -146,6 +161,12 @@ impl OpenCode {
             child: None,
             client,
         };
+        if let (true, Some(pw)) = (oc.opts.v2, oc.opts.password.clone()) {
+            PASSWORDS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((oc.url(), pw));
+        }
         oc.spawn_and_wait().await;
         oc
     }
@@ -338,6 +359,13 @@ impl OpenCode {
 
     /// `POST /session {"title"}` → the session id.
     pub async fn create_session(&self, title: &str) -> String {
+        if self.opts.v2 {
+            let (status, v) = self
+                .post_json("/api/session", &json!({ "title": title }))
+                .await;
+            assert!(status.is_success(), "POST /api/session -> {status}: {v}");
+            return v["data"]["id"].as_str().expect("session id").to_string();
+        }
         let (status, v) = self.post_json("/session", &json!({ "title": title })).await;
         assert!(status.is_success(), "POST /session -> {status}: {v}");
         v["id"].as_str().expect("session id").to_string()
