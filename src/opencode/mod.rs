@@ -4,16 +4,20 @@
 //! The core asks through [`OpenCodeClient`] (sessions, prompts, interrupts, permission and
 //! question replies, MCP registration, the catalog, agents, health) and reads a run's events as
 //! the gateway's own [`events::RunEvent`]s, decoded per run by [`RunDecoder`] from the session's
-//! events that the [`hub`] demultiplexes. OpenCode 1.18 is the implementation spoken today.
+//! events that the [`hub`] demultiplexes.
 //!
-//! What stays of 1.18 here and nowhere else: the paths and bodies of each call (`transport`,
-//! `sessions`, `runs`, `server`, `surface`), the event frames and their decoding (`types`,
-//! `sse`, `decode`), the stored message form (`history`). The core holds the typed results
+//! Two server APIs are spoken, chosen per upstream by what the server says it is (see
+//! [`api`]): OpenCode 1.x (1.18: `transport`, `sessions`, `runs`, `server`, `surface` for the
+//! calls; `types`, `sse`, `decode` for the events; `history` for stored messages) and OpenCode
+//! 2.x (`v2/`: the same calls in `/api/*`, its events decoded by `v2::decode`, its messages
+//! read into 1.18's form). Each public call asks which API the server speaks and goes to the
+//! matching implementation; the core never knows which. The core holds the typed results
 //! ([`Session`], [`Providers`], [`Prompt`] as an intent, [`events`]) and the raw event only as
-//! an opaque value handed back to this module's decoder. A second server API (OpenCode 2.x)
-//! is a second implementation of these same calls and a second decoder, chosen per upstream
-//! by what the server says it is; `tests/it/layers.rs` fails any module outside this one that
-//! spells a 1.18 path or event type.
+//! an opaque value handed back to this module's decoder; `tests/it/layers.rs` fails any module
+//! outside this one that spells a 1.18 path or event type.
+//!
+//! What 2.x lacks is either built above it (structured output: `run::answer_tool`) or an
+//! [`UpstreamError::Unsupported`], answered as a 501 naming the version.
 //!
 //! Every call has a timeout; calls safe to repeat are retried with bounded backoff (health,
 //! model list, session lookup/delete on any transient failure; session create and fork only
