@@ -71,3 +71,99 @@ async fn an_html_page_is_never_health() {
     assert!(err.to_string().contains("HTML"), "{err}");
     assert_eq!(client.detected_api(), None, "nothing was detected");
 }
+
+/// A 2.x server that answers every write with 204 and counts the requests per path.
+async fn counting_v2() -> (
+    OpenCodeClient,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use axum::extract::Request;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = Router::new()
+        .route(
+            "/api/info",
+            get(|| async { Json(json!({"version": "2.1.2"})) }),
+        )
+        .fallback(move |req: Request| {
+            let log = log.clone();
+            async move {
+                log.lock()
+                    .unwrap()
+                    .push(format!("{} {}", req.method(), req.uri().path()));
+                axum::http::StatusCode::NO_CONTENT
+            }
+        });
+    (serve(app).await, seen)
+}
+
+#[tokio::test]
+async fn a_follow_up_turn_on_2_x_sends_only_what_changed() {
+    use crate::opencode::{ModelRef, PartInput, Prompt, ToolSwitches};
+    let (client, seen) = counting_v2().await;
+    let prompt = |model: &str, system: Option<&str>| Prompt {
+        parts: vec![PartInput::Text { text: "hi".into() }],
+        model: ModelRef {
+            provider_id: "mock".into(),
+            model_id: model.into(),
+        },
+        agent: None,
+        system: system.map(String::from),
+        tools: ToolSwitches(vec![("*".into(), false)]),
+        variant: None,
+        output_schema: None,
+    };
+    let sent = |from: usize| seen.lock().unwrap()[from..].to_vec();
+    client.health(Duration::from_secs(5)).await.unwrap();
+    let n = seen.lock().unwrap().len();
+    client
+        .prompt_async("ses_1", &prompt("echo", Some("be brief")))
+        .await
+        .unwrap();
+    assert_eq!(
+        sent(n),
+        [
+            "POST /api/session/ses_1/model",
+            "POST /api/session/ses_1/agent",
+            "PATCH /api/session/ses_1",
+            "PUT /api/experimental/session/ses_1/instructions/entries/portatek-system",
+            "POST /api/session/ses_1/prompt"
+        ]
+    );
+    let n = seen.lock().unwrap().len();
+    client
+        .prompt_async("ses_1", &prompt("echo", Some("be brief")))
+        .await
+        .unwrap();
+    assert_eq!(
+        sent(n),
+        ["POST /api/session/ses_1/prompt"],
+        "nothing changed"
+    );
+    let n = seen.lock().unwrap().len();
+    client
+        .prompt_async("ses_1", &prompt("thinker", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        sent(n),
+        [
+            "POST /api/session/ses_1/model",
+            "DELETE /api/experimental/session/ses_1/instructions/entries/portatek-system",
+            "POST /api/session/ses_1/prompt"
+        ],
+        "the model and the system text changed"
+    );
+    client.delete_session("ses_1").await.unwrap();
+    let n = seen.lock().unwrap().len();
+    client
+        .prompt_async("ses_1", &prompt("thinker", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        sent(n).len(),
+        5,
+        "a deleted session is forgotten: {:?}",
+        sent(n)
+    );
+}

@@ -70,6 +70,8 @@ pub struct OpenCodeClient {
     retry_attempts: u32,
     /// The API the server speaks (probed; shared by every clone).
     api: Arc<ApiCell>,
+    /// 2.x: what was last set on each session (shared by every clone).
+    settings: Arc<v2::state::SessionSettings>,
 }
 
 impl OpenCodeClient {
@@ -100,6 +102,7 @@ impl OpenCodeClient {
             timeout: config.request_timeout,
             retry_attempts: config.retry_attempts.max(1),
             api: Arc::new(ApiCell::default()),
+            settings: Arc::default(),
         })
     }
 

@@ -84,6 +84,15 @@ impl Decoder {
                 self.started = true;
                 return Vec::new();
             }
+            // A prompt sent while an execution still ran (one being interrupted, say) is
+            // delivered into it, with no execution of its own: the run starts there.
+            "session.inbox.delivered"
+                if self.user_message.is_some()
+                    && d["inboxID"].as_str() == self.user_message.as_deref() =>
+            {
+                self.started = true;
+                return Vec::new();
+            }
             "session.step.started" => self.started = true,
             _ => {}
         }
@@ -381,6 +390,36 @@ mod tests {
         assert_eq!(
             d.feed(&ev("session.execution.succeeded", json!({}))),
             vec![RunEvent::Idle]
+        );
+    }
+
+    #[test]
+    fn a_prompt_delivered_into_a_running_execution_starts_the_run() {
+        let mut d = Decoder::default();
+        d.feed(&ev("session.inbox.enqueued", json!({"inboxID": "msg_u"})));
+        assert!(d
+            .feed(&ev(
+                "session.step.ended",
+                json!({"assistantMessageID": "old"})
+            ))
+            .is_empty());
+        d.feed(&ev(
+            "session.inbox.delivered",
+            json!({"inboxID": "msg_other"}),
+        ));
+        assert_eq!(d.user_message_id(), None, "someone else's input");
+        d.feed(&ev("session.inbox.delivered", json!({"inboxID": "msg_u"})));
+        assert_eq!(d.user_message_id(), Some("msg_u"));
+        let text = d.feed(&ev(
+            "session.text.delta",
+            json!({"assistantMessageID": "m", "delta": "x"}),
+        ));
+        assert_eq!(
+            text,
+            vec![RunEvent::Text {
+                message: "m".into(),
+                text: "x".into()
+            }]
         );
     }
 

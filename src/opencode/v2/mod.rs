@@ -24,6 +24,7 @@ pub mod decode;
 mod messages;
 mod runs;
 mod sessions;
+pub(crate) mod state;
 mod surface;
 
 pub(crate) use surface::SurfaceCall;

@@ -14,6 +14,7 @@ use super::super::types::{Capabilities, InputCapabilities, PartInput, Provider, 
 use super::super::{
     sse, Event, McpConnection, OpenCodeClient, Prompt, Providers, ToolSwitches, UpstreamError,
 };
+use super::state::{self, Setting};
 
 /// The instruction entry that carries a request's system text (see [`OpenCodeClient::v2_prompt`]).
 const SYSTEM_ENTRY: &str = "portatek-system";
@@ -84,7 +85,7 @@ impl OpenCodeClient {
     pub(crate) async fn v2_prompt(&self, id: &str, prompt: &Prompt) -> Result<(), UpstreamError> {
         if prompt.output_schema.is_some() {
             return Err(UpstreamError::Unsupported(format!(
-                "Structured outputs (`response_format` / `text.format` with a JSON schema or JSON object) are not available: the upstream runs OpenCode {}, which has no structured output, and the gateway does not yet provide it there (OpenCode 1.x does).",
+                "OpenCode {} has no structured output: the gateway asks for a structured answer through its answer tool instead.",
                 self.detected_version().unwrap_or_else(|| "2.x".into())
             )));
         }
@@ -94,42 +95,49 @@ impl OpenCodeClient {
         if let Some(variant) = &prompt.variant {
             model["variant"] = json!(variant);
         }
-        self.v2_write(
-            "select model",
+        let model = json!({ "model": model });
+        self.v2_setting(id, Setting::Model, &model, "select model", || {
             self.request(Method::POST, &format!("{session}/model"))
-                .json(&json!({ "model": model })),
-        )
+                .json(&model)
+        })
         .await?;
-        let agent = prompt.agent.as_deref().unwrap_or("build");
-        self.v2_write(
-            "select agent",
+        let agent = json!({ "agent": prompt.agent.as_deref().unwrap_or("build") });
+        self.v2_setting(id, Setting::Agent, &agent, "select agent", || {
             self.request(Method::POST, &format!("{session}/agent"))
-                .json(&json!({ "agent": agent })),
-        )
+                .json(&agent)
+        })
         .await?;
-        self.v2_write(
+        let permissions = json!({ "permissions": permission_rules(&prompt.tools) });
+        self.v2_setting(
+            id,
+            Setting::Permissions,
+            &permissions,
             "set tool permissions",
-            self.request(Method::PATCH, &session)
-                .json(&json!({ "permissions": permission_rules(&prompt.tools) })),
+            || self.request(Method::PATCH, &session).json(&permissions),
         )
         .await?;
         let entry = format!("api/experimental/session/{id}/instructions/entries/{SYSTEM_ENTRY}");
-        match prompt.system.as_deref().filter(|s| !s.is_empty()) {
-            Some(system) => {
-                self.v2_write(
-                    "set system text",
-                    self.request(Method::PUT, &entry)
-                        .json(&json!({ "value": system })),
-                )
-                .await?
+        let system = prompt.system.as_deref().filter(|s| !s.is_empty());
+        let digest = state::digest(&system);
+        if self.settings.needs(id, Setting::System, digest) {
+            match system {
+                Some(system) => {
+                    self.v2_write(
+                        "set system text",
+                        self.request(Method::PUT, &entry)
+                            .json(&json!({ "value": system })),
+                    )
+                    .await?
+                }
+                None => match self
+                    .v2_write("clear system text", self.request(Method::DELETE, &entry))
+                    .await
+                {
+                    Ok(()) | Err(UpstreamError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                },
             }
-            None => match self
-                .v2_write("clear system text", self.request(Method::DELETE, &entry))
-                .await
-            {
-                Ok(()) | Err(UpstreamError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            },
+            self.settings.set(id, Setting::System, digest);
         }
         let mut texts = Vec::new();
         let mut files = Vec::new();
@@ -152,6 +160,25 @@ impl OpenCodeClient {
                 .json(&body),
         )
         .await
+    }
+
+    /// Sends one session setting (the request `make` builds) unless it is what was last set
+    /// (see [`state`]).
+    async fn v2_setting(
+        &self,
+        id: &str,
+        setting: Setting,
+        value: &Value,
+        what: &str,
+        make: impl FnOnce() -> reqwest::RequestBuilder,
+    ) -> Result<(), UpstreamError> {
+        let digest = state::digest(&value.to_string());
+        if !self.settings.needs(id, setting, digest) {
+            return Ok(());
+        }
+        self.v2_write(what, make()).await?;
+        self.settings.set(id, setting, digest);
+        Ok(())
     }
 
     /// `POST /api/session/:id/interrupt`.

@@ -169,6 +169,7 @@ impl OpenCodeClient {
 
     /// `DELETE /api/session/:id` (204).
     pub(crate) async fn v2_delete_session(&self, id: &str) -> Result<(), UpstreamError> {
+        self.settings.forget(id);
         self.retrying("delete session", || {
             self.v2_write(
                 "delete session",
