@@ -1,7 +1,9 @@
-//! Against the REAL OpenCode (pinned `opencode serve` + the scripted model of the test bed):
-//! does the gateway keep up with OpenCode itself? The same client drives both sides: the
-//! gateway's `POST /v1/chat/completions`, and OpenCode's own API directly (create a session,
-//! then a synchronous `POST /session/:id/message`), at 1, 4, 16 and 64 concurrent clients, in
+//! Against the REAL OpenCode (`opencode serve` 1.18.34 and 2.x, each with the scripted model of
+//! the test bed): does the gateway keep up with OpenCode itself? The same client drives both
+//! sides: the gateway's `POST /v1/chat/completions`, and OpenCode's own API directly (1.x:
+//! create a session, then a synchronous `POST /session/:id/message`; 2.x: create a session,
+//! select the model, deny its tools, prompt, then wait for it to go idle), at 1, 4, 16 and 64
+//! concurrent clients, in
 //! alternating slices so that drift (other processes, OpenCode's growing storage) hits both
 //! sides alike. OpenCode's CPU time per completion is compared too: the gateway must not make
 //! OpenCode work harder (its one shared event stream, session reuse).
@@ -32,6 +34,7 @@ fn slice(clients: usize) -> Duration {
 }
 
 const SECTION: &str = "real OpenCode";
+const SECTION_V2: &str = "real OpenCode 2.x";
 
 /// Every request of the section asks something new, on both sides: the gateway remembers a
 /// conversation by its history, so a repeated prompt (with the scripted model's repeated answer)
@@ -84,29 +87,110 @@ async fn direct(http: reqwest::Client, oc: String, delete: bool) -> bool {
     ok
 }
 
+/// The same on OpenCode 2.x's API (which wants its password).
+async fn direct_v2(http: reqwest::Client, oc: String, password: String, delete: bool) -> bool {
+    let call = |rb: reqwest::RequestBuilder| rb.basic_auth("opencode", Some(&password)).send();
+    let Ok(resp) = call(
+        http.post(format!("{oc}/api/session"))
+            .json(&json!({"title": "bench direct"})),
+    )
+    .await
+    else {
+        return false;
+    };
+    let Ok(session) = resp.json::<serde_json::Value>().await else {
+        return false;
+    };
+    let Some(id) = session["data"]["id"].as_str() else {
+        return false;
+    };
+    let steps = [
+        (
+            reqwest::Method::POST,
+            format!("{oc}/api/session/{id}/model"),
+            json!({"model": {"id": "echo", "providerID": "mock"}}),
+        ),
+        (
+            reqwest::Method::PATCH,
+            format!("{oc}/api/session/{id}"),
+            json!({"permissions": [{"action": "*", "resource": "*", "effect": "deny"}]}),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{oc}/api/session/{id}/prompt"),
+            json!({"text": prompt()}),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{oc}/api/experimental/session/{id}/wait"),
+            json!({}),
+        ),
+    ];
+    let mut ok = true;
+    for (method, url, body) in steps {
+        ok &= match call(http.request(method, url).json(&body)).await {
+            Ok(r) => {
+                let fine = r.status().is_success();
+                let _ = r.bytes().await;
+                fine
+            }
+            Err(_) => false,
+        };
+    }
+    if delete {
+        let deleted = call(http.delete(format!("{oc}/api/session/{id}"))).await;
+        return ok && deleted.is_ok_and(|r| r.status().is_success());
+    }
+    ok
+}
+
 fn merge(into: &mut Outcome, o: Outcome) {
     into.latencies_us.extend(o.latencies_us);
     into.errors += o.errors;
     into.elapsed += o.elapsed;
 }
 
+/// The section against OpenCode 1.18.34, then against 2.x.
 pub async fn run(report: &mut Report) {
-    let bed = TestBed::start_with(
-        OpenCodeOptions::default(),
-        GatewayOptions::default().env("RUST_LOG", "warn"),
-    )
-    .await;
+    run_on(report, false).await;
+    run_on(report, true).await;
+}
+
+async fn run_on(report: &mut Report, v2: bool) {
+    const PASSWORD: &str = "bench-v2";
+    let (opencode, section) = match v2 {
+        true => (OpenCodeOptions::v2(PASSWORD), SECTION_V2),
+        false => (OpenCodeOptions::default(), SECTION),
+    };
+    let bed =
+        TestBed::start_with(opencode, GatewayOptions::default().env("RUST_LOG", "warn")).await;
     let oc_pid = bed.opencode.pid().expect("OpenCode's pid");
     let oc = bed.opencode.url();
     let gw = bed.gateway.url();
     let http = load::client();
     let via_direct = {
         let (http, oc) = (http.clone(), oc.clone());
-        move |_: u64| direct(http.clone(), oc.clone(), false)
+        move |_: u64| {
+            let (http, oc) = (http.clone(), oc.clone());
+            async move {
+                match v2 {
+                    true => direct_v2(http, oc, PASSWORD.into(), false).await,
+                    false => direct(http, oc, false).await,
+                }
+            }
+        }
     };
     let via_direct_deleting = {
         let (http, oc) = (http.clone(), oc.clone());
-        move |_: u64| direct(http.clone(), oc.clone(), true)
+        move |_: u64| {
+            let (http, oc) = (http.clone(), oc.clone());
+            async move {
+                match v2 {
+                    true => direct_v2(http, oc, PASSWORD.into(), true).await,
+                    false => direct(http, oc, true).await,
+                }
+            }
+        }
     };
     let via_gateway = {
         let (http, gw) = (http.clone(), gw.clone());
@@ -163,12 +247,12 @@ pub async fn run(report: &mut Report) {
         };
         let measure = format!("{who}: throughput");
         if c == 64 {
-            report.target(SECTION, &measure, result, "≥ 0.97 × direct", ratio >= 0.97);
+            report.target(section, &measure, result, "≥ 0.97 × direct", ratio >= 0.97);
         } else {
-            report.info(SECTION, &measure, result);
+            report.info(section, &measure, result);
         }
         report.info(
-            SECTION,
+            section,
             &format!("{who}: p50 / p99 latency"),
             format!(
                 "gateway {} / {} vs direct {} / {} (p50 {:.2}×, p99 {:.2}×)",
@@ -181,7 +265,7 @@ pub async fn run(report: &mut Report) {
             ),
         );
         report.info(
-            SECTION,
+            section,
             &format!("{who}: OpenCode CPU per completion"),
             format!(
                 "via gateway {:.1} ms vs direct {:.1} ms",
@@ -191,7 +275,7 @@ pub async fn run(report: &mut Report) {
         );
         if c == 64 {
             report.info(
-                SECTION,
+                section,
                 "64 clients: direct deleting each session after its completion",
                 format!(
                     "{:.1}/s, gateway = {:.2}× of it; OpenCode CPU per completion {:.1} ms",
