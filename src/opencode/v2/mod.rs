@@ -23,6 +23,7 @@
 pub mod decode;
 mod messages;
 mod runs;
+mod server;
 mod sessions;
 pub(crate) mod state;
 mod surface;
