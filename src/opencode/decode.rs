@@ -389,7 +389,7 @@ fn failure(err: &Value) -> RunFailure {
     RunFailure { kind, message }
 }
 
-fn finish(f: &str) -> Finish {
+pub(super) fn finish(f: &str) -> Finish {
     match f {
         "stop" => Finish::Stop,
         "length" => Finish::Length,
@@ -399,8 +399,8 @@ fn finish(f: &str) -> Finish {
     }
 }
 
-/// 1.18's `tokens {input, output, reasoning, cache{read, write}}`.
-fn tokens(t: &Value) -> Tokens {
+/// 1.18's `tokens {input, output, reasoning, cache{read, write}}` (2.x's have the same shape).
+pub(super) fn tokens(t: &Value) -> Tokens {
     let n = |ptr: &str| t.pointer(ptr).and_then(Value::as_u64).unwrap_or(0);
     Tokens {
         input: n("/input"),

@@ -17,8 +17,9 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
+use super::super::decode::{finish, tokens};
 use super::super::events::{
-    Ask, AskKind, FailureKind, Finish, RunEvent, RunFailure, Step, Tokens, ToolStatus, ToolUpdate,
+    Ask, AskKind, FailureKind, Finish, RunEvent, RunFailure, Step, ToolStatus, ToolUpdate,
 };
 use super::super::{error_message, Event};
 
@@ -228,28 +229,6 @@ fn content_text(content: &Value) -> String {
             .collect::<Vec<_>>()
             .join(""),
         _ => String::new(),
-    }
-}
-
-fn finish(f: &str) -> Finish {
-    match f {
-        "stop" => Finish::Stop,
-        "length" => Finish::Length,
-        "content-filter" | "content_filter" => Finish::ContentFilter,
-        "tool-calls" => Finish::ToolCalls,
-        _ => Finish::Other,
-    }
-}
-
-/// 2.x's `tokens {input, output, reasoning, cache{read, write}}` (1.18's shape).
-fn tokens(t: &Value) -> Tokens {
-    let n = |ptr: &str| t.pointer(ptr).and_then(Value::as_u64).unwrap_or(0);
-    Tokens {
-        input: n("/input"),
-        output: n("/output"),
-        reasoning: n("/reasoning"),
-        cache_read: n("/cache/read"),
-        cache_write: n("/cache/write"),
     }
 }
 

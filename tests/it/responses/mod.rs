@@ -52,25 +52,16 @@ use tools_and_formats::*;
 /// The Responses bed: the thinker with `reasoning_effort` variants, keys `k1` (used by the
 /// helpers) and `k2`, no model retries.
 async fn responses_bed() -> TestBed {
-    let mut bed = Harness::real()
-        .opencode_config(json!({"provider": {"mock": {"models": {"thinker": {
-            "variants": {"high": {"reasoningEffort": "high"}, "low": {"reasoningEffort": "low"}}
-        }}}}}))
-        .gateway(
-            GatewayOptions::default()
-                .env("PORTATEK_API_KEYS", "k1,k2")
-                .config("[prompt]\nmax_model_retries = 0\n"),
-        )
-        .start()
-        .await;
-    bed.api_key = Some(K1.into());
-    bed
+    responses_bed_on(Harness::real()).await
 }
 
 /// The Responses bed in front of OpenCode 2.x.
 async fn responses_bed_v2() -> TestBed {
-    let mut bed = Harness::real()
-        .v2()
+    responses_bed_on(Harness::real().v2()).await
+}
+
+async fn responses_bed_on(harness: support::harness::Real) -> TestBed {
+    let mut bed = harness
         .opencode_config(json!({"provider": {"mock": {"models": {"thinker": {
             "variants": {"high": {"reasoningEffort": "high"}, "low": {"reasoningEffort": "low"}}
         }}}}}))
