@@ -34,9 +34,15 @@ async fn a_mixed_set_of_upstreams_works() {
             .json()
             .await
             .unwrap();
-        status["upstreams"]
-            .as_array()
-            .is_some_and(|u| u.iter().all(|u| !u["opencode"]["api"].is_null()))
+        // Both detected, and both taking work (breaker up, event stream connected): a new
+        // conversation goes only to an upstream that is.
+        status["upstreams"].as_array().is_some_and(|u| {
+            u.iter().all(|u| {
+                !u["opencode"]["api"].is_null()
+                    && u["state"] == "up"
+                    && u["events_connected"] == true
+            })
+        })
     })
     .await;
     let status: Value = http
